@@ -1,0 +1,173 @@
+"""Backbone registry and loading: built-in names, local pipeline folders and hub ids.
+
+`load_backbone("tiny:wan")`, `load_backbone("mini-cogvideox")`,
+`load_backbone("/models/CogVideoX-5b-I2V")` and `load_backbone("THUDM/CogVideoX-5b-I2V")` all
+end in the same adapter class; the family comes from `model_index.json` unless overridden.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
+from probe.backbones.base import Backbone, Conditioning
+from probe.errors import ToolkitError
+from probe.paths import MINI_PIPELINE
+
+__all__ = ["Backbone", "Conditioning", "FAMILIES", "BUILTINS", "load_backbone", "family_of"]
+
+PROMPT_EMBEDS = "prompt_embeds.safetensors"  # saved text conditioning beside a pipeline folder
+
+FAMILIES: dict[str, type[Backbone]] = {}
+TINY: dict[str, Callable[[int], Any]] = {}
+TINY_SIZES: dict[str, tuple[tuple[int, int], int]] = {}  # family -> ((height, width), frames)
+
+
+def register(adapter: type[Backbone], tiny: Callable[[int], Any], size: tuple[tuple[int, int], int]) -> None:
+    """Add a family; names are unique."""
+    if adapter.family in FAMILIES:
+        raise ValueError(f"backbone family {adapter.family!r} is already registered")
+    FAMILIES[adapter.family] = adapter
+    TINY[adapter.family] = tiny
+    TINY_SIZES[adapter.family] = size
+
+
+register(cogvideox.CogVideoX, cogvideox.tiny, ((32, 32), 9))
+register(wan.Wan, wan.tiny, ((32, 32), 9))
+register(wan22.Wan22, wan22.tiny, ((64, 64), 9))
+register(ltx.LTX, ltx.tiny, ((32, 32), 9))
+register(hunyuan.Hunyuan, hunyuan.tiny, ((32, 32), 9))
+register(svd.SVD, svd.tiny, ((32, 32), 2))
+
+# Families people ask for that diffusers does not ship; the closest supported behaviour is named.
+UNSUPPORTED = {
+    "opensora": "Open-Sora 1.2 is not in diffusers; its conditioning (first-frame replacement, t=0 on "
+    "that frame) matches the `ltx` and `wan22` adapters",
+    "dynamicrafter": "DynamiCrafter is not in diffusers; its UNet behaves like the `svd` adapter",
+}
+
+BUILTINS: dict[str, str] = {
+    "mini-cogvideox": "the shipped mini CogVideoX-I2V trained on the mini world (64x64, 9 frames)",
+    **{f"tiny:{f}": f"{f} at diffusers' test size with seeded random weights" for f in FAMILIES},
+}
+
+# model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
+_PIPELINE_FAMILY = {
+    "CogVideoXImageToVideoPipeline": "cogvideox",
+    "WanImageToVideoPipeline": "wan",
+    "LTXImageToVideoPipeline": "ltx",
+    "LTXConditionPipeline": "ltx",
+    "HunyuanVideoImageToVideoPipeline": "hunyuan",
+    "StableVideoDiffusionPipeline": "svd",
+}
+
+
+def family_of(index: dict[str, Any]) -> str:
+    """The family of a pipeline from its `model_index.json` contents."""
+    cls = index.get("_class_name", "")
+    family = _PIPELINE_FAMILY.get(cls)
+    if family == "wan" and index.get("expand_timesteps"):
+        family = "wan22"
+    if family is None:
+        raise ToolkitError(
+            f"pipeline class {cls!r} is not a supported image-to-video family; supported: "
+            f"{', '.join(sorted(FAMILIES))} (pass --family to force one)"
+        )
+    return family
+
+
+def _check_family(family: str) -> str:
+    key = family.lower().replace("-", "").replace(".", "").replace(" ", "")
+    for name, why in UNSUPPORTED.items():
+        if key.startswith(name):
+            raise ToolkitError(f"{why}. Use one of: {', '.join(sorted(FAMILIES))}")
+    if family not in FAMILIES:
+        raise ToolkitError(f"unknown family {family!r}; supported: {', '.join(sorted(FAMILIES))}")
+    return family
+
+
+def _hub_folder(model: str) -> Path:
+    """Download a hub pipeline (safetensors only), or explain why it cannot be had."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except RepositoryNotFoundError:
+        raise ToolkitError(
+            f"unknown model id {model!r}: no such repository on the Hugging Face hub "
+            "(check the spelling, or run `anti-i2v models` for the built-in names)"
+        ) from None
+    except (LocalEntryNotFoundError, OSError) as exc:
+        raise ToolkitError(
+            f"cannot fetch {model!r}: the Hugging Face hub is unreachable and it is not in the local cache "
+            f"({type(exc).__name__}); download it where you have access (`hf download {model} --local-dir DIR`) "
+            "and pass DIR"
+        ) from None
+
+
+def _resolve(model: str) -> Path:
+    if model in ("mini-cogvideox", "mini"):
+        if not (MINI_PIPELINE / "model_index.json").exists():
+            raise ToolkitError(
+                f"the mini model is missing from {MINI_PIPELINE}: restore artifacts/ from git or run "
+                "`anti-i2v world train --out artifacts/models`"
+            )
+        return MINI_PIPELINE
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise ToolkitError(
+                f"{path} is not a diffusers pipeline folder (no model_index.json); pass the folder that "
+                "`save_pretrained` wrote"
+            )
+        return path
+    if model.count("/") == 1 and not model.startswith((".", "/")):
+        return _hub_folder(model)
+    raise ToolkitError(
+        f"unknown model {model!r}: expected a built-in name (`anti-i2v models`), a local pipeline folder "
+        "or a hub id like THUDM/CogVideoX-5b-I2V"
+    )
+
+
+def load_backbone(
+    model: str,
+    family: str | None = None,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    seed: int = 0,
+) -> Backbone:
+    """Load a backbone adapter from a built-in name, a local pipeline folder or a hub id."""
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if model.startswith("tiny:"):
+        fam = _check_family(family or model.split(":", 1)[1])
+        pipe = TINY[fam](seed).to(device)
+        if torch_dtype != torch.float32:
+            pipe = pipe.to(dtype=torch_dtype)
+        size, frames = TINY_SIZES[fam]
+        return FAMILIES[fam](pipe, model, resolution=size, frames=frames)
+
+    folder = _resolve(model)
+    index = json.loads((folder / "model_index.json").read_text())
+    fam = _check_family(family) if family else family_of(index)
+    adapter = FAMILIES[fam]
+    # Text encoders are never loaded: text conditioning comes from saved embeddings.
+    skipped = {name: None for name in adapter.skip_components if name in index}
+    try:
+        pipe = adapter.pipeline_class.from_pretrained(
+            folder, torch_dtype=torch_dtype, use_safetensors=True, **skipped
+        )
+    except (OSError, ValueError) as exc:
+        raise ToolkitError(
+            f"cannot load {model!r} as a {fam} pipeline ({str(exc).splitlines()[0][:200]}); "
+            "the folder needs safetensors weights for every component"
+        ) from None
+    text_file = folder / PROMPT_EMBEDS
+    text = load_file(str(text_file)) if text_file.exists() else None
+    return adapter(pipe.to(device), "mini-cogvideox" if folder == MINI_PIPELINE else model, text=text)

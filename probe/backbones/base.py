@@ -1,0 +1,182 @@
+"""The small interface every backbone adapter implements.
+
+An adapter wraps a diffusers image-to-video pipeline and answers the questions the toolkit
+asks of any video denoiser: which blocks it has, what each block returns, how to turn an
+image in [0, 1] into the denoiser's conditioning (differentiably), how to noise a latent at a
+timestep, and how to call the denoiser. Family files (`cogvideox.py`, `wan.py`, ...) subclass
+:class:`Backbone` and are meant to be read top to bottom.
+
+Timesteps are always given on the 0..1000 training scale; each family maps them to its own
+noise level (DDPM alphas, flow-matching sigma = t/1000, or Karras sigma for SVD).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Conditioning:
+    """What the denoiser needs for one image batch: conditioning tensors and the clean latent.
+
+    `clean` is the latent of a still video of the image (the image repeated over frames), in
+    the denoiser's own latent layout; probing noises it at the requested timestep.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    clean: torch.Tensor
+
+
+class Backbone(ABC):
+    """Base adapter: holds a pipeline and its text conditioning; families fill in the rest."""
+
+    family: ClassVar[str]
+    pipeline_class: ClassVar[type]
+    # Child containers whose children are "blocks", in forward order (single modules allowed).
+    block_containers: ClassVar[tuple[str, ...]]
+    # Pipeline components never loaded: text conditioning comes from saved embeddings.
+    skip_components: ClassVar[tuple[str, ...]] = ("text_encoder", "tokenizer")
+
+    def __init__(
+        self,
+        pipe: Any,
+        name: str,
+        text: dict[str, torch.Tensor] | None = None,
+        resolution: tuple[int, int] | None = None,
+        frames: int | None = None,
+    ):
+        self.pipe = pipe
+        self.name = name
+        self.text = text if text is not None else self.null_text()
+        self.resolution = resolution or self.native_resolution()
+        self.default_frames = frames or self.native_frames()
+        self.denoiser.eval().requires_grad_(False)
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)  # the toolkit shows its own progress
+        for part in ("vae", "image_encoder"):
+            module = getattr(pipe, part, None)
+            if isinstance(module, nn.Module):
+                module.eval().requires_grad_(False)
+
+    # --- what the model is -------------------------------------------------------------
+    @property
+    def denoiser(self) -> nn.Module:
+        """The video denoiser (transformer or UNet)."""
+        return self.pipe.transformer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.denoiser.parameters()).dtype
+
+    def config_sha256(self) -> str:
+        """Hash of the denoiser's config: ties stores and profiles to one architecture."""
+        cfg = {k: v for k, v in dict(self.denoiser.config).items() if not k.startswith("_")}
+        return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+
+    def block_names(self) -> list[str]:
+        """Every block's module path, in registration order (see `capture.execution_order`)."""
+        names = []
+        for container in self.block_containers:
+            module = self.denoiser.get_submodule(container)
+            if isinstance(module, nn.ModuleList):
+                names += [f"{container}.{i}" for i in range(len(module))]
+            else:
+                names.append(container)
+        return names
+
+    def hidden(self, output: Any) -> torch.Tensor:
+        """The hidden-state element of a block's output (tuples carry it first)."""
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    # --- sizes -------------------------------------------------------------------------
+    @abstractmethod
+    def native_resolution(self) -> tuple[int, int]:
+        """(height, width) the model was made for (the pipeline's default)."""
+
+    @abstractmethod
+    def native_frames(self) -> int:
+        """Video frames the pipeline generates by default."""
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames for `frames` video frames (4x temporal compression + 1 by default)."""
+        return (frames - 1) // 4 + 1
+
+    @abstractmethod
+    def token_grid(self, cond: Conditioning) -> tuple[int, int, int]:
+        """(frames, height, width) of the token grid one block output covers."""
+
+    def layout(self, hidden: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """A block's hidden state as `(B, F, H, W, C)`; DiTs give `(B, F*H*W, C)` video tokens."""
+        f, h, w = self.token_grid(cond)
+        b, n, c = hidden.shape
+        if n != f * h * w:
+            raise ValueError(f"{self.family}: block output has {n} tokens, expected {f}x{h}x{w}")
+        return hidden.reshape(b, f, h, w, c)
+
+    # --- images in -----------------------------------------------------------------------
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
+        """Differentiable resize of `(B, 3, H, W)` in [0, 1] to the model's resolution."""
+        size = self.resolution
+        if tuple(image.shape[-2:]) == size:
+            return image
+        return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+    @abstractmethod
+    def condition(self, image: torch.Tensor, frames: int | None = None) -> Conditioning:
+        """Image `(B, 3, H, W)` in [0, 1] -> conditioning, differentiable w.r.t. the image."""
+
+    @abstractmethod
+    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        """Noise a clean latent at timestep `t` (0..1000) with the model's own schedule."""
+
+    @abstractmethod
+    def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
+        """Keyword arguments for one conditional-branch denoiser call."""
+
+    # --- text ------------------------------------------------------------------------------
+    @abstractmethod
+    def null_text(self) -> dict[str, torch.Tensor]:
+        """Text conditioning used when no prompt embeddings are saved: zeros of the right shape."""
+
+    def text_batch(self, batch: int) -> dict[str, torch.Tensor]:
+        """Text conditioning expanded to a batch, on the denoiser's device and dtype."""
+        out = {}
+        for k, v in self.text.items():
+            v = v.to(self.device)
+            out[k] = v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v
+            if out[k].is_floating_point():
+                out[k] = out[k].to(self.dtype)
+        return out
+
+    # --- generation -------------------------------------------------------------------------
+    @abstractmethod
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """Extra pipeline-call arguments for generation (text embeddings, guidance)."""
+
+    @torch.no_grad()
+    def generate(self, image: torch.Tensor, frames: int | None = None, steps: int = 20, seed: int = 0) -> torch.Tensor:
+        """Generate a video `(F, 3, H, W)` in [0, 1] from one image `(3, H, W)` with the pipeline."""
+        height, width = self.resolution
+        video = self.pipe(
+            image=self.resize(image[None].float()).to(self.device),
+            height=height,
+            width=width,
+            num_frames=frames or self.default_frames,
+            num_inference_steps=steps,
+            generator=torch.Generator(device="cpu").manual_seed(seed),
+            output_type="pt",
+            **self.pipeline_kwargs(),
+        ).frames
+        return video[0].float().clamp(0, 1).cpu()
