@@ -1,0 +1,19 @@
+"""The `anti-i2v` console script: one typer app gathering each stage's commands.
+
+Command bodies live in the stages (`probe.cli`, ...); this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from probe import cli as probe_cli
+
+app = typer.Typer(
+    name="anti-i2v",
+    help="Protect photos from image-to-video generation: probe a video model, analyse its layers, cloak photos.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+probe_cli.register(app)

@@ -161,7 +161,7 @@ def load_backbone(
     skipped = {name: None for name in adapter.skip_components if name in index}
     try:
         pipe = adapter.pipeline_class.from_pretrained(
-            folder, torch_dtype=torch_dtype, use_safetensors=True, **skipped
+            folder, dtype=torch_dtype, use_safetensors=True, **skipped
         )
     except (OSError, ValueError) as exc:
         raise ToolkitError(

@@ -8,6 +8,7 @@ Each stage writes its output atomically; re-running skips stages whose output ex
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -258,7 +259,7 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None) -> dict[st
     """Run the three stages into `out/` (pipeline folder + identity encoder); returns seconds per stage."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(__import__("json").dumps(asdict(cfg), indent=2))
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     timings: dict[str, float] = {}
     pipe_dir, id_dir = out / "mini-cogvideox-i2v", out / "mini-identity"
     if not (pipe_dir / "model_index.json").exists():
@@ -278,3 +279,8 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None) -> dict[st
         enc.save(tmp)
         tmp.rename(id_dir)
     return timings
+
+
+# A few steps of every stage: the smoke test CI runs (`anti-i2v world train --quick`).
+QUICK = TrainConfig(vae_videos=8, vae_steps=3, vae_batch=2, dit_videos=16, dit_steps=4, dit_batch=4,
+                    id_identities=8, id_clips=1, id_steps=4, id_batch=8)

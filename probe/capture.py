@@ -1,0 +1,89 @@
+"""Capture block outputs of a denoiser with nnsight, and the small tensor helpers around it.
+
+nnsight wraps the denoiser without rewriting it and names modules by their path, so layer names
+here are the denoiser's own (`transformer_blocks.17`, `up_blocks.1`). Its interleaver requires
+modules to be accessed in forward order, so the execution order is recorded once with plain
+hooks that are removed in a `finally` (hooks are global state).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nnsight import NNsight
+
+from probe.backbones.base import Backbone
+
+
+def execution_order(backbone: Backbone, kwargs: dict[str, Any]) -> list[str]:
+    """Block names in the order they run (UNets register `mid_block` after `up_blocks`)."""
+    order: list[str] = []
+    handles = []
+    try:
+        for name in backbone.block_names():
+            module = backbone.denoiser.get_submodule(name)
+            handles.append(module.register_forward_hook(lambda *_, n=name: order.append(n)))
+        with torch.no_grad():
+            backbone.denoiser(**kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    seen = list(dict.fromkeys(order))  # a block called twice counts once, at its first call
+    missing = set(backbone.block_names()) - set(seen)
+    if missing:
+        raise RuntimeError(f"{backbone.family}: blocks never ran in a forward pass: {sorted(missing)}")
+    return seen
+
+
+def _envoy(model: NNsight, name: str) -> Any:
+    node: Any = model
+    for part in name.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def trace_blocks(
+    backbone: Backbone, kwargs: dict[str, Any], layers: list[str], stop_after_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """Hidden states of `layers` (given in execution order) from one nnsight trace.
+
+    With `stop_after_last` the forward pass ends after the last requested layer (early exit);
+    gradients still flow from the returned tensors to whatever required them in `kwargs`.
+    """
+    model = NNsight(backbone.denoiser)
+    saved: list[Any] = []
+    with model.trace(**kwargs) as tracer:
+        for name in layers:
+            # nnsight hands the block's real output here; the adapter knows which element is hidden.
+            saved.append(backbone.hidden(_envoy(model, name).output).save())
+        if stop_after_last:
+            tracer.stop()
+    return dict(zip(layers, saved, strict=True))
+
+
+def pool_spatial(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Average-pool `(B, F, H, W, C)` over H and W by k (ceil: edge cells average what they cover)."""
+    if k <= 1:
+        return x
+    b, f, h, w, c = x.shape
+    y = x.permute(0, 1, 4, 2, 3).reshape(b * f, c, h, w)
+    y = F.avg_pool2d(y, k, stride=k, ceil_mode=True)
+    return y.reshape(b, f, c, *y.shape[-2:]).permute(0, 1, 3, 4, 2)
+
+
+def pooled_size(n: int, k: int) -> int:
+    """Length of a pooled axis of length n (the README's size formula)."""
+    return n if k <= 1 else math.ceil(n / k)
+
+
+def frame_indices(total: int, keep: int | None) -> list[int]:
+    """`keep` evenly spaced frame indices out of `total`, always including the first and last."""
+    if keep is None or keep >= total:
+        return list(range(total))
+    if keep < 1:
+        raise ValueError(f"frames must be at least 1, got {keep}")
+    return sorted({int(i) for i in np.linspace(0, total - 1, keep).round()})

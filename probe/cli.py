@@ -1,0 +1,153 @@
+"""`anti-i2v` commands of the probe stage: models, probe, generate, world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from probe.errors import cli_command
+
+console = Console(stderr=True)
+world_app = typer.Typer(help="The mini world: render portraits, train and describe the mini models.",
+                        no_args_is_help=True)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def models() -> None:
+    """List the built-in models and the supported families."""
+    from probe.backbones import BUILTINS, FAMILIES, UNSUPPORTED
+
+    table = Table(title="built-in models")
+    table.add_column("name")
+    table.add_column("what it is")
+    for name, what in BUILTINS.items():
+        table.add_row(name, what)
+    Console().print(table)
+    fams = Table(title="families (auto-detected from model_index.json, or --family)")
+    fams.add_column("family")
+    fams.add_column("pipeline")
+    for fam, cls in FAMILIES.items():
+        fams.add_row(fam, cls.pipeline_class.__name__)
+    for fam, why in UNSUPPORTED.items():
+        fams.add_row(f"{fam} (not supported)", why)
+    Console().print(fams)
+
+
+def probe(
+    model: str = typer.Argument(..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"),
+    images: list[Path] = typer.Argument(..., help="image files or folders"),
+    out: Path = typer.Option(..., "--out", help="zarr store to write (resumed if it exists)"),
+    timesteps: str = typer.Option("100,500,900", help="timesteps on the 0..1000 scale"),
+    seeds: str = typer.Option("0", help="noise seeds"),
+    frames: int = typer.Option(None, help="latent frames to keep (evenly spaced); default all"),
+    video_frames: int = typer.Option(None, help="video frames the model runs at; default its own"),
+    pool: int = typer.Option(1, help="spatial average pooling factor"),
+    dtype: str = typer.Option("float16", help="storage dtype: float16 or float32"),
+    batch_size: int = typer.Option(1, help="images per denoiser call"),
+    family: str = typer.Option(None, help="override the family detected from model_index.json"),
+    model_dtype: str = typer.Option("float32", help="weights dtype: float32, bfloat16, float16"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Capture every block of a video denoiser into a zarr store."""
+    from probe.run import ProbeConfig, run_probe, summary_table
+
+    if dtype not in ("float16", "float32"):
+        raise typer.BadParameter("--dtype must be float16 or float32 (zarr has no bfloat16)")
+    cfg = ProbeConfig(
+        model=model, images=tuple(map(str, images)), out=str(out), timesteps=_ints(timesteps),
+        seeds=_ints(seeds), frames=frames, video_frames=video_frames, pool=pool, dtype=dtype,
+        batch_size=batch_size, family=family, model_dtype=model_dtype, device=device,
+    )
+    result = run_probe(cfg)
+    Console().print(summary_table(result))
+    for path, why in result.skipped:
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+
+
+def generate(
+    model: str = typer.Argument(..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"),
+    image: Path = typer.Argument(..., help="the photo to animate"),
+    out: Path = typer.Option(..., "--out", help="video file: .gif or .mp4"),
+    frames: int = typer.Option(None, help="video frames; default the model's own"),
+    steps: int = typer.Option(25, help="denoising steps"),
+    seed: int = typer.Option(0, help="sampling seed"),
+    strip: bool = typer.Option(False, "--strip", help="also write a PNG strip of the frames"),
+    family: str = typer.Option(None, help="override the detected family"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Generate a video from one photo with the model's own pipeline."""
+    from probe.backbones import load_backbone
+    from probe.images import load_photo
+    from probe.run import pick_device
+    from probe.video import write_strip, write_video
+
+    backbone = load_backbone(model, family, "float32", pick_device(device))
+    photo = load_photo(image, max_side=2 * max(backbone.resolution))
+    video = backbone.generate(photo.pixels, frames=frames, steps=steps, seed=seed)
+    write_video(video, out)
+    if strip:
+        write_strip(video, out.with_suffix(".png"))
+    console.print(f"wrote {out} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[3]})")
+
+
+def world_render(
+    out: Path = typer.Option(..., "--out", help="folder to write samples into"),
+    count: int = typer.Option(8, help="number of portraits"),
+    seed: int = typer.Option(0, help="which identities (same seed, same bytes)"),
+    split: str = typer.Option("heldout", help="heldout (never trained on) or train"),
+    frames: int = typer.Option(9, help="frames per video"),
+) -> None:
+    """Render portrait videos with part masks and identity.json."""
+    from probe.world.render import render_dataset
+
+    paths = render_dataset(out, count, seed, split, frames)
+    console.print(f"rendered {len(paths)} {split} portraits into {out}")
+
+
+def world_train(
+    out: Path = typer.Option(..., "--out", help="folder for mini-cogvideox-i2v/ and mini-identity/"),
+    seed: int = typer.Option(0, help="training seed"),
+    quick: bool = typer.Option(False, "--quick", help="a few steps of each stage (smoke test)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Train the mini VAE, transformer and identity encoder (reproduces artifacts/models)."""
+    from probe.run import pick_device
+    from probe.world.train import QUICK, TrainConfig, train_all
+
+    cfg = QUICK if quick else TrainConfig(seed=seed)
+    timings = train_all(out, cfg, pick_device(device))
+    console.print(f"trained into {out}: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+
+
+def world_card(
+    model: str = typer.Option("mini-cogvideox", help="the mini model to measure"),
+    identity: Path = typer.Option(None, help="identity encoder folder; default the shipped one"),
+    count: int = typer.Option(32, help="held-out portraits to measure on"),
+    out: Path = typer.Option(None, help="model card path; default the model folder's README.md"),
+) -> None:
+    """Measure the mini model on held-out portraits and regenerate its model card."""
+    from probe.world.card import write_card
+
+    path = write_card(model, identity, count, out)
+    console.print(f"wrote {path}")
+
+
+world_app.command("render")(cli_command(world_render))
+world_app.command("train")(cli_command(world_train))
+world_app.command("card")(cli_command(world_card))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the probe stage's commands to the toolkit's app."""
+    for command in (models, probe, generate):
+        app.command()(cli_command(command))
+    app.add_typer(world_app, name="world")

@@ -1,0 +1,198 @@
+"""The probe job: every block of a video denoiser, for every image, timestep and seed, into zarr.
+
+One nnsight trace of the bare denoiser per (image batch, timestep, seed), conditional branch
+only. The clean latent is the still video of the image (see `Conditioning`), noised at each
+timestep with noise drawn from (seed, sample) so batch size never changes a value.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from probe.backbones import Backbone, load_backbone
+from probe.capture import frame_indices, pool_spatial, execution_order, trace_blocks
+from probe.errors import ToolkitError
+from probe.images import Photo, gather_images, load_photo
+from probe.store import SCHEMA, ActivationStore, create_or_resume, ensure_layer, finish, mark_done
+
+TOOLKIT_VERSION = "0.1.0"
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Settings of `anti-i2v probe`; recorded in the store's attributes."""
+
+    model: str
+    images: tuple[str, ...]
+    out: str
+    timesteps: tuple[int, ...] = (100, 500, 900)
+    seeds: tuple[int, ...] = (0,)
+    frames: int | None = None  # latent frames kept (evenly spaced, first and last included)
+    video_frames: int | None = None  # video frames the model runs at (default: the model's own)
+    pool: int = 1  # spatial average pooling factor
+    dtype: str = "float16"  # storage dtype
+    batch_size: int = 1
+    family: str | None = None
+    model_dtype: str = "float32"
+    device: str = "auto"
+
+
+@dataclass
+class ProbeResult:
+    """What a probe run did: the store, the images it skipped and why, timings."""
+
+    store: ActivationStore
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    cells_written: int = 0
+
+
+def pick_device(device: str) -> str:
+    """'auto' -> cuda when present, else cpu."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def load_photos(paths: list[Path], max_side: int) -> tuple[list[Photo], list[tuple[str, str]]]:
+    """Decode every image; a bad one is skipped with its reason instead of stopping the run."""
+    good, bad = [], []
+    for p in paths:
+        try:
+            good.append(load_photo(p, max_side=max_side))
+        except ToolkitError as exc:
+            bad.append((str(p), str(exc)))
+    return good, bad
+
+
+def sample_noise(shape: tuple[int, ...], seed: int, sample: int) -> torch.Tensor:
+    """Noise for one sample, from (seed, sample) alone."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + sample))
+
+
+def probe_cells(
+    backbone: Backbone, pixels: torch.Tensor, t: float, seeds_and_ids: list[tuple[int, int]],
+    layers: list[str], frames: int | None, pool: int, video_frames: int | None,
+) -> dict[str, torch.Tensor]:
+    """Block activations `(B, F', H', W', C)` for an image batch at one timestep."""
+    with torch.no_grad():
+        cond = backbone.condition(pixels.to(backbone.device), video_frames)
+        noise = torch.stack([sample_noise(tuple(cond.clean.shape[1:]), s, i) for s, i in seeds_and_ids])
+        noisy = backbone.add_noise(cond.clean, noise.to(cond.clean), t)
+        hidden = trace_blocks(backbone, backbone.denoiser_kwargs(noisy, cond, t), layers)
+        out = {}
+        for name, h in hidden.items():
+            x = backbone.layout(h, cond)
+            x = x[:, frame_indices(x.shape[1], frames)]
+            out[name] = pool_spatial(x.float(), pool)
+        return out
+
+
+def run_probe(cfg: ProbeConfig) -> ProbeResult:
+    """Run (or resume) a probe; returns the store and what was skipped."""
+    started = time.time()
+    device = pick_device(cfg.device)
+    backbone = load_backbone(cfg.model, cfg.family, cfg.model_dtype, device)
+    photos, skipped = load_photos(gather_images([Path(p) for p in cfg.images]), 2 * max(backbone.resolution))
+    if not photos:
+        raise ToolkitError("none of the images could be read: " + "; ".join(why for _, why in skipped))
+    pixels = torch.cat([backbone.resize(p.pixels[None]) for p in photos])
+    # Sample axis: image-major, seed-minor.
+    cells = [(i, seed) for i in range(len(photos)) for seed in cfg.seeds]
+    names = _unique_names([p.name for p in photos])
+    samples = [
+        {"name": names[i], "sha256": photos[i].sha256, "size": list(photos[i].size), "seed": seed, "image": i}
+        for i, seed in cells
+    ]
+
+    with torch.no_grad():  # one plain forward records block order and which blocks return tuples
+        cond = backbone.condition(pixels[:1].to(device), cfg.video_frames)
+        layers = execution_order(backbone, backbone.denoiser_kwargs(cond.clean, cond, cfg.timesteps[0]))
+    attrs = {
+        "schema": SCHEMA, "model": backbone.name, "family": backbone.family,
+        "config_sha256": backbone.config_sha256(), "layers": layers, "timesteps": list(cfg.timesteps),
+        "seeds": list(cfg.seeds), "samples": samples, "frames": cfg.frames, "pool": cfg.pool,
+        "dtype": cfg.dtype, "resolution": list(backbone.resolution),
+        "video_frames": cfg.video_frames or backbone.default_frames, "toolkit_version": TOOLKIT_VERSION,
+        "config": asdict(cfg),
+    }
+    store = create_or_resume(Path(cfg.out), attrs)
+    done = store.completed()
+    result = ProbeResult(store=store, skipped=skipped)
+    todo = [(ti, j) for ti in range(len(cfg.timesteps)) for j in range(len(cells)) if not done[ti, j]]
+    with _progress() as progress:
+        task = progress.add_task(f"probe {backbone.name}", total=len(todo))
+        for ti, t in enumerate(cfg.timesteps):
+            pending = [j for j in range(len(cells)) if not done[ti, j]]
+            for k in range(0, len(pending), cfg.batch_size):
+                batch = pending[k : k + cfg.batch_size]
+                acts = probe_cells(
+                    backbone, pixels[[cells[j][0] for j in batch]], float(t),
+                    [(cells[j][1], cells[j][0]) for j in batch], layers, cfg.frames, cfg.pool, cfg.video_frames,
+                )
+                for b, j in enumerate(batch):
+                    for name in layers:
+                        cell = acts[name][b].numpy().astype(cfg.dtype)
+                        ensure_layer(store, name, cell.shape, cfg.dtype)[ti, j] = cell
+                    mark_done(store, ti, j)
+                    result.cells_written += 1
+                progress.advance(task, len(batch))
+    finish(store)
+    result.seconds = time.time() - started
+    return result
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+def summary_table(result: ProbeResult) -> Table:
+    """The one-screen summary printed after a probe."""
+    store = result.store
+    attrs = store.attrs
+    table = Table(title=f"{attrs['model']} ({attrs['family']}) -> {store.path}", show_lines=False)
+    table.add_column("layer")
+    table.add_column("shape (t, sample, f, h, w, c)")
+    table.add_column("stored", justify="right")
+    total = 0
+    for name in store.layers:
+        arr = store.array(name)
+        nbytes = _stored_bytes(store.path / name)
+        total += nbytes
+        table.add_row(name, str(tuple(arr.shape)), _human(nbytes))
+    table.caption = (
+        f"{len(store.layers)} layers, {len(attrs['samples'])} samples x {len(attrs['timesteps'])} timesteps, "
+        f"{_human(total)} on disk, {result.cells_written} cells written in {result.seconds:.1f}s"
+        + (f"; skipped {len(result.skipped)} image(s)" if result.skipped else "")
+    )
+    return table
+
+
+def _stored_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+

@@ -1,0 +1,122 @@
+"""The activation store: a zarr v3 group, schema `anti-i2v.activations/1`.
+
+Root attributes describe the run (model, family, config hash, ordered layers, timesteps,
+seeds, samples, frames, pool, toolkit version). One array per layer, named by the block's
+module path, shaped `(timestep, sample, frame, height, width, channel)`; one chunk per
+(timestep, sample) so every write is a whole chunk and no two writers share one (zarr issue
+3682). A `completed` array of the same (timestep, sample) grid is set only after every layer's
+chunk is written, so an interrupted run never takes a half-written chunk as done.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from probe.errors import ToolkitError
+
+SCHEMA = "anti-i2v.activations/1"
+DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
+COMPLETED = "completed"  # not a block name: block names always contain a dot or end in "_block"
+# Attributes that must match for a store to be resumed rather than refused.
+IDENTITY_KEYS = ("schema", "model", "family", "config_sha256", "layers", "timesteps", "seeds", "samples",
+                 "frames", "pool", "dtype")
+
+
+def _codec() -> BloscCodec:
+    # zstd with bit-shuffle: activations compress well and decode fast.
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+@dataclass
+class ActivationStore:
+    """An open store; `attrs` is the run description, `group` the zarr group."""
+
+    path: Path
+    group: zarr.Group
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.attrs["layers"])
+
+    def array(self, layer: str) -> zarr.Array:
+        """The activations of one layer, `(timestep, sample, frame, height, width, channel)`."""
+        return self.group[layer]
+
+    def completed(self) -> np.ndarray:
+        """Bool `(timestep, sample)`: which cells are fully written."""
+        return self.group[COMPLETED][:].astype(bool)
+
+    def is_complete(self) -> bool:
+        return bool(self.completed().all())
+
+
+def open_store(path: Path) -> ActivationStore:
+    """Open an existing store for reading; refuses anything that is not one."""
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        raise ToolkitError(f"{path} is not an activation store; make one with `anti-i2v probe`") from None
+    if group.attrs.get("schema") != SCHEMA:
+        raise ToolkitError(f"{path} has schema {group.attrs.get('schema')!r}, expected {SCHEMA!r}")
+    return ActivationStore(Path(path), group)
+
+
+def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
+    """Create a store with `attrs`, or reopen one written with the same settings to resume it."""
+    path = Path(path)
+    if path.exists():
+        try:
+            group = zarr.open_group(str(path), mode="r+")
+        except Exception:
+            raise ToolkitError(f"{path} exists and is not an activation store; choose another --out") from None
+        old = dict(group.attrs)
+        diff = [k for k in IDENTITY_KEYS if old.get(k) != attrs.get(k)]
+        if diff:
+            raise ToolkitError(
+                f"{path} was written with other settings ({', '.join(diff)} differ); "
+                "use a new --out, or delete it to start over"
+            )
+        return ActivationStore(path, group)
+    group = zarr.open_group(str(path), mode="w-")
+    shape = (len(attrs["timesteps"]), len(attrs["samples"]))
+    group.create_array(COMPLETED, shape=shape, chunks=(1, 1), dtype="uint8", fill_value=0,
+                       dimension_names=DIMENSIONS[:2])
+    group.attrs.update(attrs)  # written last: a store without attributes is not taken as one
+    return ActivationStore(path, group)
+
+
+def ensure_layer(store: ActivationStore, layer: str, cell_shape: tuple[int, ...], dtype: str) -> zarr.Array:
+    """The array of `layer`, created on first use with one chunk per (timestep, sample)."""
+    if layer in store.group:
+        arr = store.group[layer]
+        if tuple(arr.shape[2:]) != tuple(cell_shape):
+            raise ToolkitError(f"layer {layer} in {store.path} has cells {arr.shape[2:]}, this run gives {cell_shape}")
+        return arr
+    t, s = len(store.attrs["timesteps"]), len(store.attrs["samples"])
+    return store.group.create_array(
+        layer, shape=(t, s, *cell_shape), chunks=(1, 1, *cell_shape), dtype=dtype, fill_value=0,
+        compressors=_codec(), dimension_names=DIMENSIONS,
+    )
+
+
+def mark_done(store: ActivationStore, t: int, s: int) -> None:
+    """Record that cell (t, s) is fully written (call after every layer's chunk)."""
+    store.group[COMPLETED][t, s] = 1
+
+
+def finish(store: ActivationStore) -> None:
+    """Consolidate metadata once all cells are written, so readers open the store in one read."""
+    with warnings.catch_warnings():  # zarr notes that consolidation is not yet in the v3 spec
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(str(store.path))

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny backbones built once, and small real photos from the mini world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from probe.backbones import FAMILIES, load_backbone
+from probe.world.render import render_video, sample_identity, sample_motion
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def backbones():
+    """Tiny backbones by family, built once per session."""
+    cache: dict[str, object] = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = load_backbone(f"tiny:{family}")
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def portraits(tmp_path_factory) -> Path:
+    """A folder of three held-out mini-world portraits (first frames), 64x64 PNG."""
+    d = tmp_path_factory.mktemp("portraits")
+    for s in (10, 20, 30):
+        rgb, _ = render_video(sample_identity(s), sample_motion(s), frames=1)
+        Image.fromarray(rgb[0]).save(d / f"p{s}.png")
+    return d
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+ALL_FAMILIES = sorted(FAMILIES)

@@ -1,0 +1,153 @@
+"""Backbone adapters: golden block names, layouts, differentiable conditioning, loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import ALL_FAMILIES
+
+from probe.backbones import FAMILIES, family_of, load_backbone
+from probe.capture import execution_order
+from probe.errors import ToolkitError
+
+# Golden block lists of the tiny models: an upstream rename fails loudly here.
+GOLDEN = {
+    "cogvideox": ["transformer_blocks.0", "transformer_blocks.1"],
+    "wan": ["blocks.0", "blocks.1"],
+    "wan22": ["blocks.0", "blocks.1"],
+    "ltx": ["transformer_blocks.0", "transformer_blocks.1"],
+    "hunyuan": ["transformer_blocks.0", "single_transformer_blocks.0"],
+    "svd": ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"],
+}
+
+
+def _count_blocks(denoiser: torch.nn.Module) -> int:
+    """Count blocks straight from the module tree, independently of the adapters."""
+    n = 0
+    for attr in ("transformer_blocks", "single_transformer_blocks", "blocks", "down_blocks", "up_blocks"):
+        n += len(getattr(denoiser, attr, []))
+    return n + int(getattr(denoiser, "mid_block", None) is not None)
+
+
+def _kwargs(bb, image, t=500.0):
+    cond = bb.condition(image)
+    noise = torch.randn(cond.clean.shape, generator=torch.Generator().manual_seed(0))
+    return cond, bb.denoiser_kwargs(bb.add_noise(cond.clean, noise, t), cond, t)
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_execution_order_is_golden(backbones, family):
+    bb = backbones(family)
+    _, kwargs = _kwargs(bb, torch.rand(1, 3, 40, 56))
+    order = execution_order(bb, kwargs)
+    assert order == GOLDEN[family]
+    assert len(order) == _count_blocks(bb.denoiser)
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_layout_and_denoiser_output(backbones, family):
+    bb = backbones(family)
+    cond, kwargs = _kwargs(bb, torch.rand(2, 3, 40, 56))
+    seen = {}
+    handles = [
+        bb.denoiser.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, bb.hidden(o)))
+        for n in bb.block_names()
+    ]
+    try:
+        with torch.no_grad():
+            out = bb.hidden(bb.denoiser(**kwargs))
+    finally:
+        for h in handles:
+            h.remove()
+    assert out.shape == cond.clean.shape  # the prediction lives in the latent's own layout
+    for name, hidden in seen.items():
+        x = bb.layout(hidden, cond)
+        assert x.ndim == 5 and x.shape[0] == 2, name
+        assert x.shape[1] == bb.token_grid(cond)[0]
+        assert torch.isfinite(x).all()
+    # No hook is left behind on the denoiser.
+    assert all(not m._forward_hooks for m in bb.denoiser.modules())
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_conditioning_is_differentiable(backbones, family):
+    bb = backbones(family)
+    image = torch.rand(1, 3, 37, 45, requires_grad=True)  # any size: resized inside
+    cond, kwargs = _kwargs(bb, image)
+    hidden = kwargs.get("hidden_states", kwargs.get("sample"))
+    extra = sum(v.float().sum() for v in cond.tensors.values() if v.is_floating_point() and v.requires_grad)
+    (hidden.float().pow(2).sum() + extra).backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_noise_schedules_move_toward_noise(backbones):
+    for family in ALL_FAMILIES:
+        bb = backbones(family)
+        clean = torch.zeros(1, 4, 2, 2)
+        noise = torch.ones(1, 4, 2, 2)
+        low, high = bb.add_noise(clean, noise, 50).mean(), bb.add_noise(clean, noise, 900).mean()
+        assert 0 < low < high, family
+
+
+def test_family_detection_from_model_index():
+    assert family_of({"_class_name": "CogVideoXImageToVideoPipeline"}) == "cogvideox"
+    assert family_of({"_class_name": "WanImageToVideoPipeline", "expand_timesteps": True}) == "wan22"
+    assert family_of({"_class_name": "WanImageToVideoPipeline"}) == "wan"
+    assert family_of({"_class_name": "StableVideoDiffusionPipeline"}) == "svd"
+    with pytest.raises(ToolkitError, match="not a supported image-to-video family"):
+        family_of({"_class_name": "StableDiffusionPipeline"})
+
+
+def test_local_folder_loads_like_a_hub_checkpoint(tmp_path, backbones):
+    """save_pretrained then load by path: same family, same config hash, same outputs."""
+    bb = backbones("cogvideox")
+    bb.pipe.save_pretrained(tmp_path / "cog", safe_serialization=True)
+    assert json.loads((tmp_path / "cog" / "model_index.json").read_text())["text_encoder"] == [None, None]
+    loaded = load_backbone(str(tmp_path / "cog"))
+    assert loaded.family == "cogvideox"
+    assert loaded.config_sha256() == bb.config_sha256()
+    assert not list((tmp_path / "cog").rglob("*.bin"))  # safetensors only
+    image = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        a = bb.denoiser(**_kwargs(bb, image)[1])[0]
+        b = loaded.denoiser(**_kwargs(loaded, image)[1])[0]
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("model", "family", "message"),
+    [
+        ("tiny:opensora", None, "Open-Sora 1.2 is not in diffusers"),
+        ("tiny:dynamicrafter", None, "DynamiCrafter is not in diffusers"),
+        ("tiny:nope", None, "unknown family 'nope'"),
+        ("no-such-model", None, "unknown model 'no-such-model'"),
+        ("tiny:cogvideox", "dynamicrafter", "DynamiCrafter is not in diffusers"),
+    ],
+)
+def test_bad_model_names(model, family, message):
+    with pytest.raises(ToolkitError, match=message):
+        load_backbone(model, family)
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(ToolkitError, match="not a diffusers pipeline folder"):
+        load_backbone(str(tmp_path))
+
+
+def test_hub_id_offline_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ToolkitError, match="hf download someorg/some-i2v-model --local-dir DIR"):
+        load_backbone("someorg/some-i2v-model")
+
+
+def test_registry_refuses_duplicates():
+    from probe.backbones import register
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(FAMILIES["svd"], lambda seed: None, ((32, 32), 2))
