@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from probe.backbones import Backbone, load_backbone
-from probe.capture import frame_indices, pool_spatial, execution_order, trace_blocks
+from probe.capture import execution_order, frame_indices, pool_spatial, trace_blocks
 from probe.errors import ToolkitError
 from probe.images import Photo, gather_images, load_photo
 from probe.store import SCHEMA, ActivationStore, create_or_resume, ensure_layer, finish, mark_done

@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    WanImageToVideoPipeline,
+    WanTransformer3DModel,
+)
 
 from probe.backbones.base import Conditioning
 from probe.backbones.wan import Wan, normalize_wan_latents

@@ -28,7 +28,14 @@ from rich.console import Console
 from safetensors.torch import save_file
 
 from probe.world.identity import IdentityEncoder
-from probe.world.render import FRAMES, SIZE, identity_seeds, render_video, sample_identity, sample_motion
+from probe.world.render import (
+    FRAMES,
+    SIZE,
+    identity_seeds,
+    render_video,
+    sample_identity,
+    sample_motion,
+)
 
 console = Console(stderr=True)
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # the null text conditioning, saved beside the pipeline
