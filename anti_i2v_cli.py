@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import typer
 
+from analyses import cli as analyses_cli
 from probe import cli as probe_cli
+from protect import cli as protect_cli
 
 app = typer.Typer(
     name="anti-i2v",
@@ -17,3 +19,5 @@ app = typer.Typer(
     add_completion=False,
 )
 probe_cli.register(app)
+analyses_cli.register(app)
+protect_cli.register(app)

@@ -9,6 +9,7 @@ hooks that are removed in a `finally` (hooks are global state).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,16 @@ def execution_order(backbone: Backbone, kwargs: dict[str, Any]) -> list[str]:
     return seen
 
 
+_WRAPPED: weakref.WeakKeyDictionary[torch.nn.Module, NNsight] = weakref.WeakKeyDictionary()
+
+
+def wrapped(denoiser: torch.nn.Module) -> NNsight:
+    """The nnsight wrapper of a denoiser, built once (building it walks every module)."""
+    if denoiser not in _WRAPPED:
+        _WRAPPED[denoiser] = NNsight(denoiser)
+    return _WRAPPED[denoiser]
+
+
 def _envoy(model: NNsight, name: str) -> Any:
     node: Any = model
     for part in name.split("."):
@@ -47,22 +58,32 @@ def _envoy(model: NNsight, name: str) -> Any:
 
 
 def trace_blocks(
-    backbone: Backbone, kwargs: dict[str, Any], layers: list[str], stop_after_last: bool = False
+    backbone: Backbone,
+    kwargs: dict[str, Any],
+    layers: list[str],
+    stop_after_last: bool = False,
+    with_output: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Hidden states of `layers` (given in execution order) from one nnsight trace.
 
     With `stop_after_last` the forward pass ends after the last requested layer (early exit);
-    gradients still flow from the returned tensors to whatever required them in `kwargs`.
+    with `with_output` the denoiser's own output is returned too, under "__output__".
+    Gradients flow from the returned tensors to whatever required them in `kwargs`.
     """
-    model = NNsight(backbone.denoiser)
+    if stop_after_last and with_output:
+        raise ValueError("early exit and the denoiser's output exclude each other")
+    model = wrapped(backbone.denoiser)
     saved: list[Any] = []
     with model.trace(**kwargs) as tracer:
         for name in layers:
             # nnsight hands the block's real output here; the adapter knows which element is hidden.
             saved.append(backbone.hidden(_envoy(model, name).output).save())
+        if with_output:
+            saved.append(model.output.save())
         if stop_after_last:
             tracer.stop()
-    return dict(zip(layers, saved, strict=True))
+    names = [*layers, "__output__"] if with_output else layers
+    return dict(zip(names, saved, strict=True))
 
 
 def pool_spatial(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -105,11 +105,12 @@ def world_render(
     seed: int = typer.Option(0, help="which identities (same seed, same bytes)"),
     split: str = typer.Option("heldout", help="heldout (never trained on) or train"),
     frames: int = typer.Option(9, help="frames per video"),
+    photos: Path = typer.Option(None, help="also copy each first frame here as <sample>.png"),
 ) -> None:
     """Render portrait videos with part masks and identity.json."""
     from probe.world.render import render_dataset
 
-    paths = render_dataset(out, count, seed, split, frames)
+    paths = render_dataset(out, count, seed, split, frames, photos)
     console.print(f"rendered {len(paths)} {split} portraits into {out}")
 
 

@@ -145,6 +145,14 @@ class Backbone(ABC):
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
         """Keyword arguments for one conditional-branch denoiser call."""
 
+    @abstractmethod
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
+        """The denoiser's estimate of the clean latent from its output at timestep t."""
+
+    @abstractmethod
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Video `(B, F, 3, H, W)` in [0, 1] at the model's resolution -> clean latent (like `Conditioning.clean`)."""
+
     # --- text ------------------------------------------------------------------------------
     @abstractmethod
     def null_text(self) -> dict[str, torch.Tensor]:

@@ -74,6 +74,16 @@ class CogVideoX(Backbone):
             kwargs["ofs"] = noisy.new_full((1,), 2.0)
         return kwargs
 
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
+        a = self.pipe.scheduler.alphas_cumprod[int(round(t))].to(noisy.device, torch.float32)
+        return a.sqrt() * noisy - (1 - a).sqrt() * output  # v-prediction
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
+        latent = self.pipe.vae.encode(x).latent_dist.mode().permute(0, 2, 1, 3, 4)
+        sf = self.pipe.vae_scaling_factor_image
+        return (latent / sf if self.pipe.vae.config.invert_scale_latents else latent * sf).to(self.dtype)
+
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
         return {"prompt_embeds": torch.zeros(1, cfg.max_text_seq_length, cfg.text_embed_dim)}

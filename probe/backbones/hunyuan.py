@@ -72,6 +72,13 @@ class Hunyuan(Backbone):
             kwargs["guidance"] = torch.full((b,), 1000.0, device=noisy.device, dtype=noisy.dtype)
         return kwargs
 
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
+        return noisy - (t / 1000.0) * output  # flow matching predicts noise - x0
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
+        return (self.pipe.vae.encode(x).latent_dist.mode() * self.pipe.vae_scaling_factor).to(self.dtype)
+
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
         return {

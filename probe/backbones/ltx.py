@@ -82,6 +82,16 @@ class LTX(Backbone):
             "return_dict": False,
         }
 
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
+        return noisy - (t / 1000.0) * output  # flow matching predicts noise - x0
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        vae, pipe = self.pipe.vae, self.pipe
+        x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, vae.dtype)
+        latent = pipe._normalize_latents(vae.encode(x).latent_dist.mode(), vae.latents_mean, vae.latents_std)
+        p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        return pipe._pack_latents(latent.to(self.dtype), p, pt)
+
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
         return {

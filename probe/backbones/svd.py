@@ -100,6 +100,16 @@ class SVD(Backbone):
             "return_dict": False,
         }
 
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
+        sigma = self.sigma(t)  # EulerDiscrete's v-prediction pre-conditioning
+        return output * (-sigma / math.sqrt(sigma**2 + 1)) + noisy / (sigma**2 + 1)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        b, f = video.shape[:2]
+        x = (video.reshape(b * f, *video.shape[2:]) * 2 - 1).to(self.device, self.pipe.vae.dtype)
+        latent = self.pipe.vae.encode(x).latent_dist.mode() * self.pipe.vae.config.scaling_factor
+        return latent.reshape(b, f, *latent.shape[1:]).to(self.dtype)
+
     def null_text(self) -> dict[str, torch.Tensor]:
         return {}
 

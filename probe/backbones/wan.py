@@ -98,6 +98,13 @@ class Wan(Backbone):
             kwargs["encoder_hidden_states_image"] = cond.tensors["image_embeds"]
         return kwargs
 
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
+        return noisy - (t / 1000.0) * output  # flow matching predicts noise - x0
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
+        return normalize_wan_latents(self.pipe.vae.encode(x).latent_dist.mode(), self.pipe.vae).to(self.dtype)
+
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
         tokens = 512 if cfg.added_kv_proj_dim is not None else 16  # real Wan pads umT5 to 512

@@ -237,12 +237,21 @@ def write_sample(directory: Path, identity_seed: int, motion_seed: int, frames: 
     return directory
 
 
-def render_dataset(out: Path, count: int, seed: int, split: str = "heldout", frames: int = FRAMES) -> list[Path]:
-    """Render `count` samples of a split into `out/<sample>/`; finished samples are kept."""
+def render_dataset(
+    out: Path, count: int, seed: int, split: str = "heldout", frames: int = FRAMES, photos: Path | None = None
+) -> list[Path]:
+    """Render `count` samples of a split into `out/<sample>/`; finished samples are kept.
+
+    With `photos`, each sample's first frame is also copied there as `<sample>.png`: the
+    photo a user would protect, in a flat folder the other commands take directly.
+    """
     paths = []
     for s in identity_seeds(count, seed, split):
         d = out / f"id{s:09d}"
         if not (d / "identity.json").exists():  # identity.json is written last: its presence = done
             write_sample(d, s, motion_seed=s, frames=frames)
+        if photos is not None:
+            photos.mkdir(parents=True, exist_ok=True)
+            (photos / f"{d.name}.png").write_bytes((d / "frames" / "000.png").read_bytes())
         paths.append(d)
     return paths

@@ -1,0 +1,77 @@
+"""The automatic choice of collapse layers, anchor layers and timesteps from semantic scores.
+
+The rule (defaults in :class:`ChoiceRule`, all recorded in the profile):
+1. semantic(layer) = mean over the available semantic measures (mask_probe, reference_cka,
+   spatial_coherence) of each measure min-max normalised across layers, averaged over timesteps;
+2. low_level(layer) = CKA to the first block, normalised the same way;
+3. collapse layers: among the first `collapse_max_depth` of the network, the `n_collapse` layers
+   with the highest low_level - semantic (early, unsemantic, close to the input);
+4. anchor layers: among depths in [`anchor_min_depth`, `anchor_max_depth`] (so mid-depth wins
+   over the last block unless it truly is the most semantic inside that band), the `n_anchors`
+   most semantic layers that are not collapse layers;
+5. timesteps: the `n_timesteps` probed timesteps at which the anchors' semantic score is highest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SEMANTIC_MEASURES = ("mask_probe", "reference_cka", "spatial_coherence")
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    """Parameters of the layer choice."""
+
+    n_collapse: int = 1
+    n_anchors: int = 2
+    n_timesteps: int = 2
+    collapse_max_depth: float = 0.34
+    anchor_min_depth: float = 0.25
+    anchor_max_depth: float = 0.9
+    measures: tuple[str, ...] = SEMANTIC_MEASURES
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "measures": list(self.measures)}
+
+
+def _normalise(values: np.ndarray) -> np.ndarray:
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    return np.zeros_like(values) if hi - lo < 1e-12 else (values - lo) / (hi - lo)
+
+
+def semantic_matrix(scores: dict[str, dict[str, list[float]]], layers: list[str], rule: ChoiceRule) -> np.ndarray:
+    """(layers, timesteps) semantic score: the mean of the available measures, each normalised."""
+    used = [m for m in rule.measures if m in scores]
+    if not used:
+        raise ValueError(f"no semantic measure among {rule.measures} in scores {sorted(scores)}")
+    mats = [_normalise(np.array([scores[m][layer] for layer in layers], dtype=np.float64)) for m in used]
+    return np.mean(mats, axis=0)
+
+
+def choose(
+    scores: dict[str, dict[str, list[float]]], layers: list[str], timesteps: list[int], rule: ChoiceRule = ChoiceRule()
+) -> dict:
+    """Apply the rule: returns collapse_layers, anchor_layers, timesteps and the per-layer scores used."""
+    n = len(layers)
+    sem_t = semantic_matrix(scores, layers, rule)  # (L, T)
+    semantic = sem_t.mean(axis=1)
+    low = _normalise(np.array([np.mean(scores["cka_first"][layer]) for layer in layers]))
+    depth = np.arange(n) / max(n - 1, 1)
+
+    collapse_pool = [i for i in range(n) if depth[i] <= rule.collapse_max_depth] or [0]
+    collapse = sorted(collapse_pool, key=lambda i: (-(low[i] - semantic[i]), i))[: rule.n_collapse]
+    anchor_pool = [i for i in range(n) if rule.anchor_min_depth <= depth[i] <= rule.anchor_max_depth
+                   and i not in collapse] or [i for i in range(n) if i not in collapse]
+    anchors = sorted(anchor_pool, key=lambda i: (-semantic[i], i))[: rule.n_anchors]
+    per_t = sem_t[anchors].mean(axis=0)
+    best_t = sorted(range(len(timesteps)), key=lambda t: (-per_t[t], t))[: rule.n_timesteps]
+    return {
+        "collapse_layers": [layers[i] for i in sorted(collapse)],
+        "anchor_layers": [layers[i] for i in sorted(anchors)],
+        "timesteps": sorted(int(timesteps[t]) for t in best_t),
+        "semantic": {layer: float(semantic[i]) for i, layer in enumerate(layers)},
+        "low_level": {layer: float(low[i]) for i, layer in enumerate(layers)},
+    }

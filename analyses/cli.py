@@ -1,0 +1,70 @@
+"""`anti-i2v` commands of the analyses stage: analyse and adapt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from probe.errors import cli_command
+
+console = Console(stderr=True)
+
+
+def _rule(n_anchors: int, n_collapse: int, n_timesteps: int):
+    from analyses.choose import ChoiceRule
+
+    return ChoiceRule(n_anchors=n_anchors, n_collapse=n_collapse, n_timesteps=n_timesteps)
+
+
+def _report(profile: dict, out: Path) -> None:
+    Console().print(
+        f"[bold]{profile['model']}[/] ({profile['family']}): collapse {profile['collapse_layers']}, "
+        f"anchors {profile['anchor_layers']}, timesteps {profile['timesteps']} -> {out}"
+    )
+
+
+def analyse(
+    store: Path = typer.Argument(..., help="activation store written by `anti-i2v probe`"),
+    out: Path = typer.Option(..., "--out", help="profile JSON to write"),
+    figures: Path = typer.Option(None, help="folder for PNG figures and index.html"),
+    masks: Path = typer.Option(None, help="part masks: <dir>/<sample>/masks/000.png or <dir>/<sample>.png"),
+    reference: str = typer.Option(None, help="vision encoder (hub id or folder) for reference_cka"),
+    anchors: int = typer.Option(2, help="number of anchor layers"),
+    collapse: int = typer.Option(1, help="number of collapse layers"),
+    timesteps: int = typer.Option(2, help="number of recommended timesteps"),
+) -> None:
+    """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
+    from analyses.run import analyse as run
+
+    profile = run(store, out, figures, masks, reference, _rule(anchors, collapse, timesteps))
+    _report(profile, out)
+
+
+def adapt(
+    model: str = typer.Argument(..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"),
+    images: list[Path] = typer.Argument(..., help="image files or folders"),
+    out: Path = typer.Option(..., "--out", help="folder: activations.zarr, profile.json, figures/, index.html"),
+    masks: Path = typer.Option(None, help="part masks (optional): <dir>/<sample>/masks/000.png or <dir>/<sample>.png"),
+    reference: str = typer.Option(None, help="vision encoder (hub id or folder) for reference_cka"),
+    timesteps: str = typer.Option("100,300,500,700,900", help="timesteps to probe"),
+    pool: int = typer.Option(1, help="spatial pooling of stored activations"),
+    frames: int = typer.Option(None, help="latent frames to keep"),
+    anchors: int = typer.Option(2, help="number of anchor layers"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
+    from analyses.run import adapt as run
+
+    overrides = {"timesteps": tuple(int(t) for t in timesteps.split(",")), "pool": pool, "frames": frames,
+                 "device": device}
+    profile = run(model, images, out, masks, reference, overrides, _rule(anchors, 1, 2))
+    _report(profile, out / "profile.json")
+    console.print(f"report: {out / 'index.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analyses stage's commands to the toolkit's app."""
+    for command in (analyse, adapt):
+        app.command()(cli_command(command))

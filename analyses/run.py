@@ -1,0 +1,89 @@
+"""The analyse job (store -> profile, figures, report) and adapt (probe + analyse)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from analyses.analyse import AnalysisConfig, analyse_store, load_masks
+from analyses.choose import ChoiceRule, choose
+from analyses.figures import mask_overlays, pca_grid, score_curves
+from analyses.profile import SCHEMA, save_profile
+from analyses.reference import reference_features
+from analyses.report import write_index
+from probe.images import load_photo
+from probe.run import TOOLKIT_VERSION, ProbeConfig, run_probe
+from probe.store import open_store
+
+
+def _photos_of(store) -> list:
+    """Re-open the store's photos (for a reference encoder) by name, checking their hashes."""
+    from probe.images import gather_images
+
+    wanted = {s["name"]: s["sha256"] for s in store.attrs["samples"]}
+    photos = []
+    for p in gather_images([Path(x) for x in store.attrs["config"]["images"]]):
+        if p.stem in wanted:
+            photo = load_photo(p, max_side=512)
+            if photo.sha256 == wanted[p.stem]:
+                photos.append(photo)
+    return photos
+
+
+def analyse(
+    store_path: Path,
+    out: Path,
+    figures: Path | None = None,
+    masks: Path | None = None,
+    reference: str | None = None,
+    rule: ChoiceRule = ChoiceRule(),
+    cfg: AnalysisConfig = AnalysisConfig(),
+) -> dict:
+    """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
+    store = open_store(store_path)
+    names = [s["name"] for s in store.attrs["samples"]]
+    mask_arrays = load_masks(Path(masks), names) if masks else None
+    ref = reference_features(reference, _photos_of(store)) if reference else None
+    analysis = analyse_store(store, cfg, mask_arrays, ref)
+    picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
+    attrs = store.attrs
+    profile = {
+        "schema": SCHEMA,
+        "model": attrs["model"],
+        "family": attrs["family"],
+        "config_sha256": attrs["config_sha256"],
+        "layers": analysis.layers,
+        "timesteps_probed": analysis.timesteps,
+        "collapse_layers": picks["collapse_layers"],
+        "anchor_layers": picks["anchor_layers"],
+        "timesteps": picks["timesteps"],
+        "semantic": picks["semantic"],
+        "low_level": picks["low_level"],
+        "scores": analysis.scores,
+        "rule": rule.to_dict(),
+        "analysis": asdict(cfg),
+        "store": str(store_path),
+        "samples": len(names),
+        "masks": str(masks) if masks else None,
+        "reference": reference if ref is not None else None,
+        "toolkit_version": TOOLKIT_VERSION,
+    }
+    save_profile(profile, out)
+    if figures is not None:
+        figs = {
+            "PCA maps": pca_grid(analysis, figures / "pca_grid.png", picks),
+            "Scores versus depth": score_curves(analysis, figures / "scores.png", picks),
+            "Part masks and PCA maps": mask_overlays(analysis, figures / "mask_overlays.png", picks),
+        }
+        write_index(figures.parent if figures.name == "figures" else figures, profile, figs)
+    return profile
+
+
+def adapt(model: str, images: list[Path], out: Path, masks: Path | None = None, reference: str | None = None,
+          probe_overrides: dict | None = None, rule: ChoiceRule = ChoiceRule()) -> dict:
+    """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/, index.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = ProbeConfig(model=model, images=tuple(map(str, images)), out=str(out / "activations.zarr"),
+                      **(probe_overrides or {}))
+    run_probe(cfg)
+    return analyse(out / "activations.zarr", out / "profile.json", out / "figures", masks, reference, rule)

@@ -1,0 +1,81 @@
+"""Probe overhead: capture + zarr write against plain forward passes, measured side by side.
+
+For each model, the same denoiser inputs are run (a) as a plain forward pass and (b) through the
+probe's nnsight trace of every block plus layout, pooling and the zarr chunk writes. Runs are
+interleaved and the ratio of medians is printed. Usage: python bench/probe_overhead.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from diffusers import CogVideoXTransformer3DModel
+
+from probe.backbones import load_backbone
+from probe.backbones.cogvideox import CogVideoX
+from probe.capture import execution_order, pool_spatial, trace_blocks
+from probe.store import create_or_resume, ensure_layer, mark_done
+
+
+def midsize_cogvideox():
+    """The tiny CogVideoX pipeline with a wider, deeper transformer (random weights): real-ish compute."""
+    bb = load_backbone("tiny:cogvideox")
+    torch.manual_seed(0)
+    bb.pipe.transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=8, attention_head_dim=64, in_channels=8, out_channels=4, time_embed_dim=64,
+        text_embed_dim=32, num_layers=12, sample_width=16, sample_height=16, sample_frames=9, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=16, use_rotary_positional_embeddings=True,
+        use_learned_positional_embeddings=True,
+    ).eval().requires_grad_(False)
+    return CogVideoX(bb.pipe, "midsize-cogvideox(random)", resolution=(128, 128), frames=9)
+
+
+def bench(bb, repeats: int) -> tuple[float, float]:
+    image = torch.rand(1, 3, *bb.resolution)
+    with torch.no_grad():
+        cond = bb.condition(image)
+        noisy = bb.add_noise(cond.clean, torch.randn_like(cond.clean), 500)
+        kwargs = bb.denoiser_kwargs(noisy, cond, 500)
+        layers = execution_order(bb, kwargs)
+    tmp = Path(tempfile.mkdtemp())
+    attrs = {"schema": "anti-i2v.activations/1", "timesteps": list(range(repeats + 1)), "samples": [0]}
+    store = create_or_resume(tmp / "b.zarr", attrs)
+    plain, probed = [], []
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            bb.denoiser(**kwargs)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            hidden = trace_blocks(bb, kwargs, layers)
+            for name, h in hidden.items():
+                cell = pool_spatial(bb.layout(h, cond).float(), 1)[0].numpy().astype("float16")
+                ensure_layer(store, name, cell.shape, "float16")[r, 0] = cell
+            mark_done(store, r, 0)
+        t2 = time.perf_counter()
+        if r:  # the first round warms caches and builds the nnsight wrapper
+            plain.append(t1 - t0)
+            probed.append(t2 - t1)
+    return statistics.median(plain), statistics.median(probed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--models", default="mini-cogvideox,midsize")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print(f"{'model':32s} {'blocks':>6s} {'forward ms':>11s} {'probe ms':>9s} {'ratio':>6s}")
+    for name in args.models.split(","):
+        bb = midsize_cogvideox() if name == "midsize" else load_backbone(name)
+        plain, probed = bench(bb, args.repeats)
+        print(f"{bb.name:32s} {len(bb.block_names()):6d} {plain * 1e3:11.1f} {probed * 1e3:9.1f} {probed / plain:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

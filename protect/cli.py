@@ -1,0 +1,58 @@
+"""`anti-i2v` commands of the protect stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from probe.errors import cli_command
+
+console = Console(stderr=True)
+
+
+def protect(
+    model: str = typer.Argument(..., help="the model to protect against (as for probe)"),
+    images: list[Path] = typer.Argument(..., help="photos or folders of photos"),
+    profile: Path = typer.Option(None, help="layer profile from `anti-i2v adapt` (needed for irc/ira)"),
+    out: Path = typer.Option(..., "--out", help="folder for cloaked PNGs and sidecars"),
+    method: str = typer.Option("anti-i2v", help="anti-i2v, rgb-pgd, mist, sds, photoguard-encoder, random-noise"),
+    steps: int = typer.Option(200, help="optimisation steps"),
+    eps: float = typer.Option(16.0, help="L-inf budget in 1/255 units of the perturbed space"),
+    alpha: float = typer.Option(1.0, help="step size in 1/255 units"),
+    space: str = typer.Option(None, help="dual, lab, dct or rgb (default: the method's)"),
+    losses: str = typer.Option(None, help="comma-separated terms: irc,ira,diffusion,lpips (default: the method's)"),
+    target: Path = typer.Option(None, help="target image for IRA / latent pull (default: a built-in pattern)"),
+    untargeted: bool = typer.Option(False, "--untargeted", help="IRA pushes away from the clean photo instead"),
+    frames: int = typer.Option(4, help="first video frames the losses use"),
+    timesteps: str = typer.Option(None, help="timesteps (default: the profile's)"),
+    seed: int = typer.Option(0, help="seed of every random choice"),
+    no_early_exit: bool = typer.Option(False, "--no-early-exit", help="always run the whole denoiser"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Cloak photos against image-to-video generation."""
+    from protect.run import ProtectConfig, run_protect
+
+    cfg = ProtectConfig(
+        model=model, images=tuple(map(str, images)), profile=str(profile) if profile else None, out=str(out),
+        method=method, steps=steps, eps=eps, alpha=alpha, space=space,
+        losses=tuple(losses.split(",")) if losses else None, target=str(target) if target else None,
+        ira_untargeted=untargeted, frames=frames,
+        timesteps=tuple(int(t) for t in timesteps.split(",")) if timesteps else None, seed=seed,
+        early_exit=not no_early_exit, device=device,
+    )
+    results = run_protect(cfg)
+    for r in results:
+        if r.status == "done":
+            s = r.sidecar
+            Console().print(f"{r.name}: PSNR {s['psnr']:.1f} dB, SSIM {s['ssim']:.3f}, {s['seconds']:.1f}s")
+        else:
+            console.print(f"{'[yellow]' if r.status == 'skipped' else '[red]'}{r.status}[/] {r.name}: {r.detail}")
+    if results and all(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the protect stage's commands to the toolkit's app."""
+    app.command()(cli_command(protect))

@@ -1,0 +1,151 @@
+"""The model side of protection: from a perturbed image to the objective the loop maximises.
+
+Per step: the perturbed photo is resized (differentiably) to the model's resolution, turned into
+the denoiser's conditioning, and the denoiser runs once on a noised latent at one of the
+profile's timesteps (cycled; fixed noise per timestep, so target features are computed once).
+Block features of the profile's collapse and anchor layers come from the same nnsight trace;
+when no term needs the denoiser's output the pass stops after the deepest profile layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from probe.backbones import Backbone
+from probe.capture import execution_order, trace_blocks
+from protect.losses import diffusion_loss, ira_loss, irc_loss
+
+# Terms and the sign with which each enters the maximised objective.
+TERM_SIGNS = {
+    "irc": -1.0,  # pull anchors toward the collapse layer: minimise the distance
+    "ira": -1.0,  # targeted: pull anchors toward the target's (untargeted flips the sign)
+    "diffusion": +1.0,  # vanilla diffusion loss on the reference video: maximise
+    "lpips": -1.0,  # perceptual distance to the original: keep small
+    "sds": +1.0,  # score-distillation surrogate (no denoiser Jacobian)
+    "latent_pull": -1.0,  # VAE latent of the photo toward the target's latent (Mist, PhotoGuard)
+}
+NEEDS_OUTPUT = {"diffusion", "sds"}
+NEEDS_FEATURES = {"irc", "ira"}
+
+
+@dataclass
+class ObjectiveSpec:
+    """Which terms, with which weights, on which layers and timesteps."""
+
+    weights: dict[str, float]
+    collapse_layers: list[str]
+    anchor_layers: list[str]
+    timesteps: list[int]
+    clip_frames: int
+    ira_targeted: bool = True
+    seed: int = 0
+    early_exit: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def clip_frames_for(backbone: Backbone, frames: int) -> int:
+    """Video frames to run so the latent covers the first `frames` frames.
+
+    With temporal compression r, latent frame k >= 1 covers video frames r(k-1)+1 .. rk, so
+    the first 4 frames of a 4x model need latent frames 0 and 1, i.e. a 5-frame clip.
+    """
+    r = next(n for n in range(2, 130) if backbone.latent_frames(n) == 2) - 1
+    latents = 1 + -(-(frames - 1) // r)
+    return 1 + r * (latents - 1)
+
+
+class ModelObjective:
+    """A callable `x_adv (B, 3, H, W) -> (objective, terms)`; holds the per-photo targets."""
+
+    def __init__(self, backbone: Backbone, spec: ObjectiveSpec, clean: torch.Tensor,
+                 reference: torch.Tensor | None, target: torch.Tensor | None, lpips_model=None):
+        self.backbone, self.spec, self.lpips = backbone, spec, lpips_model
+        self.clean = clean.detach()
+        self.reference = reference.detach() if reference is not None else None
+        uses = {k for k, w in spec.weights.items() if w}
+        if "lpips" in uses and lpips_model is None:
+            uses.discard("lpips")
+        self.uses = uses
+        self.needs_output = bool(uses & NEEDS_OUTPUT)
+        self.needs_denoiser = bool(uses & (NEEDS_OUTPUT | NEEDS_FEATURES))
+        self.layers: list[str] = []
+        self.noise: dict[int, torch.Tensor] = {}
+        self.target_feats: dict[int, dict[str, torch.Tensor]] = {}
+        self.target_latent: torch.Tensor | None = None
+        self.step = 0
+        with torch.no_grad():
+            cond = backbone.condition(backbone.resize(self.clean), spec.clip_frames)
+            latent = self.reference if self.reference is not None else cond.clean
+            gen = torch.Generator().manual_seed(spec.seed)
+            for t in spec.timesteps:
+                self.noise[t] = torch.randn(latent.shape, generator=gen).to(latent)
+            if self.needs_denoiser:
+                kwargs = backbone.denoiser_kwargs(backbone.add_noise(latent, self.noise[spec.timesteps[0]],
+                                                                     spec.timesteps[0]), cond, spec.timesteps[0])
+                order = execution_order(backbone, kwargs)
+                wanted = set(spec.collapse_layers) | set(spec.anchor_layers)
+                self.layers = [name for name in order if name in wanted]
+            source = target if (spec.ira_targeted and target is not None) else self.clean
+            if "ira" in uses:
+                tcond = backbone.condition(backbone.resize(source), spec.clip_frames)
+                tlatent = self.reference if self.reference is not None else tcond.clean
+                for t in spec.timesteps:
+                    feats, _ = self._forward(tcond, tlatent, t, need_output=False)
+                    self.target_feats[t] = {k: feats[k] for k in spec.anchor_layers}
+            if "latent_pull" in uses and target is not None:
+                self.target_latent = backbone.condition(backbone.resize(target), spec.clip_frames).clean
+
+    def _forward(self, cond, latent, t: int, need_output: bool):
+        bb = self.backbone
+        noisy = bb.add_noise(latent, self.noise[t], t)
+        kwargs = bb.denoiser_kwargs(noisy, cond, t)
+        stop = self.spec.early_exit and not need_output
+        feats = trace_blocks(bb, kwargs, self.layers, stop_after_last=stop, with_output=need_output)
+        output = feats.pop("__output__", None)
+        laid = {k: bb.layout(v, cond) for k, v in feats.items()}
+        return laid, (noisy, output)
+
+    def __call__(self, adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        spec, bb = self.spec, self.backbone
+        t = spec.timesteps[self.step % len(spec.timesteps)]
+        self.step += 1
+        cond = bb.condition(bb.resize(adv), spec.clip_frames)
+        latent = self.reference if self.reference is not None else cond.clean
+        terms: dict[str, torch.Tensor] = {}
+        if self.needs_denoiser:
+            sds_latent = cond.clean if "sds" in self.uses else latent
+            feats, (noisy, output) = self._forward(cond, sds_latent, t, self.needs_output)
+            if "irc" in self.uses:
+                terms["irc"] = irc_loss({k: feats[k] for k in spec.anchor_layers},
+                                        {k: feats[k] for k in spec.collapse_layers})
+            if "ira" in self.uses:
+                terms["ira"] = ira_loss({k: feats[k] for k in spec.anchor_layers}, self.target_feats[t])
+            if output is not None:
+                clean_hat = bb.predict_clean(noisy, bb.hidden(output), t)
+                if "diffusion" in self.uses:
+                    terms["diffusion"] = diffusion_loss(clean_hat, latent)
+                if "sds" in self.uses:
+                    # Score distillation: the residual is a constant direction; no denoiser Jacobian.
+                    residual = (cond.clean - clean_hat).detach()
+                    terms["sds"] = (residual * cond.clean).mean()
+        if "latent_pull" in self.uses and self.target_latent is not None:
+            terms["latent_pull"] = feature_distance_latent(cond.clean, self.target_latent)
+        if "lpips" in self.uses:
+            terms["lpips"] = self.lpips(adv * 2 - 1, self.clean * 2 - 1).mean()
+        value = sum(self.sign(k) * spec.weights[k] * v for k, v in terms.items())
+        if not terms:
+            raise ValueError(f"no loss term is active among {sorted(spec.weights)}")
+        return value, {k: float(v.detach()) for k, v in terms.items()}
+
+    def sign(self, term: str) -> float:
+        if term == "ira" and not self.spec.ira_targeted:
+            return +1.0  # untargeted: push away from the clean image's features
+        return TERM_SIGNS[term]
+
+
+def feature_distance_latent(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of two latents of the same layout."""
+    return (a.float() - b.detach().float()).pow(2).mean()
+

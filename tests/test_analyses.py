@@ -1,0 +1,226 @@
+"""Analyses: each score on features with a known answer, the choice rule, profiles, streaming, CLI."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from analyses.analyse import AnalysisConfig, analyse_store
+from analyses.choose import ChoiceRule, choose
+from analyses.profile import check_profile, load_profile, save_profile
+from analyses.run import analyse
+from analyses.scores import (
+    LinearCKA,
+    clamp_massive,
+    labels_to_grid,
+    linear_cka,
+    mask_probe_score,
+    spatial_coherence,
+    temporal_stability,
+)
+from anti_i2v_cli import app
+from probe.errors import ToolkitError
+from probe.store import SCHEMA, create_or_resume, ensure_layer, finish, mark_done, open_store
+
+
+def _blob_masks(n: int, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:
+    """n label maps (h, w) with 3 parts: background, a disc, and a bar, placed at random."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((n, h, w), np.int64)
+    for i in range(n):
+        cy, cx = rng.integers(2, h - 2), rng.integers(2, w - 2)
+        out[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= 4] = 1
+        out[i][yy == rng.integers(0, h)] = 2
+    return out
+
+
+def _features(masks: np.ndarray, semantic: float, channels: int = 16, frames: int = 2, seed: int = 0) -> np.ndarray:
+    """(n, frames, h, w, C): semantic * (part embedding) + (1 - semantic) * noise."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(masks.max() + 1, channels))
+    noise = rng.normal(size=(len(masks), frames, *masks.shape[1:], channels))
+    part = emb[masks][:, None].repeat(frames, 1)
+    return (semantic * part + (1 - semantic) * noise).astype(np.float32)
+
+
+def _store(path, layers: dict[str, np.ndarray], timesteps=(500,)):
+    n = next(iter(layers.values())).shape[0]
+    attrs = {"schema": SCHEMA, "model": "synthetic", "family": "cogvideox", "config_sha256": "abc" * 10,
+             "layers": list(layers), "timesteps": list(timesteps), "seeds": [0],
+             "samples": [{"name": f"s{i}", "sha256": "0", "size": [8, 8], "seed": 0, "image": i} for i in range(n)],
+             "frames": None, "pool": 1, "dtype": "float32", "toolkit_version": "test", "config": {"images": []}}
+    store = create_or_resume(path, attrs)
+    for ti in range(len(timesteps)):
+        for s in range(n):
+            for name, feats in layers.items():
+                ensure_layer(store, name, feats.shape[1:], "float32")[ti, s] = feats[s] * (1 + ti)
+            mark_done(store, ti, s)
+    finish(store)
+    return open_store(path)
+
+
+# --- scores with known answers --------------------------------------------------------------
+
+
+def test_cka_of_a_layer_with_itself_is_one_and_invariances():
+    x = torch.randn(300, 12, generator=torch.Generator().manual_seed(0))
+    q, _ = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(1)))
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x, 3 * x @ q + 5) == pytest.approx(1.0, abs=1e-9)  # rotation, scale, shift
+    y = torch.randn(300, 12, generator=torch.Generator().manual_seed(2))
+    assert linear_cka(x, y) < 0.15
+    streaming = LinearCKA()
+    for i in range(0, 300, 70):
+        streaming.update(x[i : i + 70], y[i : i + 70])
+    assert streaming.value() == pytest.approx(linear_cka(x, y), abs=1e-9)
+
+
+def test_mask_one_hot_features_score_high_and_noise_low():
+    masks = _blob_masks(8)
+    def rows(feats):
+        return feats[:, 0].reshape(8, -1, feats.shape[-1])
+    lab = masks.reshape(8, -1)
+    good, bad = rows(_features(masks, 1.0)), rows(_features(masks, 0.0))
+    split = lambda a: (a[::2].reshape(-1, a.shape[-1]) if a.ndim == 3 else a[::2].reshape(-1),  # noqa: E731
+                       a[1::2].reshape(-1, a.shape[-1]) if a.ndim == 3 else a[1::2].reshape(-1))
+    (gt, gv), (bt, bv), (lt, lv) = split(good), split(bad), split(lab)
+    assert mask_probe_score(gt, lt, gv, lv) > 0.95
+    assert mask_probe_score(bt, lt, bv, lv) < 0.5  # chance is 1/3
+
+
+def test_spatial_coherence_orders_structure_above_noise():
+    masks = torch.from_numpy(_blob_masks(1)[0])
+    smooth = torch.from_numpy(_features(_blob_masks(1), 1.0)[0])
+    noise = torch.from_numpy(_features(_blob_masks(1), 0.0)[0])
+    assert spatial_coherence(smooth) > 0.2
+    assert abs(spatial_coherence(noise)) < 0.1
+    assert masks.shape == (8, 8)
+
+
+def test_temporal_stability_and_massive_clamp():
+    x = torch.randn(3, 4, 4, 8)
+    assert temporal_stability(x[:1].repeat(3, 1, 1, 1)) == pytest.approx(1.0, abs=1e-6)
+    assert temporal_stability(x) < 0.5
+    y = x.clone()
+    y[..., 2] *= 1000
+    z = clamp_massive(y, ratio=8.0)
+    assert z[..., 2].pow(2).mean().sqrt() <= 8.01 * y.reshape(-1, 8).pow(2).mean(0).sqrt().median()
+    torch.testing.assert_close(z[..., [0, 1, 3]], y[..., [0, 1, 3]])
+
+
+def test_labels_to_grid_takes_the_majority():
+    lab = torch.zeros(8, 8, dtype=torch.long)
+    lab[:4, :4] = 2
+    lab[0, 0] = 1
+    assert labels_to_grid(lab, (2, 2), 3).tolist() == [[2, 0], [0, 0]]
+
+
+# --- choice rule and profiles ---------------------------------------------------------------
+
+
+def test_rule_picks_mid_depth_semantic_anchor_and_early_collapse():
+    layers = [f"blocks.{i}" for i in range(10)]
+    sem = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.8, 0.6, 0.5, 0.95]  # the last is high but outside the band
+    scores = {
+        "mask_probe": {layer: [s, s * 0.5] for layer, s in zip(layers, sem, strict=True)},
+        "cka_first": {layer: [1 - i / 10] * 2 for i, layer in enumerate(layers)},
+    }
+    picks = choose(scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1))
+    assert picks["collapse_layers"] == ["blocks.0"]
+    assert picks["anchor_layers"] == ["blocks.5", "blocks.6"]
+    assert picks["timesteps"] == [300]
+
+
+def test_profile_round_trip_and_mismatch_refusal(tmp_path):
+    profile = {"schema": "anti-i2v.profile/1", "model": "tiny:cogvideox", "family": "cogvideox",
+               "config_sha256": "a" * 64, "layers": ["transformer_blocks.0", "transformer_blocks.1"], "scores": {},
+               "collapse_layers": ["transformer_blocks.0"], "anchor_layers": ["transformer_blocks.1"],
+               "timesteps": [500], "rule": {}}
+    path = save_profile(profile, tmp_path / "p.json")
+    assert load_profile(path) == profile
+    check_profile(profile, "tiny:cogvideox", profile["layers"], "a" * 64)  # accepted
+    with pytest.raises(ToolkitError, match=r"not tiny:wan: config hash .*layers only in the profile: \['transformer"):
+        check_profile(profile, "tiny:wan", ["blocks.0", "blocks.1"], "b" * 64)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ToolkitError, match="not valid JSON"):
+        load_profile(tmp_path / "bad.json")
+
+
+def test_synthetic_store_recovers_the_semantic_layer(tmp_path):
+    masks = _blob_masks(6)
+    strengths = [0.0, 0.2, 0.9, 0.5, 0.3]
+    layers = {f"blocks.{i}": _features(masks, s, seed=i) for i, s in enumerate(strengths)}
+    layers["blocks.0"] = _features(masks, 0.0, seed=0)
+    mdir = tmp_path / "masks"
+    mdir.mkdir()
+    for i, m in enumerate(masks):
+        Image.fromarray(m.astype(np.uint8)).save(mdir / f"s{i}.png")
+    store = _store(tmp_path / "syn.zarr", layers, timesteps=(200, 800))
+    profile = analyse(store.path, tmp_path / "p.json", tmp_path / "figures", mdir)
+    assert profile["anchor_layers"][0] == "blocks.2"
+    assert profile["collapse_layers"] == ["blocks.0"]
+    mp = profile["scores"]["mask_probe"]
+    assert mp["blocks.2"][0] > 0.9 > 0.6 > mp["blocks.0"][0]
+    assert profile["scores"]["cka_first"]["blocks.0"] == pytest.approx([1.0, 1.0], abs=1e-6)
+    for f in ("pca_grid.png", "scores.png", "mask_overlays.png"):
+        assert (tmp_path / "figures" / f).stat().st_size > 1000
+    assert "blocks.2" in (tmp_path / "index.html").read_text()
+    again = analyse(store.path, tmp_path / "p2.json", None, mdir)
+    assert json.loads((tmp_path / "p.json").read_text())["scores"] == again["scores"]  # same input, same profile
+
+
+def test_analysis_streams_with_bounded_memory(tmp_path):
+    """A store many times larger than the analysis's peak allocation."""
+    masks = _blob_masks(24, 16, 16)
+    layers = {f"blocks.{i}": _features(masks, 0.5, channels=64, frames=4, seed=i) for i in range(4)}
+    store = _store(tmp_path / "big.zarr", layers, timesteps=(100, 500, 900))
+    store_bytes = sum(a.nbytes for a in layers.values()) * 3
+    tracemalloc.start()
+    analyse_store(store, AnalysisConfig(pca_samples=1, pca_frames=1))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert store_bytes > 25e6
+    assert peak < store_bytes / 5, (peak, store_bytes)
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    masks = _blob_masks(2)
+    store = _store(tmp_path / "s.zarr", {"blocks.0": _features(masks, 0.5)})
+    store = create_or_resume(tmp_path / "s.zarr", store.attrs)
+    store.group["completed"][0, 1] = 0
+    with pytest.raises(ToolkitError, match="incomplete"):
+        analyse_store(store)
+
+
+def test_cli_adapt_end_to_end_on_tiny_model(tmp_path, portraits):
+    res = CliRunner().invoke(app, ["adapt", "tiny:svd", str(portraits), "--out", str(tmp_path / "a"),
+                                   "--timesteps", "300,700"])
+    assert res.exit_code == 0, res.output
+    profile = load_profile(tmp_path / "a" / "profile.json")
+    assert profile["layers"] == ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"]
+    assert set(profile["anchor_layers"]) <= set(profile["layers"]) and profile["collapse_layers"]
+    assert {"spatial_coherence", "cka_first", "cka_last", "temporal_stability"} <= set(profile["scores"])
+    assert (tmp_path / "a" / "index.html").exists() and (tmp_path / "a" / "figures" / "pca_grid.png").exists()
+    res = CliRunner().invoke(app, ["analyse", str(tmp_path / "a" / "activations.zarr"), "--out",
+                                   str(tmp_path / "p.json"), "--reference", str(tmp_path / "no-such-encoder")])
+    assert res.exit_code == 0, res.output
+    assert "reference_cka skipped" in res.output
+
+
+def test_reference_encoder_from_a_local_folder(tmp_path, portraits):
+    from transformers import Dinov2Config, Dinov2Model
+
+    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                             image_size=32, patch_size=8)).save_pretrained(tmp_path / "dino")
+    res = CliRunner().invoke(app, ["adapt", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "a"),
+                                   "--timesteps", "500", "--reference", str(tmp_path / "dino")])
+    assert res.exit_code == 0, res.output
+    ref = load_profile(tmp_path / "a" / "profile.json")["scores"]["reference_cka"]
+    assert all(0 <= v[0] <= 1 for v in ref.values())

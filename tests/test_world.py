@@ -1,0 +1,140 @@
+"""The mini world: renderer, shipped mini models, generation, training smoke test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from anti_i2v_cli import app
+from probe.backbones import load_backbone
+from probe.paths import MINI_IDENTITY, MINI_PIPELINE
+from probe.world.identity import load_identity_encoder
+from probe.world.render import (
+    LABELS,
+    identity_seeds,
+    is_heldout,
+    render_video,
+    sample_identity,
+    sample_motion,
+    write_sample,
+)
+
+
+def test_same_seed_same_bytes(tmp_path):
+    write_sample(tmp_path / "a", 123, 123)
+    write_sample(tmp_path / "b", 123, 123)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 2 * 9 + 1
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    write_sample(tmp_path / "c", 124, 124)
+    assert (tmp_path / "a/frames/000.png").read_bytes() != (tmp_path / "c/frames/000.png").read_bytes()
+
+
+@pytest.mark.parametrize("seed", [3, 10, 57])
+def test_masks_agree_with_frames(seed):
+    idn = sample_identity(seed)
+    rgb, labels = render_video(idn, sample_motion(seed))
+    rgb = rgb.astype(np.float32)
+    # Interior pixels of each part have that part's colour (edges are anti-aliased).
+    for label, colour, tol in [("mouth", (120, 30, 40), 25), ("background", None, 0)]:
+        sel = labels == LABELS[label]
+        assert sel.any(), label
+        if colour is not None:
+            assert np.abs(np.median(rgb[sel], axis=0) - colour).max() < tol
+    if idn.hair_style != "bald":
+        hair = labels == LABELS["hair"]
+        assert np.abs(np.median(rgb[hair], axis=0) - idn.hair).max() < 25
+    skin = rgb[labels == LABELS["skin"]]
+    # Shading scales skin by 0.75..1.25: the median keeps the hue of the identity's tone.
+    ratio = np.median(skin, axis=0) / np.maximum(idn.skin, 1)
+    assert ratio.max() - ratio.min() < 0.2 and 0.6 < ratio.mean() < 1.3
+    # Motion: frames differ, the head moves toward the centre.
+    assert not np.array_equal(rgb[0], rgb[-1])
+
+
+def test_split_keeps_heldout_identities_out_of_training():
+    train = set(identity_seeds(200, 0, "train")) | set(identity_seeds(200, 1, "train"))
+    held = set(identity_seeds(50, 0, "heldout"))
+    assert not train & held
+    assert all(is_heldout(s) for s in held) and not any(is_heldout(s) for s in train)
+
+
+def test_render_cli_writes_samples_and_photos(tmp_path):
+    res = CliRunner().invoke(app, ["world", "render", "--out", str(tmp_path / "w"), "--count", "2",
+                                   "--photos", str(tmp_path / "photos")])
+    assert res.exit_code == 0, res.output
+    samples = sorted((tmp_path / "w").iterdir())
+    assert len(samples) == 2
+    meta = json.loads((samples[0] / "identity.json").read_text())
+    assert meta["split"] == "heldout" and meta["labels"] == LABELS
+    assert len(list((samples[0] / "masks").glob("*.png"))) == 9
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == [f"{s.name}.png" for s in samples]
+
+
+def test_mini_model_loads_by_name_and_path():
+    by_name = load_backbone("mini-cogvideox")
+    by_path = load_backbone(str(MINI_PIPELINE))
+    assert by_name.family == by_path.family == "cogvideox"
+    assert by_name.config_sha256() == by_path.config_sha256()
+    assert len(by_name.block_names()) >= 8
+    cond = by_name.condition(torch.rand(1, 3, 64, 64))
+    f, h, w = by_name.token_grid(cond)
+    assert h >= 8 and w >= 8 and f == 3
+    size = sum(p.stat().st_size for p in MINI_PIPELINE.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20
+    assert not list(MINI_PIPELINE.rglob("*.bin"))
+
+
+def test_mini_generation_shapes_and_determinism():
+    bb = load_backbone("mini-cogvideox")
+    image = torch.rand(3, 80, 60)  # any size in, the model's size out
+    a = bb.generate(image, steps=3, seed=1)
+    b = bb.generate(image, steps=3, seed=1)
+    assert a.shape == (9, 3, 64, 64)
+    assert torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1
+
+
+def test_mini_identity_encoder_separates_identities():
+    enc = load_identity_encoder(MINI_IDENTITY)
+    vids = [torch.from_numpy(render_video(sample_identity(s), sample_motion(s))[0]).permute(0, 3, 1, 2) / 255
+            for s in (10, 20, 30, 40)]
+    with torch.no_grad():
+        emb = [enc(v.float()) for v in vids]
+    same = np.mean([float((e[1:] @ e[0]).mean()) for e in emb])
+    diff = np.mean([float((emb[i] @ emb[j][0]).mean()) for i in range(4) for j in range(4) if i != j])
+    assert same > diff + 0.2
+
+
+def test_generate_cli_writes_gif_and_strip(tmp_path, portraits):
+    res = CliRunner().invoke(app, ["generate", "mini-cogvideox", str(portraits / "p10.png"), "--out",
+                                   str(tmp_path / "v.gif"), "--steps", "3", "--strip"])
+    assert res.exit_code == 0, res.output
+    gif = Image.open(tmp_path / "v.gif")
+    assert gif.n_frames == 9 and gif.size == (64, 64)
+    assert Image.open(tmp_path / "v.png").size == (64 * 9, 64)
+
+
+def test_generate_every_tiny_family(tmp_path, backbones):
+    from conftest import ALL_FAMILIES
+
+    for family in ALL_FAMILIES:
+        bb = backbones(family)
+        video = bb.generate(torch.rand(3, 50, 40), steps=2, seed=0)
+        assert video.ndim == 4 and video.shape[1] == 3 and tuple(video.shape[2:]) == bb.resolution, family
+
+
+def test_training_smoke(tmp_path):
+    res = CliRunner().invoke(app, ["world", "train", "--out", str(tmp_path), "--quick", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    bb = load_backbone(str(tmp_path / "mini-cogvideox-i2v"))
+    assert bb.family == "cogvideox" and len(bb.block_names()) == 8
+    assert (tmp_path / "mini-cogvideox-i2v" / "prompt_embeds.safetensors").exists()
+    enc = load_identity_encoder(tmp_path / "mini-identity")
+    assert enc(torch.rand(2, 3, 64, 64)).shape == (2, 64)
