@@ -48,7 +48,7 @@ class TrainConfig:
 
     seed: int = 0
     vae_videos: int = 512
-    vae_steps: int = 420
+    vae_steps: int = 1000
     vae_batch: int = 4
     dit_videos: int = 1536
     dit_steps: int = 2500
@@ -136,11 +136,11 @@ def train_vae(cfg: TrainConfig, device: str) -> AutoencoderKLCogVideoX:
     torch.manual_seed(cfg.seed)
     data = to_video(render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train")))
     vae = mini_vae().to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=2 * cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     started = time.time()
     for step in range(1, cfg.vae_steps + 1):
-        _cosine_lr(opt, step, cfg.vae_steps, cfg.lr)
+        _cosine_lr(opt, step, cfg.vae_steps, 2 * cfg.lr)
         x = data[torch.randint(len(data), (cfg.vae_batch,), generator=gen)].to(device)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample

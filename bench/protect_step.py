@@ -1,0 +1,79 @@
+"""Protect step costs, measured side by side in one run on the same photo and model.
+
+Prints: a dual-space step against an RGB step (same objective), an early-exit step (IRC/IRA only,
+stopping after the deepest profile layer) against a full step, steps per second, and peak memory
+(CUDA peak allocation on a GPU, process peak RSS on CPU).
+Usage: python bench/protect_step.py [--model mini-cogvideox] [--steps 10] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from probe.backbones import load_backbone
+from protect.loop import perturb_iterative
+from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
+from protect.spaces import Space
+
+
+def time_steps(bb, space: str, weights: dict, layers: list[str], early_exit: bool, steps: int, x) -> float:
+    """Median seconds per optimisation step."""
+    n = len(layers)
+    spec = ObjectiveSpec(weights=weights, collapse_layers=layers[:1], anchor_layers=layers[n // 2 : n // 2 + 2],
+                         timesteps=[500], clip_frames=clip_frames_for(bb, 4), early_exit=early_exit)
+    reference = bb.condition(bb.resize(x), spec.clip_frames).clean.detach() if "diffusion" in weights else None
+    objective = ModelObjective(bb, spec, x, reference, torch.rand_like(x))
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick(step: int, _terms: dict) -> None:
+        if bb.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if step:  # the first step warms up
+            times.append(now - last[0])
+        last[0] = now
+
+    perturb_iterative(x, objective, Space(space), steps + 1, 1 / 255, on_step=tick)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="mini-cogvideox")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    bb = load_backbone(args.model, dtype=args.dtype, device=args.device)
+    layers = bb.block_names()
+    x = torch.rand(1, 3, *bb.resolution, device=bb.device)
+    feats = {"irc": 1.0, "ira": 1.0}
+    full = {"irc": 1.0, "ira": 1.0, "diffusion": 1.0}
+    if bb.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rgb = time_steps(bb, "rgb", full, layers, True, args.steps, x)
+    dual = time_steps(bb, "dual", full, layers, True, args.steps, x)
+    early = time_steps(bb, "dual", feats, layers, True, args.steps, x)
+    no_exit = time_steps(bb, "dual", feats, layers, False, args.steps, x)
+    if bb.device.type == "cuda":
+        peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (CUDA peak allocated)"
+    else:
+        peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process peak RSS)"
+    print(f"model {bb.name} on {bb.device} ({args.dtype}), {len(layers)} blocks, resolution {bb.resolution}")
+    print(f"rgb step (irc+ira+diffusion)      {rgb * 1e3:9.1f} ms")
+    print(f"dual step (irc+ira+diffusion)     {dual * 1e3:9.1f} ms   dual/rgb = {dual / rgb:.3f}x")
+    print(f"full step (irc+ira, no early exit){no_exit * 1e3:9.1f} ms")
+    print(f"early-exit step (irc+ira)         {early * 1e3:9.1f} ms   early/full = {early / no_exit:.3f}x")
+    print(f"steps per second (dual, all terms) {1 / dual:8.2f}")
+    print(f"peak memory {peak}")
+
+
+if __name__ == "__main__":
+    main()

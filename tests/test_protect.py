@@ -1,0 +1,194 @@
+"""The protect job on tiny models: invariants of every method, outputs, resume, refusals, early exit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import protect.run as protect_run
+from analyses.run import adapt
+from anti_i2v_cli import app
+from probe.backbones import FAMILIES, load_backbone
+from probe.capture import execution_order, trace_blocks
+from protect.methods import METHODS
+from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
+from protect.run import ProtectConfig, run_protect
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory, portraits):
+    out = tmp_path_factory.mktemp("adapt")
+    adapt("tiny:cogvideox", [portraits], out, probe_overrides={"timesteps": (300, 700)})
+    return out / "profile.json"
+
+
+def _cfg(tmp_path, images, profile, **kw):
+    return ProtectConfig(model=kw.pop("model", "tiny:cogvideox"), images=tuple(map(str, images)),
+                         profile=str(profile) if profile else None, out=str(tmp_path / "out"),
+                         steps=kw.pop("steps", 3), reference_steps=2, **kw)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_keeps_budget_and_range(tmp_path, portraits, tiny_profile, method):
+    photo = portraits / "p10.png"
+    before = photo.read_bytes()
+    [r] = run_protect(_cfg(tmp_path, [photo], tiny_profile, method=method, eps=8))
+    assert r.status == "done", r.detail
+    assert photo.read_bytes() == before  # the input is never modified
+    s = r.sidecar
+    eps = 8 / 255
+    assert all(v <= eps + 1e-6 for k, v in s["budget"].items() if k != "linf_rgb_effective")
+    out = np.asarray(Image.open(tmp_path / "out" / "p10.png"))
+    orig = np.asarray(Image.open(photo))
+    assert out.shape == orig.shape and out.dtype == np.uint8
+    if METHODS[method].space == "rgb":
+        assert np.abs(out.astype(int) - orig.astype(int)).max() <= 8 + 1  # rounding
+    assert np.abs(out.astype(int) - orig.astype(int)).max() > 0
+    assert s["settings"]["method"] == method and len(s["losses"]) == (3 if METHODS[method].optimises else 0)
+
+
+def test_objective_moves_the_right_way(tmp_path, portraits, tiny_profile):
+    [r] = run_protect(_cfg(tmp_path, [portraits / "p20.png"], None, method="photoguard-encoder", steps=8))
+    pull = [h["latent_pull"] for h in r.sidecar["losses"]]
+    assert pull[-1] < pull[0]
+    [r] = run_protect(_cfg(tmp_path / "d", [portraits / "p20.png"], None, method="rgb-pgd", steps=8,
+                           timesteps=(500,)))
+    diffusion = [h["diffusion"] for h in r.sidecar["losses"]]
+    assert diffusion[-1] > diffusion[0]
+
+
+def test_same_command_same_bytes(tmp_path, portraits, tiny_profile):
+    a = run_protect(_cfg(tmp_path / "a", [portraits / "p10.png"], tiny_profile, seed=1))
+    b = run_protect(_cfg(tmp_path / "b", [portraits / "p10.png"], tiny_profile, seed=1))
+    assert a[0].status == b[0].status == "done"
+    assert (tmp_path / "a/out/p10.png").read_bytes() == (tmp_path / "b/out/p10.png").read_bytes()
+
+
+def test_metadata_stripped_and_size_orientation_kept(tmp_path, portraits, tiny_profile):
+    img = Image.open(portraits / "p10.png").resize((90, 50))
+    exif = img.getexif()
+    exif[0x0112] = 6  # displayed rotated: upright size is 50 wide x 90 high
+    exif[0x8825] = {1: "N", 2: (1.0, 2.0, 3.0)}  # GPS
+    img.save(tmp_path / "gps.jpg", exif=exif)
+    [r] = run_protect(_cfg(tmp_path, [tmp_path / "gps.jpg"], tiny_profile))
+    assert r.status == "done"
+    out = Image.open(tmp_path / "out" / "gps.png")
+    assert out.size == (50, 90)
+    assert not out.getexif() and "exif" not in out.info and not out.text
+
+
+def test_large_photo_is_optimised_small_and_returned_full_size(tmp_path, portraits, tiny_profile):
+    Image.open(portraits / "p10.png").resize((300, 200)).save(tmp_path / "big.png")
+    cfg = _cfg(tmp_path, [tmp_path / "big.png"], tiny_profile, work_max_side=64)
+    [r] = run_protect(cfg)
+    assert Image.open(tmp_path / "out" / "big.png").size == (300, 200)
+    assert r.sidecar["psnr"] > 20
+
+
+def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
+    cfg = _cfg(tmp_path, [portraits], tiny_profile)
+    first = run_protect(cfg)
+    assert [r.status for r in first] == ["done"] * 3
+    (tmp_path / "out" / "p20.json").unlink()  # as if interrupted while on p20
+    second = run_protect(cfg)
+    assert [r.status for r in second] == ["skipped", "done", "skipped"]
+
+
+def test_profile_for_another_model_is_refused_before_any_work(tmp_path, portraits, tiny_profile):
+    res = CliRunner().invoke(app, ["protect", "tiny:wan", str(portraits), "--profile", str(tiny_profile),
+                                   "--out", str(tmp_path / "o"), "--steps", "2"])
+    assert res.exit_code == 2
+    assert "the profile was made for tiny:cogvideox (cogvideox), not tiny:wan" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_diverging_photo_is_reported_and_others_continue(tmp_path, portraits, tiny_profile, monkeypatch):
+    real = ModelObjective.__call__
+
+    def nan_for_p20(self, adv):
+        value, terms = real(self, adv)
+        return (value * float("nan"), terms) if abs(float(self.clean.mean()) - p20_mean) < 1e-6 else (value, terms)
+
+    p20_mean = float(torch.from_numpy(np.asarray(Image.open(portraits / "p20.png"), np.float32) / 255).mean())
+    monkeypatch.setattr(ModelObjective, "__call__", nan_for_p20)
+    results = run_protect(_cfg(tmp_path, [portraits], tiny_profile))
+    status = {r.name: r.status for r in results}
+    assert status == {"p10": "done", "p20": "failed", "p30": "done"}
+    assert "objective became nan" in next(r.detail for r in results if r.name == "p20")
+    assert not (tmp_path / "out" / "p20.png").exists()
+
+
+def test_early_exit_equals_full_pass_features(backbones):
+    for family in ("cogvideox", "svd"):
+        bb = backbones(family)
+        cond = bb.condition(torch.rand(1, 3, *bb.resolution))
+        kwargs = bb.denoiser_kwargs(bb.add_noise(cond.clean, torch.randn_like(cond.clean), 400), cond, 400)
+        order = execution_order(bb, kwargs)
+        layers = order[:2]
+        with torch.no_grad():
+            early = trace_blocks(bb, kwargs, layers, stop_after_last=True)
+            full = trace_blocks(bb, kwargs, layers, with_output=True)
+        for name in layers:
+            torch.testing.assert_close(early[name], full[name])
+        assert "__output__" in full
+
+
+def test_clip_frames_cover_the_first_frames(backbones):
+    assert clip_frames_for(backbones("cogvideox"), 4) == 5
+    assert clip_frames_for(backbones("cogvideox"), 1) == 1
+    assert clip_frames_for(backbones("svd"), 2) == 2
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_gradients_reach_the_photo_on_every_family(backbones, family):
+    """IRC and diffusion terms back-propagate through denoiser and conditioning to the pixels."""
+    bb = backbones(family)
+    layers = bb.block_names()
+    spec = ObjectiveSpec(weights={"irc": 1.0, "diffusion": 1.0}, collapse_layers=layers[:1],
+                         anchor_layers=layers[-1:], timesteps=[500], clip_frames=bb.default_frames)
+    x = torch.rand(1, 3, 24, 20)
+    reference = bb.condition(bb.resize(x), bb.default_frames).clean.detach()
+    objective = ModelObjective(bb, spec, x, reference, None)
+    adv = x.clone().requires_grad_(True)
+    value, terms = objective(adv)
+    value.backward()
+    assert set(terms) == {"irc", "diffusion"} and adv.grad.abs().sum() > 0
+
+
+def test_predict_clean_inverts_each_family_parameterisation(backbones):
+    """Feeding the exact training target as the output recovers the clean latent."""
+    clean, noise, t = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2), 600.0
+    for family in sorted(FAMILIES):
+        bb = backbones(family)
+        noisy = bb.add_noise(clean, noise, t)
+        if family == "cogvideox":
+            a = bb.pipe.scheduler.alphas_cumprod[600]
+            target = a.sqrt() * noise - (1 - a).sqrt() * clean
+        elif family == "svd":
+            sigma = bb.sigma(t)  # v-prediction in EDM form: c_out-scaled
+            target = (noisy / (sigma**2 + 1) - clean) * ((sigma**2 + 1) ** 0.5 / sigma)
+        else:
+            target = noise - clean
+        torch.testing.assert_close(bb.predict_clean(noisy, target.float(), t), clean, atol=1e-4, rtol=1e-4)
+
+
+def test_cli_protect_reports_each_photo(tmp_path, portraits, tiny_profile):
+    res = CliRunner().invoke(app, ["protect", "tiny:cogvideox", str(portraits / "p30.png"), "--profile",
+                                   str(tiny_profile), "--out", str(tmp_path / "o"), "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert "p30: PSNR" in res.output
+    side = json.loads((tmp_path / "o" / "p30.json").read_text())
+    assert side["profile_sha256"] and side["settings"]["space"] == "dual"
+    assert (tmp_path / "o" / "p30.loss.png").exists()
+
+
+def test_method_needing_a_profile_says_so(tmp_path, portraits):
+    res = CliRunner().invoke(app, ["protect", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "needs a layer profile" in res.output
+    assert protect_run.METHODS["rgb-pgd"].weights == {"diffusion": 1.0}
+    _ = load_backbone  # imported for the fixture's side effects
