@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean-venv
+DEMO ?= out/demo
+REPORT ?= artifacts/reports/mini-world
+N ?= 32
+
+.PHONY: test demo report lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -15,14 +19,35 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The main job on the mini world, offline: render held-out portraits -> generate -> adapt
+# (probe + analyse) -> protect (Anti-I2V and two baselines) -> evaluate.
 demo: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH bash bench/../scripts/demo.sh
+	$(BIN)/anti-i2v world render --out $(DEMO)/world --count 4 --seed 1 --photos $(DEMO)/photos
+	$(BIN)/anti-i2v generate mini-cogvideox $$(ls $(DEMO)/photos/*.png | head -1) --out $(DEMO)/video.gif --strip
+	$(BIN)/anti-i2v adapt mini-cogvideox $(DEMO)/photos --masks $(DEMO)/world --out $(DEMO)/adapt
+	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --profile $(DEMO)/adapt/profile.json --out $(DEMO)/anti-i2v
+	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --method rgb-pgd --out $(DEMO)/rgb-pgd
+	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --method random-noise --out $(DEMO)/random-noise
+	$(BIN)/anti-i2v evaluate mini-cogvideox --clean $(DEMO)/photos --protected $(DEMO)/anti-i2v \
+		--protected $(DEMO)/rgb-pgd --protected $(DEMO)/random-noise --distortions jpeg75,platform --out $(DEMO)/report
+	@echo "demo done: open $(DEMO)/adapt/index.html and $(DEMO)/report/index.html"
+
+# The shipped mini-world report (N held-out portraits; long on CPU).
+report: $(STAMP)
+	$(BIN)/anti-i2v world render --out out/report/world --count $(N) --seed 7 --photos out/report/photos
+	$(BIN)/anti-i2v adapt mini-cogvideox out/report/photos --masks out/report/world --out out/report/adapt
+	for m in anti-i2v rgb-pgd random-noise; do \
+		$(BIN)/anti-i2v protect mini-cogvideox out/report/photos --method $$m \
+			--profile out/report/adapt/profile.json --out out/report/$$m || exit 1; done
+	$(BIN)/anti-i2v evaluate mini-cogvideox --clean out/report/photos --protected out/report/anti-i2v \
+		--protected out/report/rgb-pgd --protected out/report/random-noise --out $(REPORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check probe analyses protect tests bench anti_i2v_cli.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/probe_overhead.py
+	$(BIN)/python bench/protect_step.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,15 +11,13 @@ from analyses.figures import mask_overlays, pca_grid, score_curves
 from analyses.profile import SCHEMA, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
-from probe.images import load_photo
+from probe.images import gather_images, load_photo
 from probe.run import TOOLKIT_VERSION, ProbeConfig, run_probe
 from probe.store import open_store
 
 
 def _photos_of(store) -> list:
     """Re-open the store's photos (for a reference encoder) by name, checking their hashes."""
-    from probe.images import gather_images
-
     wanted = {s["name"]: s["sha256"] for s in store.attrs["samples"]}
     photos = []
     for p in gather_images([Path(x) for x in store.attrs["config"]["images"]]):

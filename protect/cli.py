@@ -53,6 +53,33 @@ def protect(
         raise typer.Exit(1)
 
 
+def evaluate(
+    model: str = typer.Argument(..., help="the model to generate videos with"),
+    clean: Path = typer.Option(..., help="folder of clean photos"),
+    protected: list[Path] = typer.Option(..., help="folder(s) of protected photos, one per method"),
+    out: Path = typer.Option(..., "--out", help="report folder: results.csv, summary.json, index.html"),
+    seeds: int = typer.Option(1, help="generation seeds per photo"),
+    distortions: str = typer.Option("jpeg90,jpeg75,jpeg50,blur,noise,resize50,platform",
+                                    help="distortions of the protected photo ('' for none)"),
+    models: str = typer.Option("", help="more eval models, comma-separated (transfer)"),
+    identity: Path = typer.Option(None, help="identity encoder folder (default: the mini identity encoder)"),
+    steps: int = typer.Option(25, help="denoising steps per video"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Measure how well cloaks protect: identity, fidelity, coherence, imperceptibility, robustness."""
+    from protect.evaluate.run import EvaluateConfig
+    from protect.evaluate.run import evaluate as run
+
+    cfg = EvaluateConfig(
+        model=model, clean=str(clean), protected=tuple(map(str, protected)), out=str(out), seeds=seeds,
+        distortions=tuple(d for d in distortions.split(",") if d), models=tuple(m for m in models.split(",") if m),
+        identity=str(identity) if identity else None, steps=steps, device=device,
+    )
+    path = run(cfg)
+    console.print(f"report: {path / 'index.html'}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the protect stage's commands to the toolkit's app."""
     app.command()(cli_command(protect))
+    app.command()(cli_command(evaluate))

@@ -1,0 +1,195 @@
+"""The evaluate job: videos from clean and protected photos, metrics, robustness, transfer, report.
+
+For every photo (matched by name between `--clean` and each `--protected` folder), every eval
+model and seed, the model generates a video from the clean photo and from the protected photo
+after each distortion; identity similarity (ISM) is measured against the clean photo with the
+identity encoder. Generated videos are cached under `OUT/.videos/`, so a re-run is cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+
+from probe.backbones import Backbone, load_backbone
+from probe.errors import ToolkitError
+from probe.images import gather_images, load_photo
+from probe.paths import MINI_IDENTITY
+from probe.run import TOOLKIT_VERSION, pick_device
+from probe.video import strip
+from probe.world.identity import load_identity_encoder
+from protect.evaluate.distortions import distort
+from protect.evaluate.metrics import (
+    PSNR_CAP,
+    bootstrap_ci,
+    delta_e,
+    identity_similarity,
+    psnr,
+    ssim,
+    ssim_video,
+    temporal_coherence,
+)
+
+console = Console(stderr=True)
+COLUMNS = ["photo", "method", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
+           "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e"]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Settings of `anti-i2v evaluate`; written into summary.json."""
+
+    model: str
+    clean: str
+    protected: tuple[str, ...]
+    out: str
+    seeds: int = 1
+    distortions: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    identity: str | None = None
+    steps: int = 25
+    device: str = "auto"
+
+
+def _method_of(folder: Path) -> str:
+    """A protected folder's method, read from any sidecar (else the folder's name)."""
+    for side in sorted(folder.glob("*.json")):
+        try:
+            return json.loads(side.read_text())["settings"]["method"]
+        except (KeyError, json.JSONDecodeError):
+            continue
+    return folder.name
+
+
+def _video(backbone: Backbone, image: torch.Tensor, seed: int, steps: int, cache: Path, key: str) -> torch.Tensor:
+    path = cache / f"{key}.safetensors"
+    if path.exists():
+        return load_file(str(path))["video"]
+    video = backbone.generate(image, steps=steps, seed=seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"video": video.contiguous()}, str(tmp))
+    tmp.replace(path)
+    return video
+
+
+def _sha(t: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256((t.clamp(0, 1) * 255).round().byte().numpy().tobytes()).hexdigest()[:16]
+
+
+def evaluate(cfg: EvaluateConfig) -> Path:
+    """Run the evaluation; writes results.csv, summary.json, index.html and strips into `out`."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = load_identity_encoder(Path(cfg.identity) if cfg.identity else MINI_IDENTITY)
+    clean = {p.stem: p for p in gather_images([Path(cfg.clean)])}
+    methods = {}
+    for folder in map(Path, cfg.protected):
+        files = {p.stem: p for p in gather_images([folder]) if not p.name.endswith(".loss.png")}
+        methods[_method_of(folder)] = files
+    names = sorted(n for n in clean if all(n in files for files in methods.values()))
+    if not names:
+        raise ToolkitError(f"no photo of {cfg.clean} has a protected version in {', '.join(cfg.protected)} "
+                           "(photos are matched by file name)")
+    distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
+    rows: list[dict] = []
+    strips: dict[str, np.ndarray] = {}
+    eval_models = [cfg.model, *cfg.models]
+    total = len(eval_models) * len(names) * cfg.seeds * (1 + len(methods) * len(distortions))
+    with Progress(console=console) as progress:
+        task = progress.add_task("evaluate", total=total)
+        for model in eval_models:
+            bb = load_backbone(model, None, "float32", pick_device(cfg.device))
+            cache = out / ".videos" / bb.config_sha256()[:16]
+            for name in names:
+                photo = load_photo(clean[name]).pixels
+                for seed in range(cfg.seeds):
+                    clean_video = _video(bb, photo, seed, cfg.steps, cache, f"{_sha(photo)}-s{seed}-n{cfg.steps}")
+                    ism_clean = identity_similarity(encoder, clean_video[1:], photo)
+                    rows.append(_row(name, "clean", "none", bb.name, seed, ism_clean, ism_clean, clean_video,
+                                     clean_video, photo, photo))
+                    progress.advance(task)
+                    for method, files in methods.items():
+                        protected = load_photo(files[name]).pixels
+                        if protected.shape != photo.shape:
+                            raise ToolkitError(f"{files[name]} is {tuple(protected.shape[1:])}, the clean photo "
+                                               f"{tuple(photo.shape[1:])}: compare a photo with its own cloak")
+                        for dist in distortions:
+                            attacked = distort(protected, dist, seed)
+                            video = _video(bb, attacked, seed, cfg.steps, cache,
+                                           f"{_sha(attacked)}-s{seed}-n{cfg.steps}")
+                            ism = identity_similarity(encoder, video[1:], photo)
+                            rows.append(_row(name, method, dist, bb.name, seed, ism_clean, ism, video, clean_video,
+                                             protected, photo))
+                            if dist == "none" and seed == 0 and model == cfg.model and len(strips) < 3 * len(methods):
+                                strips[f"{name}__{method}"] = np.concatenate([strip(clean_video), strip(video)], 0)
+                            progress.advance(task)
+    _write_csv(rows, out / "results.csv")
+    summary = summarise(rows, cfg)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_num))
+    from protect.evaluate.report import write_report
+
+    write_report(out, summary, strips)
+    return out
+
+
+def _row(name, method, dist, model, seed, ism_clean, ism_prot, video, clean_video, protected, photo) -> dict:
+    return {
+        "photo": name, "method": method, "distortion": dist, "eval_model": model, "seed": seed,
+        "ism_clean": ism_clean, "ism_protected": ism_prot, "psnr_video": psnr(video, clean_video),
+        "ssim_video": ssim_video(video, clean_video), "temporal": temporal_coherence(video),
+        "cloak_psnr": psnr(protected, photo), "cloak_ssim": ssim(protected, photo),
+        "cloak_delta_e": delta_e(protected, photo),
+    }
+
+
+def _json_num(x):
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    tmp.replace(path)
+
+
+def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
+    """Means and bootstrap intervals per (method, distortion, eval model), plus robustness."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["distortion"], r["eval_model"]), []).append(r)
+    table = []
+    for (method, dist, model), rs in groups.items():
+        entry = {"method": method, "distortion": dist, "eval_model": model, "n": len(rs)}
+        drop = np.array([(r["ism_clean"] - r["ism_protected"]) / max(r["ism_clean"], 1e-6) for r in rs])
+        metrics = {"ism_clean": [r["ism_clean"] for r in rs], "ism_protected": [r["ism_protected"] for r in rs],
+                   "ism_drop": drop, "psnr_video": [min(r["psnr_video"], PSNR_CAP) for r in rs],
+                   "ssim_video": [r["ssim_video"] for r in rs], "temporal": [r["temporal"] for r in rs],
+                   "cloak_psnr": [min(r["cloak_psnr"], PSNR_CAP) for r in rs],
+                   "cloak_ssim": [r["cloak_ssim"] for r in rs], "cloak_delta_e": [r["cloak_delta_e"] for r in rs]}
+        for k, v in metrics.items():
+            v = np.asarray(v, dtype=np.float64)
+            entry[k] = float(v.mean())
+            entry[f"{k}_ci95"] = bootstrap_ci(v)
+        table.append(entry)
+    base = {(e["method"], e["eval_model"]): e["ism_drop"] for e in table if e["distortion"] == "none"}
+    for e in table:
+        b = base.get((e["method"], e["eval_model"]))
+        e["ism_drop_surviving"] = e["ism_drop"] / b if b and abs(b) > 1e-9 and e["method"] != "clean" else None
+    return {"config": asdict(cfg), "rows": len(rows), "table": table, "toolkit_version": TOOLKIT_VERSION,
+            "psnr_cap_db": PSNR_CAP}

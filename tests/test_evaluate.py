@@ -1,0 +1,96 @@
+"""Evaluation: metrics with known answers, deterministic distortions, the report end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from anti_i2v_cli import app
+from protect.evaluate.distortions import DEFAULT, distort
+from protect.evaluate.metrics import (
+    bootstrap_ci,
+    delta_e,
+    psnr,
+    ssim,
+    ssim_video,
+    temporal_coherence,
+)
+from protect.run import ProtectConfig, run_protect
+
+
+def test_identical_inputs():
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert psnr(x, x) == math.inf
+    assert ssim(x, x) == pytest.approx(1.0)
+    assert delta_e(x, x) == pytest.approx(0.0, abs=1e-9)
+    video = x[None].repeat(4, 1, 1, 1)
+    assert ssim_video(video, video) == pytest.approx(1.0) and temporal_coherence(video) == pytest.approx(1.0)
+
+
+def test_known_values():
+    a = torch.zeros(3, 8, 8)
+    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-4)  # mse 0.01
+    grey = torch.full((3, 8, 8), 0.5)
+    from skimage.color import rgb2lab
+
+    shifted = grey.clone()
+    shifted[0] += 0.1  # a redder grey
+    lab_a = rgb2lab(grey.permute(1, 2, 0).numpy().astype(np.float64))[0, 0]
+    lab_b = rgb2lab(shifted.permute(1, 2, 0).numpy().astype(np.float64))[0, 0]
+    assert delta_e(grey, shifted) > 0.5 * np.linalg.norm(lab_a - lab_b) > 0  # CIEDE2000 vs CIE76 order
+    noisy = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert temporal_coherence(noisy) < 0.3
+    lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert 1.0 <= lo < 2.5 < hi <= 4.0
+
+
+@pytest.mark.parametrize("name", ["none", *DEFAULT])
+def test_distortions_are_deterministic_and_keep_shape(name):
+    x = torch.rand(3, 40, 30, generator=torch.Generator().manual_seed(0))
+    a, b = distort(x, name, seed=3), distort(x, name, seed=3)
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert 0 <= a.min() and a.max() <= 1
+    if name != "none":
+        assert not torch.equal(a, x)
+
+
+def test_unknown_distortion():
+    with pytest.raises(ValueError, match="unknown distortion"):
+        distort(torch.rand(3, 4, 4), "sepia")
+
+
+def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
+    for method in ("random-noise", "photoguard-encoder"):
+        run_protect(ProtectConfig(model="tiny:cogvideox", images=(str(portraits),), profile=None,
+                                  out=str(tmp_path / method), method=method, steps=2))
+    res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
+                                   str(tmp_path / "random-noise"), "--protected", str(tmp_path / "photoguard-encoder"),
+                                   "--out", str(tmp_path / "report"), "--distortions", "jpeg75,blur",
+                                   "--models", "tiny:ltx", "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "report" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = {(r["photo"], r["method"], r["distortion"], r["eval_model"]) for r in rows}
+    for photo in ("p10", "p20", "p30"):
+        for model in ("tiny:cogvideox", "tiny:ltx"):
+            assert (photo, "clean", "none", model) in keys
+            for method in ("random-noise", "photoguard-encoder"):
+                for dist in ("none", "jpeg75", "blur"):
+                    assert (photo, method, dist, model) in keys
+    assert len(rows) == 3 * 2 * (1 + 2 * 3)
+    assert set(rows[0]) >= {"ism_clean", "ism_protected", "psnr_video", "ssim_video", "temporal", "cloak_psnr",
+                            "cloak_ssim", "cloak_delta_e"}
+    clean_row = next(r for r in rows if r["method"] == "clean")
+    assert clean_row["psnr_video"] == "inf" and float(clean_row["cloak_delta_e"]) == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    entry = next(e for e in summary["table"] if e["method"] == "random-noise" and e["distortion"] == "none"
+                 and e["eval_model"] == "tiny:cogvideox")
+    assert entry["n"] == 3 and len(entry["ism_drop_ci95"]) == 2
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Robustness" in page and "Transfer" in page and page.index("<td>clean</td>") < page.index("random-noise")
