@@ -24,6 +24,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/anti-i2v world render --out $(DEMO)/world --count 4 --seed 1 --photos $(DEMO)/photos
 	$(BIN)/anti-i2v generate mini-cogvideox $$(ls $(DEMO)/photos/*.png | head -1) --out $(DEMO)/video.gif --strip
+	$(BIN)/anti-i2v probe mini-cogvideox $(DEMO)/photos --out $(DEMO)/adapt/activations.zarr --timesteps 100,300,500,700,900
 	$(BIN)/anti-i2v adapt mini-cogvideox $(DEMO)/photos --masks $(DEMO)/world --out $(DEMO)/adapt
 	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --profile $(DEMO)/adapt/profile.json --out $(DEMO)/anti-i2v
 	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --method rgb-pgd --out $(DEMO)/rgb-pgd

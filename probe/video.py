@@ -11,6 +11,12 @@ from PIL import Image
 from probe.errors import ToolkitError
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two tensors in [0, 1] (inf when identical)."""
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
+
+
 def to_uint8(video: torch.Tensor) -> np.ndarray:
     """`(F, 3, H, W)` in [0, 1] -> uint8 `(F, H, W, 3)`."""
     return (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

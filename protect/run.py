@@ -13,19 +13,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
-from skimage.metrics import structural_similarity
 
 from analyses.profile import check_profile, load_profile, profile_sha256
 from probe.backbones import Backbone, load_backbone
 from probe.errors import ToolkitError
 from probe.images import Photo, gather_images, load_photo
 from probe.run import TOOLKIT_VERSION, pick_device
+from protect.evaluate.metrics import psnr, ssim
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, method_weights
 from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
@@ -77,19 +76,6 @@ def default_target(size: tuple[int, int]) -> torch.Tensor:
     checker = ((yy // cell + xx // cell) % 2).float()
     colours = torch.tensor([[1.0, 0.1, 0.6], [0.1, 0.9, 0.2]])
     return (colours[0].view(3, 1, 1) * checker + colours[1].view(3, 1, 1) * (1 - checker)).clamp(0, 1)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR (dB) of two images in [0, 1]; inf when identical."""
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * float(np.log10(1 / mse))
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """SSIM of two `(3, H, W)` images in [0, 1] (scikit-image)."""
-    x, y = a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy()
-    win = min(7, min(x.shape[:2]) // 2 * 2 - 1) if min(x.shape[:2]) < 7 else 7
-    return float(structural_similarity(x, y, channel_axis=2, data_range=1.0, win_size=max(win, 3)))
 
 
 def reference_latent(backbone: Backbone, photo: torch.Tensor, photo_sha: str, clip: int, cfg: ProtectConfig,

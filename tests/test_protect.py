@@ -192,3 +192,18 @@ def test_method_needing_a_profile_says_so(tmp_path, portraits):
     assert res.exit_code == 2 and "needs a layer profile" in res.output
     assert protect_run.METHODS["rgb-pgd"].weights == {"diffusion": 1.0}
     _ = load_backbone  # imported for the fixture's side effects
+
+
+def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
+    """On the trained mini model with its shipped profile, IRC falls and the diffusion loss rises."""
+    from probe.paths import ARTIFACTS
+
+    profile = ARTIFACTS / "profiles" / "mini-cogvideox.json"
+    [r] = run_protect(ProtectConfig(model="mini-cogvideox", images=(str(portraits / "p10.png"),),
+                                    profile=str(profile), out=str(tmp_path / "o"), steps=12, reference_steps=5,
+                                    losses=("irc", "diffusion"), timesteps=(500,)))
+    assert r.status == "done", r.detail
+    irc = [h["irc"] for h in r.sidecar["losses"]]
+    diffusion = [h["diffusion"] for h in r.sidecar["losses"]]
+    assert np.mean(irc[-3:]) < irc[0]
+    assert np.mean(diffusion[-3:]) > diffusion[0]

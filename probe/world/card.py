@@ -11,14 +11,9 @@ import torch
 
 from probe.backbones import load_backbone
 from probe.paths import MINI_IDENTITY, MINI_PIPELINE
+from probe.video import psnr
 from probe.world.identity import load_identity_encoder
 from probe.world.render import identity_seeds, render_video, sample_identity, sample_motion
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two tensors in [0, 1] (inf when identical)."""
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: int = 25) -> dict:

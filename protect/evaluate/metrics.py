@@ -13,13 +13,11 @@ import torch
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import structural_similarity
 
+from probe.video import psnr
+
+__all__ = ["psnr", "ssim", "ssim_video", "temporal_coherence", "delta_e", "identity_similarity", "bootstrap_ci"]
+
 PSNR_CAP = 100.0
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB over all elements (inf when identical)."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
