@@ -3,7 +3,8 @@
 Prints: a dual-space step against an RGB step (same objective), an early-exit step (IRC/IRA only,
 stopping after the deepest profile layer) against a full step, steps per second, and peak memory
 (CUDA peak allocation on a GPU, process peak RSS on CPU).
-Usage: python bench/protect_step.py [--model mini-cogvideox] [--steps 10] [--device cpu]
+Configurations are interleaved over several rounds and the median step of each is compared.
+Usage: python bench/protect_step.py [--model mini-cogvideox] [--steps 8] [--rounds 5] [--device cpu]
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
 from protect.spaces import Space
 
 
-def time_steps(bb, space: str, weights: dict, layers: list[str], early_exit: bool, steps: int, x) -> float:
-    """Median seconds per optimisation step."""
+def time_steps(bb, space: str, weights: dict, layers: list[str], early_exit: bool, steps: int, x) -> list[float]:
+    """Seconds of each optimisation step after the first."""
     n = len(layers)
     spec = ObjectiveSpec(weights=weights, collapse_layers=layers[:1], anchor_layers=layers[n // 2 : n // 2 + 2],
                          timesteps=[500], clip_frames=clip_frames_for(bb, 4), early_exit=early_exit)
@@ -40,13 +41,14 @@ def time_steps(bb, space: str, weights: dict, layers: list[str], early_exit: boo
         last[0] = now
 
     perturb_iterative(x, objective, Space(space), steps + 1, 1 / 255, on_step=tick)
-    return statistics.median(times)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="mini-cogvideox")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration and round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
@@ -58,10 +60,13 @@ def main() -> None:
     full = {"irc": 1.0, "ira": 1.0, "diffusion": 1.0}
     if bb.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rgb = time_steps(bb, "rgb", full, layers, True, args.steps, x)
-    dual = time_steps(bb, "dual", full, layers, True, args.steps, x)
-    early = time_steps(bb, "dual", feats, layers, True, args.steps, x)
-    no_exit = time_steps(bb, "dual", feats, layers, False, args.steps, x)
+    configs = {"rgb": ("rgb", full, True), "dual": ("dual", full, True),
+               "early": ("dual", feats, True), "no_exit": ("dual", feats, False)}
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    for _ in range(args.rounds):  # rounds interleave the configurations so drifts hit all alike
+        for key, (space, weights, early_exit) in configs.items():
+            times[key] += time_steps(bb, space, weights, layers, early_exit, args.steps, x)
+    rgb, dual, early, no_exit = (statistics.median(times[k]) for k in configs)
     if bb.device.type == "cuda":
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (CUDA peak allocated)"
     else:

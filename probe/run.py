@@ -20,7 +20,7 @@ from probe.backbones import Backbone, load_backbone
 from probe.capture import execution_order, frame_indices, pool_spatial, trace_blocks
 from probe.errors import ToolkitError
 from probe.images import Photo, gather_images, load_photo
-from probe.store import SCHEMA, ActivationStore, create_or_resume, ensure_layer, finish, mark_done
+from probe.store import SCHEMA, ActivationStore, CellWriter, create_or_resume, finish
 
 TOOLKIT_VERSION = "0.1.0"
 console = Console(stderr=True)
@@ -90,7 +90,7 @@ def probe_cells(
         for name, h in hidden.items():
             x = backbone.layout(h, cond)
             x = x[:, frame_indices(x.shape[1], frames)]
-            out[name] = pool_spatial(x.float(), pool)
+            out[name] = pool_spatial(x.float(), pool).cpu()
         return out
 
 
@@ -126,7 +126,7 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
     done = store.completed()
     result = ProbeResult(store=store, skipped=skipped)
     todo = [(ti, j) for ti in range(len(cfg.timesteps)) for j in range(len(cells)) if not done[ti, j]]
-    with _progress() as progress:
+    with _progress() as progress, CellWriter(store, cfg.dtype) as writer:
         task = progress.add_task(f"probe {backbone.name}", total=len(todo))
         for ti, t in enumerate(cfg.timesteps):
             pending = [j for j in range(len(cells)) if not done[ti, j]]
@@ -137,10 +137,7 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
                     [(cells[j][1], cells[j][0]) for j in batch], layers, cfg.frames, cfg.pool, cfg.video_frames,
                 )
                 for b, j in enumerate(batch):
-                    for name in layers:
-                        cell = acts[name][b].numpy().astype(cfg.dtype)
-                        ensure_layer(store, name, cell.shape, cfg.dtype)[ti, j] = cell
-                    mark_done(store, ti, j)
+                    writer.put(ti, j, {name: acts[name][b].numpy() for name in layers})
                     result.cells_written += 1
                 progress.advance(task, len(batch))
     finish(store)

@@ -11,6 +11,8 @@ chunk is written, so an interrupted run never takes a half-written chunk as done
 from __future__ import annotations
 
 import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,49 @@ def ensure_layer(store: ActivationStore, layer: str, cell_shape: tuple[int, ...]
 def mark_done(store: ActivationStore, t: int, s: int) -> None:
     """Record that cell (t, s) is fully written (call after every layer's chunk)."""
     store.group[COMPLETED][t, s] = 1
+
+
+class CellWriter:
+    """Writes whole cells (every layer's chunk of one (timestep, sample)) on a background thread.
+
+    The probe computes the next cell while this one is compressed and written; a cell is marked
+    completed only after all its chunks are on disk. At most `depth` cells wait, so memory stays
+    bounded. Leaving the `with` block (also on Ctrl-C) waits for the cells already handed over.
+    """
+
+    def __init__(self, store: ActivationStore, dtype: str, depth: int = 1):
+        self.store, self.dtype, self.depth = store, dtype, depth
+        self._arrays: dict[str, zarr.Array] = {}
+        self._pending: deque[Future] = deque()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zarr-writer")
+
+    def put(self, t: int, s: int, cells: dict[str, np.ndarray]) -> None:
+        """Queue cell (t, s): one array per layer, already in the store's layout."""
+        for name, cell in cells.items():  # arrays are created here, in order, not on the writer
+            if name not in self._arrays:
+                self._arrays[name] = ensure_layer(self.store, name, cell.shape, self.dtype)
+        while len(self._pending) >= self.depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write, t, s, cells))
+
+    def _write(self, t: int, s: int, cells: dict[str, np.ndarray]) -> None:
+        for name, cell in cells.items():
+            self._arrays[name][t, s] = cell.astype(self.dtype, copy=False)
+        mark_done(self.store, t, s)
+
+    def close(self) -> None:
+        """Wait for every queued cell; re-raise the first write error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> CellWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def finish(store: ActivationStore) -> None:

@@ -12,8 +12,9 @@ from conftest import ALL_FAMILIES
 from PIL import Image
 from typer.testing import CliRunner
 
-import probe.run as probe_run
+import probe.store as probe_store
 from anti_i2v_cli import app
+from probe.backbones import load_backbone
 from probe.capture import frame_indices, pool_spatial, pooled_size
 from probe.errors import ToolkitError
 from probe.images import load_photo
@@ -45,7 +46,7 @@ def test_store_has_every_block(tmp_path, portraits, family):
     assert REQUIRED_ATTRS <= set(attrs)
     assert attrs["schema"] == SCHEMA and attrs["family"] == family
     denoiser = result.store  # the store alone: count arrays against the model's own module tree
-    model = probe_run.load_backbone(f"tiny:{family}").denoiser
+    model = load_backbone(f"tiny:{family}").denoiser
     expected = sum(len(getattr(model, a, [])) for a in
                    ("transformer_blocks", "single_transformer_blocks", "blocks", "down_blocks", "up_blocks"))
     expected += int(getattr(model, "mid_block", None) is not None)
@@ -94,7 +95,7 @@ def test_multiple_seeds_extend_the_sample_axis(tmp_path, portraits):
 def test_interrupted_run_resumes_to_identical_store(tmp_path, portraits, monkeypatch):
     whole = _probe(tmp_path, "tiny:hunyuan", [portraits], "whole.zarr", batch_size=2)
     calls = {"n": 0}
-    real = probe_run.mark_done
+    real = probe_store.mark_done
 
     def flaky(store, t, s):
         calls["n"] += 1
@@ -102,12 +103,12 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, portraits, monkeyp
             raise KeyboardInterrupt  # as if Ctrl-C arrived after some cells were written
         real(store, t, s)
 
-    monkeypatch.setattr(probe_run, "mark_done", flaky)
+    monkeypatch.setattr(probe_store, "mark_done", flaky)
     with pytest.raises(KeyboardInterrupt):
         _probe(tmp_path, "tiny:hunyuan", [portraits], "resumed.zarr", batch_size=2)
     partial = open_store(tmp_path / "resumed.zarr")
     assert 0 < partial.completed().sum() < partial.completed().size
-    monkeypatch.setattr(probe_run, "mark_done", real)
+    monkeypatch.setattr(probe_store, "mark_done", real)
     resumed = _probe(tmp_path, "tiny:hunyuan", [portraits], "resumed.zarr", batch_size=2)
     assert resumed.cells_written == 6 - 3
     for name in whole.store.layers:
