@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from probe.errors import cli_command
+from probe.errors import ToolkitError, cli_command
 
 console = Console(stderr=True)
 world_app = typer.Typer(help="The mini world: render portraits, train and describe the mini models.",
@@ -115,17 +115,22 @@ def world_render(
 
 
 def world_train(
-    out: Path = typer.Option(..., "--out", help="folder for mini-cogvideox-i2v/ and mini-identity/"),
+    out: Path = typer.Option(..., "--out", help="folder for mini-cogvideox-i2v/, mini-identity/, mini-svd-i2v/"),
     seed: int = typer.Option(0, help="training seed"),
+    models: str = typer.Option("cogvideox,identity,svd", help="which models to train (present ones are kept)"),
     quick: bool = typer.Option(False, "--quick", help="a few steps of each stage (smoke test)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
-    """Train the mini VAE, transformer and identity encoder (reproduces artifacts/models)."""
+    """Train the mini models: CogVideoX VAE and transformer, identity encoder, mini-svd (reproduces artifacts/models)."""
     from probe.run import pick_device
-    from probe.world.train import QUICK, TrainConfig, train_all
+    from probe.world.train import MODELS, QUICK, TrainConfig, train_all
 
+    chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+    unknown = sorted(set(chosen) - set(MODELS))
+    if unknown:
+        raise ToolkitError(f"unknown model(s) to train: {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     cfg = QUICK if quick else TrainConfig(seed=seed)
-    timings = train_all(out, cfg, pick_device(device))
+    timings = train_all(out, cfg, pick_device(device), chosen)
     console.print(f"trained into {out}: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
 
 

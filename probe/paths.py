@@ -9,4 +9,7 @@ from pathlib import Path
 ARTIFACTS = Path(os.environ.get("ANTI_I2V_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
 MODELS = ARTIFACTS / "models"
 MINI_PIPELINE = MODELS / "mini-cogvideox-i2v"
+MINI_SVD_PIPELINE = MODELS / "mini-svd-i2v"
+# Built-in trained models: name -> pipeline folder.
+MINI_MODELS = {"mini-cogvideox": MINI_PIPELINE, "mini-svd": MINI_SVD_PIPELINE}
 MINI_IDENTITY = MODELS / "mini-identity"

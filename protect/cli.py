@@ -59,8 +59,9 @@ def evaluate(
     protected: list[Path] = typer.Option(..., help="folder(s) of protected photos, one per method"),
     out: Path = typer.Option(..., "--out", help="report folder: results.csv, summary.json, index.html"),
     seeds: int = typer.Option(1, help="generation seeds per photo"),
-    distortions: str = typer.Option("jpeg90,jpeg75,jpeg50,blur,noise,resize50,platform",
-                                    help="distortions of the protected photo ('' for none)"),
+    distortions: str = typer.Option("jpeg90,jpeg75,jpeg50,blur,noise,resize50,platform,vae",
+                                    help="distortions of the protected photo ('' for none); vae: the eval "
+                                    "model's own VAE encode-decode"),
     models: str = typer.Option("", help="more eval models, comma-separated (transfer)"),
     identity: Path = typer.Option(None, help="identity encoder folder (default: the mini identity encoder)"),
     steps: int = typer.Option(25, help="denoising steps per video"),

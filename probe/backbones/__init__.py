@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
 from probe.backbones.base import Backbone, Conditioning
 from probe.errors import ToolkitError
-from probe.paths import MINI_PIPELINE
+from probe.paths import MINI_MODELS
 
 __all__ = ["Backbone", "Conditioning", "FAMILIES", "BUILTINS", "load_backbone", "family_of"]
 
@@ -54,6 +54,7 @@ UNSUPPORTED = {
 
 BUILTINS: dict[str, str] = {
     "mini-cogvideox": "the shipped mini CogVideoX-I2V trained on the mini world (64x64, 9 frames)",
+    "mini-svd": "the shipped mini SVD-style UNet trained on the same world (64x64, 9 frames)",
     **{f"tiny:{f}": f"{f} at diffusers' test size with seeded random weights" for f in FAMILIES},
 }
 
@@ -113,13 +114,15 @@ def _hub_folder(model: str) -> Path:
 
 
 def _resolve(model: str) -> Path:
-    if model in ("mini-cogvideox", "mini"):
-        if not (MINI_PIPELINE / "model_index.json").exists():
+    name = "mini-cogvideox" if model == "mini" else model
+    if name in MINI_MODELS:
+        folder = MINI_MODELS[name]
+        if not (folder / "model_index.json").exists():
             raise ToolkitError(
-                f"the mini model is missing from {MINI_PIPELINE}: restore artifacts/ from git or run "
+                f"the built-in model {name} is missing from {folder}: restore artifacts/ from git or run "
                 "`anti-i2v world train --out artifacts/models`"
             )
-        return MINI_PIPELINE
+        return folder
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "model_index.json").exists():
@@ -170,4 +173,5 @@ def load_backbone(
         ) from None
     text_file = folder / PROMPT_EMBEDS
     text = load_file(str(text_file)) if text_file.exists() else None
-    return adapter(pipe.to(device), "mini-cogvideox" if folder == MINI_PIPELINE else model, text=text)
+    builtin = {v: k for k, v in MINI_MODELS.items()}.get(folder, model)  # a built-in keeps its short name
+    return adapter(pipe.to(device), builtin, text=text)

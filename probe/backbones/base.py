@@ -153,6 +153,26 @@ class Backbone(ABC):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Video `(B, F, 3, H, W)` in [0, 1] at the model's resolution -> clean latent (like `Conditioning.clean`)."""
 
+    @torch.no_grad()
+    def vae_roundtrip(self, image: torch.Tensor) -> torch.Tensor:
+        """A photo `(3, H, W)` in [0, 1] encoded and decoded by the model's own VAE, back at its size.
+
+        This is the purification an attacker gets for free from the model itself. Video VAEs take
+        `[B, C, F, H, W]`: the photo is a one-frame video (SVD's per-frame VAE overrides this).
+        """
+        vae = self.pipe.vae
+        x = (self.resize(image[None].float()).to(self.device) * 2 - 1).to(vae.dtype).unsqueeze(2)
+        y = vae.decode(vae.encode(x).latent_dist.mode()).sample[:, :, 0]
+        return self._back_to(y, image)
+
+    @staticmethod
+    def _back_to(decoded: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Decoded `[1, 3, h, w]` in [-1, 1] -> `(3, H, W)` in [0, 1] at `image`'s size, on the CPU."""
+        y = ((decoded.float().cpu() + 1) / 2).clamp(0, 1)
+        if tuple(y.shape[-2:]) != tuple(image.shape[-2:]):
+            y = F.interpolate(y, size=image.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
+        return y[0].clamp(0, 1)
+
     # --- text ------------------------------------------------------------------------------
     @abstractmethod
     def null_text(self) -> dict[str, torch.Tensor]:

@@ -41,7 +41,10 @@ class SVD(Backbone):
         return self.pipe.unet
 
     def native_resolution(self) -> tuple[int, int]:
-        return 576, 1024
+        side = self.denoiser.config.sample_size * self.pipe.vae_scale_factor
+        # SVD and SVD-XT (sample_size 96) were trained at 576x1024, which their config does not
+        # record; any other UNet (mini-svd, fine-tunes at their own size) is taken as square.
+        return (576, 1024) if side == 768 else (side, side)
 
     def native_frames(self) -> int:
         return self.denoiser.config.num_frames
@@ -109,6 +112,12 @@ class SVD(Backbone):
         x = (video.reshape(b * f, *video.shape[2:]) * 2 - 1).to(self.device, self.pipe.vae.dtype)
         latent = self.pipe.vae.encode(x).latent_dist.mode() * self.pipe.vae.config.scaling_factor
         return latent.reshape(b, f, *latent.shape[1:]).to(self.dtype)
+
+    @torch.no_grad()
+    def vae_roundtrip(self, image: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae  # per-frame encoder; the temporal decoder is told it decodes one frame
+        x = (self.resize(image[None].float()).to(self.device) * 2 - 1).to(vae.dtype)
+        return self._back_to(vae.decode(vae.encode(x).latent_dist.mode(), num_frames=1).sample, image)
 
     def null_text(self) -> dict[str, torch.Tensor]:
         return {}

@@ -57,6 +57,9 @@ class TrainConfig:
     id_clips: int = 3
     id_steps: int = 500
     id_batch: int = 48
+    svd_vae_steps: int = 400  # mini-svd (train_svd.py): a clip is 9 images to its per-frame VAE
+    svd_unet_steps: int = 1200
+    svd_batch: int = 8
     lr: float = 1e-3
 
 
@@ -262,14 +265,20 @@ def save_pipeline(pipe: CogVideoXImageToVideoPipeline, null: torch.Tensor, out: 
     tmp.rename(out)
 
 
-def train_all(out: Path, cfg: TrainConfig, device: str | None = None) -> dict[str, float]:
-    """Run the three stages into `out/` (pipeline folder + identity encoder); returns seconds per stage."""
+MODELS = ("cogvideox", "identity", "svd")
+
+
+def train_all(out: Path, cfg: TrainConfig, device: str | None = None,
+              models: tuple[str, ...] = MODELS) -> dict[str, float]:
+    """Train `models` into `out/` (each folder written atomically, skipped when present); seconds per stage."""
+    from probe.world.train_svd import train_mini_svd  # the second backbone has a module of its own
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     timings: dict[str, float] = {}
     pipe_dir, id_dir = out / "mini-cogvideox-i2v", out / "mini-identity"
-    if not (pipe_dir / "model_index.json").exists():
+    if "cogvideox" in models and not (pipe_dir / "model_index.json").exists():
         t = time.time()
         vae = train_vae(cfg, device)
         timings["vae_s"] = time.time() - t
@@ -277,7 +286,7 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None) -> dict[st
         pipe, null = train_transformer(cfg, vae, device)
         timings["transformer_s"] = time.time() - t
         save_pipeline(pipe, null, pipe_dir)
-    if not (id_dir / "identity_encoder.safetensors").exists():
+    if "identity" in models and not (id_dir / "identity_encoder.safetensors").exists():
         t = time.time()
         enc = train_identity_encoder(cfg, device)
         timings["identity_s"] = time.time() - t
@@ -285,9 +294,12 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None) -> dict[st
         shutil.rmtree(tmp, ignore_errors=True)
         enc.save(tmp)
         tmp.rename(id_dir)
+    if "svd" in models:
+        timings.update(train_mini_svd(out, cfg, device))
     return timings
 
 
 # A few steps of every stage: the smoke test CI runs (`anti-i2v world train --quick`).
 QUICK = TrainConfig(vae_videos=8, vae_steps=3, vae_batch=2, dit_videos=16, dit_steps=4, dit_batch=4,
-                    id_identities=8, id_clips=1, id_steps=4, id_batch=8)
+                    id_identities=8, id_clips=1, id_steps=4, id_batch=8, svd_vae_steps=2, svd_unet_steps=2,
+                    svd_batch=2)

@@ -4,6 +4,7 @@
 Gaussian blur (sigma 1 px), `noise` Gaussian noise (sigma 0.02), `resize50` down to half size and
 back (bicubic), and `platform` a social network's stack: resize to 1080 px on the long side
 (or 75% for small photos), JPEG 80, a 2% border crop, resized back to the original size.
+`vae` is purification by the evaluated model's own VAE (encode, decode), so it needs that model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-DEFAULT = ("jpeg90", "jpeg75", "jpeg50", "blur", "noise", "resize50", "platform")
+from probe.backbones import Backbone
+
+DEFAULT = ("jpeg90", "jpeg75", "jpeg50", "blur", "noise", "resize50", "platform", "vae")
 
 
 def _pil(image: torch.Tensor) -> Image.Image:
@@ -56,10 +59,14 @@ def platform(image: torch.Tensor) -> torch.Tensor:
     return _tensor(img.resize((w, h), Image.Resampling.BICUBIC))
 
 
-def distort(image: torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
-    """Apply a named distortion to `(3, H, W)` in [0, 1]."""
+def distort(image: torch.Tensor, name: str, seed: int = 0, backbone: Backbone | None = None) -> torch.Tensor:
+    """Apply a named distortion to `(3, H, W)` in [0, 1] (`vae` needs the evaluated `backbone`)."""
     if name == "none":
         return image
+    if name == "vae":
+        if backbone is None:
+            raise ValueError("the vae distortion purifies with a model's VAE: pass the backbone")
+        return backbone.vae_roundtrip(image)
     if m := re.fullmatch(r"jpeg(\d+)", name):
         return jpeg(image, int(m.group(1)))
     if name == "blur":
@@ -71,4 +78,4 @@ def distort(image: torch.Tensor, name: str, seed: int = 0) -> torch.Tensor:
         return resize_back(image, int(m.group(1)) / 100)
     if name == "platform":
         return platform(image)
-    raise ValueError(f"unknown distortion {name!r}; choose from none, {', '.join(DEFAULT)}, vae")
+    raise ValueError(f"unknown distortion {name!r}; choose from none, {', '.join(DEFAULT)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
             parts.append(f"<tr><td>{html.escape(m)}</td>{''.join(cells)}</tr>")
         parts.append("</table>")
     if len(models) > 1:
-        parts.append("<h2>Transfer: ISM drop on each eval model (cloaks made on the main model)</h2>"
+        parts.append("<h2>Transfer: ISM drop on each eval model (rows: the model a cloak was made on)</h2>"
                      "<table><tr><th>method</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in models) + "</tr>")
         for m in _order({e["method"] for e in main}):
             cells = []
@@ -65,8 +66,9 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
         parts.append("<h2>Videos: clean-photo video (top) and protected-photo video (bottom)</h2>")
         (out / "strips").mkdir(exist_ok=True)
         for key, arr in strips.items():
-            Image.fromarray(arr).save(out / "strips" / f"{key}.png")
-            parts.append(f"<p>{html.escape(key.replace('__', ' / '))}<br><img src='strips/{html.escape(key)}.png' "
+            file = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)  # method labels may hold spaces and brackets
+            Image.fromarray(arr).save(out / "strips" / f"{file}.png")
+            parts.append(f"<p>{html.escape(key.replace('__', ' / '))}<br><img src='strips/{file}.png' "
                          "style='image-rendering:pixelated;width:100%;max-width:1100px'></p>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>anti-i2v evaluation</title><style>"
             "body{font-family:sans-serif;margin:2em} td,th{padding:3px 8px;text-align:right} "

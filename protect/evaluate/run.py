@@ -40,7 +40,7 @@ from protect.evaluate.metrics import (
 )
 
 console = Console(stderr=True)
-COLUMNS = ["photo", "method", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
+COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
            "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e"]
 
 
@@ -60,14 +60,15 @@ class EvaluateConfig:
     device: str = "auto"
 
 
-def _method_of(folder: Path) -> str:
-    """A protected folder's method, read from any sidecar (else the folder's name)."""
+def _method_of(folder: Path) -> tuple[str, str]:
+    """A protected folder's method and the model its cloaks were made on, read from any sidecar."""
     for side in sorted(folder.glob("*.json")):
         try:
-            return json.loads(side.read_text())["settings"]["method"]
+            d = json.loads(side.read_text())
+            return d["settings"]["method"], d["model"]
         except (KeyError, json.JSONDecodeError):
             continue
-    return folder.name
+    return folder.name, "unknown"
 
 
 def _video(backbone: Backbone, image: torch.Tensor, seed: int, steps: int, cache: Path, key: str) -> torch.Tensor:
@@ -94,10 +95,15 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     encoder = load_identity_encoder(Path(cfg.identity) if cfg.identity else MINI_IDENTITY)
     clean = {p.stem: p for p in gather_images([Path(cfg.clean)])}
-    methods = {}
+    methods, made_on = {}, {"clean": ""}
     for folder in map(Path, cfg.protected):
         files = {p.stem: p for p in gather_images([folder]) if not p.name.endswith(".loss.png")}
-        methods[_method_of(folder)] = files
+        method, model = _method_of(folder)
+        # Cloaks made on another model than the main one are a transfer row of their own.
+        label = method if model in (cfg.model, "unknown") else f"{method} (made on {model})"
+        if label in methods:
+            raise ToolkitError(f"two protected folders hold {label} cloaks; pass each method once")
+        methods[label], made_on[label] = files, model
     names = sorted(n for n in clean if all(n in files for files in methods.values()))
     if not names:
         raise ToolkitError(f"no photo of {cfg.clean} has a protected version in {', '.join(cfg.protected)} "
@@ -117,7 +123,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                 for seed in range(cfg.seeds):
                     clean_video = _video(bb, photo, seed, cfg.steps, cache, f"{_sha(photo)}-s{seed}-n{cfg.steps}")
                     ism_clean = identity_similarity(encoder, clean_video[1:], photo)
-                    rows.append(_row(name, "clean", "none", bb.name, seed, ism_clean, ism_clean, clean_video,
+                    rows.append(_row(name, "clean", "", "none", bb.name, seed, ism_clean, ism_clean, clean_video,
                                      clean_video, photo, photo))
                     progress.advance(task)
                     for method, files in methods.items():
@@ -126,12 +132,12 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                             raise ToolkitError(f"{files[name]} is {tuple(protected.shape[1:])}, the clean photo "
                                                f"{tuple(photo.shape[1:])}: compare a photo with its own cloak")
                         for dist in distortions:
-                            attacked = distort(protected, dist, seed)
+                            attacked = distort(protected, dist, seed, bb)
                             video = _video(bb, attacked, seed, cfg.steps, cache,
                                            f"{_sha(attacked)}-s{seed}-n{cfg.steps}")
                             ism = identity_similarity(encoder, video[1:], photo)
-                            rows.append(_row(name, method, dist, bb.name, seed, ism_clean, ism, video, clean_video,
-                                             protected, photo))
+                            rows.append(_row(name, method, made_on[method], dist, bb.name, seed, ism_clean, ism,
+                                             video, clean_video, protected, photo))
                             if dist == "none" and seed == 0 and model == cfg.model and len(strips) < 3 * len(methods):
                                 strips[f"{name}__{method}"] = np.concatenate([strip(clean_video), strip(video)], 0)
                             progress.advance(task)
@@ -144,9 +150,9 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     return out
 
 
-def _row(name, method, dist, model, seed, ism_clean, ism_prot, video, clean_video, protected, photo) -> dict:
+def _row(name, method, made_on, dist, model, seed, ism_clean, ism_prot, video, clean_video, protected, photo) -> dict:
     return {
-        "photo": name, "method": method, "distortion": dist, "eval_model": model, "seed": seed,
+        "photo": name, "method": method, "made_on": made_on, "distortion": dist, "eval_model": model, "seed": seed,
         "ism_clean": ism_clean, "ism_protected": ism_prot, "psnr_video": psnr(video, clean_video),
         "ssim_video": ssim_video(video, clean_video), "temporal": temporal_coherence(video),
         "cloak_psnr": psnr(protected, photo), "cloak_ssim": ssim(protected, photo),

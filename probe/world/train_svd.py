@@ -1,0 +1,184 @@
+"""Train `mini-svd`, the mini world's second backbone: a Stable-Video-Diffusion-style UNet.
+
+Same world, same split and the same recipe as `mini-cogvideox` (VAE first, then the denoiser),
+but the other architecture family, so that cloaks can be tested for transfer DiT <-> UNet.
+The result is a standard diffusers `StableVideoDiffusionPipeline` folder (safetensors), loaded
+through the `svd` adapter exactly as stabilityai/stable-video-diffusion-img2vid is.
+
+What differs from CogVideoX, as in the real SVD: the VAE encodes frames one by one and decodes
+with a temporal decoder; the image enters twice, as its VAE latent (noise-augmented, unscaled)
+concatenated on channels and as one CLIP image token for cross-attention (the small CLIP vision
+tower is trained together with the UNet); noise is EDM/Karras (sigma), the UNet predicts v.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    StableVideoDiffusionPipeline,
+    UNetSpatioTemporalConditionModel,
+)
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from probe.backbones.svd import FPS, MOTION_BUCKET, NOISE_AUG
+from probe.backbones.wan import clip_pixels
+from probe.world.render import FRAMES, SIZE, identity_seeds
+from probe.world.train import TrainConfig, _cosine_lr, _log, render_clips, to_video
+
+P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
+
+
+def mini_svd_vae() -> AutoencoderKLTemporalDecoder:
+    """Per-frame encoder, temporal decoder; 8x spatial compression (as SVD's), 8 latent channels."""
+    return AutoencoderKLTemporalDecoder(
+        down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1, latent_channels=8, sample_size=SIZE,
+    )
+
+
+def mini_unet() -> UNetSpatioTemporalConditionModel:
+    """3 down blocks, a mid block, 3 up blocks (7 in all) on 8x8 latents, 9 frames."""
+    # SVD has no temporal compression: 9 latent frames of 8x8 cost what CogVideoX's 3 of 16x16 do.
+    return UNetSpatioTemporalConditionModel(
+        sample_size=SIZE // 8, in_channels=16, out_channels=8,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 2 + ("DownBlockSpatioTemporal",),
+        up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 2,
+        block_out_channels=(64, 64, 64), layers_per_block=1, num_attention_heads=(4, 4, 4),
+        cross_attention_dim=32, addition_time_embed_dim=32, projection_class_embeddings_input_dim=96,
+        num_frames=FRAMES,
+    )
+
+
+def mini_clip() -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
+    """A 2-layer CLIP vision tower on 8x8 patches of the 64x64 photo, 32-d image embedding."""
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=64, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, image_size=SIZE,
+        intermediate_size=128, patch_size=8,
+    ))
+    return encoder, CLIPImageProcessor(crop_size=SIZE, size={"shortest_edge": SIZE})
+
+
+def svd_scheduler() -> EulerDiscreteScheduler:
+    """SVD's own scheduler settings (Karras sigmas, continuous timesteps, v-prediction)."""
+    return EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
+        prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
+        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+    )
+
+
+def train_svd_vae(cfg: TrainConfig, device: str) -> AutoencoderKLTemporalDecoder:
+    """Stage 1: reconstruct rendered clips frame-wise encoded, temporally decoded (L1 + MSE, light KL)."""
+    torch.manual_seed(cfg.seed + 10)
+    data = to_video(render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train")))  # (N, 3, F, H, W)
+    vae = mini_svd_vae().to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=2 * cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 10)
+    clip_batch = max(1, cfg.vae_batch // 2)  # a clip is FRAMES images here, not one 3-D sample
+    started = time.time()
+    for step in range(1, cfg.svd_vae_steps + 1):
+        _cosine_lr(opt, step, cfg.svd_vae_steps, 2 * cfg.lr)
+        x = data[torch.randint(len(data), (clip_batch,), generator=gen)].to(device)
+        frames = x.permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)
+        post = vae.encode(frames).latent_dist
+        rec = vae.decode(post.sample(), num_frames=FRAMES).sample
+        loss = F.l1_loss(rec, frames) + F.mse_loss(rec, frames) + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        _log("svd vae", step, cfg.svd_vae_steps, loss.item(), started)
+    vae.eval()
+    with torch.no_grad():  # unit-variance latents, as diffusers' scaling_factor intends
+        z = vae.encode(data[:8].to(device).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)).latent_dist.mode()
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    return vae.cpu()
+
+
+@torch.no_grad()
+def encode_svd_clips(vae: AutoencoderKLTemporalDecoder, clips: torch.Tensor, device: str):
+    """Scaled video latents `(N, F, C, h, w)`, unscaled noise-augmented first-frame latents `(N, C, h, w)`
+    and the first frames in [0, 1] `(N, 3, H, W)` (for the CLIP tower)."""
+    vae = vae.to(device)
+    sf = vae.config.scaling_factor
+    aug = torch.Generator().manual_seed(0)
+    videos, images, firsts = [], [], []
+    for i in range(0, len(clips), 8):
+        x = to_video(clips[i : i + 8]).to(device).permute(0, 2, 1, 3, 4)  # (n, F, 3, H, W)
+        n = len(x)
+        z = vae.encode(x.reshape(-1, 3, SIZE, SIZE)).latent_dist.mode() * sf
+        videos.append(z.reshape(n, FRAMES, *z.shape[1:]).cpu())
+        first = x[:, 0]
+        noise = torch.randn(first.shape, generator=aug).to(first)
+        images.append(vae.encode(first + NOISE_AUG * noise).latent_dist.mode().cpu())
+        firsts.append(((first + 1) / 2).cpu())
+    vae.cpu()
+    return torch.cat(videos), torch.cat(images), torch.cat(firsts)
+
+
+def train_unet(cfg: TrainConfig, vae: AutoencoderKLTemporalDecoder, device: str) -> StableVideoDiffusionPipeline:
+    """Stage 2: EDM-weighted v-prediction on VAE latents, conditioned on the first frame."""
+    torch.manual_seed(cfg.seed + 11)
+    clips = render_clips(identity_seeds(cfg.dit_videos, cfg.seed + 1, "train"))
+    latents, image_latents, firsts = encode_svd_clips(vae, clips, device)
+    unet = mini_unet().to(device).train()
+    encoder, processor = mini_clip()
+    encoder = encoder.to(device).train()
+    params = [*unet.parameters(), *encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr * 0.5, weight_decay=0.01)
+    time_ids = torch.tensor([[FPS - 1, MOTION_BUCKET, NOISE_AUG]], device=device)
+    gen = torch.Generator().manual_seed(cfg.seed + 11)
+    started = time.time()
+    for step in range(1, cfg.svd_unet_steps + 1):
+        _cosine_lr(opt, step, cfg.svd_unet_steps, cfg.lr * 0.5)
+        idx = torch.randint(len(latents), (cfg.svd_batch,), generator=gen)
+        x0 = latents[idx].to(device)
+        b = len(idx)
+        sigma = (torch.randn(b, generator=gen) * P_STD + P_MEAN).exp().clamp(0.002, 700).to(device)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        noisy = x0 + s * torch.randn(x0.shape, generator=gen).to(device)
+        cond = image_latents[idx].to(device).unsqueeze(1).expand(-1, FRAMES, -1, -1, -1)
+        embeds = encoder(pixel_values=clip_pixels(firsts[idx].to(device), SIZE, processor)).image_embeds
+        v = unet(
+            torch.cat([noisy / (s**2 + 1).sqrt(), cond], dim=2), 0.25 * sigma.log(), embeds.unsqueeze(1),
+            added_time_ids=time_ids.expand(b, -1), return_dict=False,
+        )[0]
+        pred = v * (-s / (s**2 + 1).sqrt()) + noisy / (s**2 + 1)  # the same pre-conditioning as sampling
+        weight = (s**2 + 1) / s**2  # EDM's loss weight with sigma_data = 1
+        loss = (weight * (pred - x0) ** 2).mean()  # equals the MSE of v
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        _log("svd unet", step, cfg.svd_unet_steps, loss.item(), started)
+    return StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=encoder.cpu().eval(), unet=unet.cpu().eval(), scheduler=svd_scheduler(),
+        feature_extractor=processor,
+    )
+
+
+def train_mini_svd(out: Path, cfg: TrainConfig, device: str) -> dict[str, float]:
+    """Train `mini-svd` into `out/mini-svd-i2v` (atomically); returns seconds per stage."""
+    target = out / "mini-svd-i2v"
+    if (target / "model_index.json").exists():
+        return {}
+    t = time.time()
+    vae = train_svd_vae(cfg, device)
+    timings = {"svd_vae_s": time.time() - t}
+    t = time.time()
+    pipe = train_unet(cfg, vae, device)
+    timings["svd_unet_s"] = time.time() - t
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return timings
+
