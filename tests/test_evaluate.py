@@ -51,9 +51,10 @@ def test_known_values():
 
 
 @pytest.mark.parametrize("name", ["none", *DEFAULT])
-def test_distortions_are_deterministic_and_keep_shape(name):
+def test_distortions_are_deterministic_and_keep_shape(name, backbones):
     x = torch.rand(3, 40, 30, generator=torch.Generator().manual_seed(0))
-    a, b = distort(x, name, seed=3), distort(x, name, seed=3)
+    bb = backbones("cogvideox") if name == "vae" else None
+    a, b = distort(x, name, seed=3, backbone=bb), distort(x, name, seed=3, backbone=bb)
     assert torch.equal(a, b) and a.shape == x.shape
     assert 0 <= a.min() and a.max() <= 1
     if name != "none":
@@ -63,26 +64,44 @@ def test_distortions_are_deterministic_and_keep_shape(name):
 def test_unknown_distortion():
     with pytest.raises(ValueError, match="unknown distortion"):
         distort(torch.rand(3, 4, 4), "sepia")
+    with pytest.raises(ValueError, match="pass the backbone"):
+        distort(torch.rand(3, 4, 4), "vae")
+
+
+@pytest.mark.parametrize("family", ["cogvideox"])
+def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(family):
+    from probe.backbones import load_backbone
+    from probe.world.render import render_video, sample_identity, sample_motion
+
+    bb = load_backbone("mini-cogvideox" if family == "cogvideox" else "mini-svd")
+    photo = torch.from_numpy(render_video(sample_identity(5), sample_motion(5))[0][0]).permute(2, 0, 1) / 255
+    big = torch.nn.functional.interpolate(photo[None], size=(96, 80), mode="bilinear")[0]
+    out = distort(big, "vae", backbone=bb)
+    assert out.shape == big.shape  # back at the photo's own size
+    assert psnr(out, big) > 20  # a trained VAE reconstructs the world's portraits
+    assert not torch.equal(out, big)
 
 
 def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
-    for method in ("random-noise", "photoguard-encoder"):
-        run_protect(ProtectConfig(model="tiny:cogvideox", images=(str(portraits),), profile=None,
+    # One method cloaked on the main model, one on the second model: both directions of transfer.
+    for method, model in (("random-noise", "tiny:cogvideox"), ("photoguard-encoder", "tiny:ltx")):
+        run_protect(ProtectConfig(model=model, images=(str(portraits),), profile=None,
                                   out=str(tmp_path / method), method=method, steps=2))
     res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
                                    str(tmp_path / "random-noise"), "--protected", str(tmp_path / "photoguard-encoder"),
-                                   "--out", str(tmp_path / "report"), "--distortions", "jpeg75,blur",
+                                   "--out", str(tmp_path / "report"), "--distortions", "jpeg75,vae",
                                    "--models", "tiny:ltx", "--steps", "2"])
     assert res.exit_code == 0, res.output
     with open(tmp_path / "report" / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    keys = {(r["photo"], r["method"], r["distortion"], r["eval_model"]) for r in rows}
+    keys = {(r["photo"], r["method"], r["made_on"], r["distortion"], r["eval_model"]) for r in rows}
+    made = {"random-noise": "tiny:cogvideox", "photoguard-encoder (made on tiny:ltx)": "tiny:ltx"}
     for photo in ("p10", "p20", "p30"):
         for model in ("tiny:cogvideox", "tiny:ltx"):
-            assert (photo, "clean", "none", model) in keys
-            for method in ("random-noise", "photoguard-encoder"):
-                for dist in ("none", "jpeg75", "blur"):
-                    assert (photo, method, dist, model) in keys
+            assert (photo, "clean", "", "none", model) in keys
+            for method, on in made.items():
+                for dist in ("none", "jpeg75", "vae"):
+                    assert (photo, method, on, dist, model) in keys
     assert len(rows) == 3 * 2 * (1 + 2 * 3)
     assert set(rows[0]) >= {"ism_clean", "ism_protected", "psnr_video", "ssim_video", "temporal", "cloak_psnr",
                             "cloak_ssim", "cloak_delta_e"}
@@ -94,3 +113,4 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     assert entry["n"] == 3 and len(entry["ism_drop_ci95"]) == 2
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Robustness" in page and "Transfer" in page and page.index("<td>clean</td>") < page.index("random-noise")
+    assert "photoguard-encoder (made on tiny:ltx)" in page
