@@ -20,28 +20,39 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # The main job on the mini world, offline: render held-out portraits -> generate -> adapt
-# (probe + analyse) -> protect (Anti-I2V and two baselines) -> evaluate.
+# (probe + analyse) -> protect (Anti-I2V and two baselines on mini-cogvideox, Anti-I2V on mini-svd)
+# -> evaluate on both models (robustness and transfer tables).
 demo: $(STAMP)
 	$(BIN)/anti-i2v world render --out $(DEMO)/world --count 4 --seed 1 --photos $(DEMO)/photos
 	$(BIN)/anti-i2v generate mini-cogvideox $$(ls $(DEMO)/photos/*.png | head -1) --out $(DEMO)/video.gif --strip
 	$(BIN)/anti-i2v probe mini-cogvideox $(DEMO)/photos --out $(DEMO)/adapt/activations.zarr --timesteps 100,300,500,700,900
 	$(BIN)/anti-i2v adapt mini-cogvideox $(DEMO)/photos --masks $(DEMO)/world --out $(DEMO)/adapt
+	$(BIN)/anti-i2v adapt mini-svd $(DEMO)/photos --masks $(DEMO)/world --out $(DEMO)/adapt-svd
 	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --profile $(DEMO)/adapt/profile.json --out $(DEMO)/anti-i2v
 	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --method rgb-pgd --out $(DEMO)/rgb-pgd
 	$(BIN)/anti-i2v protect mini-cogvideox $(DEMO)/photos --method random-noise --out $(DEMO)/random-noise
+	$(BIN)/anti-i2v protect mini-svd $(DEMO)/photos --profile $(DEMO)/adapt-svd/profile.json --out $(DEMO)/anti-i2v-svd
 	$(BIN)/anti-i2v evaluate mini-cogvideox --clean $(DEMO)/photos --protected $(DEMO)/anti-i2v \
-		--protected $(DEMO)/rgb-pgd --protected $(DEMO)/random-noise --distortions jpeg75,platform --out $(DEMO)/report
+		--protected $(DEMO)/rgb-pgd --protected $(DEMO)/random-noise --protected $(DEMO)/anti-i2v-svd \
+		--models mini-svd --distortions jpeg75,platform,vae --out $(DEMO)/report
 	@echo "demo done: open $(DEMO)/adapt/index.html and $(DEMO)/report/index.html"
 
-# The shipped mini-world report (N held-out portraits; long on CPU).
+# The shipped mini-world report (N held-out portraits, every distortion, both models; long on CPU).
+# Every step resumes: photos already cloaked and videos already generated are kept.
 report: $(STAMP)
 	$(BIN)/anti-i2v world render --out out/report/world --count $(N) --seed 7 --photos out/report/photos
 	$(BIN)/anti-i2v adapt mini-cogvideox out/report/photos --masks out/report/world --out out/report/adapt
+	$(BIN)/anti-i2v adapt mini-svd out/report/photos --masks out/report/world --out out/report/adapt-svd
 	for m in anti-i2v rgb-pgd random-noise; do \
 		$(BIN)/anti-i2v protect mini-cogvideox out/report/photos --method $$m \
 			--profile out/report/adapt/profile.json --out out/report/$$m || exit 1; done
+	$(BIN)/anti-i2v protect mini-svd out/report/photos --profile out/report/adapt-svd/profile.json \
+		--out out/report/anti-i2v-svd
 	$(BIN)/anti-i2v evaluate mini-cogvideox --clean out/report/photos --protected out/report/anti-i2v \
-		--protected out/report/rgb-pgd --protected out/report/random-noise --out $(REPORT)
+		--protected out/report/rgb-pgd --protected out/report/random-noise --protected out/report/anti-i2v-svd \
+		--models mini-svd --out out/report/eval
+	rm -rf $(REPORT).tmp && mkdir -p $(REPORT).tmp && cp -r out/report/eval/index.html out/report/eval/summary.json \
+		out/report/eval/results.csv out/report/eval/strips $(REPORT).tmp/ && rm -rf $(REPORT) && mv $(REPORT).tmp $(REPORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check probe analyses protect tests bench anti_i2v_cli.py

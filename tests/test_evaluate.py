@@ -83,6 +83,10 @@ def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(fam
 
 
 def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
+    from transformers import Dinov2Config, Dinov2Model
+
+    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                             image_size=32, patch_size=8)).save_pretrained(tmp_path / "dino")
     # One method cloaked on the main model, one on the second model: both directions of transfer.
     for method, model in (("random-noise", "tiny:cogvideox"), ("photoguard-encoder", "tiny:ltx")):
         run_protect(ProtectConfig(model=model, images=(str(portraits),), profile=None,
@@ -90,7 +94,7 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
                                    str(tmp_path / "random-noise"), "--protected", str(tmp_path / "photoguard-encoder"),
                                    "--out", str(tmp_path / "report"), "--distortions", "jpeg75,vae",
-                                   "--models", "tiny:ltx", "--steps", "2"])
+                                   "--models", "tiny:ltx", "--steps", "2", "--reference", str(tmp_path / "dino")])
     assert res.exit_code == 0, res.output
     with open(tmp_path / "report" / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -106,6 +110,8 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     assert set(rows[0]) >= {"ism_clean", "ism_protected", "psnr_video", "ssim_video", "temporal", "cloak_psnr",
                             "cloak_ssim", "cloak_delta_e"}
     clean_row = next(r for r in rows if r["method"] == "clean")
+    assert all(-1 <= float(r["ref_protected"]) <= 1 for r in rows)  # the local DINO was used
+    assert float(clean_row["ref_clean"]) == float(clean_row["ref_protected"])
     assert clean_row["psnr_video"] == "inf" and float(clean_row["cloak_delta_e"]) == 0
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     entry = next(e for e in summary["table"] if e["method"] == "random-noise" and e["distortion"] == "none"

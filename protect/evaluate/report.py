@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 MAIN = ["ism_protected", "ism_drop", "psnr_video", "ssim_video", "temporal", "cloak_psnr", "cloak_ssim",
-        "cloak_delta_e"]
+        "cloak_delta_e", "cloak_lpips", "ref_protected"]
 
 
 def _cell(e: dict, key: str) -> str:

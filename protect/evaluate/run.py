@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
+from analyses.reference import VisionEncoder, load_vision_encoder
 from probe.backbones import Backbone, load_backbone
 from probe.errors import ToolkitError
 from probe.images import gather_images, load_photo
@@ -38,10 +39,14 @@ from protect.evaluate.metrics import (
     ssim_video,
     temporal_coherence,
 )
+from protect.perceptual import load_lpips
 
 console = Console(stderr=True)
 COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
-           "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e"]
+           "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e", "cloak_lpips", "ref_clean",
+           "ref_protected"]
+# Measures whose model may be absent (no weights offline): NaN in the CSV, null in the summary.
+OPTIONAL = ("cloak_lpips", "ref_clean", "ref_protected")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class EvaluateConfig:
     distortions: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     identity: str | None = None
+    reference: str | None = None  # a transformers vision encoder (DINO, CLIP): hub id or folder
     steps: int = 25
     device: str = "auto"
 
@@ -94,6 +100,8 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     encoder = load_identity_encoder(Path(cfg.identity) if cfg.identity else MINI_IDENTITY)
+    extra = Extras(load_vision_encoder(cfg.reference, "reference similarity") if cfg.reference else None,
+                   load_lpips(purpose="cloak_lpips is left empty"))
     clean = {p.stem: p for p in gather_images([Path(cfg.clean)])}
     methods, made_on = {}, {"clean": ""}
     for folder in map(Path, cfg.protected):
@@ -123,8 +131,9 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                 for seed in range(cfg.seeds):
                     clean_video = _video(bb, photo, seed, cfg.steps, cache, f"{_sha(photo)}-s{seed}-n{cfg.steps}")
                     ism_clean = identity_similarity(encoder, clean_video[1:], photo)
+                    ref_clean = extra.reference_similarity(clean_video[1:], photo)
                     rows.append(_row(name, "clean", "", "none", bb.name, seed, ism_clean, ism_clean, clean_video,
-                                     clean_video, photo, photo))
+                                     clean_video, photo, photo, extra, ref_clean, ref_clean))
                     progress.advance(task)
                     for method, files in methods.items():
                         protected = load_photo(files[name]).pixels
@@ -137,7 +146,8 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                                            f"{_sha(attacked)}-s{seed}-n{cfg.steps}")
                             ism = identity_similarity(encoder, video[1:], photo)
                             rows.append(_row(name, method, made_on[method], dist, bb.name, seed, ism_clean, ism,
-                                             video, clean_video, protected, photo))
+                                             video, clean_video, protected, photo, extra, ref_clean,
+                                             extra.reference_similarity(video[1:], photo)))
                             if dist == "none" and seed == 0 and model == cfg.model and len(strips) < 3 * len(methods):
                                 strips[f"{name}__{method}"] = np.concatenate([strip(clean_video), strip(video)], 0)
                             progress.advance(task)
@@ -150,13 +160,36 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     return out
 
 
-def _row(name, method, made_on, dist, model, seed, ism_clean, ism_prot, video, clean_video, protected, photo) -> dict:
+@dataclass
+class Extras:
+    """The optional measures' models: a reference vision encoder and LPIPS, each None when absent."""
+
+    reference: VisionEncoder | None
+    lpips: torch.nn.Module | None
+
+    def reference_similarity(self, frames: torch.Tensor, photo: torch.Tensor) -> float:
+        """Mean cosine of the frames' reference embeddings with the clean photo's (NaN without an encoder)."""
+        if self.reference is None:
+            return math.nan
+        return float((self.reference.embed(frames) @ self.reference.embed(photo[None])[0]).mean())
+
+    def lpips_distance(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """LPIPS of two images in [0, 1] (NaN without its weights)."""
+        if self.lpips is None:
+            return math.nan
+        with torch.no_grad():
+            return float(self.lpips(a[None].float() * 2 - 1, b[None].float() * 2 - 1).mean())
+
+
+def _row(name, method, made_on, dist, model, seed, ism_clean, ism_prot, video, clean_video, protected, photo,
+         extra: Extras, ref_clean: float, ref_prot: float) -> dict:
     return {
         "photo": name, "method": method, "made_on": made_on, "distortion": dist, "eval_model": model, "seed": seed,
         "ism_clean": ism_clean, "ism_protected": ism_prot, "psnr_video": psnr(video, clean_video),
         "ssim_video": ssim_video(video, clean_video), "temporal": temporal_coherence(video),
         "cloak_psnr": psnr(protected, photo), "cloak_ssim": ssim(protected, photo),
-        "cloak_delta_e": delta_e(protected, photo),
+        "cloak_delta_e": delta_e(protected, photo), "cloak_lpips": extra.lpips_distance(protected, photo),
+        "ref_clean": ref_clean, "ref_protected": ref_prot,
     }
 
 
@@ -187,9 +220,13 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
                    "ism_drop": drop, "psnr_video": [min(r["psnr_video"], PSNR_CAP) for r in rs],
                    "ssim_video": [r["ssim_video"] for r in rs], "temporal": [r["temporal"] for r in rs],
                    "cloak_psnr": [min(r["cloak_psnr"], PSNR_CAP) for r in rs],
-                   "cloak_ssim": [r["cloak_ssim"] for r in rs], "cloak_delta_e": [r["cloak_delta_e"] for r in rs]}
+                   "cloak_ssim": [r["cloak_ssim"] for r in rs], "cloak_delta_e": [r["cloak_delta_e"] for r in rs],
+                   **{k: [r[k] for r in rs] for k in OPTIONAL}}
         for k, v in metrics.items():
             v = np.asarray(v, dtype=np.float64)
+            if np.isnan(v).all():  # an optional measure without its model
+                entry[k], entry[f"{k}_ci95"] = None, None
+                continue
             entry[k] = float(v.mean())
             entry[f"{k}_ci95"] = bootstrap_ci(v)
         table.append(entry)
