@@ -12,6 +12,7 @@ blocks although it is registered after them, so capture records the execution or
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -115,9 +116,10 @@ class SVD(Backbone):
 
     @torch.no_grad()
     def vae_roundtrip(self, image: torch.Tensor) -> torch.Tensor:
-        vae = self.pipe.vae  # per-frame encoder; the temporal decoder is told it decodes one frame
+        vae = self.pipe.vae  # per-frame encoder; a temporal decoder is told it decodes one frame
         x = (self.resize(image[None].float()).to(self.device) * 2 - 1).to(vae.dtype)
-        return self._back_to(vae.decode(vae.encode(x).latent_dist.mode(), num_frames=1).sample, image)
+        frames = {"num_frames": 1} if "num_frames" in inspect.signature(vae.decode).parameters else {}
+        return self._back_to(vae.decode(vae.encode(x).latent_dist.mode(), **frames).sample, image)
 
     def null_text(self) -> dict[str, torch.Tensor]:
         return {}

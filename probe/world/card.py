@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from probe.backbones import load_backbone
-from probe.paths import MINI_IDENTITY, MINI_PIPELINE
+from probe.errors import ToolkitError
+from probe.paths import MINI_IDENTITY, MINI_MODELS
 from probe.video import psnr
 from probe.world.identity import load_identity_encoder
 from probe.world.render import identity_seeds, render_video, sample_identity, sample_motion
@@ -60,23 +61,38 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
     }
 
 
+DESCRIPTIONS = {
+    "mini-cogvideox": ("mini-cogvideox-i2v", [
+        "A small CogVideoX image-to-video pipeline (diffusers `AutoencoderKLCogVideoX` +",
+        "`CogVideoXTransformer3DModel`, 8 transformer blocks, 8x8 tokens per latent frame, 64x64 frames,",
+        "9 frames) trained from scratch on the procedural mini world by `anti-i2v world train`. It has no text",
+        "encoder: `prompt_embeds.safetensors` holds the fixed null text conditioning it was trained with.",
+        "It loads through the same `CogVideoXImageToVideoPipeline.from_pretrained` path as CogVideoX-5B-I2V.",
+    ]),
+    "mini-svd": ("mini-svd-i2v", [
+        "A small Stable-Video-Diffusion pipeline (diffusers `AutoencoderKLTemporalDecoder` +",
+        "`UNetSpatioTemporalConditionModel` with 3 down blocks, a mid block and 3 up blocks on 8x8 latents,",
+        "a 2-layer CLIP vision tower; 64x64 frames, 9 frames) trained from scratch on the same world, split",
+        "and recipe as mini-cogvideox (`anti-i2v world train --models svd`): the UNet counterpart for",
+        "transfer. It loads through the same `StableVideoDiffusionPipeline.from_pretrained` path as SVD.",
+    ]),
+}
+
+
 def render_card(m: dict) -> str:
     """The model card's Markdown from measured numbers."""
 
     def row(label: str, s: dict) -> str:
         return f"| {label} | {s['mean']:.3f} | {s['std']:.3f} | {s['p05']:.3f} | {s['p95']:.3f} |"
 
+    title, about = DESCRIPTIONS[m["model"]]
     return "\n".join([
-        "# mini-cogvideox-i2v",
+        f"# {title}",
         "",
-        "A small CogVideoX image-to-video pipeline (diffusers `AutoencoderKLCogVideoX` +",
-        "`CogVideoXTransformer3DModel`, 8 transformer blocks, 8x8 tokens per latent frame, 64x64 frames,",
-        "9 frames) trained from scratch on the procedural mini world by `anti-i2v world train`. It has no text",
-        "encoder: `prompt_embeds.safetensors` holds the fixed null text conditioning it was trained with.",
-        "It loads through the same `CogVideoXImageToVideoPipeline.from_pretrained` path as CogVideoX-5B-I2V.",
+        *about,
         "",
         f"Measured by `anti-i2v world card` on {m['heldout_identities']} held-out identities (never seen in",
-        f"training), {m['steps']} DDIM steps, seed {m['seed']}, {m['seconds_per_video']:.1f} s per video on this machine.",
+        f"training), {m['steps']} sampling steps, seed {m['seed']}, {m['seconds_per_video']:.1f} s per video on this machine.",
         "",
         "## Motion: generated frames 2..N against the true rendered continuation",
         "",
@@ -100,7 +116,7 @@ def render_card(m: dict) -> str:
         "The identity encoder (`../mini-identity/`) is the mini world's ArcFace: a small CNN trained with a",
         "CosFace loss on renders of training identities under motion, blinks, blur and noise.",
         "",
-        "Regenerate: `anti-i2v world card`. Retrain: `anti-i2v world train --out artifacts/models`.",
+        f"Regenerate: `anti-i2v world card --model {m['model']}`. Retrain: `anti-i2v world train --out artifacts/models`.",
         "",
     ])
 
@@ -108,8 +124,10 @@ def render_card(m: dict) -> str:
 def write_card(model: str = "mini-cogvideox", identity: Path | None = None, count: int = 32,
                out: Path | None = None) -> Path:
     """Measure and write the card (README.md) plus the numbers (card.json) beside it."""
+    if model not in MINI_MODELS:
+        raise ToolkitError(f"model cards are for the shipped mini models ({', '.join(MINI_MODELS)}), not {model!r}")
     m = measure(model, identity or MINI_IDENTITY, count)
-    out = out or (MINI_PIPELINE / "README.md")
+    out = out or (MINI_MODELS[model] / "README.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.parent / "card.json").write_text(json.dumps(m, indent=2))
     out.write_text(render_card(m))

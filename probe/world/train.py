@@ -57,8 +57,9 @@ class TrainConfig:
     id_clips: int = 3
     id_steps: int = 500
     id_batch: int = 48
-    svd_vae_steps: int = 400  # mini-svd (train_svd.py): a clip is 9 images to its per-frame VAE
-    svd_unet_steps: int = 1200
+    svd_vae_steps: int = 1200  # mini-svd (train_svd.py)
+    svd_vae_batch: int = 16  # single frames: its VAE works frame by frame
+    svd_unet_steps: int = 1000
     svd_batch: int = 8
     lr: float = 1e-3
 
@@ -301,5 +302,5 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None,
 
 # A few steps of every stage: the smoke test CI runs (`anti-i2v world train --quick`).
 QUICK = TrainConfig(vae_videos=8, vae_steps=3, vae_batch=2, dit_videos=16, dit_steps=4, dit_batch=4,
-                    id_identities=8, id_clips=1, id_steps=4, id_batch=8, svd_vae_steps=2, svd_unet_steps=2,
-                    svd_batch=2)
+                    id_identities=8, id_clips=1, id_steps=4, id_batch=8, svd_vae_steps=2, svd_vae_batch=2,
+                    svd_unet_steps=2, svd_batch=2)

@@ -5,8 +5,10 @@ but the other architecture family, so that cloaks can be tested for transfer DiT
 The result is a standard diffusers `StableVideoDiffusionPipeline` folder (safetensors), loaded
 through the `svd` adapter exactly as stabilityai/stable-video-diffusion-img2vid is.
 
-What differs from CogVideoX, as in the real SVD: the VAE encodes frames one by one and decodes
-with a temporal decoder; the image enters twice, as its VAE latent (noise-augmented, unscaled)
+What differs from CogVideoX, as in the real SVD: the VAE works frame by frame (SVD's encoder is
+Stable Diffusion's `AutoencoderKL` encoder; we keep its per-frame decoder too, because SVD's
+temporal decoder fixes GroupNorm at 32 groups, which at this width is an instance norm that
+stalled training on 2 cores, and `StableVideoDiffusionPipeline` decodes with either); the image enters twice, as its VAE latent (noise-augmented, unscaled)
 concatenated on channels and as one CLIP image token for cross-attention (the small CLIP vision
 tower is trained together with the UNet); noise is EDM/Karras (sigma), the UNet predicts v.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import (
-    AutoencoderKLTemporalDecoder,
+    AutoencoderKL,
     EulerDiscreteScheduler,
     StableVideoDiffusionPipeline,
     UNetSpatioTemporalConditionModel,
@@ -35,11 +37,12 @@ from probe.world.train import TrainConfig, _cosine_lr, _log, render_clips, to_vi
 P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
 
 
-def mini_svd_vae() -> AutoencoderKLTemporalDecoder:
-    """Per-frame encoder, temporal decoder; 8x spatial compression (as SVD's), 8 latent channels."""
-    return AutoencoderKLTemporalDecoder(
-        down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64),
-        layers_per_block=1, latent_channels=8, sample_size=SIZE,
+def mini_svd_vae() -> AutoencoderKL:
+    """Per-frame VAE: 8x spatial compression (as SVD's), 8 latent channels."""
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=8, norm_num_groups=8,
+        sample_size=SIZE,
     )
 
 
@@ -74,22 +77,21 @@ def svd_scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def train_svd_vae(cfg: TrainConfig, device: str) -> AutoencoderKLTemporalDecoder:
-    """Stage 1: reconstruct rendered clips frame-wise encoded, temporally decoded (L1 + MSE, light KL)."""
+def train_svd_vae(cfg: TrainConfig, device: str) -> AutoencoderKL:
+    """Stage 1: reconstruct rendered frames (L1 + MSE, a light KL), a batch of single frames per step."""
     torch.manual_seed(cfg.seed + 10)
-    data = to_video(render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train")))  # (N, 3, F, H, W)
+    clips = render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train"))
+    data = to_video(clips).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)  # every frame of every clip
     vae = mini_svd_vae().to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=2 * cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 10)
-    clip_batch = max(1, cfg.vae_batch // 2)  # a clip is FRAMES images here, not one 3-D sample
     started = time.time()
     for step in range(1, cfg.svd_vae_steps + 1):
         _cosine_lr(opt, step, cfg.svd_vae_steps, 2 * cfg.lr)
-        x = data[torch.randint(len(data), (clip_batch,), generator=gen)].to(device)
-        frames = x.permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)
-        post = vae.encode(frames).latent_dist
-        rec = vae.decode(post.sample(), num_frames=FRAMES).sample
-        loss = F.l1_loss(rec, frames) + F.mse_loss(rec, frames) + 1e-6 * post.kl().mean()
+        x = data[torch.randint(len(data), (cfg.svd_vae_batch,), generator=gen)].to(device)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -97,13 +99,13 @@ def train_svd_vae(cfg: TrainConfig, device: str) -> AutoencoderKLTemporalDecoder
         _log("svd vae", step, cfg.svd_vae_steps, loss.item(), started)
     vae.eval()
     with torch.no_grad():  # unit-variance latents, as diffusers' scaling_factor intends
-        z = vae.encode(data[:8].to(device).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)).latent_dist.mode()
+        z = vae.encode(data[:64].to(device)).latent_dist.mode()
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return vae.cpu()
 
 
 @torch.no_grad()
-def encode_svd_clips(vae: AutoencoderKLTemporalDecoder, clips: torch.Tensor, device: str):
+def encode_svd_clips(vae: AutoencoderKL, clips: torch.Tensor, device: str):
     """Scaled video latents `(N, F, C, h, w)`, unscaled noise-augmented first-frame latents `(N, C, h, w)`
     and the first frames in [0, 1] `(N, 3, H, W)` (for the CLIP tower)."""
     vae = vae.to(device)
@@ -123,7 +125,7 @@ def encode_svd_clips(vae: AutoencoderKLTemporalDecoder, clips: torch.Tensor, dev
     return torch.cat(videos), torch.cat(images), torch.cat(firsts)
 
 
-def train_unet(cfg: TrainConfig, vae: AutoencoderKLTemporalDecoder, device: str) -> StableVideoDiffusionPipeline:
+def train_unet(cfg: TrainConfig, vae: AutoencoderKL, device: str) -> StableVideoDiffusionPipeline:
     """Stage 2: EDM-weighted v-prediction on VAE latents, conditioned on the first frame."""
     torch.manual_seed(cfg.seed + 11)
     clips = render_clips(identity_seeds(cfg.dit_videos, cfg.seed + 1, "train"))
