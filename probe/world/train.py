@@ -135,17 +135,16 @@ def _log(stage: str, step: int, total: int, loss: float, started: float) -> None
         console.log(f"{stage} step {step}/{total} loss {loss:.4f} ({time.time() - started:.0f}s)")
 
 
-def train_vae(cfg: TrainConfig, device: str) -> AutoencoderKLCogVideoX:
-    """Stage 1: reconstruct rendered clips (L1 + MSE, a light KL)."""
-    torch.manual_seed(cfg.seed)
-    data = to_video(render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train")))
-    vae = mini_vae().to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=2 * cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
+def fit_vae(vae: torch.nn.Module, data: torch.Tensor, steps: int, batch: int, lr: float, seed: int, stage: str,
+            device: str) -> torch.nn.Module:
+    """Reconstruction training shared by the mini VAEs (L1 + MSE, a light KL); sets `scaling_factor`."""
+    vae = vae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
     started = time.time()
-    for step in range(1, cfg.vae_steps + 1):
-        _cosine_lr(opt, step, cfg.vae_steps, 2 * cfg.lr)
-        x = data[torch.randint(len(data), (cfg.vae_batch,), generator=gen)].to(device)
+    for step in range(1, steps + 1):
+        _cosine_lr(opt, step, steps, lr)
+        x = data[torch.randint(len(data), (batch,), generator=gen)].to(device)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
@@ -153,12 +152,19 @@ def train_vae(cfg: TrainConfig, device: str) -> AutoencoderKLCogVideoX:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        _log("vae", step, cfg.vae_steps, loss.item(), started)
+        _log(stage, step, steps, loss.item(), started)
     vae.eval()
     with torch.no_grad():  # unit-variance latents, as diffusers' scaling_factor intends
         z = torch.cat([vae.encode(data[i : i + 8].to(device)).latent_dist.mode() for i in range(0, 64, 8)])
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return vae.cpu()
+
+
+def train_vae(cfg: TrainConfig, device: str) -> AutoencoderKLCogVideoX:
+    """Stage 1: reconstruct rendered clips."""
+    torch.manual_seed(cfg.seed)
+    data = to_video(render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train")))
+    return fit_vae(mini_vae(), data, cfg.vae_steps, cfg.vae_batch, 2 * cfg.lr, cfg.seed, "vae", device)
 
 
 @torch.no_grad()

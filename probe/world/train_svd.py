@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
@@ -32,7 +31,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 from probe.backbones.svd import FPS, MOTION_BUCKET, NOISE_AUG
 from probe.backbones.wan import clip_pixels
 from probe.world.render import FRAMES, SIZE, identity_seeds
-from probe.world.train import TrainConfig, _cosine_lr, _log, render_clips, to_video
+from probe.world.train import TrainConfig, _cosine_lr, _log, fit_vae, render_clips, to_video
 
 P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
 
@@ -78,30 +77,12 @@ def svd_scheduler() -> EulerDiscreteScheduler:
 
 
 def train_svd_vae(cfg: TrainConfig, device: str) -> AutoencoderKL:
-    """Stage 1: reconstruct rendered frames (L1 + MSE, a light KL), a batch of single frames per step."""
+    """Stage 1: reconstruct rendered frames, a batch of single frames per step."""
     torch.manual_seed(cfg.seed + 10)
     clips = render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train"))
     data = to_video(clips).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)  # every frame of every clip
-    vae = mini_svd_vae().to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=2 * cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed + 10)
-    started = time.time()
-    for step in range(1, cfg.svd_vae_steps + 1):
-        _cosine_lr(opt, step, cfg.svd_vae_steps, 2 * cfg.lr)
-        x = data[torch.randint(len(data), (cfg.svd_vae_batch,), generator=gen)].to(device)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        _log("svd vae", step, cfg.svd_vae_steps, loss.item(), started)
-    vae.eval()
-    with torch.no_grad():  # unit-variance latents, as diffusers' scaling_factor intends
-        z = vae.encode(data[:64].to(device)).latent_dist.mode()
-    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
-    return vae.cpu()
+    return fit_vae(mini_svd_vae(), data, cfg.svd_vae_steps, cfg.svd_vae_batch, 2 * cfg.lr, cfg.seed + 10,
+                   "svd vae", device)
 
 
 @torch.no_grad()
