@@ -68,7 +68,7 @@ def test_unknown_distortion():
         distort(torch.rand(3, 4, 4), "vae")
 
 
-@pytest.mark.parametrize("family", ["cogvideox"])
+@pytest.mark.parametrize("family", ["cogvideox", "svd"])
 def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(family):
     from probe.backbones import load_backbone
     from probe.world.render import render_video, sample_identity, sample_motion

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from anti_i2v_cli import app
 from probe.backbones import load_backbone
-from probe.paths import MINI_IDENTITY, MINI_PIPELINE
+from probe.paths import MINI_IDENTITY, MINI_PIPELINE, MINI_SVD_PIPELINE
 from probe.world.identity import load_identity_encoder
 from probe.world.render import (
     LABELS,
@@ -91,8 +91,21 @@ def test_mini_model_loads_by_name_and_path():
     assert not list(MINI_PIPELINE.rglob("*.bin"))
 
 
-def test_mini_generation_shapes_and_determinism():
-    bb = load_backbone("mini-cogvideox")
+def test_mini_svd_loads_by_name_and_path():
+    by_name = load_backbone("mini-svd")
+    by_path = load_backbone(str(MINI_SVD_PIPELINE))
+    assert by_name.name == "mini-svd" and by_name.family == by_path.family == "svd"
+    assert by_name.config_sha256() == by_path.config_sha256() != load_backbone("mini-cogvideox").config_sha256()
+    assert by_name.resolution == (64, 64) and by_name.default_frames == 9
+    assert len(by_name.block_names()) == 7  # 3 down, mid, 3 up
+    size = sum(p.stat().st_size for p in MINI_SVD_PIPELINE.rglob("*") if p.is_file())
+    assert size <= 30 * 2**20
+    assert not list(MINI_SVD_PIPELINE.rglob("*.bin"))
+
+
+@pytest.mark.parametrize("model", ["mini-cogvideox", "mini-svd"])
+def test_mini_generation_shapes_and_determinism(model):
+    bb = load_backbone(model)
     image = torch.rand(3, 80, 60)  # any size in, the model's size out
     a = bb.generate(image, steps=3, seed=1)
     b = bb.generate(image, steps=3, seed=1)
@@ -138,3 +151,6 @@ def test_training_smoke(tmp_path):
     assert (tmp_path / "mini-cogvideox-i2v" / "prompt_embeds.safetensors").exists()
     enc = load_identity_encoder(tmp_path / "mini-identity")
     assert enc(torch.rand(2, 3, 64, 64)).shape == (2, 64)
+    svd = load_backbone(str(tmp_path / "mini-svd-i2v"))
+    assert svd.family == "svd" and svd.resolution == (64, 64)
+    assert svd.generate(torch.rand(3, 64, 64), steps=2, seed=0).shape == (9, 3, 64, 64)
