@@ -62,7 +62,7 @@ def evaluate(
     distortions: str = typer.Option("jpeg90,jpeg75,jpeg50,blur,noise,resize50,platform,vae",
                                     help="distortions of the protected photo ('' for none); vae: the eval "
                                     "model's own VAE encode-decode"),
-    models: str = typer.Option("", help="more eval models, comma-separated (transfer)"),
+    models: str = typer.Option("", help="more eval models, comma-separated (transfer; undistorted cloaks)"),
     identity: Path = typer.Option(None, help="identity encoder folder (default: the mini identity encoder)"),
     reference: str = typer.Option(None, help="vision encoder (DINO/CLIP; hub id or folder) for ref similarity"),
     steps: int = typer.Option(25, help="denoising steps per video"),

@@ -2,7 +2,8 @@
 
 For every photo (matched by name between `--clean` and each `--protected` folder), every eval
 model and seed, the model generates a video from the clean photo and from the protected photo
-after each distortion; identity similarity (ISM) is measured against the clean photo with the
+(after each distortion on the main model; the `--models` transfer models see the undistorted
+cloak, which keeps a transfer run to one video per photo and method); identity similarity (ISM) is measured against the clean photo with the
 identity encoder. Generated videos are cached under `OUT/.videos/`, so a re-run is cheap.
 """
 
@@ -120,7 +121,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     rows: list[dict] = []
     strips: dict[str, np.ndarray] = {}
     eval_models = [cfg.model, *cfg.models]
-    total = len(eval_models) * len(names) * cfg.seeds * (1 + len(methods) * len(distortions))
+    total = len(names) * cfg.seeds * ((1 + len(methods) * len(distortions)) + len(cfg.models) * (1 + len(methods)))
     with Progress(console=console) as progress:
         task = progress.add_task("evaluate", total=total)
         for model in eval_models:
@@ -140,7 +141,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                         if protected.shape != photo.shape:
                             raise ToolkitError(f"{files[name]} is {tuple(protected.shape[1:])}, the clean photo "
                                                f"{tuple(photo.shape[1:])}: compare a photo with its own cloak")
-                        for dist in distortions:
+                        for dist in distortions if model == cfg.model else ["none"]:
                             attacked = distort(protected, dist, seed, bb)
                             video = _video(bb, attacked, seed, cfg.steps, cache,
                                            f"{_sha(attacked)}-s{seed}-n{cfg.steps}")
