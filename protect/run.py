@@ -119,17 +119,15 @@ def cloak_photo(photo: Photo, backbone: Backbone, profile: dict | None, cfg: Pro
     method = METHODS[cfg.method]
     weights = method_weights(cfg.method, list(cfg.losses) if cfg.losses else None)
     space = Space(cfg.space or method.space, eps=cfg.eps / 255)
-    needs_profile = any(weights.get(k) for k in ("irc", "ira"))
-    timesteps = list(cfg.timesteps or (profile["timesteps"] if profile else [500]))
+    collapse, anchors, timesteps = picks(cfg, profile)
     clip = clip_frames_for(backbone, cfg.frames)
     x_full = photo.pixels
     x = _work_image(x_full, cfg.work_max_side)[None].to(backbone.device)
     lp = load_lpips() if weights.get("lpips") else None
     spec = ObjectiveSpec(
         weights=weights,
-        collapse_layers=profile["collapse_layers"] if needs_profile else [],
-        anchor_layers=profile["anchor_layers"] if needs_profile else [],
-        timesteps=timesteps, clip_frames=clip, ira_targeted=not cfg.ira_untargeted, seed=cfg.seed,
+        collapse_layers=collapse, anchor_layers=anchors, timesteps=timesteps, clip_frames=clip,
+        ira_targeted=not cfg.ira_untargeted, seed=cfg.seed,
         early_exit=cfg.early_exit,
     )
     if method.optimises:
@@ -215,6 +213,15 @@ def run_protect(cfg: ProtectConfig) -> list[PhotoResult]:
     return results
 
 
+def picks(cfg: ProtectConfig, profile: dict | None) -> tuple[list[str], list[str], list[int]]:
+    """The collapse layers, anchor layers and timesteps a cloak with these settings uses."""
+    weights = method_weights(cfg.method, list(cfg.losses) if cfg.losses else None)
+    needs_profile = any(weights.get(k) for k in ("irc", "ira"))
+    collapse = list(profile["collapse_layers"]) if needs_profile else []
+    anchors = list(profile["anchor_layers"]) if needs_profile else []
+    return collapse, anchors, list(cfg.timesteps or (profile["timesteps"] if profile else [500]))
+
+
 def _one(path: Path, backbone: Backbone, profile: dict | None, cfg: ProtectConfig, out: Path, target) -> PhotoResult:
     try:
         photo = load_photo(path)
@@ -223,8 +230,11 @@ def _one(path: Path, backbone: Backbone, profile: dict | None, cfg: ProtectConfi
     sidecar_path = out / f"{photo.name}.json"
     if sidecar_path.exists() and (out / f"{photo.name}.png").exists():
         old = json.loads(sidecar_path.read_text())
+        # Same photo, method, steps, seed and the same layers and timesteps: the same work, done.
+        used = (old.get("collapse_layers"), old.get("anchor_layers"), old.get("settings", {}).get("timesteps"))
         if old.get("photo_sha256") == photo.sha256 and old.get("settings", {}).get("method") == cfg.method \
-                and old["settings"].get("steps") == cfg.steps and old["settings"].get("seed") == cfg.seed:
+                and old["settings"].get("steps") == cfg.steps and old["settings"].get("seed") == cfg.seed \
+                and used == picks(cfg, profile):
             return PhotoResult(photo.name, "skipped", "already cloaked with these settings", old)
     try:
         return PhotoResult(photo.name, "done", sidecar=cloak_photo(photo, backbone, profile, cfg, out, target))

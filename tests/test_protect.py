@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +99,12 @@ def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
     (tmp_path / "out" / "p20.json").unlink()  # as if interrupted while on p20
     second = run_protect(cfg)
     assert [r.status for r in second] == ["skipped", "done", "skipped"]
+    # A profile with other picks is other work: nothing is skipped.
+    profile = json.loads(Path(tiny_profile).read_text())
+    profile["timesteps"] = [450]
+    (tmp_path / "other.json").write_text(json.dumps(profile))
+    third = run_protect(replace(cfg, profile=str(tmp_path / "other.json")))
+    assert [r.status for r in third] == ["done"] * 3
 
 
 def test_profile_for_another_model_is_refused_before_any_work(tmp_path, portraits, tiny_profile):
