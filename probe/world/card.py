@@ -70,11 +70,12 @@ DESCRIPTIONS = {
         "It loads through the same `CogVideoXImageToVideoPipeline.from_pretrained` path as CogVideoX-5B-I2V.",
     ]),
     "mini-svd": ("mini-svd-i2v", [
-        "A small Stable-Video-Diffusion pipeline (diffusers `AutoencoderKLTemporalDecoder` +",
-        "`UNetSpatioTemporalConditionModel` with 3 down blocks, a mid block and 3 up blocks on 8x8 latents,",
-        "a 2-layer CLIP vision tower; 64x64 frames, 9 frames) trained from scratch on the same world, split",
-        "and recipe as mini-cogvideox (`anti-i2v world train --models svd`): the UNet counterpart for",
-        "transfer. It loads through the same `StableVideoDiffusionPipeline.from_pretrained` path as SVD.",
+        "A small Stable-Video-Diffusion pipeline (diffusers `UNetSpatioTemporalConditionModel` with 3 down",
+        "blocks, a mid block and 3 up blocks on 8x8 latents, a 2-layer CLIP vision tower, and a per-frame 8x",
+        "`AutoencoderKL` in place of SVD's temporal decoder; 64x64 frames, 9 frames) trained from scratch on",
+        "the same world, split and recipe as mini-cogvideox (`anti-i2v world train --models svd`): the UNet",
+        "counterpart for transfer. It loads through the same `StableVideoDiffusionPipeline.from_pretrained`",
+        "path as SVD (diffusers notes the VAE class differs from SVD's; it decodes either).",
     ]),
 }
 
