@@ -130,6 +130,15 @@ def _cosine_lr(opt: torch.optim.Optimizer, step: int, total: int, lr: float) -> 
         group["lr"] = lr * max(scale, 0.02)
 
 
+def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None = 1.0) -> None:
+    """One optimiser step on `loss`, gradients of `params` clipped to norm `clip` (None: unclipped)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
 def _log(stage: str, step: int, total: int, loss: float, started: float) -> None:
     if step % max(1, total // 10) == 0 or step == total:
         console.log(f"{stage} step {step}/{total} loss {loss:.4f} ({time.time() - started:.0f}s)")
@@ -148,10 +157,7 @@ def fit_vae(vae: torch.nn.Module, data: torch.Tensor, steps: int, batch: int, lr
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        _update(opt, loss, vae.parameters())
         _log(stage, step, steps, loss.item(), started)
     vae.eval()
     with torch.no_grad():  # unit-variance latents, as diffusers' scaling_factor intends
@@ -215,10 +221,7 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
             return_dict=False,
         )[0]
         loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        opt.step()
+        _update(opt, loss, transformer.parameters())
         _log("transformer", step, cfg.dit_steps, loss.item(), started)
     pipe.transformer = transformer.cpu().eval()
     return pipe, null
@@ -244,9 +247,7 @@ def train_identity_encoder(cfg: TrainConfig, device: str) -> IdentityEncoder:
         logits = model(x) @ F.normalize(classes, dim=-1).T
         margin = F.one_hot(ids, len(seeds)).to(device) * 0.2
         loss = F.cross_entropy(16.0 * (logits - margin), ids.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _update(opt, loss, None, clip=None)
         _log("identity", step, cfg.id_steps, loss.item(), started)
     return model.cpu().eval()
 

@@ -31,7 +31,15 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 from probe.backbones.svd import FPS, MOTION_BUCKET, NOISE_AUG
 from probe.backbones.wan import clip_pixels
 from probe.world.render import FRAMES, SIZE, identity_seeds
-from probe.world.train import TrainConfig, _cosine_lr, _log, fit_vae, render_clips, to_video
+from probe.world.train import (
+    TrainConfig,
+    _cosine_lr,
+    _log,
+    _update,
+    fit_vae,
+    render_clips,
+    to_video,
+)
 
 P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
 
@@ -136,10 +144,7 @@ def train_unet(cfg: TrainConfig, vae: AutoencoderKL, device: str) -> StableVideo
         pred = v * (-s / (s**2 + 1).sqrt()) + noisy / (s**2 + 1)  # the same pre-conditioning as sampling
         weight = (s**2 + 1) / s**2  # EDM's loss weight with sigma_data = 1
         loss = (weight * (pred - x0) ** 2).mean()  # equals the MSE of v
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _update(opt, loss, params)
         _log("svd unet", step, cfg.svd_unet_steps, loss.item(), started)
     return StableVideoDiffusionPipeline(
         vae=vae, image_encoder=encoder.cpu().eval(), unet=unet.cpu().eval(), scheduler=svd_scheduler(),
