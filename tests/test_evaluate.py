@@ -47,7 +47,11 @@ def test_known_values():
     noisy = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     assert temporal_coherence(noisy) < 0.3
     lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
-    assert 1.0 <= lo < 2.5 < hi <= 4.0
+    assert lo < 2.5 < hi  # the interval holds the mean
+    assert bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0])) == (lo, hi)  # seeded: the same interval again
+    assert bootstrap_ci(np.full(4, 2.5)) == (2.5, 2.5)  # no spread, no width
+    wide = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0] * 25))
+    assert wide[1] - wide[0] < (hi - lo) / 2  # 25x the samples: a much narrower interval
 
 
 @pytest.mark.parametrize("name", ["none", *DEFAULT])

@@ -3,8 +3,8 @@
 For every photo (matched by name between `--clean` and each `--protected` folder), every eval
 model and seed, the model generates a video from the clean photo and from the protected photo
 (after each distortion on the main model; the `--models` transfer models see the undistorted
-cloak, which keeps a transfer run to one video per photo and method); identity similarity (ISM) is measured against the clean photo with the
-identity encoder. Generated videos are cached under `OUT/.videos/`, so a re-run is cheap.
+cloak, which keeps a transfer run to one video per photo and method); identity similarity (ISM)
+is measured against the clean photo with the identity encoder. Generated videos are cached under `OUT/.videos/`, so a re-run is cheap.
 """
 
 from __future__ import annotations
