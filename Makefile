@@ -10,10 +10,12 @@ N ?= 32
 
 .PHONY: test demo report lint bench clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# FaceNet for ISM (evaluate --identity facenet:PATH): its metadata pins torch<2.3, the code runs on this torch.
+	$(BIN)/pip install -q --no-deps 'facenet-pytorch==2.6.0'
 	touch $(STAMP)
 
 test: $(STAMP)

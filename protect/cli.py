@@ -63,7 +63,8 @@ def evaluate(
                                     help="distortions of the protected photo ('' for none); vae: the eval "
                                     "model's own VAE encode-decode"),
     models: str = typer.Option("", help="more eval models, comma-separated (transfer; undistorted cloaks)"),
-    identity: Path = typer.Option(None, help="identity encoder folder (default: the mini identity encoder)"),
+    identity: str = typer.Option(None, help="identity encoder: a folder in the mini encoder's format, or "
+                                 "facenet:PATH.safetensors for FaceNet (default: the mini identity encoder)"),
     reference: str = typer.Option(None, help="vision encoder (DINO/CLIP; hub id or folder) for ref similarity"),
     steps: int = typer.Option(25, help="denoising steps per video"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
@@ -75,7 +76,7 @@ def evaluate(
     cfg = EvaluateConfig(
         model=model, clean=str(clean), protected=tuple(map(str, protected)), out=str(out), seeds=seeds,
         distortions=tuple(d for d in distortions.split(",") if d), models=tuple(m for m in models.split(",") if m),
-        identity=str(identity) if identity else None, reference=reference, steps=steps, device=device,
+        identity=identity, reference=reference, steps=steps, device=device,
     )
     path = run(cfg)
     console.print(f"report: {path / 'index.html'}")

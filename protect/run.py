@@ -104,12 +104,15 @@ def _work_image(pixels: torch.Tensor, max_side: int) -> torch.Tensor:
     return F.interpolate(pixels[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
 
 
-def _settings(cfg: ProtectConfig, space: Space, weights: dict[str, float], spec_timesteps: list[int]) -> dict:
+def settings_of(cfg: ProtectConfig, profile: dict | None) -> dict:
+    """Every setting that shapes a cloak (the method's defaults filled in), as it reads back from JSON."""
     d = asdict(cfg)
-    d.pop("images")
-    d.pop("out")
-    d.pop("device")
-    return {**d, "space": space.name, "weights": weights, "timesteps": spec_timesteps}
+    for key in ("images", "out", "device"):  # where, not how: they do not change the cloak
+        d.pop(key)
+    _, _, timesteps = picks(cfg, profile)
+    d.update(space=cfg.space or METHODS[cfg.method].space, timesteps=timesteps,
+             weights=method_weights(cfg.method, list(cfg.losses) if cfg.losses else None))
+    return json.loads(json.dumps(d))
 
 
 def cloak_photo(photo: Photo, backbone: Backbone, profile: dict | None, cfg: ProtectConfig, out: Path,
@@ -152,7 +155,7 @@ def cloak_photo(photo: Photo, backbone: Backbone, profile: dict | None, cfg: Pro
         "photo": str(photo.path), "photo_sha256": photo.sha256, "size": list(photo.size),
         "model": backbone.name, "family": backbone.family, "config_sha256": backbone.config_sha256(),
         "profile_sha256": profile_sha256(profile) if profile else None,
-        "settings": _settings(cfg, space, weights, timesteps),
+        "settings": settings_of(cfg, profile),
         "clip_frames": clip, "lpips_available": lp is not None,
         "collapse_layers": spec.collapse_layers, "anchor_layers": spec.anchor_layers,
         "budget": budget_used(x.cpu(), adv[None], {k: v.cpu() for k, v in params.items()}),
@@ -230,11 +233,10 @@ def _one(path: Path, backbone: Backbone, profile: dict | None, cfg: ProtectConfi
     sidecar_path = out / f"{photo.name}.json"
     if sidecar_path.exists() and (out / f"{photo.name}.png").exists():
         old = json.loads(sidecar_path.read_text())
-        # Same photo, method, steps, seed and the same layers and timesteps: the same work, done.
-        used = (old.get("collapse_layers"), old.get("anchor_layers"), old.get("settings", {}).get("timesteps"))
-        if old.get("photo_sha256") == photo.sha256 and old.get("settings", {}).get("method") == cfg.method \
-                and old["settings"].get("steps") == cfg.steps and old["settings"].get("seed") == cfg.seed \
-                and used == picks(cfg, profile):
+        # Same photo, every setting and the same layers: the same work, already done.
+        collapse, anchors, _ = picks(cfg, profile)
+        if old.get("photo_sha256") == photo.sha256 and old.get("settings") == settings_of(cfg, profile) \
+                and (old.get("collapse_layers"), old.get("anchor_layers")) == (collapse, anchors):
             return PhotoResult(photo.name, "skipped", "already cloaked with these settings", old)
     try:
         return PhotoResult(photo.name, "done", sidecar=cloak_photo(photo, backbone, profile, cfg, out, target))

@@ -124,3 +124,71 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Robustness" in page and "Transfer" in page and page.index("<td>clean</td>") < page.index("random-noise")
     assert "photoguard-encoder (made on tiny:ltx)" in page
+
+
+@pytest.fixture(scope="module")
+def facenet_weights(tmp_path_factory):
+    """A seeded InceptionResnetV1 saved the way a user converts facenet-pytorch's weights."""
+    from facenet_pytorch import InceptionResnetV1
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = InceptionResnetV1(pretrained=None, classify=False, num_classes=10)  # with a classifier head, as shipped
+    path = tmp_path_factory.mktemp("facenet") / "vggface2.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path, net
+
+
+def test_facenet_identity_is_the_model_on_standardised_160px_frames(facenet_weights):
+    from protect.evaluate.identity import load_identity
+
+    path, net = facenet_weights
+    encoder = load_identity(f"facenet:{path}")
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    emb = encoder(frames)
+    big = torch.nn.functional.interpolate(frames, size=(160, 160), mode="bilinear", antialias=True)
+    expected = torch.nn.functional.normalize(net.eval()((big * 255 - 127.5) / 128), dim=-1)
+    assert emb.shape == (2, 512)
+    torch.testing.assert_close(emb, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
+
+
+def test_facenet_refuses_pickles_missing_files_and_other_weights(tmp_path, facenet_weights):
+    from safetensors.torch import save_file
+
+    from probe.errors import ToolkitError
+    from protect.evaluate.identity import load_identity
+
+    (tmp_path / "w.pt").write_bytes(b"not read")
+    with pytest.raises(ToolkitError, match="not safetensors.*weights_only=True"):
+        load_identity(f"facenet:{tmp_path / 'w.pt'}")
+    with pytest.raises(ToolkitError, match="no FaceNet weights"):
+        load_identity(f"facenet:{tmp_path / 'absent.safetensors'}")
+    save_file({"conv.weight": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ToolkitError, match="not an InceptionResnetV1"):
+        load_identity(f"facenet:{tmp_path / 'other.safetensors'}")
+    with pytest.raises(ToolkitError, match="no identity encoder in"):
+        load_identity(str(tmp_path))
+
+
+def test_evaluate_with_facenet_scores_ism_with_it(tmp_path, portraits, facenet_weights):
+    from safetensors.torch import load_file
+
+    from probe.images import load_photo
+    from protect.evaluate.identity import load_identity
+    from protect.evaluate.metrics import identity_similarity
+    from protect.evaluate.run import _sha
+
+    run_protect(ProtectConfig(model="tiny:cogvideox", images=(str(portraits),), profile=None,
+                              out=str(tmp_path / "noise"), method="random-noise"))
+    res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
+                                   str(tmp_path / "noise"), "--out", str(tmp_path / "report"), "--distortions", "",
+                                   "--steps", "2", "--identity", f"facenet:{facenet_weights[0]}"])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "report" / "results.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["photo"] == "p10" and r["method"] == "clean")
+    photo = load_photo(portraits / "p10.png").pixels
+    [cached] = (tmp_path / "report" / ".videos").rglob(f"{_sha(photo)}-s0-n2.safetensors")  # the clean video
+    video = load_file(str(cached))["video"]
+    expected = identity_similarity(load_identity(f"facenet:{facenet_weights[0]}"), video[1:], photo)
+    assert float(row["ism_clean"]) == pytest.approx(expected, abs=1e-6)

@@ -105,6 +105,8 @@ def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
     (tmp_path / "other.json").write_text(json.dumps(profile))
     third = run_protect(replace(cfg, profile=str(tmp_path / "other.json")))
     assert [r.status for r in third] == ["done"] * 3
+    # So is another budget or space with the same method, steps and seed.
+    assert [r.status for r in run_protect(replace(cfg, profile=str(tmp_path / "other.json"), eps=8.0))] == ["done"] * 3
 
 
 def test_profile_for_another_model_is_refused_before_any_work(tmp_path, portraits, tiny_profile):

@@ -25,11 +25,10 @@ from analyses.reference import VisionEncoder, load_vision_encoder
 from probe.backbones import Backbone, load_backbone
 from probe.errors import ToolkitError
 from probe.images import gather_images, load_photo
-from probe.paths import MINI_IDENTITY
 from probe.run import TOOLKIT_VERSION, pick_device
 from probe.video import strip
-from probe.world.identity import load_identity_encoder
 from protect.evaluate.distortions import distort
+from protect.evaluate.identity import load_identity
 from protect.evaluate.metrics import (
     PSNR_CAP,
     bootstrap_ci,
@@ -61,7 +60,7 @@ class EvaluateConfig:
     seeds: int = 1
     distortions: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
-    identity: str | None = None
+    identity: str | None = None  # an encoder folder or facenet:PATH (see protect.evaluate.identity)
     reference: str | None = None  # a transformers vision encoder (DINO, CLIP): hub id or folder
     steps: int = 25
     device: str = "auto"
@@ -100,7 +99,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     """Run the evaluation; writes results.csv, summary.json, index.html and strips into `out`."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    encoder = load_identity_encoder(Path(cfg.identity) if cfg.identity else MINI_IDENTITY)
+    encoder = load_identity(cfg.identity)
     extra = Extras(load_vision_encoder(cfg.reference, "reference similarity") if cfg.reference else None,
                    load_lpips(purpose="cloak_lpips is left empty"))
     clean = {p.stem: p for p in gather_images([Path(cfg.clean)])}
