@@ -43,8 +43,7 @@ demo: $(STAMP)
 # Every step resumes: photos already cloaked and videos already generated are kept.
 report: $(STAMP)
 	$(BIN)/anti-i2v world render --out out/report/world --count $(N) --seed 7 --photos out/report/photos
-	$(BIN)/anti-i2v adapt mini-cogvideox out/report/photos --masks out/report/world --out out/report/adapt \
-		--timesteps 100,500,900  # the timesteps bench/protect_gate.py probes
+	$(BIN)/anti-i2v adapt mini-cogvideox out/report/photos --masks out/report/world --out out/report/adapt
 	$(BIN)/anti-i2v adapt mini-svd out/report/photos --masks out/report/world --out out/report/adapt-svd
 	for m in anti-i2v rgb-pgd random-noise; do \
 		$(BIN)/anti-i2v protect mini-cogvideox out/report/photos --method $$m \

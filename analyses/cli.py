@@ -48,7 +48,7 @@ def adapt(
     out: Path = typer.Option(..., "--out", help="folder: activations.zarr, profile.json, figures/, index.html"),
     masks: Path = typer.Option(None, help="part masks (optional): <dir>/<sample>/masks/000.png or <dir>/<sample>.png"),
     reference: str = typer.Option(None, help="vision encoder (hub id or folder) for reference_cka"),
-    timesteps: str = typer.Option("100,300,500,700,900", help="timesteps to probe"),
+    timesteps: str = typer.Option(None, help="timesteps to probe (default: 100,300,500,700,900)"),
     pool: int = typer.Option(1, help="spatial pooling of stored activations"),
     frames: int = typer.Option(None, help="latent frames to keep"),
     anchors: int = typer.Option(2, help="number of anchor layers"),
@@ -57,8 +57,9 @@ def adapt(
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
     from analyses.run import adapt as run
 
-    overrides = {"timesteps": tuple(int(t) for t in timesteps.split(",")), "pool": pool, "frames": frames,
-                 "device": device}
+    overrides = {"pool": pool, "frames": frames, "device": device}
+    if timesteps:
+        overrides["timesteps"] = tuple(int(t) for t in timesteps.split(","))
     profile = run(model, images, out, masks, reference, overrides, _rule(anchors, 1, 2))
     _report(profile, out / "profile.json")
     console.print(f"report: {out / 'index.html'}")

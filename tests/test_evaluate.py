@@ -112,11 +112,13 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
                     assert (photo, method, on, dist, model) in keys
     assert len(rows) == 3 * ((1 + 2 * 3) + (1 + 2))  # transfer models see the undistorted cloaks
     assert set(rows[0]) >= {"ism_clean", "ism_protected", "psnr_video", "ssim_video", "temporal", "cloak_psnr",
-                            "cloak_ssim", "cloak_delta_e"}
+                            "cloak_ssim", "cloak_delta_e", "cloak_ism"}
     clean_row = next(r for r in rows if r["method"] == "clean")
     assert all(-1 <= float(r["ref_protected"]) <= 1 for r in rows)  # the local DINO was used
     assert float(clean_row["ref_clean"]) == float(clean_row["ref_protected"])
     assert clean_row["psnr_video"] == "inf" and float(clean_row["cloak_delta_e"]) == 0
+    assert float(clean_row["cloak_ism"]) == pytest.approx(1.0, abs=1e-5)  # the photo is its own identity
+    assert all(float(r["cloak_ism"]) < 1 - 1e-6 for r in rows if r["method"] == "random-noise")
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     entry = next(e for e in summary["table"] if e["method"] == "random-noise" and e["distortion"] == "none"
                  and e["eval_model"] == "tiny:cogvideox")
@@ -124,6 +126,9 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Robustness" in page and "Transfer" in page and page.index("<td>clean</td>") < page.index("random-noise")
     assert "photoguard-encoder (made on tiny:ltx)" in page
+    strips = sorted(p.name for p in (tmp_path / "report" / "strips").glob("*.png"))
+    assert "p10__photoguard-encoder-made-on-tiny-ltx.png" in strips and "p10__random-noise.png" in strips
+    assert "strips/p10__photoguard-encoder-made-on-tiny-ltx.png" in page
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 MAIN = ["ism_protected", "ism_drop", "psnr_video", "ssim_video", "temporal", "cloak_psnr", "cloak_ssim",
-        "cloak_delta_e", "cloak_lpips", "ref_protected"]
+        "cloak_delta_e", "cloak_ism", "cloak_lpips", "ref_protected"]
 
 
 def _cell(e: dict, key: str) -> str:
@@ -66,7 +66,7 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
         parts.append("<h2>Videos: clean-photo video (top) and protected-photo video (bottom)</h2>")
         (out / "strips").mkdir(exist_ok=True)
         for key, arr in strips.items():
-            file = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)  # method labels may hold spaces and brackets
+            file = re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-")  # method labels may hold spaces and brackets
             Image.fromarray(arr).save(out / "strips" / f"{file}.png")
             parts.append(f"<p>{html.escape(key.replace('__', ' / '))}<br><img src='strips/{file}.png' "
                          "style='image-rendering:pixelated;width:100%;max-width:1100px'></p>")

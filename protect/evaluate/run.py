@@ -43,7 +43,7 @@ from protect.perceptual import load_lpips
 
 console = Console(stderr=True)
 COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
-           "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e", "cloak_lpips", "ref_clean",
+           "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e", "cloak_ism", "cloak_lpips", "ref_clean",
            "ref_protected"]
 # Measures whose model may be absent (no weights offline): NaN in the CSV, null in the summary.
 OPTIONAL = ("cloak_lpips", "ref_clean", "ref_protected")
@@ -133,7 +133,8 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                     ism_clean = identity_similarity(encoder, clean_video[1:], photo)
                     ref_clean = extra.reference_similarity(clean_video[1:], photo)
                     rows.append(_row(name, "clean", "", "none", bb.name, seed, ism_clean, ism_clean, clean_video,
-                                     clean_video, photo, photo, extra, ref_clean, ref_clean))
+                                     clean_video, photo, photo, extra, ref_clean, ref_clean,
+                                     identity_similarity(encoder, photo[None], photo)))
                     progress.advance(task)
                     for method, files in methods.items():
                         protected = load_photo(files[name]).pixels
@@ -147,7 +148,8 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                             ism = identity_similarity(encoder, video[1:], photo)
                             rows.append(_row(name, method, made_on[method], dist, bb.name, seed, ism_clean, ism,
                                              video, clean_video, protected, photo, extra, ref_clean,
-                                             extra.reference_similarity(video[1:], photo)))
+                                             extra.reference_similarity(video[1:], photo),
+                                             identity_similarity(encoder, protected[None], photo)))
                             if dist == "none" and seed == 0 and model == cfg.model and len(strips) < 3 * len(methods):
                                 strips[f"{name}__{method}"] = np.concatenate([strip(clean_video), strip(video)], 0)
                             progress.advance(task)
@@ -182,13 +184,15 @@ class Extras:
 
 
 def _row(name, method, made_on, dist, model, seed, ism_clean, ism_prot, video, clean_video, protected, photo,
-         extra: Extras, ref_clean: float, ref_prot: float) -> dict:
+         extra: Extras, ref_clean: float, ref_prot: float, cloak_ism: float) -> dict:
     return {
         "photo": name, "method": method, "made_on": made_on, "distortion": dist, "eval_model": model, "seed": seed,
         "ism_clean": ism_clean, "ism_protected": ism_prot, "psnr_video": psnr(video, clean_video),
         "ssim_video": ssim_video(video, clean_video), "temporal": temporal_coherence(video),
         "cloak_psnr": psnr(protected, photo), "cloak_ssim": ssim(protected, photo),
-        "cloak_delta_e": delta_e(protected, photo), "cloak_lpips": extra.lpips_distance(protected, photo),
+        "cloak_delta_e": delta_e(protected, photo),
+        # The cloak's own identity similarity: how much of the video's drop the photo already carries.
+        "cloak_ism": cloak_ism, "cloak_lpips": extra.lpips_distance(protected, photo),
         "ref_clean": ref_clean, "ref_protected": ref_prot,
     }
 
@@ -221,6 +225,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
                    "ssim_video": [r["ssim_video"] for r in rs], "temporal": [r["temporal"] for r in rs],
                    "cloak_psnr": [min(r["cloak_psnr"], PSNR_CAP) for r in rs],
                    "cloak_ssim": [r["cloak_ssim"] for r in rs], "cloak_delta_e": [r["cloak_delta_e"] for r in rs],
+                   "cloak_ism": [r["cloak_ism"] for r in rs],
                    **{k: [r[k] for r in rs] for k in OPTIONAL}}
         for k, v in metrics.items():
             v = np.asarray(v, dtype=np.float64)
