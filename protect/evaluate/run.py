@@ -40,11 +40,13 @@ from protect.evaluate.metrics import (
     temporal_coherence,
 )
 from protect.perceptual import load_lpips
+from protect.run import ProtectConfig
 
 console = Console(stderr=True)
 COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
            "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e", "cloak_ism", "cloak_lpips", "ref_clean",
            "ref_protected"]
+DEFAULT_EPS = ProtectConfig.eps
 # Measures whose model may be absent (no weights offline): NaN in the CSV, null in the summary.
 OPTIONAL = ("cloak_lpips", "ref_clean", "ref_protected")
 
@@ -67,11 +69,12 @@ class EvaluateConfig:
 
 
 def _method_of(folder: Path) -> tuple[str, str]:
-    """A protected folder's method and the model its cloaks were made on, read from any sidecar."""
+    """A protected folder's method (with its budget when not the default) and the model its cloaks were made on."""
     for side in sorted(folder.glob("*.json")):
         try:
             d = json.loads(side.read_text())
-            return d["settings"]["method"], d["model"]
+            method, eps = d["settings"]["method"], d["settings"].get("eps", DEFAULT_EPS)
+            return (method if eps == DEFAULT_EPS else f"{method} (eps {eps:g}/255)"), d["model"]
         except (KeyError, json.JSONDecodeError):
             continue
     return folder.name, "unknown"
