@@ -48,11 +48,14 @@ report: $(STAMP)
 	for m in anti-i2v rgb-pgd random-noise; do \
 		$(BIN)/anti-i2v protect mini-cogvideox out/report/photos --method $$m \
 			--profile out/report/adapt/profile.json --out out/report/$$m || exit 1; done
+	# RGB PGD at the budget where its cloak PSNR falls below Anti-I2V's: the visibility-matched control.
+	$(BIN)/anti-i2v protect mini-cogvideox out/report/photos --method rgb-pgd --eps 20 \
+		--profile out/report/adapt/profile.json --out out/report/rgb-pgd-eps20
 	$(BIN)/anti-i2v protect mini-svd out/report/photos --profile out/report/adapt-svd/profile.json \
 		--out out/report/anti-i2v-svd
 	$(BIN)/anti-i2v evaluate mini-cogvideox --clean out/report/photos --protected out/report/anti-i2v \
-		--protected out/report/rgb-pgd --protected out/report/random-noise --protected out/report/anti-i2v-svd \
-		--models mini-svd --out out/report/eval
+		--protected out/report/rgb-pgd --protected out/report/rgb-pgd-eps20 --protected out/report/random-noise \
+		--protected out/report/anti-i2v-svd --models mini-svd --out out/report/eval
 	rm -rf $(REPORT).tmp && mkdir -p $(REPORT).tmp && cp -r out/report/eval/index.html out/report/eval/summary.json \
 		out/report/eval/results.csv out/report/eval/strips $(REPORT).tmp/ && rm -rf $(REPORT) && mv $(REPORT).tmp $(REPORT)
 

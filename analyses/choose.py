@@ -9,7 +9,12 @@ The rule (defaults in :class:`ChoiceRule`, all recorded in the profile):
 4. anchor layers: among depths in [`anchor_min_depth`, `anchor_max_depth`] (so mid-depth wins
    over the last block unless it truly is the most semantic inside that band), the `n_anchors`
    most semantic layers that are not collapse layers;
-5. timesteps: the `n_timesteps` probed timesteps at which the anchors' semantic score is highest.
+5. timesteps: among probed timesteps >= `min_timestep` (all of them if none is), the
+   `n_timesteps` at which the anchors' semantic score is highest. The profile's timesteps are the
+   ones the attack optimises at, and an image cloak has leverage where the denoiser depends on
+   the image: in the noisier half, where the latent itself holds little of it. On mini-cogvideox
+   (8 held-out portraits) the ISM drop is 0.159 at 100/500, 0.233 at 500/900, 0.268 at 700/900,
+   while semantic scores alone pick 100.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class ChoiceRule:
     collapse_max_depth: float = 0.34
     anchor_min_depth: float = 0.25
     anchor_max_depth: float = 0.9
+    min_timestep: int = 500  # on the 0..1000 scale; see step 5
     measures: tuple[str, ...] = SEMANTIC_MEASURES
 
     def to_dict(self) -> dict:
@@ -67,7 +73,8 @@ def choose(
                    and i not in collapse] or [i for i in range(n) if i not in collapse]
     anchors = sorted(anchor_pool, key=lambda i: (-semantic[i], i))[: rule.n_anchors]
     per_t = sem_t[anchors].mean(axis=0)
-    best_t = sorted(range(len(timesteps)), key=lambda t: (-per_t[t], t))[: rule.n_timesteps]
+    noisy = [t for t in range(len(timesteps)) if timesteps[t] >= rule.min_timestep] or list(range(len(timesteps)))
+    best_t = sorted(noisy, key=lambda t: (-per_t[t], t))[: rule.n_timesteps]
     return {
         "collapse_layers": [layers[i] for i in sorted(collapse)],
         "anchor_layers": [layers[i] for i in sorted(anchors)],

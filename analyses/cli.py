@@ -12,10 +12,13 @@ from probe.errors import cli_command
 console = Console(stderr=True)
 
 
-def _rule(n_anchors: int, n_collapse: int, n_timesteps: int):
+def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int):
     from analyses.choose import ChoiceRule
 
-    return ChoiceRule(n_anchors=n_anchors, n_collapse=n_collapse, n_timesteps=n_timesteps)
+    return ChoiceRule(n_anchors=n_anchors, n_collapse=n_collapse, n_timesteps=n_timesteps, min_timestep=min_timestep)
+
+
+MIN_TIMESTEP_HELP = "recommend only timesteps at or above this (the noisier half, where a cloak has leverage)"
 
 
 def _report(profile: dict, out: Path) -> None:
@@ -34,11 +37,12 @@ def analyse(
     anchors: int = typer.Option(2, help="number of anchor layers"),
     collapse: int = typer.Option(1, help="number of collapse layers"),
     timesteps: int = typer.Option(2, help="number of recommended timesteps"),
+    min_timestep: int = typer.Option(500, help=MIN_TIMESTEP_HELP),
 ) -> None:
     """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
     from analyses.run import analyse as run
 
-    profile = run(store, out, figures, masks, reference, _rule(anchors, collapse, timesteps))
+    profile = run(store, out, figures, masks, reference, _rule(anchors, collapse, timesteps, min_timestep))
     _report(profile, out)
 
 
@@ -52,6 +56,7 @@ def adapt(
     pool: int = typer.Option(1, help="spatial pooling of stored activations"),
     frames: int = typer.Option(None, help="latent frames to keep"),
     anchors: int = typer.Option(2, help="number of anchor layers"),
+    min_timestep: int = typer.Option(500, help=MIN_TIMESTEP_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
@@ -60,7 +65,7 @@ def adapt(
     overrides = {"pool": pool, "frames": frames, "device": device}
     if timesteps:
         overrides["timesteps"] = tuple(int(t) for t in timesteps.split(","))
-    profile = run(model, images, out, masks, reference, overrides, _rule(anchors, 1, 2))
+    profile = run(model, images, out, masks, reference, overrides, _rule(anchors, 1, 2, min_timestep))
     _report(profile, out / "profile.json")
     console.print(f"report: {out / 'index.html'}")
 

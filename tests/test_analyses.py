@@ -132,10 +132,14 @@ def test_rule_picks_mid_depth_semantic_anchor_and_early_collapse():
         "mask_probe": {layer: [s, s * 0.5] for layer, s in zip(layers, sem, strict=True)},
         "cka_first": {layer: [1 - i / 10] * 2 for i, layer in enumerate(layers)},
     }
-    picks = choose(scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1))
+    picks = choose(scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1, min_timestep=0))
     assert picks["collapse_layers"] == ["blocks.0"]
     assert picks["anchor_layers"] == ["blocks.5", "blocks.6"]
-    assert picks["timesteps"] == [300]
+    assert picks["timesteps"] == [300]  # the more semantic timestep
+    # By default only the noisier half is eligible (the attack's leverage is there) ...
+    assert choose(scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1))["timesteps"] == [700]
+    # ... unless no probed timestep is in it.
+    assert choose(scores, layers, [100, 300], ChoiceRule(n_anchors=2, n_timesteps=1))["timesteps"] == [100]
 
 
 def test_profile_round_trip_and_mismatch_refusal(tmp_path):
