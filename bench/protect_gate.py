@@ -38,11 +38,6 @@ def main() -> None:
         folder = out / (run if space is None else f"anti-i2v-{space}")
         run_protect(ProtectConfig(model="mini-cogvideox", images=(str(photos),), profile=str(profile),
                                   out=str(folder), method=method, space=space, steps=args.steps))
-        if space is not None:  # name the folder's method after its space for the report
-            for side in folder.glob("*.json"):
-                d = json.loads(side.read_text())
-                d["settings"]["method"] = f"anti-i2v-{space}"
-                side.write_text(json.dumps(d))
         folders.append(str(folder))
     report = evaluate(EvaluateConfig(model="mini-cogvideox", clean=str(photos), protected=tuple(folders),
                                      out=str(out / "report"),

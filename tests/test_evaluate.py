@@ -184,17 +184,18 @@ def test_evaluate_with_facenet_scores_ism_with_it(tmp_path, portraits, facenet_w
     from protect.evaluate.metrics import identity_similarity
     from protect.evaluate.run import _sha
 
-    for eps in (16.0, 8.0):  # the same method at two budgets: two rows, told apart by the budget
+    # One method at its defaults, at another budget, and in another space: three rows, told apart.
+    for folder, kw in (("noise", {}), ("noise8", {"eps": 8.0}), ("noise-lab", {"space": "lab"})):
         run_protect(ProtectConfig(model="tiny:cogvideox", images=(str(portraits),), profile=None,
-                                  out=str(tmp_path / f"noise{eps:g}"), method="random-noise", eps=eps))
+                                  out=str(tmp_path / folder), method="random-noise", **kw))
     res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
-                                   str(tmp_path / "noise16"), "--protected", str(tmp_path / "noise8"),
-                                   "--out", str(tmp_path / "report"), "--distortions", "",
+                                   str(tmp_path / "noise"), "--protected", str(tmp_path / "noise8"), "--protected",
+                                   str(tmp_path / "noise-lab"), "--out", str(tmp_path / "report"), "--distortions", "",
                                    "--steps", "2", "--identity", f"facenet:{facenet_weights[0]}"])
     assert res.exit_code == 0, res.output
     with open(tmp_path / "report" / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"clean", "random-noise", "random-noise (eps 8/255)"}
+    assert {r["method"] for r in rows} == {"clean", "random-noise", "random-noise (eps 8/255)", "random-noise (lab)"}
     row = next(r for r in rows if r["photo"] == "p10" and r["method"] == "clean")
     photo = load_photo(portraits / "p10.png").pixels
     [cached] = (tmp_path / "report" / ".videos").rglob(f"{_sha(photo)}-s0-n2.safetensors")  # the clean video

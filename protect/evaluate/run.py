@@ -39,6 +39,7 @@ from protect.evaluate.metrics import (
     ssim_video,
     temporal_coherence,
 )
+from protect.methods import METHODS
 from protect.perceptual import load_lpips
 from protect.run import ProtectConfig
 
@@ -69,14 +70,21 @@ class EvaluateConfig:
 
 
 def _method_of(folder: Path) -> tuple[str, str]:
-    """A protected folder's method (with its budget when not the default) and the model its cloaks were made on."""
+    """A protected folder's method label and the model its cloaks were made on, read from any sidecar.
+
+    The label is the method, plus its space and budget where they are not the method's defaults,
+    e.g. `anti-i2v (lab)` or `rgb-pgd (eps 20/255)`: each variant gets a row of its own.
+    """
     for side in sorted(folder.glob("*.json")):
         try:
             d = json.loads(side.read_text())
-            method, eps = d["settings"]["method"], d["settings"].get("eps", DEFAULT_EPS)
-            return (method if eps == DEFAULT_EPS else f"{method} (eps {eps:g}/255)"), d["model"]
+            settings = d["settings"]
+            method, space, eps = settings["method"], settings.get("space"), settings.get("eps", DEFAULT_EPS)
         except (KeyError, json.JSONDecodeError):
             continue
+        default_space = METHODS[method].space if method in METHODS else space
+        qualifiers = ([space] if space != default_space else []) + ([f"eps {eps:g}/255"] if eps != DEFAULT_EPS else [])
+        return (f"{method} ({', '.join(qualifiers)})" if qualifiers else method), d["model"]
     return folder.name, "unknown"
 
 
