@@ -123,7 +123,20 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     entry = next(e for e in summary["table"] if e["method"] == "random-noise" and e["distortion"] == "none"
                  and e["eval_model"] == "tiny:cogvideox")
     assert entry["n"] == 3 and len(entry["ism_drop_ci95"]) == 2
+    # Paired difference: the mean over photos of A's drop minus B's, from the same rows as the CSV.
+    [pair] = [p for p in summary["paired"] if p["eval_model"] == "tiny:cogvideox"]
+    assert (pair["a"], pair["b"], pair["n"]) == ("photoguard-encoder (made on tiny:ltx)", "random-noise", 3)
+
+    def drops(method):
+        return {r["photo"]: (float(r["ism_clean"]) - float(r["ism_protected"])) / max(float(r["ism_clean"]), 1e-6)
+                for r in rows
+                if r["method"] == method and r["distortion"] == "none" and r["eval_model"] == "tiny:cogvideox"}
+
+    a, b = drops(pair["a"]), drops(pair["b"])
+    assert pair["ism_drop_diff"] == pytest.approx(np.mean([a[k] - b[k] for k in a]), rel=1e-3)  # CSV: 6 digits
+    assert pair["ism_drop_diff_ci95"][0] <= pair["ism_drop_diff"] <= pair["ism_drop_diff_ci95"][1]
     page = (tmp_path / "report" / "index.html").read_text()
+    assert "Paired differences" in page
     assert "Robustness" in page and "Transfer" in page and page.index("<td>clean</td>") < page.index("random-noise")
     assert "photoguard-encoder (made on tiny:ltx)" in page
     strips = sorted(p.name for p in (tmp_path / "report" / "strips").glob("*.png"))

@@ -32,7 +32,7 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
     main_model = summary["config"]["model"]
     main = [e for e in table if e["distortion"] == "none"]
     models = sorted({e["eval_model"] for e in table})
-    first = next(e["eval_model"] for e in main if e["eval_model"] == main_model or True)
+    first = main_model
     parts = [f"<h1>anti-i2v evaluation ({html.escape(first)})</h1>",
              "<h2>Main table (no distortion; mean and 95% bootstrap interval)</h2><table><tr><th>method</th>"
              + "".join(f"<th>{k}</th>" for k in MAIN) + "</tr>"]
@@ -61,6 +61,17 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
                 e = next((x for x in main if x["method"] == m and x["eval_model"] == mod), None)
                 cells.append("<td>-</td>" if e is None else f"<td>{e['ism_drop']:.3f}</td>")
             parts.append(f"<tr><td>{html.escape(m)}</td>{''.join(cells)}</tr>")
+        parts.append("</table>")
+    pairs = [p for p in summary.get("paired", []) if p["eval_model"] == first]
+    if pairs:
+        parts.append("<h2>Paired differences, A minus B (same photos and seeds, no distortion; 95% bootstrap "
+                     "interval)</h2><p>An ISM-drop difference above 0 means A protects identity better; "
+                     "video PSNR/SSIM below 0 means A degrades the video more.</p><table><tr><th>A</th><th>B</th>"
+                     "<th>ISM drop</th><th>video PSNR</th><th>video SSIM</th></tr>")
+        for p in pairs:
+            cells = "".join(_cell({k: p[f"{k}_diff"], f"{k}_ci95": p[f"{k}_diff_ci95"]}, k)
+                            for k in ("ism_drop", "psnr_video", "ssim_video"))
+            parts.append(f"<tr><td>{html.escape(p['a'])}</td><td>{html.escape(p['b'])}</td>{cells}</tr>")
         parts.append("</table>")
     if strips:
         parts.append("<h2>Videos: clean-photo video (top) and protected-photo video (bottom)</h2>")

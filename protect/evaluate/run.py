@@ -230,7 +230,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
     table = []
     for (method, dist, model), rs in groups.items():
         entry = {"method": method, "distortion": dist, "eval_model": model, "n": len(rs)}
-        drop = np.array([(r["ism_clean"] - r["ism_protected"]) / max(r["ism_clean"], 1e-6) for r in rs])
+        drop = np.array([_ism_drop(r) for r in rs])
         metrics = {"ism_clean": [r["ism_clean"] for r in rs], "ism_protected": [r["ism_protected"] for r in rs],
                    "ism_drop": drop, "psnr_video": [min(r["psnr_video"], PSNR_CAP) for r in rs],
                    "ssim_video": [r["ssim_video"] for r in rs], "temporal": [r["temporal"] for r in rs],
@@ -250,5 +250,37 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
     for e in table:
         b = base.get((e["method"], e["eval_model"]))
         e["ism_drop_surviving"] = e["ism_drop"] / b if b and abs(b) > 1e-9 and e["method"] != "clean" else None
-    return {"config": asdict(cfg), "rows": len(rows), "table": table, "toolkit_version": TOOLKIT_VERSION,
-            "psnr_cap_db": PSNR_CAP}
+    return {"config": asdict(cfg), "rows": len(rows), "table": table, "paired": paired_differences(rows),
+            "toolkit_version": TOOLKIT_VERSION, "psnr_cap_db": PSNR_CAP}
+
+
+def _ism_drop(r: dict) -> float:
+    return (r["ism_clean"] - r["ism_protected"]) / max(r["ism_clean"], 1e-6)
+
+
+PAIRED = {"ism_drop": _ism_drop, "psnr_video": lambda r: min(r["psnr_video"], PSNR_CAP),
+          "ssim_video": lambda r: r["ssim_video"]}
+
+
+def paired_differences(rows: list[dict]) -> list[dict]:
+    """Method A minus method B on the same photos and seeds (undistorted), with bootstrap intervals.
+
+    Two methods' marginal intervals can overlap while one beats the other on nearly every photo;
+    the paired difference is the comparison that answers "does A protect better than B".
+    """
+    by: dict[tuple[str, str], dict[tuple[str, int], dict]] = {}
+    for r in rows:
+        if r["distortion"] == "none" and r["method"] != "clean":
+            by.setdefault((r["eval_model"], r["method"]), {})[(r["photo"], r["seed"])] = r
+    out = []
+    for (model, a), ra in sorted(by.items()):
+        for (model_b, b), rb in sorted(by.items()):
+            keys = sorted(ra.keys() & rb.keys())
+            if model_b != model or a >= b or not keys:  # each unordered pair once
+                continue
+            entry = {"eval_model": model, "a": a, "b": b, "n": len(keys)}
+            for name, value in PAIRED.items():
+                diff = np.array([value(ra[k]) - value(rb[k]) for k in keys])
+                entry[f"{name}_diff"], entry[f"{name}_diff_ci95"] = float(diff.mean()), bootstrap_ci(diff)
+            out.append(entry)
+    return out
