@@ -26,8 +26,6 @@ from probe.world.identity import load_identity_encoder
 
 IdentityModel = Callable[[torch.Tensor], torch.Tensor]  # frames (N, 3, H, W) in [0, 1] -> unit (N, D)
 FACENET_SIZE = 160
-TO_SAFETENSORS = ("python -c \"import torch, safetensors.torch as st; "
-                  "st.save_file(torch.load('W.pt', weights_only=True), 'W.safetensors')\"")
 
 
 class FaceNet(torch.nn.Module):
@@ -53,9 +51,10 @@ def load_facenet(path: Path) -> FaceNet:
     if not path.is_file():
         raise ToolkitError(f"no FaceNet weights at {path}: pass facenet:PATH to a local .safetensors file")
     if path.suffix != ".safetensors":
+        converted = path.with_suffix(".safetensors")
         raise ToolkitError(f"{path} is not safetensors; weights are only loaded as safetensors. Convert once with "
-                           + TO_SAFETENSORS.replace("W.pt", str(path)).replace("W.safetensors",
-                                                                                str(path.with_suffix(".safetensors"))))
+                           f"python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('{path}', "
+                           f"weights_only=True), '{converted}')\"")
     net = InceptionResnetV1(pretrained=None, classify=False)
     state = {k: v for k, v in load_file(str(path)).items() if not k.startswith("logits.")}  # the classifier head
     missing, unexpected = net.load_state_dict(state, strict=False)

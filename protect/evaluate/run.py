@@ -130,6 +130,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
     rows: list[dict] = []
     strips: dict[str, np.ndarray] = {}
+    cloaks: dict[tuple[str, str], dict[str, float]] = {}
     eval_models = [cfg.model, *cfg.models]
     total = len(names) * cfg.seeds * ((1 + len(methods) * len(distortions)) + len(cfg.models) * (1 + len(methods)))
     with Progress(console=console) as progress:
@@ -144,23 +145,24 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                     ism_clean = identity_similarity(encoder, clean_video[1:], photo)
                     ref_clean = extra.reference_similarity(clean_video[1:], photo)
                     rows.append(_row(name, "clean", "", "none", bb.name, seed, ism_clean, ism_clean, clean_video,
-                                     clean_video, photo, photo, extra, ref_clean, ref_clean,
-                                     identity_similarity(encoder, photo[None], photo)))
+                                     clean_video, ref_clean, ref_clean, cloak_measures(photo, photo, encoder, extra)))
                     progress.advance(task)
                     for method, files in methods.items():
                         protected = load_photo(files[name]).pixels
                         if protected.shape != photo.shape:
                             raise ToolkitError(f"{files[name]} is {tuple(protected.shape[1:])}, the clean photo "
                                                f"{tuple(photo.shape[1:])}: compare a photo with its own cloak")
+                        # The cloak against the photo: the same for every distortion, seed and eval model.
+                        if (name, method) not in cloaks:
+                            cloaks[name, method] = cloak_measures(protected, photo, encoder, extra)
                         for dist in distortions if model == cfg.model else ["none"]:
                             attacked = distort(protected, dist, seed, bb)
                             video = _video(bb, attacked, seed, cfg.steps, cache,
                                            f"{_sha(attacked)}-s{seed}-n{cfg.steps}")
                             ism = identity_similarity(encoder, video[1:], photo)
                             rows.append(_row(name, method, made_on[method], dist, bb.name, seed, ism_clean, ism,
-                                             video, clean_video, protected, photo, extra, ref_clean,
-                                             extra.reference_similarity(video[1:], photo),
-                                             identity_similarity(encoder, protected[None], photo)))
+                                             video, clean_video, ref_clean,
+                                             extra.reference_similarity(video[1:], photo), cloaks[name, method]))
                             if dist == "none" and seed == 0 and model == cfg.model and len(strips) < 3 * len(methods):
                                 strips[f"{name}__{method}"] = np.concatenate([strip(clean_video), strip(video)], 0)
                             progress.advance(task)
@@ -194,17 +196,24 @@ class Extras:
             return float(self.lpips(a[None].float() * 2 - 1, b[None].float() * 2 - 1).mean())
 
 
-def _row(name, method, made_on, dist, model, seed, ism_clean, ism_prot, video, clean_video, protected, photo,
-         extra: Extras, ref_clean: float, ref_prot: float, cloak_ism: float) -> dict:
+def cloak_measures(protected: torch.Tensor, photo: torch.Tensor, encoder, extra: Extras) -> dict[str, float]:
+    """How visible a cloak is, and how much identity it already removes: the `cloak_*` columns."""
+    return {
+        "cloak_psnr": psnr(protected, photo), "cloak_ssim": ssim(protected, photo),
+        "cloak_delta_e": delta_e(protected, photo),
+        # The cloak's own identity similarity: how much of the video's drop the photo already carries.
+        "cloak_ism": identity_similarity(encoder, protected[None], photo),
+        "cloak_lpips": extra.lpips_distance(protected, photo),
+    }
+
+
+def _row(name, method, made_on, dist, model, seed, ism_clean, ism_prot, video, clean_video, ref_clean: float,
+         ref_prot: float, cloak: dict[str, float]) -> dict:
     return {
         "photo": name, "method": method, "made_on": made_on, "distortion": dist, "eval_model": model, "seed": seed,
         "ism_clean": ism_clean, "ism_protected": ism_prot, "psnr_video": psnr(video, clean_video),
         "ssim_video": ssim_video(video, clean_video), "temporal": temporal_coherence(video),
-        "cloak_psnr": psnr(protected, photo), "cloak_ssim": ssim(protected, photo),
-        "cloak_delta_e": delta_e(protected, photo),
-        # The cloak's own identity similarity: how much of the video's drop the photo already carries.
-        "cloak_ism": cloak_ism, "cloak_lpips": extra.lpips_distance(protected, photo),
-        "ref_clean": ref_clean, "ref_protected": ref_prot,
+        **cloak, "ref_clean": ref_clean, "ref_protected": ref_prot,
     }
 
 
@@ -222,6 +231,19 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+# The measures the summary averages per group, and those the paired differences compare.
+SUMMARISED = ("ism_clean", "ism_protected", "ism_drop", "psnr_video", "ssim_video", "temporal", "cloak_psnr",
+              "cloak_ssim", "cloak_delta_e", "cloak_ism", *OPTIONAL)
+PAIRED = ("ism_drop", "psnr_video", "ssim_video")
+
+
+def row_value(r: dict, key: str) -> float:
+    """One row's value of a summarised measure: the relative ISM drop is derived, PSNRs are capped."""
+    if key == "ism_drop":
+        return (r["ism_clean"] - r["ism_protected"]) / max(r["ism_clean"], 1e-6)
+    return min(r[key], PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else r[key]  # identical pairs: inf
+
+
 def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
     """Means and bootstrap intervals per (method, distortion, eval model), plus robustness."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
@@ -230,16 +252,8 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
     table = []
     for (method, dist, model), rs in groups.items():
         entry = {"method": method, "distortion": dist, "eval_model": model, "n": len(rs)}
-        drop = np.array([_ism_drop(r) for r in rs])
-        metrics = {"ism_clean": [r["ism_clean"] for r in rs], "ism_protected": [r["ism_protected"] for r in rs],
-                   "ism_drop": drop, "psnr_video": [min(r["psnr_video"], PSNR_CAP) for r in rs],
-                   "ssim_video": [r["ssim_video"] for r in rs], "temporal": [r["temporal"] for r in rs],
-                   "cloak_psnr": [min(r["cloak_psnr"], PSNR_CAP) for r in rs],
-                   "cloak_ssim": [r["cloak_ssim"] for r in rs], "cloak_delta_e": [r["cloak_delta_e"] for r in rs],
-                   "cloak_ism": [r["cloak_ism"] for r in rs],
-                   **{k: [r[k] for r in rs] for k in OPTIONAL}}
-        for k, v in metrics.items():
-            v = np.asarray(v, dtype=np.float64)
+        for k in SUMMARISED:
+            v = np.array([row_value(r, k) for r in rs], dtype=np.float64)
             if np.isnan(v).all():  # an optional measure without its model
                 entry[k], entry[f"{k}_ci95"] = None, None
                 continue
@@ -252,14 +266,6 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
         e["ism_drop_surviving"] = e["ism_drop"] / b if b and abs(b) > 1e-9 and e["method"] != "clean" else None
     return {"config": asdict(cfg), "rows": len(rows), "table": table, "paired": paired_differences(rows),
             "toolkit_version": TOOLKIT_VERSION, "psnr_cap_db": PSNR_CAP}
-
-
-def _ism_drop(r: dict) -> float:
-    return (r["ism_clean"] - r["ism_protected"]) / max(r["ism_clean"], 1e-6)
-
-
-PAIRED = {"ism_drop": _ism_drop, "psnr_video": lambda r: min(r["psnr_video"], PSNR_CAP),
-          "ssim_video": lambda r: r["ssim_video"]}
 
 
 def paired_differences(rows: list[dict]) -> list[dict]:
@@ -279,8 +285,8 @@ def paired_differences(rows: list[dict]) -> list[dict]:
             if model_b != model or a >= b or not keys:  # each unordered pair once
                 continue
             entry = {"eval_model": model, "a": a, "b": b, "n": len(keys)}
-            for name, value in PAIRED.items():
-                diff = np.array([value(ra[k]) - value(rb[k]) for k in keys])
+            for name in PAIRED:
+                diff = np.array([row_value(ra[k], name) - row_value(rb[k], name) for k in keys])
                 entry[f"{name}_diff"], entry[f"{name}_diff_ci95"] = float(diff.mean()), bootstrap_ci(diff)
             out.append(entry)
     return out
