@@ -27,7 +27,7 @@ from analyses.scores import (
     temporal_stability,
     to_grid,
 )
-from probe.errors import ToolkitError
+from probe.common import ToolkitError
 from probe.store import ActivationStore
 
 console = Console(stderr=True)
@@ -74,7 +74,19 @@ def load_masks(masks_dir: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _cell(store: ActivationStore, layer: str, ti: int, s: int, ratio: float) -> torch.Tensor:
-    return clamp_massive(torch.from_numpy(np.asarray(store.array(layer)[ti, s], dtype=np.float32)), ratio)
+    return clamp_massive(torch.from_numpy(store.read_cell(layer, ti, s).astype(np.float32)), ratio)
+
+
+def check_store(store: ActivationStore) -> None:
+    """Refuse an incomplete store, or one whose completed cells lack a chunk, before any scoring."""
+    if not store.is_complete():
+        raise ToolkitError(f"{store.path} is incomplete; re-run the same `anti-i2v probe` command to finish it")
+    n_t, n_s = store.completed().shape
+    for layer in store.layers:  # one listing per layer; absent chunks are named by has_chunk's caller
+        for t in range(n_t):
+            for s in range(n_s):
+                if not store.has_chunk(layer, t, s):
+                    store.read_cell(layer, t, s)  # raises the one-line error naming layer and cell
 
 
 def _pca_rgb(pca: PCA, x: torch.Tensor) -> np.ndarray:
@@ -95,8 +107,7 @@ def analyse_store(
     reference: dict[str, torch.Tensor] | None = None,
 ) -> Analysis:
     """Score every layer at every timestep, streaming over samples."""
-    if not store.is_complete():
-        raise ToolkitError(f"{store.path} is incomplete; re-run the same `anti-i2v probe` command to finish it")
+    check_store(store)
     attrs = store.attrs
     layers, timesteps, samples = store.layers, list(attrs["timesteps"]), attrs["samples"]
     names = [s["name"] for s in samples]

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from probe.errors import cli_command
+from probe.common import cli_command
 
 console = Console(stderr=True)
 

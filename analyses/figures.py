@@ -1,27 +1,28 @@
-"""Figures of an analysis: PCA grid, score-versus-depth curves, mask overlays (matplotlib, Agg)."""
+"""Figures of an analysis: PCA grid, score-versus-depth curves, mask overlays (matplotlib's object API: no pyplot, no global backend)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from analyses.analyse import Analysis  # noqa: E402
+from analyses.analyse import Analysis
+from probe.common import atomic_path
 
 PART_COLOURS = np.array([[0, 0, 0], [230, 180, 140], [120, 70, 30], [40, 120, 255], [220, 30, 60],
                          [250, 220, 0], [90, 200, 90], [255, 255, 255]], dtype=np.float32) / 255
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})  # no version stamp: same input, same bytes
-    plt.close(fig)
-    tmp.replace(path)
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs) -> tuple[Figure, object]:
+    """A figure and its axes without pyplot, so drawing never touches matplotlib's global state."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, metadata={"Software": None})  # no version stamp: same input, same bytes
     return path
 
 
@@ -31,7 +32,7 @@ def pca_grid(analysis: Analysis, path: Path, picks: dict, sample: int = 0) -> Pa
     frames = next(iter(analysis.pca_maps.values())).shape[1]
     cols = len(ts) * frames
     row_h = 0.55 if len(layers) > 24 else 0.9
-    fig, axes = plt.subplots(len(layers), cols, figsize=(max(4, cols * row_h * 1.2), len(layers) * row_h + 0.8),
+    fig, axes = _subplots(len(layers), cols, figsize=(max(4, cols * row_h * 1.2), len(layers) * row_h + 0.8),
                              squeeze=False, gridspec_kw={"wspace": 0.04, "hspace": 0.08})
     for r, layer in enumerate(layers):
         for ti, t in enumerate(ts):
@@ -54,7 +55,7 @@ def score_curves(analysis: Analysis, path: Path, picks: dict) -> Path:
     """Every score against depth (mean over timesteps), with the picks marked."""
     layers = analysis.layers
     x = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(max(6, len(layers) * 0.25), 4))
+    fig, ax = _subplots(figsize=(max(6, len(layers) * 0.25), 4))
     for name, per_layer in sorted(analysis.scores.items()):
         ax.plot(x, [np.mean(per_layer[layer]) for layer in layers], marker="o", ms=3, label=name)
     ax.plot(x, [picks["semantic"][layer] for layer in layers], "k--", lw=2, label="semantic (rule)")
@@ -76,7 +77,7 @@ def mask_overlays(analysis: Analysis, path: Path, picks: dict, ti: int = 0) -> P
     if not names:
         return None
     shown = picks["collapse_layers"][:1] + picks["anchor_layers"]
-    fig, axes = plt.subplots(len(names), 1 + len(shown), figsize=(2.2 * (1 + len(shown)), 2.3 * len(names)), squeeze=False)
+    fig, axes = _subplots(len(names), 1 + len(shown), figsize=(2.2 * (1 + len(shown)), 2.3 * len(names)), squeeze=False)
     for r, name in enumerate(names):
         mask = analysis.mask_grids[name]
         axes[r, 0].imshow(PART_COLOURS[np.clip(mask, 0, len(PART_COLOURS) - 1)], interpolation="nearest")

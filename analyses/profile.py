@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from probe.errors import ToolkitError
+from probe.common import ToolkitError, write_text_atomic
 
 SCHEMA = "anti-i2v.profile/1"
 REQUIRED = ("schema", "model", "family", "config_sha256", "layers", "scores", "collapse_layers",
@@ -16,12 +16,7 @@ REQUIRED = ("schema", "model", "family", "config_sha256", "layers", "scores", "c
 
 def save_profile(profile: dict[str, Any], path: Path) -> Path:
     """Write the profile atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(profile, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(profile, indent=2, sort_keys=False) + "\n")
 
 
 def load_profile(path: Path) -> dict[str, Any]:

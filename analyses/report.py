@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.common import write_text_atomic
+
 
 def write_index(out_dir: Path, profile: dict, figures: dict[str, Path]) -> Path:
     """Write `out_dir/index.html`: picks, the rule, a score table, and the figures."""
@@ -31,8 +33,4 @@ tr.collapse{{background:#dde8ff}} tr.anchor{{background:#ffdede}}</style></head>
 <p>{profile['samples']} samples from <code>{html.escape(str(profile['store']))}</code>; rule: <code>{html.escape(str(profile['rule']))}</code></p>
 <table><tr><th>layer</th><th>role</th><th>semantic</th>{''.join(f'<th>{html.escape(n)}</th>' for n in names)}</tr>
 {''.join(rows)}</table>{imgs}</body></html>"""
-    path = out_dir / "index.html"
-    tmp = path.with_name("index.html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(out_dir / "index.html", page)

@@ -11,8 +11,9 @@ from analyses.figures import mask_overlays, pca_grid, score_curves
 from analyses.profile import SCHEMA, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
+from probe.common import TOOLKIT_VERSION
 from probe.images import gather_images, load_photo
-from probe.run import TOOLKIT_VERSION, ProbeConfig, run_probe
+from probe.run import ProbeConfig, run_probe
 from probe.store import open_store
 
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from probe.errors import ToolkitError, cli_command
+from probe.common import ToolkitError, cli_command
 
 console = Console(stderr=True)
 world_app = typer.Typer(help="The mini world: render portraits, train and describe the mini models.",
@@ -86,8 +86,8 @@ def generate(
 ) -> None:
     """Generate a video from one photo with the model's own pipeline."""
     from probe.backbones import load_backbone
+    from probe.common import pick_device
     from probe.images import load_photo
-    from probe.run import pick_device
     from probe.video import write_strip, write_video
 
     backbone = load_backbone(model, family, "float32", pick_device(device))
@@ -122,7 +122,7 @@ def world_train(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Train the mini models: CogVideoX VAE and transformer, identity encoder, mini-svd (reproduces artifacts/models)."""
-    from probe.run import pick_device
+    from probe.common import pick_device
     from probe.world.train import MODELS, QUICK, TrainConfig, train_all
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())

@@ -18,17 +18,21 @@ from rich.table import Table
 
 from probe.backbones import Backbone, load_backbone
 from probe.capture import execution_order, frame_indices, pool_spatial, trace_blocks
-from probe.errors import ToolkitError
+from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device
 from probe.images import Photo, gather_images, load_photo
-from probe.store import SCHEMA, ActivationStore, CellWriter, create_or_resume, finish
+from probe.store import SCHEMA, ActivationStore, CellWriter, create_or_resume, finish, mark_done
 
-TOOLKIT_VERSION = "0.1.0"
 console = Console(stderr=True)
+
+
+STORAGE_DTYPES = ("float16", "float32")  # zarr has no bfloat16
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+TIMESTEP_RANGE = (0, 1000)  # the 0..1000 training scale every family maps to its own noise level
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Settings of `anti-i2v probe`; recorded in the store's attributes."""
+    """Settings of `anti-i2v probe`; recorded in the store's attributes. Checked on construction."""
 
     model: str
     images: tuple[str, ...]
@@ -43,6 +47,40 @@ class ProbeConfig:
     family: str | None = None
     model_dtype: str = "float32"
     device: str = "auto"
+    repair: bool = False  # re-write completed cells whose chunks are missing or damaged
+
+    def __post_init__(self) -> None:
+        check_timesteps(self.timesteps)
+        if not self.seeds or any(s < 0 for s in self.seeds):
+            raise ToolkitError(f"--seeds {_csv(self.seeds)}: give one or more seeds >= 0")
+        for flag, value in (("--frames", self.frames), ("--video-frames", self.video_frames)):
+            if value is not None and value < 1:
+                raise ToolkitError(f"{flag} {value}: must be at least 1 (leave it out for the model's own)")
+        if self.pool < 1:
+            raise ToolkitError(f"--pool {self.pool}: the pooling factor must be at least 1 (1 = no pooling)")
+        if self.batch_size < 1:
+            raise ToolkitError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.dtype not in STORAGE_DTYPES:
+            raise ToolkitError(f"--dtype {self.dtype}: choose {' or '.join(STORAGE_DTYPES)} (zarr has no bfloat16)")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise ToolkitError(f"--model-dtype {self.model_dtype}: choose from {', '.join(MODEL_DTYPES)}")
+
+
+def check_timesteps(timesteps: tuple[int, ...], flag: str = "--timesteps") -> None:
+    """Timesteps are on the 0..1000 training scale: at least one, each in [0, 1000), no repeats."""
+    lo, hi = TIMESTEP_RANGE
+    if not timesteps:
+        raise ToolkitError(f"{flag}: give at least one timestep in {lo}..{hi - 1}")
+    bad = [t for t in timesteps if not lo <= t < hi]
+    if bad:
+        raise ToolkitError(f"{flag} {_csv(bad)}: timesteps are on the {lo}..{hi} training scale; "
+                           f"give values in {lo}..{hi - 1}, e.g. 100,500,900")
+    if len(set(timesteps)) != len(timesteps):
+        raise ToolkitError(f"{flag} {_csv(timesteps)}: a timestep is repeated; give each once")
+
+
+def _csv(values) -> str:
+    return ",".join(map(str, values))
 
 
 @dataclass
@@ -51,13 +89,10 @@ class ProbeResult:
 
     store: ActivationStore
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    repaired: list[tuple[int, int]] = field(default_factory=list)  # (timestep index, sample) re-written
     seconds: float = 0.0
     cells_written: int = 0
 
-
-def pick_device(device: str) -> str:
-    """'auto' -> cuda when present, else cpu."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def load_photos(paths: list[Path], max_side: int) -> tuple[list[Photo], list[tuple[str, str]]]:
@@ -120,11 +155,15 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
         "seeds": list(cfg.seeds), "samples": samples, "frames": cfg.frames, "pool": cfg.pool,
         "dtype": cfg.dtype, "resolution": list(backbone.resolution),
         "video_frames": cfg.video_frames or backbone.default_frames, "toolkit_version": TOOLKIT_VERSION,
-        "config": asdict(cfg),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "repair"},
     }
     store = create_or_resume(Path(cfg.out), attrs)
-    done = store.completed()
     result = ProbeResult(store=store, skipped=skipped)
+    if cfg.repair:  # a damaged cell is written again, exactly as a never-written one
+        for t, s in store.damaged_cells():
+            mark_done(store, t, s, done=False)
+            result.repaired.append((t, s))
+    done = store.completed()
     todo = [(ti, j) for ti in range(len(cfg.timesteps)) for j in range(len(cells)) if not done[ti, j]]
     with _progress() as progress, CellWriter(store, cfg.dtype) as writer:
         task = progress.add_task(f"probe {backbone.name}", total=len(todo))

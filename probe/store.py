@@ -13,15 +13,16 @@ from __future__ import annotations
 import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.core.sync import sync
 
-from probe.errors import ToolkitError
+from probe.common import ToolkitError
 
 SCHEMA = "anti-i2v.activations/1"
 DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
@@ -42,6 +43,7 @@ class ActivationStore:
 
     path: Path
     group: zarr.Group
+    _chunk_keys: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -53,7 +55,11 @@ class ActivationStore:
 
     def array(self, layer: str) -> zarr.Array:
         """The activations of one layer, `(timestep, sample, frame, height, width, channel)`."""
-        return self.group[layer]
+        try:
+            return self.group[layer]
+        except KeyError:
+            raise ToolkitError(f"{self.path} lists layer {layer} but has no array for it; "
+                               f"repair the store with `anti-i2v probe ... --repair` (the same command)") from None
 
     def completed(self) -> np.ndarray:
         """Bool `(timestep, sample)`: which cells are fully written."""
@@ -61,6 +67,50 @@ class ActivationStore:
 
     def is_complete(self) -> bool:
         return bool(self.completed().all())
+
+    def has_chunk(self, layer: str, t: int, s: int) -> bool:
+        """Whether cell (t, s) of `layer` exists as an object (zarr reads a missing one as fill)."""
+        if layer not in self._chunk_keys:  # one listing per layer, not one request per cell
+            arr = self.array(layer)
+            self._chunk_keys[layer] = set(sync(_collect(arr.store.list_prefix(f"{arr.path}/"))))
+        arr = self.array(layer)
+        key = arr.metadata.encode_chunk_key((t, s) + (0,) * (arr.ndim - 2))
+        return f"{arr.path}/{key}" in self._chunk_keys[layer]
+
+    def read_cell(self, layer: str, t: int, s: int) -> np.ndarray:
+        """Cell (t, s) of `layer`, `(frame, height, width, channel)`; a missing or damaged chunk is an error.
+
+        zarr returns the fill value for an absent chunk, which would enter every score as zeros;
+        here it names the layer and the cell instead.
+        """
+        fix = "re-run the probe command with --repair to re-write the damaged cells"
+        where = f"{self.path}: layer {layer}, timestep index {t}, sample {s}"
+        if not self.has_chunk(layer, t, s):
+            raise ToolkitError(f"{where}: the chunk is missing; {fix}")
+        try:
+            return np.asarray(self.array(layer)[t, s])
+        except ToolkitError:
+            raise
+        except Exception as exc:  # truncated or random bytes: the codec fails in its own way
+            raise ToolkitError(f"{where}: the chunk cannot be decoded ({type(exc).__name__}); {fix}") from None
+
+    def damaged_cells(self) -> list[tuple[int, int]]:
+        """Completed cells with a layer chunk that is absent or cannot be decoded (reads every chunk)."""
+        done = self.completed()
+        bad = set()
+        for layer in self.layers:
+            for t, s in zip(*np.nonzero(done), strict=True):
+                if (int(t), int(s)) in bad:
+                    continue
+                try:
+                    self.read_cell(layer, int(t), int(s))
+                except ToolkitError:
+                    bad.add((int(t), int(s)))
+        return sorted(bad)
+
+
+async def _collect(iterator: Any) -> list[str]:
+    return [k async for k in iterator]
 
 
 def open_store(path: Path) -> ActivationStore:
@@ -112,9 +162,9 @@ def ensure_layer(store: ActivationStore, layer: str, cell_shape: tuple[int, ...]
     )
 
 
-def mark_done(store: ActivationStore, t: int, s: int) -> None:
-    """Record that cell (t, s) is fully written (call after every layer's chunk)."""
-    store.group[COMPLETED][t, s] = 1
+def mark_done(store: ActivationStore, t: int, s: int, done: bool = True) -> None:
+    """Record that cell (t, s) is fully written (call after every layer's chunk), or that it is not."""
+    store.group[COMPLETED][t, s] = int(done)
 
 
 class CellWriter:

@@ -21,9 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from analyses.profile import check_profile, load_profile, profile_sha256
 from probe.backbones import Backbone, load_backbone
-from probe.errors import ToolkitError
+from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device
 from probe.images import Photo, gather_images, load_photo
-from probe.run import TOOLKIT_VERSION, pick_device
 from protect.evaluate.metrics import psnr, ssim
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, method_weights

@@ -25,7 +25,7 @@ from analyses.scores import (
     temporal_stability,
 )
 from anti_i2v_cli import app
-from probe.errors import ToolkitError
+from probe.common import ToolkitError
 from probe.store import SCHEMA, create_or_resume, ensure_layer, finish, mark_done, open_store
 
 

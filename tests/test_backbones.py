@@ -10,7 +10,7 @@ from conftest import ALL_FAMILIES
 
 from probe.backbones import FAMILIES, family_of, load_backbone
 from probe.capture import execution_order
-from probe.errors import ToolkitError
+from probe.common import ToolkitError
 
 # Golden block lists of the tiny models: an upstream rename fails loudly here.
 GOLDEN = {

@@ -174,7 +174,7 @@ def test_facenet_identity_is_the_model_on_standardised_160px_frames(facenet_weig
 def test_facenet_refuses_pickles_missing_files_and_other_weights(tmp_path, facenet_weights):
     from safetensors.torch import save_file
 
-    from probe.errors import ToolkitError
+    from probe.common import ToolkitError
     from protect.evaluate.identity import load_identity
 
     (tmp_path / "w.pt").write_bytes(b"not read")

@@ -16,7 +16,7 @@ import probe.store as probe_store
 from anti_i2v_cli import app
 from probe.backbones import load_backbone
 from probe.capture import frame_indices, pool_spatial, pooled_size
-from probe.errors import ToolkitError
+from probe.common import ToolkitError
 from probe.images import load_photo
 from probe.run import ProbeConfig, run_probe
 from probe.store import DIMENSIONS, SCHEMA, open_store

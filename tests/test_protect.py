@@ -206,7 +206,7 @@ def test_method_needing_a_profile_says_so(tmp_path, portraits):
 
 def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
     """On the trained mini model with its shipped profile, IRC falls and the diffusion loss rises."""
-    from probe.paths import ARTIFACTS
+    from probe.common import ARTIFACTS
 
     profile = ARTIFACTS / "profiles" / "mini-cogvideox.json"
     [r] = run_protect(ProtectConfig(model="mini-cogvideox", images=(str(portraits / "p10.png"),),

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from anti_i2v_cli import app
 from probe.backbones import load_backbone
-from probe.paths import MINI_IDENTITY, MINI_PIPELINE, MINI_SVD_PIPELINE
+from probe.common import MINI_IDENTITY, MINI_PIPELINE, MINI_SVD_PIPELINE
 from probe.world.identity import load_identity_encoder
 from probe.world.render import (
     LABELS,

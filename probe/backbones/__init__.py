@@ -17,8 +17,7 @@ from safetensors.torch import load_file
 
 from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
 from probe.backbones.base import Backbone, Conditioning
-from probe.errors import ToolkitError
-from probe.paths import MINI_MODELS
+from probe.common import MINI_MODELS, ToolkitError
 
 __all__ = ["Backbone", "Conditioning", "FAMILIES", "BUILTINS", "load_backbone", "family_of"]
 

@@ -10,9 +10,7 @@ import numpy as np
 import torch
 
 from probe.backbones import load_backbone
-from probe.errors import ToolkitError
-from probe.paths import MINI_IDENTITY, MINI_MODELS
-from probe.video import psnr
+from probe.common import MINI_IDENTITY, MINI_MODELS, ToolkitError, psnr
 from probe.world.identity import load_identity_encoder
 from probe.world.render import identity_seeds, render_video, sample_identity, sample_motion
 

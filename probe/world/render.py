@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from probe.common import write_text_atomic
+
 # Part labels written in masks/*.png (uint8 values).
 LABELS: dict[str, int] = {
     "background": 0,
@@ -231,9 +233,7 @@ def write_sample(directory: Path, identity_seed: int, motion_seed: int, frames: 
         Image.fromarray(lab[f]).save(directory / "masks" / f"{f:03d}.png", optimize=False)
     meta = {"identity": asdict(identity), "motion": asdict(motion), "labels": LABELS,
             "split": "heldout" if is_heldout(identity_seed) else "train"}
-    tmp = directory / "identity.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    tmp.replace(directory / "identity.json")
+    write_text_atomic(directory / "identity.json", json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
 

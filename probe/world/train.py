@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from diffusers import (
 from rich.console import Console
 from safetensors.torch import save_file
 
+from probe.common import atomic_dir, write_text_atomic
 from probe.world.identity import IdentityEncoder
 from probe.world.render import (
     FRAMES,
@@ -265,12 +265,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def save_pipeline(pipe: CogVideoXImageToVideoPipeline, null: torch.Tensor, out: Path) -> None:
     """Write the pipeline folder atomically (a temporary folder renamed into place)."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    save_file({"prompt_embeds": null.contiguous()}, str(tmp / PROMPT_EMBEDS))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        save_file({"prompt_embeds": null.contiguous()}, str(tmp / PROMPT_EMBEDS))
 
 
 MODELS = ("cogvideox", "identity", "svd")
@@ -283,7 +280,7 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None,
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_text_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
     timings: dict[str, float] = {}
     pipe_dir, id_dir = out / "mini-cogvideox-i2v", out / "mini-identity"
     if "cogvideox" in models and not (pipe_dir / "model_index.json").exists():
@@ -298,10 +295,8 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None,
         t = time.time()
         enc = train_identity_encoder(cfg, device)
         timings["identity_s"] = time.time() - t
-        tmp = id_dir.with_name(id_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        enc.save(tmp)
-        tmp.rename(id_dir)
+        with atomic_dir(id_dir) as tmp:
+            enc.save(tmp)
     if "svd" in models:
         timings.update(train_mini_svd(out, cfg, device))
     return timings

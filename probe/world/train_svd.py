@@ -15,7 +15,6 @@ tower is trained together with the UNet); noise is EDM/Karras (sigma), the UNet 
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 from probe.backbones.svd import FPS, MOTION_BUCKET, NOISE_AUG
 from probe.backbones.wan import clip_pixels
+from probe.common import atomic_dir
 from probe.world.render import FRAMES, SIZE, identity_seeds
 from probe.world.train import (
     TrainConfig,
@@ -163,10 +163,7 @@ def train_mini_svd(out: Path, cfg: TrainConfig, device: str) -> dict[str, float]
     t = time.time()
     pipe = train_unet(cfg, vae, device)
     timings["svd_unet_s"] = time.time() - t
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
     return timings
 

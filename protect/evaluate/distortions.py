@@ -17,12 +17,13 @@ import torch
 from PIL import Image, ImageFilter
 
 from probe.backbones import Backbone
+from probe.common import to_uint8
 
 DEFAULT = ("jpeg90", "jpeg75", "jpeg50", "blur", "noise", "resize50", "platform", "vae")
 
 
 def _pil(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray((image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy(), "RGB")
+    return Image.fromarray(to_uint8(image), "RGB")
 
 
 def _tensor(img: Image.Image) -> torch.Tensor:

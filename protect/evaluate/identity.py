@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from probe.errors import ToolkitError
-from probe.paths import MINI_IDENTITY
+from probe.common import MINI_IDENTITY, ToolkitError
 from probe.world.identity import load_identity_encoder
 
 IdentityModel = Callable[[torch.Tensor], torch.Tensor]  # frames (N, 3, H, W) in [0, 1] -> unit (N, D)

@@ -13,7 +13,7 @@ import torch
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import structural_similarity
 
-from probe.video import psnr
+from probe.common import psnr
 
 __all__ = ["psnr", "ssim", "ssim_video", "temporal_coherence", "delta_e", "identity_similarity", "bootstrap_ci"]
 

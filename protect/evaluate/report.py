@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from probe.common import atomic_path, write_text_atomic
+
 MAIN = ["ism_protected", "ism_drop", "psnr_video", "ssim_video", "temporal", "cloak_psnr", "cloak_ssim",
         "cloak_delta_e", "cloak_ism", "cloak_lpips", "ref_protected"]
 
@@ -78,13 +80,11 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
         (out / "strips").mkdir(exist_ok=True)
         for key, arr in strips.items():
             file = re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-")  # method labels may hold spaces and brackets
-            Image.fromarray(arr).save(out / "strips" / f"{file}.png")
+            with atomic_path(out / "strips" / f"{file}.png") as tmp:
+                Image.fromarray(arr).save(tmp)
             parts.append(f"<p>{html.escape(key.replace('__', ' / '))}<br><img src='strips/{file}.png' "
                          "style='image-rendering:pixelated;width:100%;max-width:1100px'></p>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>anti-i2v evaluation</title><style>"
             "body{font-family:sans-serif;margin:2em} td,th{padding:3px 8px;text-align:right} "
             "td:first-child{text-align:left}</style></head><body>" + "\n".join(parts) + "</body></html>")
-    path = out / "index.html"
-    path.with_name("index.html.tmp").write_text(page)
-    path.with_name("index.html.tmp").replace(path)
-    return path
+    return write_text_atomic(out / "index.html", page)

@@ -23,9 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from analyses.reference import VisionEncoder, load_vision_encoder
 from probe.backbones import Backbone, load_backbone
-from probe.errors import ToolkitError
+from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device, to_uint8
 from probe.images import gather_images, load_photo
-from probe.run import TOOLKIT_VERSION, pick_device
 from probe.video import strip
 from protect.evaluate.distortions import distort
 from protect.evaluate.identity import load_identity
@@ -103,7 +102,7 @@ def _video(backbone: Backbone, image: torch.Tensor, seed: int, steps: int, cache
 def _sha(t: torch.Tensor) -> str:
     import hashlib
 
-    return hashlib.sha256((t.clamp(0, 1) * 255).round().byte().numpy().tobytes()).hexdigest()[:16]
+    return hashlib.sha256(to_uint8(t).tobytes()).hexdigest()[:16]
 
 
 def evaluate(cfg: EvaluateConfig) -> Path:

@@ -1,0 +1,197 @@
+"""What every stage shares: the user-facing error, the version, device choice and safe writes.
+
+Nothing here knows about models or stages; probe/, analyses/ and protect/ all import it, and it
+imports none of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ToolkitError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""
+
+
+def cli_command(fn: F) -> F:
+    """Wrap a command body: a ToolkitError becomes one red line and exit 2; Ctrl-C exits 130."""
+    import typer
+    from rich.console import Console
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ToolkitError as exc:
+            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            Console(stderr=True).print("interrupted: finished work is kept; run the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def toolkit_version() -> str:
+    """The installed package's version (pyproject.toml is the one place it is written)."""
+    try:
+        return metadata.version("anti-i2v")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+TOOLKIT_VERSION = toolkit_version()
+
+
+def pick_device(device: str) -> str:
+    """'auto' -> cuda when present, else cpu; anything else is checked and returned."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ToolkitError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ToolkitError(f"--device {device}: no CUDA device is visible here; use --device cpu")
+    return device
+
+
+# --- writes that never leave a half-written file ---------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", **open_kwargs: Any) -> Iterator[Any]:
+    """Open a temporary file beside `path`; it replaces `path` only if the block finishes.
+
+    Readers see the old file or the new one, never a part; an error or Ctrl-C leaves `path` as
+    it was. `mode` is "w" (text) or "wb".
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary file path beside `path` for writers that take a file name (PIL, safetensors).
+
+    The temporary name keeps `path`'s suffix, so writers that pick a format from it still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """A temporary folder beside `path` that becomes `path` (replacing it) when the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """Write a text file atomically (see `atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(text)
+    return Path(path)
+
+
+def cached_tensors(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Load tensors from a safetensors cache file, or compute them and write the file atomically."""
+    from safetensors.torch import load_file, save_file
+
+    if path.exists():
+        try:
+            return load_file(str(path))
+        except Exception:  # a damaged cache entry is recomputed, never trusted
+            path.unlink(missing_ok=True)
+    tensors = compute()
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    return tensors
+
+
+def check_writable_dir(path: Path, flag: str = "--out") -> Path:
+    """Create `path` as a folder, or say in one line why it cannot be one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ToolkitError(f"{flag} {path} is a file; pass a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-check.", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise ToolkitError(f"{flag} {path} cannot be written ({exc.strerror or exc}); "
+                           "choose a folder you can write to") from None
+    return path
+
+
+# --- pixels ------------------------------------------------------------------------------------
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """Channels-first `(*, 3, H, W)` in [0, 1] -> channels-last uint8 `(*, H, W, 3)`, rounded.
+
+    Rounding (not truncation) keeps a re-read within 0.5/255 of the tensor.
+    """
+    return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
+
+
+# --- where the shipped artifacts are -----------------------------------------------------------
+
+# An editable install or a clone: artifacts/ sits beside the packages. ANTI_I2V_ARTIFACTS overrides.
+ARTIFACTS = Path(os.environ.get("ANTI_I2V_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+MODELS = ARTIFACTS / "models"
+MINI_PIPELINE = MODELS / "mini-cogvideox-i2v"
+MINI_SVD_PIPELINE = MODELS / "mini-svd-i2v"
+# Built-in trained models: name -> pipeline folder.
+MINI_MODELS = {"mini-cogvideox": MINI_PIPELINE, "mini-svd": MINI_SVD_PIPELINE}
+MINI_IDENTITY = MODELS / "mini-identity"
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two tensors of one shape in [0, 1] (inf when identical)."""
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
