@@ -12,9 +12,8 @@ The rule (defaults in :class:`ChoiceRule`, all recorded in the profile):
 5. timesteps: among probed timesteps >= `min_timestep` (all of them if none is), the
    `n_timesteps` at which the anchors' semantic score is highest. The profile's timesteps are the
    ones the attack optimises at, and an image cloak has leverage where the denoiser depends on
-   the image: in the noisier half, where the latent itself holds little of it. On mini-cogvideox
-   (8 held-out portraits) the ISM drop is 0.159 at 100/500, 0.233 at 500/900, 0.268 at 700/900,
-   while semantic scores alone pick 100.
+   the image: in the noisier half, where the latent itself holds little of it (the README has
+   the measurement behind this default).
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from probe.common import ToolkitError
 
 SEMANTIC_MEASURES = ("mask_probe", "reference_cka", "spatial_coherence")
 
@@ -38,6 +39,22 @@ class ChoiceRule:
     anchor_max_depth: float = 0.9
     min_timestep: int = 500  # on the 0..1000 scale; see step 5
     measures: tuple[str, ...] = SEMANTIC_MEASURES
+
+    def __post_init__(self) -> None:
+        for flag, n in (("--anchors", self.n_anchors), ("--collapse", self.n_collapse),
+                        ("--timesteps", self.n_timesteps)):
+            if n < 1:
+                raise ToolkitError(f"{flag} {n}: the rule must pick at least one; a cloak needs every role filled")
+        for name in ("collapse_max_depth", "anchor_min_depth", "anchor_max_depth"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ToolkitError(f"{name} {getattr(self, name)}: depths are fractions of the network, in 0..1")
+        if self.anchor_min_depth > self.anchor_max_depth:
+            raise ToolkitError("anchor_min_depth is above anchor_max_depth: the anchor band is empty")
+        if not 0 <= self.min_timestep < 1000:
+            raise ToolkitError(f"--min-timestep {self.min_timestep}: give a value in 0..999 (the 0..1000 scale)")
+        unknown = [m for m in self.measures if m not in SEMANTIC_MEASURES]
+        if unknown or not self.measures:
+            raise ToolkitError(f"unknown semantic measure(s) {unknown}; choose from {', '.join(SEMANTIC_MEASURES)}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "measures": list(self.measures)}

@@ -21,10 +21,10 @@ def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int):
 MIN_TIMESTEP_HELP = "recommend only timesteps at or above this (the noisier half, where a cloak has leverage)"
 
 
-def _report(profile: dict, out: Path) -> None:
+def _report(profile, out: Path) -> None:
     Console().print(
-        f"[bold]{profile['model']}[/] ({profile['family']}): collapse {profile['collapse_layers']}, "
-        f"anchors {profile['anchor_layers']}, timesteps {profile['timesteps']} -> {out}"
+        f"[bold]{profile.model}[/] ({profile.family}): collapse {profile.collapse_layers}, "
+        f"anchors {profile.anchor_layers}, timesteps {profile.timesteps} -> {out}"
     )
 
 

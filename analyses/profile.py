@@ -1,59 +1,114 @@
-"""The layer profile (JSON, schema `anti-i2v.profile/1`): what analyses hands to protect."""
+"""The layer profile (JSON, schema `anti-i2v.profile/1`): what analyses hands to protect.
+
+`Profile` is the typed contract: `from_json` checks every field a consumer relies on (types,
+non-empty picks, picks among the model's layers, timesteps on the 0..1000 scale), so a bad file
+is refused in one line before any model work, not as a traceback after the reference video.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from probe.common import ToolkitError, write_text_atomic
+from probe.config import check_timesteps
 
 SCHEMA = "anti-i2v.profile/1"
-REQUIRED = ("schema", "model", "family", "config_sha256", "layers", "scores", "collapse_layers",
-            "anchor_layers", "timesteps", "rule")
+REGENERATE = "regenerate it with `anti-i2v adapt MODEL PHOTOS --out DIR`"
 
 
-def save_profile(profile: dict[str, Any], path: Path) -> Path:
-    """Write the profile atomically (a temporary file renamed into place)."""
-    return write_text_atomic(path, json.dumps(profile, indent=2, sort_keys=False) + "\n")
+@dataclass(frozen=True)
+class Profile:
+    """The layers and timesteps a cloak targets, the scores behind the choice, and their provenance."""
+
+    model: str
+    family: str
+    config_sha256: str
+    layers: list[str]  # every block, in execution order
+    collapse_layers: list[str]
+    anchor_layers: list[str]
+    timesteps: list[int]  # the timesteps the attack optimises at (0..1000 scale)
+    timesteps_probed: list[int] = field(default_factory=list)
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # measure -> layer -> per timestep
+    semantic: dict[str, float] = field(default_factory=dict)
+    low_level: dict[str, float] = field(default_factory=dict)
+    rule: dict[str, Any] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)
+    store: str = ""  # the store's folder name (no user path: profiles are shared)
+    samples: int = 0
+    masks: bool = False
+    reference: str | None = None
+    toolkit_version: str = ""
+    schema: str = SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "the profile") -> Profile:
+        """Check and build a profile from parsed JSON; every problem is one ToolkitError line."""
+        if not isinstance(data, dict):
+            raise ToolkitError(f"{source} is a JSON {type(data).__name__}, not a profile object; {REGENERATE}")
+        if data.get("schema") != SCHEMA:
+            raise ToolkitError(f"{source} has schema {data.get('schema')!r}, expected {SCHEMA!r}; {REGENERATE}")
+        required = ("model", "family", "config_sha256", "layers", "collapse_layers", "anchor_layers", "timesteps")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ToolkitError(f"{source} lacks {', '.join(missing)}; {REGENERATE}")
+        for key in ("layers", "collapse_layers", "anchor_layers"):
+            value = data[key]
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ToolkitError(f"{source}: {key} must be a list of layer names, got {value!r}; {REGENERATE}")
+            if not value:
+                raise ToolkitError(f"{source}: {key} is empty; a cloak needs at least one; {REGENERATE}")
+        unknown = [x for x in data["collapse_layers"] + data["anchor_layers"] if x not in data["layers"]]
+        if unknown:
+            raise ToolkitError(f"{source} picks {unknown[0]}, which is not among its layers; {REGENERATE}")
+        ts = data["timesteps"]
+        if not isinstance(ts, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ts):
+            raise ToolkitError(f"{source}: timesteps must be a list of integers, got {ts!r}; {REGENERATE}")
+        check_timesteps(tuple(ts), flag=f"{source}: timesteps")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def sha256(self) -> str:
+        """A stable hash of the contents (recorded by protect, so a cloak names the profile it used)."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+    def check_model(self, model: str, layers: list[str], config_sha256: str) -> None:
+        """Refuse a profile made for another model, naming exactly what differs."""
+        problems = []
+        if self.config_sha256 != config_sha256:
+            problems.append(f"config hash {self.config_sha256[:12]} (profile) != {config_sha256[:12]} (model)")
+        only_profile = [x for x in self.layers if x not in layers]
+        only_model = [x for x in layers if x not in self.layers]
+        if only_profile:
+            problems.append(f"layers only in the profile: {only_profile[:5]}{' ...' if len(only_profile) > 5 else ''}")
+        if only_model:
+            problems.append(f"layers only in the model: {only_model[:5]}{' ...' if len(only_model) > 5 else ''}")
+        if problems:
+            raise ToolkitError(
+                f"the profile was made for {self.model} ({self.family}), not {model}: "
+                + "; ".join(problems) + f". Run `anti-i2v adapt {model} IMAGES --out DIR` to make one for it"
+            )
 
 
-def load_profile(path: Path) -> dict[str, Any]:
-    """Read and validate a profile file."""
+def save_profile(profile: Profile, path: Path) -> Path:
+    """Write the profile atomically."""
+    return write_text_atomic(path, json.dumps(profile.to_json(), indent=2) + "\n")
+
+
+def load_profile(path: Path) -> Profile:
+    """Read and check a profile file."""
     path = Path(path)
     try:
-        profile = json.loads(path.read_text())
-    except FileNotFoundError:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
         raise ToolkitError(f"no profile at {path}; make one with `anti-i2v adapt MODEL IMAGES --out DIR`") from None
-    except json.JSONDecodeError as exc:
-        raise ToolkitError(f"{path} is not valid JSON ({exc}); regenerate it with `anti-i2v analyse`") from None
-    if profile.get("schema") != SCHEMA:
-        raise ToolkitError(f"{path} has schema {profile.get('schema')!r}, expected {SCHEMA!r}")
-    missing = [k for k in REQUIRED if k not in profile]
-    if missing:
-        raise ToolkitError(f"{path} lacks {', '.join(missing)}; regenerate it with `anti-i2v analyse`")
-    return profile
-
-
-def profile_sha256(profile: dict[str, Any]) -> str:
-    """A stable hash of a profile's contents (recorded by protect)."""
-    return hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()
-
-
-def check_profile(profile: dict[str, Any], model: str, layers: list[str], config_sha256: str) -> None:
-    """Refuse a profile made for another model, naming exactly what differs."""
-    problems = []
-    if profile["config_sha256"] != config_sha256:
-        problems.append(f"config hash {profile['config_sha256'][:12]} (profile) != {config_sha256[:12]} (model)")
-    only_profile = [x for x in profile["layers"] if x not in layers]
-    only_model = [x for x in layers if x not in profile["layers"]]
-    if only_profile:
-        problems.append(f"layers only in the profile: {only_profile[:5]}{' ...' if len(only_profile) > 5 else ''}")
-    if only_model:
-        problems.append(f"layers only in the model: {only_model[:5]}{' ...' if len(only_model) > 5 else ''}")
-    if problems:
-        raise ToolkitError(
-            f"the profile was made for {profile['model']} ({profile['family']}), not {model}: "
-            + "; ".join(problems) + f". Run `anti-i2v adapt {model} IMAGES --out DIR` to make one for it"
-        )
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"{path} is not valid JSON ({exc}); {REGENERATE}") from None
+    return Profile.from_json(data, source=str(path))

@@ -8,7 +8,7 @@ from pathlib import Path
 from analyses.analyse import AnalysisConfig, analyse_store, load_masks
 from analyses.choose import ChoiceRule, choose
 from analyses.figures import mask_overlays, pca_grid, score_curves
-from analyses.profile import SCHEMA, save_profile
+from analyses.profile import Profile, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
 from probe.common import TOOLKIT_VERSION
@@ -37,7 +37,7 @@ def analyse(
     reference: str | None = None,
     rule: ChoiceRule = ChoiceRule(),
     cfg: AnalysisConfig = AnalysisConfig(),
-) -> dict:
+) -> Profile:
     """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
     store = open_store(store_path)
     names = [s["name"] for s in store.attrs["samples"]]
@@ -46,27 +46,15 @@ def analyse(
     analysis = analyse_store(store, cfg, mask_arrays, ref)
     picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
     attrs = store.attrs
-    profile = {
-        "schema": SCHEMA,
-        "model": attrs["model"],
-        "family": attrs["family"],
-        "config_sha256": attrs["config_sha256"],
-        "layers": analysis.layers,
-        "timesteps_probed": analysis.timesteps,
-        "collapse_layers": picks["collapse_layers"],
-        "anchor_layers": picks["anchor_layers"],
-        "timesteps": picks["timesteps"],
-        "semantic": picks["semantic"],
-        "low_level": picks["low_level"],
-        "scores": analysis.scores,
-        "rule": rule.to_dict(),
-        "analysis": asdict(cfg),
-        "store": str(store_path),
-        "samples": len(names),
-        "masks": str(masks) if masks else None,
-        "reference": reference if ref is not None else None,
-        "toolkit_version": TOOLKIT_VERSION,
-    }
+    profile = Profile(
+        model=attrs["model"], family=attrs["family"], config_sha256=attrs["config_sha256"],
+        layers=analysis.layers, timesteps_probed=analysis.timesteps,
+        collapse_layers=picks["collapse_layers"], anchor_layers=picks["anchor_layers"], timesteps=picks["timesteps"],
+        semantic=picks["semantic"], low_level=picks["low_level"], scores=analysis.scores,
+        rule=rule.to_dict(), analysis=asdict(cfg), store=Path(store_path).name, samples=len(names),
+        masks=mask_arrays is not None, reference=reference if ref is not None else None,
+        toolkit_version=TOOLKIT_VERSION,
+    )
     save_profile(profile, out)
     if figures is not None:
         figs = {
@@ -78,13 +66,12 @@ def analyse(
     return profile
 
 
-# adapt picks the timesteps too, so it probes more of them than a plain `probe` (100, 500, 900):
-# on mini-cogvideox the attack at the picked 700/900 is twice as strong as at 100/500.
+# adapt picks the timesteps too, so it probes more of them than a plain `probe` (100, 500, 900).
 ADAPT_TIMESTEPS = (100, 300, 500, 700, 900)
 
 
 def adapt(model: str, images: list[Path], out: Path, masks: Path | None = None, reference: str | None = None,
-          probe_overrides: dict | None = None, rule: ChoiceRule = ChoiceRule()) -> dict:
+          probe_overrides: dict | None = None, rule: ChoiceRule = ChoiceRule()) -> Profile:
     """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/, index.html."""
     out.mkdir(parents=True, exist_ok=True)
     cfg = ProbeConfig(model=model, images=tuple(map(str, images)), out=str(out / "activations.zarr"),

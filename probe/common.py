@@ -14,10 +14,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch and numpy load on first use: `anti-i2v --help` stays fast
+    import numpy as np
+    import torch
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +59,8 @@ TOOLKIT_VERSION = toolkit_version()
 
 def pick_device(device: str) -> str:
     """'auto' -> cuda when present, else cpu; anything else is checked and returned."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.split(":")[0] not in ("cpu", "cuda", "mps"):
@@ -153,15 +156,29 @@ def cached_tensors(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -
     return tensors
 
 
-def check_writable_dir(path: Path, flag: str = "--out") -> Path:
-    """Create `path` as a folder, or say in one line why it cannot be one."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ToolkitError(f"{flag} {path} is a file; pass a folder")
+def parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    """Comma-separated integers from a command-line value, or one line naming the flag."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-check.", delete=True)
-        probe.close()
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ToolkitError(f"{flag} {text!r}: expected comma-separated integers, e.g. 100,500,900") from None
+
+
+def check_writable_dir(path: Path, flag: str = "--out") -> Path:
+    """Say in one line why `path` cannot become a writable folder; creates nothing.
+
+    The check writes (and removes) a temporary file in `path` or its nearest existing parent,
+    which is the only test that also holds for root, read-only mounts and full disks.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ToolkitError(f"{flag} {path}: {existing} is a file, not a folder; pass a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check."):
+            pass
     except OSError as exc:
         raise ToolkitError(f"{flag} {path} cannot be written ({exc.strerror or exc}); "
                            "choose a folder you can write to") from None
@@ -176,6 +193,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
     Rounding (not truncation) keeps a re-read within 0.5/255 of the tensor.
     """
+    import torch
+
     return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
@@ -193,5 +212,7 @@ MINI_IDENTITY = MODELS / "mini-identity"
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two tensors of one shape in [0, 1] (inf when identical)."""
+    import math
+
     mse = float(((a.float() - b.float()) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)

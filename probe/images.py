@@ -9,20 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from probe.common import ToolkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-MAX_PIXELS = 200_000_000  # refuse decompression bombs, allow real large photos
+# Refuse decompression bombs, allow real large photos (PIL itself refuses above 2 x its 89.5 MP).
+MAX_PIXELS = 170_000_000
 
 
 @dataclass(frozen=True)
 class Photo:
-    """A decoded photo: `pixels (3, H, W)` in [0, 1], upright, plus where it came from."""
+    """A decoded photo, upright, plus where it came from.
+
+    `array` is `(H, W, 3)`, uint8 for 8-bit sources (float32 in [0, 1] for 16-bit ones): a
+    12000 px photo stays 432 MB, not the 1.7 GB a float copy would take. `pixels` and
+    `work_pixels` give float tensors when a stage needs them.
+    """
 
     path: Path
-    pixels: torch.Tensor
+    array: np.ndarray
     sha256: str
     original_mode: str
 
@@ -33,7 +40,30 @@ class Photo:
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) after EXIF rotation."""
-        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+        return int(self.array.shape[0]), int(self.array.shape[1])
+
+    @property
+    def pixels(self) -> torch.Tensor:
+        """The whole photo as float `(3, H, W)` in [0, 1] (a full-size copy: small photos only)."""
+        return _chw(self.array)
+
+    def work_pixels(self, max_side: int) -> torch.Tensor:
+        """Float `(3, h, w)` in [0, 1], shrunk (antialiased) so the long side is at most `max_side`."""
+        h, w = self.size
+        scale = min(1.0, max_side / max(h, w))
+        if scale == 1.0:
+            return self.pixels
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if self.array.dtype == np.uint8:  # resized as uint8: no full-size float copy
+            return _chw(np.asarray(Image.fromarray(self.array).resize(size, Image.Resampling.LANCZOS)))
+        x = torch.from_numpy(self.array).permute(2, 0, 1)[None]
+        return F.interpolate(x, size=size[::-1], mode="bilinear", antialias=True)[0].clamp(0, 1)
+
+
+def _chw(array: np.ndarray) -> torch.Tensor:
+    ok = array.flags.writeable and array.flags.c_contiguous  # PIL's arrays are read-only views
+    x = torch.from_numpy(array if ok else np.array(array)).permute(2, 0, 1)
+    return (x.float() / 255) if array.dtype == np.uint8 else x.float().clamp(0, 1)
 
 
 def gather_images(inputs: list[Path]) -> list[Path]:
@@ -50,7 +80,10 @@ def gather_images(inputs: list[Path]) -> list[Path]:
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> float32 RGB in [0, 1]; alpha is composited on white, 16-bit kept precise."""
+    """Any PIL mode -> RGB `(H, W, 3)`: uint8 for 8-bit modes, float32 in [0, 1] for 16-bit ones.
+
+    Alpha is composited on white.
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float32)
         a = a / (65535.0 if a.max() > 255 else 255.0)
@@ -59,7 +92,7 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy: torch shares it
 
 
 def load_photo(path: Path, max_side: int | None = None) -> Photo:
@@ -67,14 +100,21 @@ def load_photo(path: Path, max_side: int | None = None) -> Photo:
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"cannot read {path}: no such file; check the path")
-    data = path.read_bytes()
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is below
             img = Image.open(path)
+            # Checked here, per photo, instead of setting PIL's global MAX_IMAGE_PIXELS on every load.
+            if img.size[0] * img.size[1] > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{img.size[0]}x{img.size[1]} pixels")
+            if max_side:  # JPEG decodes straight to a smaller scale: no full-size copy
+                img.draft("RGB", (max_side, max_side))
             img.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise ToolkitError(
             f"cannot read {path}: not a supported image or too large ({type(exc).__name__}); "
             "re-export it as PNG or JPEG"
@@ -85,5 +125,4 @@ def load_photo(path: Path, max_side: int | None = None) -> Photo:
     img = ImageOps.exif_transpose(img)  # phones store rotation in EXIF; the pixels are sideways
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    pixels = torch.from_numpy(_to_rgb_array(img)).permute(2, 0, 1).contiguous()
-    return Photo(path=path, pixels=pixels, sha256=hashlib.sha256(data).hexdigest(), original_mode=mode)
+    return Photo(path=path, array=_to_rgb_array(img), sha256=digest.hexdigest(), original_mode=mode)

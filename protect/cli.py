@@ -7,7 +7,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from probe.common import cli_command
+from probe.common import cli_command, parse_ints
+from protect.config import SPACES
+from protect.config import ProtectConfig as D
+from protect.methods import LOSS_TERMS, METHODS
 
 console = Console(stderr=True)
 
@@ -16,39 +19,45 @@ def protect(
     model: str = typer.Argument(..., help="the model to protect against (as for probe)"),
     images: list[Path] = typer.Argument(..., help="photos or folders of photos"),
     profile: Path = typer.Option(None, help="layer profile from `anti-i2v adapt` (needed for irc/ira)"),
-    out: Path = typer.Option(..., "--out", help="folder for cloaked PNGs and sidecars"),
-    method: str = typer.Option("anti-i2v", help="anti-i2v, rgb-pgd, mist, sds, photoguard-encoder, random-noise"),
-    steps: int = typer.Option(200, help="optimisation steps"),
-    eps: float = typer.Option(16.0, help="L-inf budget in 1/255 units of the perturbed space"),
-    alpha: float = typer.Option(1.0, help="step size in 1/255 units"),
-    space: str = typer.Option(None, help="dual, lab, dct or rgb (default: the method's)"),
-    losses: str = typer.Option(None, help="comma-separated terms: irc,ira,diffusion,lpips (default: the method's)"),
+    out: Path = typer.Option(..., "--out", help="folder for cloaked PNGs and sidecars (not an input folder)"),
+    method: str = typer.Option(D.method, help=f"one of {', '.join(METHODS)}"),
+    steps: int = typer.Option(D.steps, help="optimisation steps"),
+    eps: float = typer.Option(D.eps, help="L-inf budget in 1/255 units of the perturbed space, in (0, 255]"),
+    alpha: float = typer.Option(D.alpha, help="step size in 1/255 units"),
+    space: str = typer.Option(None, help=f"{', '.join(SPACES)} (default: the method's)"),
+    losses: str = typer.Option(None, help=f"comma-separated terms: {','.join(LOSS_TERMS)} (default: the method's)"),
     target: Path = typer.Option(None, help="target image for IRA / latent pull (default: a built-in pattern)"),
     untargeted: bool = typer.Option(False, "--untargeted", help="IRA pushes away from the clean photo instead"),
-    frames: int = typer.Option(4, help="first video frames the losses use"),
+    frames: int = typer.Option(D.frames, help="first video frames the losses use"),
     timesteps: str = typer.Option(None, help="timesteps (default: the profile's)"),
-    seed: int = typer.Option(0, help="seed of every random choice"),
+    seed: int = typer.Option(D.seed, help="seed of every random choice"),
     no_early_exit: bool = typer.Option(False, "--no-early-exit", help="always run the whole denoiser"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    in_place: bool = typer.Option(False, "--in-place", help="allow --out to be an input folder: each original "
+                                  "is kept as NAME.original.EXT beside its cloak"),
+    record_paths: bool = typer.Option(False, "--record-paths", help="sidecars record full input paths "
+                                      "(default: file names only, as sidecars travel with cloaks)"),
+    device: str = typer.Option(D.device, help="auto, cpu or cuda"),
 ) -> None:
     """Cloak photos against image-to-video generation."""
-    from protect.run import ProtectConfig, run_protect
+    from protect.run import run_protect
 
-    cfg = ProtectConfig(
+    cfg = D(
         model=model, images=tuple(map(str, images)), profile=str(profile) if profile else None, out=str(out),
         method=method, steps=steps, eps=eps, alpha=alpha, space=space,
-        losses=tuple(losses.split(",")) if losses else None, target=str(target) if target else None,
-        ira_untargeted=untargeted, frames=frames,
-        timesteps=tuple(int(t) for t in timesteps.split(",")) if timesteps else None, seed=seed,
-        early_exit=not no_early_exit, device=device,
+        losses=tuple(x for x in losses.split(",")) if losses is not None else None,
+        target=str(target) if target else None, ira_untargeted=untargeted, frames=frames,
+        timesteps=parse_ints(timesteps, "--timesteps") if timesteps else None, seed=seed,
+        early_exit=not no_early_exit, in_place=in_place, record_paths=record_paths, device=device,
     )
-    results = run_protect(cfg)
-    for r in results:
+
+    def report(r) -> None:  # as each photo finishes, so an interrupted run still shows what it did
         if r.status == "done":
             s = r.sidecar
-            Console().print(f"{r.name}: PSNR {s['psnr']:.1f} dB, SSIM {s['ssim']:.3f}, {s['seconds']:.1f}s")
+            Console().print(f"{r.name}: PSNR {s.psnr:.1f} dB, SSIM {s.ssim:.3f}, {s.seconds:.1f}s")
         else:
             console.print(f"{'[yellow]' if r.status == 'skipped' else '[red]'}{r.status}[/] {r.name}: {r.detail}")
+
+    results = run_protect(cfg, on_result=report)
     if results and all(r.status == "failed" for r in results):
         raise typer.Exit(1)
 

@@ -38,12 +38,16 @@ METHODS: dict[str, Method] = {
 }
 
 
+LOSS_TERMS = ("irc", "ira", "diffusion", "lpips", "sds", "latent_pull")
+PROFILE_TERMS = ("irc", "ira")  # the terms that need a layer profile
+
+
 def method_weights(method: str, losses: list[str] | None) -> dict[str, float]:
     """A method's loss weights, restricted to `losses` when the user names them."""
     base = METHODS[method].weights
     if losses is None:
         return dict(base)
-    unknown = [x for x in losses if x not in ("irc", "ira", "diffusion", "lpips", "sds", "latent_pull")]
+    unknown = [x for x in losses if x not in LOSS_TERMS]
     if unknown:
-        raise ValueError(f"unknown loss {unknown[0]!r}; choose from irc, ira, diffusion, lpips, sds, latent_pull")
+        raise ValueError(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSS_TERMS)}")
     return {x: base.get(x, 1.0) for x in losses}

@@ -9,7 +9,7 @@ when no term needs the denoiser's output the pass stops after the deepest profil
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -42,7 +42,6 @@ class ObjectiveSpec:
     ira_targeted: bool = True
     seed: int = 0
     early_exit: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def clip_frames_for(backbone: Backbone, frames: int) -> int:
@@ -75,6 +74,15 @@ class ModelObjective:
         self.target_feats: dict[int, dict[str, torch.Tensor]] = {}
         self.target_latent: torch.Tensor | None = None
         self.step = 0
+        self.prepared = False
+        self._target = target
+
+    def prepare(self) -> ModelObjective:
+        """Run the model once for what every step reuses: block order, noise, target features.
+
+        Kept out of the constructor so building an objective is cheap and side-effect free.
+        """
+        backbone, spec, uses, target = self.backbone, self.spec, self.uses, self._target
         with torch.no_grad():
             cond = backbone.condition(backbone.resize(self.clean), spec.clip_frames)
             latent = self.reference if self.reference is not None else cond.clean
@@ -82,8 +90,8 @@ class ModelObjective:
             for t in spec.timesteps:
                 self.noise[t] = torch.randn(latent.shape, generator=gen).to(latent)
             if self.needs_denoiser:
-                kwargs = backbone.denoiser_kwargs(backbone.add_noise(latent, self.noise[spec.timesteps[0]],
-                                                                     spec.timesteps[0]), cond, spec.timesteps[0])
+                t0 = spec.timesteps[0]
+                kwargs = backbone.denoiser_kwargs(backbone.add_noise(latent, self.noise[t0], t0), cond, t0)
                 order = execution_order(backbone, kwargs)
                 wanted = set(spec.collapse_layers) | set(spec.anchor_layers)
                 self.layers = [name for name in order if name in wanted]
@@ -96,6 +104,8 @@ class ModelObjective:
                     self.target_feats[t] = {k: feats[k] for k in spec.anchor_layers}
             if "latent_pull" in uses and target is not None:
                 self.target_latent = backbone.condition(backbone.resize(target), spec.clip_frames).clean
+        self.prepared = True
+        return self
 
     def _forward(self, cond, latent, t: int, need_output: bool):
         bb = self.backbone
@@ -108,6 +118,8 @@ class ModelObjective:
         return laid, (noisy, output)
 
     def __call__(self, adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if not self.prepared:
+            self.prepare()
         spec, bb = self.spec, self.backbone
         t = spec.timesteps[self.step % len(spec.timesteps)]
         self.step += 1
@@ -131,7 +143,7 @@ class ModelObjective:
                     residual = (cond.clean - clean_hat).detach()
                     terms["sds"] = (residual * cond.clean).mean()
         if "latent_pull" in self.uses and self.target_latent is not None:
-            terms["latent_pull"] = feature_distance_latent(cond.clean, self.target_latent)
+            terms["latent_pull"] = diffusion_loss(cond.clean, self.target_latent)
         if "lpips" in self.uses:
             terms["lpips"] = self.lpips(adv * 2 - 1, self.clean * 2 - 1).mean()
         value = sum(self.sign(k) * spec.weights[k] * v for k, v in terms.items())
@@ -143,9 +155,3 @@ class ModelObjective:
         if term == "ira" and not self.spec.ira_targeted:
             return +1.0  # untargeted: push away from the clean image's features
         return TERM_SIGNS[term]
-
-
-def feature_distance_latent(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance of two latents of the same layout."""
-    return (a.float() - b.detach().float()).pow(2).mean()
-

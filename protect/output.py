@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -11,8 +12,13 @@ from probe.common import atomic_path, to_uint8
 
 
 def write_png(image: torch.Tensor, path: Path) -> Path:
-    """Save a PNG with no EXIF, GPS, ICC or text chunks, atomically."""
+    """Save `(3, H, W)` in [0, 1] as a PNG with no EXIF, GPS, ICC or text chunks, atomically."""
+    return write_png_uint8(to_uint8(image), path)
+
+
+def write_png_uint8(pixels: np.ndarray, path: Path) -> Path:
+    """Save uint8 `(H, W, 3)` as a PNG with no metadata, atomically."""
     # A fresh Image from raw pixels carries no metadata; PNG is lossless.
     with atomic_path(path) as tmp:
-        Image.fromarray(to_uint8(image), "RGB").save(tmp, format="PNG", optimize=False)
+        Image.fromarray(pixels, "RGB").save(tmp, format="PNG", optimize=False)
     return path

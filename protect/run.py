@@ -1,62 +1,102 @@
 """The protect job: cloak photos with a method, driven by a layer profile; folders in, folders out.
 
-For each photo: decode it upright, optimise at (at most) `work_max_side`, upsample the RGB change
-to the original size, write `<name>.png` (lossless, no metadata) and `<name>.json` (every setting,
-the profile's hash, losses per step, budget used, PSNR/SSIM, time) plus a loss curve. A photo
-whose sidecar already exists with the same settings is skipped, so an interrupted run resumes.
+For each photo: decode it upright (kept as uint8), optimise at (at most) `work_max_side`,
+upsample the RGB change to the original size in bands of rows, write `<name>.png` (lossless, no
+metadata) and `<name>.json` (a `Sidecar`: every setting, the profile's hash, losses per step,
+budget used, PSNR/SSIM, time) plus a loss curve. A photo whose sidecar already exists with the
+same settings is skipped, so an interrupted run resumes; a damaged sidecar means the photo is
+redone. Everything a run could refuse is checked before the model loads (`ProtectConfig`,
+`protect.inputs.plan_jobs`, the profile against the model).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
 
-from analyses.profile import check_profile, load_profile, profile_sha256
+from analyses.profile import Profile, load_profile
 from probe.backbones import Backbone, load_backbone
-from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device
-from probe.images import Photo, gather_images, load_photo
-from protect.evaluate.metrics import psnr, ssim
+from probe.common import (
+    TOOLKIT_VERSION,
+    ToolkitError,
+    atomic_path,
+    cached_tensors,
+    check_writable_dir,
+    pick_device,
+    write_text_atomic,
+)
+from probe.images import Photo, load_photo
+from protect.config import MIN_SIDE, ProtectConfig
+from protect.evaluate.metrics import ssim
+from protect.inputs import SIDECAR_SCHEMA, Job, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
-from protect.methods import METHODS, method_weights
+from protect.methods import METHODS, PROFILE_TERMS, method_weights
 from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
-from protect.output import to_uint8, write_png
+from protect.output import write_png_uint8
 from protect.perceptual import load_lpips
 from protect.spaces import Space, budget_used
 
 console = Console(stderr=True)
+BAND_ROWS = 256  # rows of the full-size photo upsampled at a time: memory flat in photo size
 
 
 @dataclass(frozen=True)
-class ProtectConfig:
-    """Settings of `anti-i2v protect` (defaults: the paper's); recorded in every sidecar."""
+class Sidecar:
+    """What protect records beside each cloak (`NAME.json`); its presence means the cloak is done."""
 
+    photo: str  # the input's file name (its full path only with --record-paths)
+    photo_sha256: str
+    size: list[int]  # (height, width) after EXIF rotation
     model: str
-    images: tuple[str, ...]
-    profile: str | None
-    out: str
-    method: str = "anti-i2v"
-    steps: int = 200
-    eps: float = 16.0  # in 1/255 units of each space
-    alpha: float = 1.0  # in 1/255 units
-    space: str | None = None  # default: the method's
-    losses: tuple[str, ...] | None = None  # default: the method's
-    target: str | None = None  # IRA / latent-pull target image; default: the built-in pattern
-    ira_untargeted: bool = False
-    frames: int = 4
-    timesteps: tuple[int, ...] | None = None  # default: the profile's
-    seed: int = 0
-    reference_steps: int = 25  # denoising steps of the cached reference video
-    early_exit: bool = True
-    work_max_side: int = 1024
-    device: str = "auto"
+    family: str
+    config_sha256: str
+    profile_sha256: str | None
+    settings: dict  # every setting that shapes the cloak, see `Run.settings`
+    clip_frames: int
+    lpips_available: bool
+    collapse_layers: list[str]
+    anchor_layers: list[str]
+    budget: dict[str, float]  # L-inf used in each space's own units, and in RGB at the working size
+    linf_rgb_written: float  # the written PNG against the photo, in [0, 1] units
+    psnr: float  # dB, the written PNG against the photo at full size
+    ssim: float  # at the working size (both images shrunk alike to <= work_max_side)
+    losses: list[dict]
+    seconds: float
+    toolkit_version: str
+    original: str | None = None  # in place: where the original photo was kept
+    schema: str = SIDECAR_SCHEMA
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Sidecar:
+        """Build from parsed JSON; raises ValueError when fields are missing (a damaged sidecar)."""
+        if not isinstance(data, dict):
+            raise ValueError("a sidecar is a JSON object")
+        known = cls.__dataclass_fields__
+        missing = [k for k, f in known.items() if k not in data and f.default is MISSING]
+        if missing:
+            raise ValueError(f"sidecar lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def read(cls, path: Path) -> Sidecar | None:
+        """The sidecar at `path`, or None when absent or damaged (the photo is then redone)."""
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
 
 
 @dataclass
@@ -64,7 +104,48 @@ class PhotoResult:
     name: str
     status: str  # "done", "skipped", "failed"
     detail: str = ""
-    sidecar: dict = field(default_factory=dict)
+    sidecar: Sidecar | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A protect run resolved once: the method's weights and space, the profile's picks, the settings."""
+
+    cfg: ProtectConfig
+    weights: dict[str, float]
+    space: str
+    profile: Profile | None
+    collapse_layers: list[str]
+    anchor_layers: list[str]
+    timesteps: list[int]
+
+    @classmethod
+    def resolve(cls, cfg: ProtectConfig, profile: Profile | None) -> Run:
+        weights = method_weights(cfg.method, list(cfg.losses) if cfg.losses else None)
+        needs_profile = any(weights.get(k) for k in PROFILE_TERMS)
+        if needs_profile and profile is None:
+            raise ToolkitError(f"method {cfg.method} needs a layer profile; make one with "
+                               f"`anti-i2v adapt {cfg.model} PHOTOS --out DIR` and pass --profile DIR/profile.json")
+        return cls(
+            cfg=cfg, weights=weights, space=cfg.space or METHODS[cfg.method].space, profile=profile,
+            collapse_layers=list(profile.collapse_layers) if needs_profile else [],
+            anchor_layers=list(profile.anchor_layers) if needs_profile else [],
+            timesteps=list(cfg.timesteps or (profile.timesteps if profile else [500])),
+        )
+
+    @property
+    def settings(self) -> dict:
+        """Every setting that shapes a cloak (the method's defaults filled in), as it reads back from JSON."""
+        d = asdict(self.cfg)
+        for key in ("images", "out", "device", "in_place", "record_paths"):  # where, not how
+            d.pop(key)
+        d.update(space=self.space, timesteps=self.timesteps, weights=self.weights)
+        return json.loads(json.dumps(d))
+
+    def matches(self, old: Sidecar, photo: Photo) -> bool:
+        """Same photo, every setting and the same layers: the same work, already done."""
+        return (old.photo_sha256 == photo.sha256 and old.settings == self.settings
+                and (old.collapse_layers, old.anchor_layers) == (self.collapse_layers, self.anchor_layers))
 
 
 def default_target(size: tuple[int, int]) -> torch.Tensor:
@@ -81,163 +162,189 @@ def reference_latent(backbone: Backbone, photo: torch.Tensor, photo_sha: str, cl
                      cache: Path) -> torch.Tensor:
     """Latent of the clean photo's generated video (first `clip` frames), cached per photo and model."""
     key = f"{backbone.config_sha256()[:16]}-{photo_sha[:16]}-f{clip}-s{cfg.seed}-n{cfg.reference_steps}"
-    path = cache / f"{key}.safetensors"
-    if path.exists():
-        return load_file(str(path))["latent"].to(backbone.device, backbone.dtype)
-    video = backbone.generate(photo, steps=cfg.reference_steps, seed=cfg.seed)[:clip]
-    with torch.no_grad():
-        latent = backbone.encode_video(backbone.resize(video)[None].to(backbone.device))
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"latent": latent.float().cpu().contiguous()}, str(tmp))
-    tmp.replace(path)
-    return latent
+
+    def compute() -> dict[str, torch.Tensor]:
+        video = backbone.generate(photo, steps=cfg.reference_steps, seed=cfg.seed)[:clip]
+        with torch.no_grad():
+            return {"latent": backbone.encode_video(backbone.resize(video)[None].to(backbone.device))}
+
+    return cached_tensors(cache / f"{key}.safetensors", compute)["latent"].to(backbone.device, backbone.dtype)
 
 
-def _work_image(pixels: torch.Tensor, max_side: int) -> torch.Tensor:
-    h, w = pixels.shape[-2:]
-    scale = min(1.0, max_side / max(h, w))
-    if scale == 1.0:
-        return pixels
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(pixels[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
+def upsample_change(photo: np.ndarray, work: torch.Tensor, adv: torch.Tensor) -> np.ndarray:
+    """The cloak at full size: the RGB change made at working size, upsampled and added to the photo.
+
+    Args:
+        photo: the original, uint8 or float `(H, W, 3)`.
+        work: the photo at working size, float `(3, h, w)` in [0, 1].
+        adv: its cloaked version, float `(3, h, w)` in [0, 1].
+
+    Returns:
+        uint8 `(H, W, 3)`. The change is upsampled bicubically (grid_sample, whose sampling
+        positions depend only on the output row, so bands give the same result as one pass)
+        in bands of `BAND_ROWS` rows: peak memory does not grow with the photo beyond its uint8 copies.
+    """
+    delta = (adv - work)[None].float()  # (1, 3, h, w)
+    big_h, big_w = photo.shape[:2]
+    if (big_h, big_w) == tuple(delta.shape[-2:]):
+        base = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).float()
+        base = base / 255 if photo.dtype == np.uint8 else base
+        return _quantise(base + delta[0])
+    out = np.empty((big_h, big_w, 3), dtype=np.uint8)
+    xs = (torch.arange(big_w, dtype=torch.float32) + 0.5) * 2 / big_w - 1  # normalised, align_corners=False
+    for r0 in range(0, big_h, BAND_ROWS):
+        r1 = min(big_h, r0 + BAND_ROWS)
+        ys = (torch.arange(r0, r1, dtype=torch.float32) + 0.5) * 2 / big_h - 1
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1, rows, W, 2): x, y
+        band_delta = F.grid_sample(delta, grid, mode="bicubic", padding_mode="border", align_corners=False)[0]
+        base = torch.from_numpy(np.ascontiguousarray(photo[r0:r1])).permute(2, 0, 1).float()
+        base = base / 255 if photo.dtype == np.uint8 else base
+        out[r0:r1] = _quantise(base + band_delta)
+    return out
 
 
-def settings_of(cfg: ProtectConfig, profile: dict | None) -> dict:
-    """Every setting that shapes a cloak (the method's defaults filled in), as it reads back from JSON."""
-    d = asdict(cfg)
-    for key in ("images", "out", "device"):  # where, not how: they do not change the cloak
-        d.pop(key)
-    _, _, timesteps = picks(cfg, profile)
-    d.update(space=cfg.space or METHODS[cfg.method].space, timesteps=timesteps,
-             weights=method_weights(cfg.method, list(cfg.losses) if cfg.losses else None))
-    return json.loads(json.dumps(d))
+def _quantise(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def cloak_photo(photo: Photo, backbone: Backbone, profile: dict | None, cfg: ProtectConfig, out: Path,
-                target: torch.Tensor | None) -> dict:
-    """Cloak one photo; returns the sidecar dict (also written next to the PNG)."""
+def written_fidelity(photo: np.ndarray, cloak: np.ndarray) -> tuple[float, float]:
+    """(PSNR in dB, L-inf in [0, 1] units) of the written cloak against the photo, in bands of rows."""
+    squared, linf = 0.0, 0.0
+    scale = 255.0 if photo.dtype == np.uint8 else 1.0
+    for r0 in range(0, photo.shape[0], BAND_ROWS):
+        a = photo[r0 : r0 + BAND_ROWS].astype(np.float64) / scale
+        b = cloak[r0 : r0 + BAND_ROWS].astype(np.float64) / 255
+        squared += float(((a - b) ** 2).sum())
+        linf = max(linf, float(np.abs(a - b).max()))
+    mse = squared / photo.size
+    return (math.inf if mse == 0 else 10 * math.log10(1.0 / mse)), linf
+
+
+def cloak_photo(photo: Photo, backbone: Backbone, run: Run, out: Path, target: torch.Tensor | None,
+                lpips_model=None) -> tuple[np.ndarray, Sidecar]:
+    """Cloak one photo; returns the full-size uint8 cloak and its sidecar (the caller writes both)."""
     started = time.time()
-    method = METHODS[cfg.method]
-    weights = method_weights(cfg.method, list(cfg.losses) if cfg.losses else None)
-    space = Space(cfg.space or method.space, eps=cfg.eps / 255)
-    collapse, anchors, timesteps = picks(cfg, profile)
+    cfg, method = run.cfg, METHODS[run.cfg.method]
+    space = Space(run.space, eps=cfg.eps / 255)
     clip = clip_frames_for(backbone, cfg.frames)
-    x_full = photo.pixels
-    x = _work_image(x_full, cfg.work_max_side)[None].to(backbone.device)
-    lp = load_lpips() if weights.get("lpips") else None
-    spec = ObjectiveSpec(
-        weights=weights,
-        collapse_layers=collapse, anchor_layers=anchors, timesteps=timesteps, clip_frames=clip,
-        ira_targeted=not cfg.ira_untargeted, seed=cfg.seed,
-        early_exit=cfg.early_exit,
-    )
+    work = photo.work_pixels(cfg.work_max_side)
+    x = work[None].to(backbone.device)
+    spec = ObjectiveSpec(weights=run.weights, collapse_layers=run.collapse_layers, anchor_layers=run.anchor_layers,
+                         timesteps=run.timesteps, clip_frames=clip, ira_targeted=not cfg.ira_untargeted,
+                         seed=cfg.seed, early_exit=cfg.early_exit)
     if method.optimises:
         reference = None
-        if weights.get("diffusion"):
-            reference = reference_latent(backbone, photo.pixels, photo.sha256, clip, cfg, out / ".reference")
-        tgt = target if target is not None else default_target(tuple(x.shape[-2:]))
-        tgt = F.interpolate(tgt[None], size=x.shape[-2:], mode="bilinear", antialias=True).clamp(0, 1).to(x)
-        objective = ModelObjective(backbone, spec, x, reference, tgt, lp)
+        if run.weights.get("diffusion"):
+            reference = reference_latent(backbone, work, photo.sha256, clip, cfg, out / ".reference")
+        pattern = target if target is not None else default_target(tuple(x.shape[-2:]))
+        pattern = F.interpolate(pattern[None], size=x.shape[-2:], mode="bilinear", antialias=True).clamp(0, 1).to(x)
+        objective = ModelObjective(backbone, spec, x, reference, pattern, lpips_model)
+        objective.prepare()
         result = perturb_iterative(x, objective, space, cfg.steps, cfg.alpha / 255)
         adv, history, params = result.adv[0].cpu(), result.history, result.params
     else:
         params = space.random_init(x, torch.Generator().manual_seed(cfg.seed))
         adv, history = space.apply(x, params)[0].detach().cpu(), []
-    # Back to the original size: the RGB change is upsampled and added to the untouched original.
-    delta = adv - x[0].cpu()
-    if delta.shape[-2:] != x_full.shape[-2:]:
-        delta = F.interpolate(delta[None], size=x_full.shape[-2:], mode="bicubic")[0]
-    cloaked = (x_full + delta).clamp(0, 1)
-    quantised = torch.from_numpy(to_uint8(cloaked)).permute(2, 0, 1).float() / 255
-    sidecar = {
-        "photo": str(photo.path), "photo_sha256": photo.sha256, "size": list(photo.size),
-        "model": backbone.name, "family": backbone.family, "config_sha256": backbone.config_sha256(),
-        "profile_sha256": profile_sha256(profile) if profile else None,
-        "settings": settings_of(cfg, profile),
-        "clip_frames": clip, "lpips_available": lp is not None,
-        "collapse_layers": spec.collapse_layers, "anchor_layers": spec.anchor_layers,
-        "budget": budget_used(x.cpu(), adv[None], {k: v.cpu() for k, v in params.items()}),
-        "linf_rgb_written": float((quantised - x_full).abs().max()),
-        "psnr": psnr(quantised, x_full), "ssim": ssim(quantised, x_full),
-        "losses": history, "seconds": time.time() - started, "toolkit_version": TOOLKIT_VERSION,
-    }
-    write_png(cloaked, out / f"{photo.name}.png")
-    _loss_curve(history, out / f"{photo.name}.loss.png")
-    tmp = out / f"{photo.name}.json.tmp"
-    tmp.write_text(json.dumps(sidecar, indent=1))
-    tmp.replace(out / f"{photo.name}.json")  # the sidecar is written last: its presence means done
-    return sidecar
+    cloak = upsample_change(photo.array, work, adv)
+    psnr_db, linf = written_fidelity(photo.array, cloak)
+    written_work = Photo(photo.path, cloak, "", "RGB").work_pixels(cfg.work_max_side)
+    sidecar = Sidecar(
+        photo=str(photo.path) if cfg.record_paths else photo.path.name, photo_sha256=photo.sha256,
+        size=list(photo.size), model=backbone.name, family=backbone.family, config_sha256=backbone.config_sha256(),
+        profile_sha256=run.profile.sha256 if run.profile else None, settings=run.settings, clip_frames=clip,
+        lpips_available=lpips_model is not None, collapse_layers=run.collapse_layers, anchor_layers=run.anchor_layers,
+        budget=budget_used(x.cpu(), adv[None], {k: v.cpu() for k, v in params.items()}),
+        linf_rgb_written=linf, psnr=psnr_db, ssim=ssim(written_work, work),
+        losses=history, seconds=time.time() - started, toolkit_version=TOOLKIT_VERSION,
+    )
+    return cloak, sidecar
 
 
 def _loss_curve(history: list[dict], path: Path) -> None:
+    """A small PNG of every loss term against the step (matplotlib's object API: no global state)."""
     if not history:
         return
-    import matplotlib
+    from matplotlib.figure import Figure  # imported here: only runs that optimise draw a curve
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 2.6))
+    fig = Figure(figsize=(4, 2.6))
+    ax = fig.subplots()
     for key in [k for k in history[0] if k != "step"]:
         ax.plot([h[key] for h in history], label=key, lw=1)
     ax.set_xlabel("step")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=90, metadata={"Software": None})
-    plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, metadata={"Software": None})
 
 
-def run_protect(cfg: ProtectConfig) -> list[PhotoResult]:
-    """Cloak every photo; a failing photo is reported and the others go on."""
-    if cfg.method not in METHODS:
-        raise ToolkitError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
+def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone]:
+    """Everything checkable before cloaking: inputs, outputs, profile, target; then the model.
+
+    Raises:
+        ToolkitError: with one line, before any photo is touched.
+    """
+    jobs = plan_jobs([Path(p) for p in cfg.images], Path(cfg.out), cfg.in_place)
+    check_writable_dir(Path(cfg.out))
+    profile = load_profile(Path(cfg.profile)) if cfg.profile else None
+    run = Run.resolve(cfg, profile)
+    if cfg.target:
+        load_photo(Path(cfg.target))  # readable, or one line now
     backbone = load_backbone(cfg.model, None, "float32", pick_device(cfg.device))
-    weights = method_weights(cfg.method, list(cfg.losses) if cfg.losses else None)
-    profile = None
-    if cfg.profile:
-        profile = load_profile(Path(cfg.profile))
-        check_profile(profile, backbone.name, backbone.block_names(), backbone.config_sha256())
-    elif any(weights.get(k) for k in ("irc", "ira")):
-        raise ToolkitError(f"method {cfg.method} needs a layer profile; make one with "
-                           f"`anti-i2v adapt {cfg.model} PHOTOS --out DIR` and pass --profile DIR/profile.json")
+    if profile is not None:
+        profile.check_model(backbone.name, backbone.block_names(), backbone.config_sha256())
+    return run, jobs, backbone
+
+
+def run_protect(cfg: ProtectConfig, on_result: Callable[[PhotoResult], None] | None = None) -> list[PhotoResult]:
+    """Cloak every photo; a failing photo is reported (through `on_result`, as it finishes) and the others go on."""
+    run, jobs, backbone = prepare_run(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    target = load_photo(Path(cfg.target)).pixels if cfg.target else None
-    paths = gather_images([Path(p) for p in cfg.images])
+    target = load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side) if cfg.target else None
+    lpips_model = load_lpips() if run.weights.get("lpips") else None
     results: list[PhotoResult] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as progress:
-        task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(paths))
-        for path in paths:
-            results.append(_one(path, backbone, profile, cfg, out, target))
+        task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(jobs))
+        for job in jobs:
+            result = _protect_one(job, backbone, run, out, target, lpips_model)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
             progress.advance(task)
     return results
 
 
-def picks(cfg: ProtectConfig, profile: dict | None) -> tuple[list[str], list[str], list[int]]:
-    """The collapse layers, anchor layers and timesteps a cloak with these settings uses."""
-    weights = method_weights(cfg.method, list(cfg.losses) if cfg.losses else None)
-    needs_profile = any(weights.get(k) for k in ("irc", "ira"))
-    collapse = list(profile["collapse_layers"]) if needs_profile else []
-    anchors = list(profile["anchor_layers"]) if needs_profile else []
-    return collapse, anchors, list(cfg.timesteps or (profile["timesteps"] if profile else [500]))
-
-
-def _one(path: Path, backbone: Backbone, profile: dict | None, cfg: ProtectConfig, out: Path, target) -> PhotoResult:
+def _protect_one(job: Job, backbone: Backbone, run: Run, out: Path, target, lpips_model) -> PhotoResult:
+    """One photo, start to finish: skip, refuse, or cloak and write; never raises for a photo's own fault."""
     try:
-        photo = load_photo(path)
+        photo = load_photo(job.source)
     except ToolkitError as exc:
-        return PhotoResult(path.stem, "failed", str(exc))
-    sidecar_path = out / f"{photo.name}.json"
-    if sidecar_path.exists() and (out / f"{photo.name}.png").exists():
-        old = json.loads(sidecar_path.read_text())
-        # Same photo, every setting and the same layers: the same work, already done.
-        collapse, anchors, _ = picks(cfg, profile)
-        if old.get("photo_sha256") == photo.sha256 and old.get("settings") == settings_of(cfg, profile) \
-                and (old.get("collapse_layers"), old.get("anchor_layers")) == (collapse, anchors):
-            return PhotoResult(photo.name, "skipped", "already cloaked with these settings", old)
-    try:
-        return PhotoResult(photo.name, "done", sidecar=cloak_photo(photo, backbone, profile, cfg, out, target))
-    except DivergedError as exc:
-        return PhotoResult(photo.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms")
+        return PhotoResult(job.name, "failed", str(exc))
+    if min(photo.size) < MIN_SIDE:
+        return PhotoResult(job.name, "skipped", f"too small to protect ({photo.size[1]}x{photo.size[0]} px; "
+                                                f"at least {MIN_SIDE} px a side)")
+    side_path, png_path = out / f"{job.name}.json", out / f"{job.name}.png"
+    old = Sidecar.read(side_path) if png_path.exists() else None
+    if old is not None and run.matches(old, photo):
+        return PhotoResult(job.name, "skipped", "already cloaked with these settings", old)
+    with photo_lock(out, job.name) as mine:
+        if not mine:
+            return PhotoResult(job.name, "skipped", "another run is cloaking it now")
+        try:
+            cloak, sidecar = cloak_photo(photo, backbone, run, out, target, lpips_model)
+        except DivergedError as exc:
+            return PhotoResult(job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms")
+        if job.keep_original_as is not None:  # in place: the original moves aside before its name is reused
+            if job.keep_original_as.exists():
+                return PhotoResult(job.name, "failed", f"{job.keep_original_as} already exists; move it away")
+            job.source.rename(job.keep_original_as)
+            sidecar = _with_original(sidecar, job.keep_original_as, run.cfg.record_paths)
+        write_png_uint8(cloak, png_path)
+        _loss_curve(sidecar.losses, out / f"{job.name}.loss.png")
+        write_text_atomic(side_path, json.dumps(sidecar.to_json(), indent=1))  # last: its presence means done
+    return PhotoResult(job.name, "done", sidecar=sidecar)
+
+
+def _with_original(sidecar: Sidecar, kept: Path, record_paths: bool) -> Sidecar:
+    return replace(sidecar, original=str(kept) if record_paths else kept.name)

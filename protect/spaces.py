@@ -24,6 +24,8 @@ import kornia.color
 import torch
 import torch_dct
 
+from protect.config import SPACES
+
 AB_SCALE = 128.0  # normalised a*/b* unit: a*/b* divided by their half-range
 
 
@@ -101,7 +103,7 @@ class Space:
         if self.name == "rgb":
             params["rgb"] = torch.zeros(b, 3, h, w)
         if not params:
-            raise ValueError(f"unknown space {self.name!r}; use dual, lab, dct or rgb")
+            raise ValueError(f"unknown space {self.name!r}; use {', '.join(SPACES)}")
         return {k: v.to(image) for k, v in params.items()}
 
     def random_init(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:

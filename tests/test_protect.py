@@ -42,7 +42,7 @@ def test_every_method_keeps_budget_and_range(tmp_path, portraits, tiny_profile, 
     [r] = run_protect(_cfg(tmp_path, [photo], tiny_profile, method=method, eps=8))
     assert r.status == "done", r.detail
     assert photo.read_bytes() == before  # the input is never modified
-    s = r.sidecar
+    s = r.sidecar.to_json()
     eps = 8 / 255
     assert all(v <= eps + 1e-6 for k, v in s["budget"].items() if k != "linf_rgb_effective")
     out = np.asarray(Image.open(tmp_path / "out" / "p10.png"))
@@ -56,11 +56,11 @@ def test_every_method_keeps_budget_and_range(tmp_path, portraits, tiny_profile, 
 
 def test_objective_moves_the_right_way(tmp_path, portraits, tiny_profile):
     [r] = run_protect(_cfg(tmp_path, [portraits / "p20.png"], None, method="photoguard-encoder", steps=8))
-    pull = [h["latent_pull"] for h in r.sidecar["losses"]]
+    pull = [h["latent_pull"] for h in r.sidecar.losses]
     assert pull[-1] < pull[0]
     [r] = run_protect(_cfg(tmp_path / "d", [portraits / "p20.png"], None, method="rgb-pgd", steps=8,
                            timesteps=(500,)))
-    diffusion = [h["diffusion"] for h in r.sidecar["losses"]]
+    diffusion = [h["diffusion"] for h in r.sidecar.losses]
     assert diffusion[-1] > diffusion[0]
 
 
@@ -89,7 +89,7 @@ def test_large_photo_is_optimised_small_and_returned_full_size(tmp_path, portrai
     cfg = _cfg(tmp_path, [tmp_path / "big.png"], tiny_profile, work_max_side=64)
     [r] = run_protect(cfg)
     assert Image.open(tmp_path / "out" / "big.png").size == (300, 200)
-    assert r.sidecar["psnr"] > 20
+    assert r.sidecar.psnr > 20
 
 
 def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
@@ -213,7 +213,7 @@ def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
                                     profile=str(profile), out=str(tmp_path / "o"), steps=12, reference_steps=5,
                                     losses=("irc", "diffusion"), timesteps=(500,)))
     assert r.status == "done", r.detail
-    irc = [h["irc"] for h in r.sidecar["losses"]]
-    diffusion = [h["diffusion"] for h in r.sidecar["losses"]]
+    irc = [h["irc"] for h in r.sidecar.losses]
+    diffusion = [h["diffusion"] for h in r.sidecar.losses]
     assert np.mean(irc[-3:]) < irc[0]
     assert np.mean(diffusion[-3:]) > diffusion[0]

@@ -40,7 +40,7 @@ from protect.evaluate.metrics import (
 )
 from protect.methods import METHODS
 from protect.perceptual import load_lpips
-from protect.run import ProtectConfig
+from protect.config import ProtectConfig
 
 console = Console(stderr=True)
 COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",

@@ -1,0 +1,66 @@
+"""Settings of `anti-i2v protect`, checked on construction (before any model loads).
+
+The defaults are the paper's; the CLI reads them from here, so each is written once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from probe.common import ToolkitError
+from probe.config import check_timesteps
+from protect.methods import LOSS_TERMS, METHODS
+
+SPACES = ("dual", "lab", "dct", "rgb")  # see protect.spaces
+MIN_SIDE = 16  # px: below this a photo carries no face worth protecting, and SSIM has no window
+
+
+@dataclass(frozen=True)
+class ProtectConfig:
+    """Settings of `anti-i2v protect` (defaults: the paper's); recorded in every sidecar."""
+
+    model: str
+    images: tuple[str, ...]
+    profile: str | None
+    out: str
+    method: str = "anti-i2v"
+    steps: int = 200
+    eps: float = 16.0  # in 1/255 units of each space
+    alpha: float = 1.0  # in 1/255 units
+    space: str | None = None  # default: the method's
+    losses: tuple[str, ...] | None = None  # default: the method's
+    target: str | None = None  # IRA / latent-pull target image; default: the built-in pattern
+    ira_untargeted: bool = False
+    frames: int = 4
+    timesteps: tuple[int, ...] | None = None  # default: the profile's
+    seed: int = 0
+    reference_steps: int = 25  # denoising steps of the cached reference video
+    early_exit: bool = True
+    work_max_side: int = 1024
+    device: str = "auto"
+    in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
+    record_paths: bool = False  # sidecars record full input paths (default: file names only)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ToolkitError(f"--method {self.method}: unknown; choose from {', '.join(METHODS)}")
+        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and 0 < self.eps <= 255):
+            raise ToolkitError(f"--eps {self.eps:g}: the budget must be in (0, 255] (1/255 units); the paper uses 16")
+        if self.steps < 1:
+            raise ToolkitError(f"--steps {self.steps}: at least 1 optimisation step (the paper uses 200)")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ToolkitError(f"--alpha {self.alpha:g}: the step size must be above 0 (1/255 units)")
+        if self.space is not None and self.space not in SPACES:
+            raise ToolkitError(f"--space {self.space}: unknown; choose from {', '.join(SPACES)}")
+        if self.losses is not None:
+            unknown = [x for x in self.losses if x not in LOSS_TERMS]
+            if unknown or not self.losses:
+                raise ToolkitError(f"--losses {','.join(self.losses)}: unknown term {unknown[:1]}; "
+                                   f"choose from {', '.join(LOSS_TERMS)}")
+        if self.frames < 1:
+            raise ToolkitError(f"--frames {self.frames}: the losses need at least 1 video frame (the paper uses 4)")
+        if self.timesteps is not None:
+            check_timesteps(self.timesteps)
+        if self.reference_steps < 1 or self.work_max_side < MIN_SIDE:
+            raise ToolkitError("reference_steps must be >= 1 and work_max_side >= 16")
