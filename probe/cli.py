@@ -8,18 +8,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from probe.common import ToolkitError, cli_command
+from probe.common import ToolkitError, cli_command, parse_ints
+from probe.config import MODEL_DTYPES, STORAGE_DTYPES
+from probe.config import ProbeConfig as P
 
 console = Console(stderr=True)
+
+
+def _csv(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
 world_app = typer.Typer(help="The mini world: render portraits, train and describe the mini models.",
                         no_args_is_help=True)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
 def models() -> None:
@@ -46,29 +45,31 @@ def probe(
     model: str = typer.Argument(..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"),
     images: list[Path] = typer.Argument(..., help="image files or folders"),
     out: Path = typer.Option(..., "--out", help="zarr store to write (resumed if it exists)"),
-    timesteps: str = typer.Option("100,500,900", help="timesteps on the 0..1000 scale"),
-    seeds: str = typer.Option("0", help="noise seeds"),
+    timesteps: str = typer.Option(_csv(P.timesteps), help="timesteps on the 0..1000 scale"),
+    seeds: str = typer.Option(_csv(P.seeds), help="noise seeds"),
     frames: int = typer.Option(None, help="latent frames to keep (evenly spaced); default all"),
     video_frames: int = typer.Option(None, help="video frames the model runs at; default its own"),
-    pool: int = typer.Option(1, help="spatial average pooling factor"),
-    dtype: str = typer.Option("float16", help="storage dtype: float16 or float32"),
-    batch_size: int = typer.Option(1, help="images per denoiser call"),
+    pool: int = typer.Option(P.pool, help="spatial average pooling factor"),
+    dtype: str = typer.Option(P.dtype, help=f"storage dtype: {' or '.join(STORAGE_DTYPES)}"),
+    batch_size: int = typer.Option(P.batch_size, help="images per denoiser call"),
     family: str = typer.Option(None, help="override the family detected from model_index.json"),
-    model_dtype: str = typer.Option("float32", help="weights dtype: float32, bfloat16, float16"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    model_dtype: str = typer.Option(P.model_dtype, help=f"weights dtype: {', '.join(MODEL_DTYPES)}"),
+    repair: bool = typer.Option(False, "--repair", help="re-write completed cells whose chunks are missing or "
+                                "damaged (read every chunk first)"),
+    device: str = typer.Option(P.device, help="auto, cpu or cuda"),
 ) -> None:
     """Capture every block of a video denoiser into a zarr store."""
-    from probe.run import ProbeConfig, run_probe, summary_table
+    from probe.run import run_probe, summary_table
 
-    if dtype not in ("float16", "float32"):
-        raise typer.BadParameter("--dtype must be float16 or float32 (zarr has no bfloat16)")
-    cfg = ProbeConfig(
-        model=model, images=tuple(map(str, images)), out=str(out), timesteps=_ints(timesteps),
-        seeds=_ints(seeds), frames=frames, video_frames=video_frames, pool=pool, dtype=dtype,
-        batch_size=batch_size, family=family, model_dtype=model_dtype, device=device,
+    cfg = P(
+        model=model, images=tuple(map(str, images)), out=str(out), timesteps=parse_ints(timesteps, "--timesteps"),
+        seeds=parse_ints(seeds, "--seeds"), frames=frames, video_frames=video_frames, pool=pool, dtype=dtype,
+        batch_size=batch_size, family=family, model_dtype=model_dtype, device=device, repair=repair,
     )
     result = run_probe(cfg)
     Console().print(summary_table(result))
+    if result.repaired:
+        console.print(f"repaired {len(result.repaired)} damaged cell(s)")
     for path, why in result.skipped:
         console.print(f"[yellow]skipped[/] {path}: {why}")
 
@@ -85,9 +86,17 @@ def generate(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Generate a video from one photo with the model's own pipeline."""
+    if steps < 1:
+        raise ToolkitError(f"--steps {steps}: at least 1 denoising step (25 is a good start)")
+    if frames is not None and frames < 1:
+        raise ToolkitError(f"--frames {frames}: at least 1 video frame (leave it out for the model's own)")
+    if out.suffix.lower() not in (".gif", ".mp4"):
+        raise ToolkitError(f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4")
+    from probe.images import load_photo
+
+    load_photo(image)  # readable, or one line before the model loads
     from probe.backbones import load_backbone
     from probe.common import pick_device
-    from probe.images import load_photo
     from probe.video import write_strip, write_video
 
     backbone = load_backbone(model, family, "float32", pick_device(device))
@@ -108,7 +117,16 @@ def world_render(
     photos: Path = typer.Option(None, help="also copy each first frame here as <sample>.png"),
 ) -> None:
     """Render portrait videos with part masks and identity.json."""
+    from probe.common import check_writable_dir
     from probe.world.render import render_dataset
+
+    if count < 1 or frames < 1:
+        raise ToolkitError(f"--count {count} --frames {frames}: render at least 1 portrait of at least 1 frame")
+    if split not in ("heldout", "train"):
+        raise ToolkitError(f"--split {split}: choose heldout or train")
+    check_writable_dir(out)
+    if photos is not None:
+        check_writable_dir(photos, "--photos")
 
     paths = render_dataset(out, count, seed, split, frames, photos)
     console.print(f"rendered {len(paths)} {split} portraits into {out}")

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from probe.common import cli_command, parse_ints
 from protect.config import SPACES
+from protect.config import EvaluateConfig as E
 from protect.config import ProtectConfig as D
 from protect.methods import LOSS_TERMS, METHODS
 
@@ -67,22 +68,21 @@ def evaluate(
     clean: Path = typer.Option(..., help="folder of clean photos"),
     protected: list[Path] = typer.Option(..., help="folder(s) of protected photos, one per method"),
     out: Path = typer.Option(..., "--out", help="report folder: results.csv, summary.json, index.html"),
-    seeds: int = typer.Option(1, help="generation seeds per photo"),
-    distortions: str = typer.Option("jpeg90,jpeg75,jpeg50,blur,noise,resize50,platform,vae",
+    seeds: int = typer.Option(E.seeds, help="generation seeds per photo"),
+    distortions: str = typer.Option(",".join(E.distortions),
                                     help="distortions of the protected photo ('' for none); vae: the eval "
                                     "model's own VAE encode-decode"),
     models: str = typer.Option("", help="more eval models, comma-separated (transfer; undistorted cloaks)"),
     identity: str = typer.Option(None, help="identity encoder: a folder in the mini encoder's format, or "
                                  "facenet:PATH.safetensors for FaceNet (default: the mini identity encoder)"),
     reference: str = typer.Option(None, help="vision encoder (DINO/CLIP; hub id or folder) for ref similarity"),
-    steps: int = typer.Option(25, help="denoising steps per video"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    steps: int = typer.Option(E.steps, help="denoising steps per video"),
+    device: str = typer.Option(E.device, help="auto, cpu or cuda"),
 ) -> None:
     """Measure how well cloaks protect: identity, fidelity, coherence, imperceptibility, robustness."""
-    from protect.evaluate.run import EvaluateConfig
     from protect.evaluate.run import evaluate as run
 
-    cfg = EvaluateConfig(
+    cfg = E(
         model=model, clean=str(clean), protected=tuple(map(str, protected)), out=str(out), seeds=seeds,
         distortions=tuple(d for d in distortions.split(",") if d), models=tuple(m for m in models.split(",") if m),
         identity=identity, reference=reference, steps=steps, device=device,

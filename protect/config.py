@@ -6,6 +6,7 @@ The defaults are the paper's; the CLI reads them from here, so each is written o
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from probe.common import ToolkitError
@@ -13,6 +14,8 @@ from probe.config import check_timesteps
 from protect.methods import LOSS_TERMS, METHODS
 
 SPACES = ("dual", "lab", "dct", "rgb")  # see protect.spaces
+# What a cloak meets on its way to an attacker (see protect.evaluate.distortions).
+DISTORTIONS = ("jpeg90", "jpeg75", "jpeg50", "blur", "noise", "resize50", "platform", "vae")
 MIN_SIDE = 16  # px: below this a photo carries no face worth protecting, and SSIM has no window
 
 
@@ -64,3 +67,37 @@ class ProtectConfig:
             check_timesteps(self.timesteps)
         if self.reference_steps < 1 or self.work_max_side < MIN_SIDE:
             raise ToolkitError("reference_steps must be >= 1 and work_max_side >= 16")
+
+
+def is_distortion(name: str) -> bool:
+    """Whether `distort` knows `name` (checked before any video is generated)."""
+    return name in ("none", "vae", "blur", "noise", "platform") or bool(
+        re.fullmatch(r"jpeg(\d+)", name) and 1 <= int(name[4:]) <= 100
+        or re.fullmatch(r"resize(\d+)", name) and 1 <= int(name[6:]) <= 100)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Settings of `anti-i2v evaluate`; written into summary.json."""
+
+    model: str
+    clean: str
+    protected: tuple[str, ...]
+    out: str
+    seeds: int = 1
+    distortions: tuple[str, ...] = DISTORTIONS  # the CLI's default too: API and CLI agree
+    models: tuple[str, ...] = ()
+    identity: str | None = None  # an encoder folder or facenet:PATH (see protect.evaluate.identity)
+    reference: str | None = None  # a transformers vision encoder (DINO, CLIP): hub id or folder
+    steps: int = 25
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [d for d in self.distortions if not is_distortion(d)]
+        if unknown:
+            raise ToolkitError(f"--distortions {','.join(unknown)}: unknown; choose from none, "
+                               f"{', '.join(DISTORTIONS)} (jpegQ and resizeP take any quality or percent)")
+        if self.seeds < 1 or self.steps < 1:
+            raise ToolkitError(f"--seeds {self.seeds} --steps {self.steps}: each must be at least 1")
+        if not self.protected:
+            raise ToolkitError("pass at least one --protected folder")

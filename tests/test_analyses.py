@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from analyses.analyse import AnalysisConfig, analyse_store
 from analyses.choose import ChoiceRule, choose
-from analyses.profile import check_profile, load_profile, save_profile
+from analyses.profile import Profile, load_profile, save_profile
 from analyses.run import analyse
 from analyses.scores import (
     LinearCKA,
@@ -147,11 +147,12 @@ def test_profile_round_trip_and_mismatch_refusal(tmp_path):
                "config_sha256": "a" * 64, "layers": ["transformer_blocks.0", "transformer_blocks.1"], "scores": {},
                "collapse_layers": ["transformer_blocks.0"], "anchor_layers": ["transformer_blocks.1"],
                "timesteps": [500], "rule": {}}
+    profile = Profile.from_json(profile)
     path = save_profile(profile, tmp_path / "p.json")
     assert load_profile(path) == profile
-    check_profile(profile, "tiny:cogvideox", profile["layers"], "a" * 64)  # accepted
+    profile.check_model("tiny:cogvideox", profile.layers, "a" * 64)  # accepted
     with pytest.raises(ToolkitError, match=r"not tiny:wan: config hash .*layers only in the profile: \['transformer"):
-        check_profile(profile, "tiny:wan", ["blocks.0", "blocks.1"], "b" * 64)
+        profile.check_model("tiny:wan", ["blocks.0", "blocks.1"], "b" * 64)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ToolkitError, match="not valid JSON"):
         load_profile(tmp_path / "bad.json")
@@ -168,16 +169,16 @@ def test_synthetic_store_recovers_the_semantic_layer(tmp_path):
         Image.fromarray(m.astype(np.uint8)).save(mdir / f"s{i}.png")
     store = _store(tmp_path / "syn.zarr", layers, timesteps=(200, 800))
     profile = analyse(store.path, tmp_path / "p.json", tmp_path / "figures", mdir)
-    assert profile["anchor_layers"][0] == "blocks.2"
-    assert profile["collapse_layers"] == ["blocks.0"]
-    mp = profile["scores"]["mask_probe"]
+    assert profile.anchor_layers[0] == "blocks.2"
+    assert profile.collapse_layers == ["blocks.0"]
+    mp = profile.scores["mask_probe"]
     assert mp["blocks.2"][0] > 0.9 > 0.6 > mp["blocks.0"][0]
-    assert profile["scores"]["cka_first"]["blocks.0"] == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert profile.scores["cka_first"]["blocks.0"] == pytest.approx([1.0, 1.0], abs=1e-6)
     for f in ("pca_grid.png", "scores.png", "mask_overlays.png"):
         assert (tmp_path / "figures" / f).stat().st_size > 1000
     assert "blocks.2" in (tmp_path / "index.html").read_text()
     again = analyse(store.path, tmp_path / "p2.json", None, mdir)
-    assert json.loads((tmp_path / "p.json").read_text())["scores"] == again["scores"]  # same input, same profile
+    assert json.loads((tmp_path / "p.json").read_text())["scores"] == again.scores  # same input, same profile
 
 
 def test_analysis_streams_with_bounded_memory(tmp_path):
@@ -210,9 +211,9 @@ def test_cli_adapt_end_to_end_on_tiny_model(tmp_path, portraits):
                                    "--timesteps", "300,700"])
     assert res.exit_code == 0, res.output
     profile = load_profile(tmp_path / "a" / "profile.json")
-    assert profile["layers"] == ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"]
-    assert set(profile["anchor_layers"]) <= set(profile["layers"]) and profile["collapse_layers"]
-    assert {"spatial_coherence", "cka_first", "cka_last", "temporal_stability"} <= set(profile["scores"])
+    assert profile.layers == ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"]
+    assert set(profile.anchor_layers) <= set(profile.layers) and profile.collapse_layers
+    assert {"spatial_coherence", "cka_first", "cka_last", "temporal_stability"} <= set(profile.scores)
     assert (tmp_path / "a" / "index.html").exists() and (tmp_path / "a" / "figures" / "pca_grid.png").exists()
     res = CliRunner().invoke(app, ["analyse", str(tmp_path / "a" / "activations.zarr"), "--out",
                                    str(tmp_path / "p.json"), "--reference", str(tmp_path / "no-such-encoder")])
@@ -228,5 +229,5 @@ def test_reference_encoder_from_a_local_folder(tmp_path, portraits):
     res = CliRunner().invoke(app, ["adapt", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "a"),
                                    "--timesteps", "500", "--reference", str(tmp_path / "dino")])
     assert res.exit_code == 0, res.output
-    ref = load_profile(tmp_path / "a" / "profile.json")["scores"]["reference_cka"]
+    ref = load_profile(tmp_path / "a" / "profile.json").scores["reference_cka"]
     assert all(0 <= v[0] <= 1 for v in ref.values())

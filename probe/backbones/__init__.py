@@ -19,7 +19,7 @@ from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
 from probe.backbones.base import Backbone, Conditioning
 from probe.common import MINI_MODELS, ToolkitError
 
-__all__ = ["Backbone", "Conditioning", "FAMILIES", "BUILTINS", "load_backbone", "family_of"]
+__all__ = ["Backbone", "Conditioning", "FAMILIES", "BUILTINS", "load_backbone", "family_of", "resolve_model"]
 
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # saved text conditioning beside a pipeline folder
 
@@ -112,7 +112,14 @@ def _hub_folder(model: str) -> Path:
         ) from None
 
 
-def _resolve(model: str) -> Path:
+def resolve_model(model: str) -> Path | None:
+    """Where MODEL's pipeline lives (None for `tiny:*`), or one line saying why there is none.
+
+    Cheap for built-in names and local folders, so commands call it before any model work.
+    """
+    if model.startswith("tiny:"):
+        _check_family(model.split(":", 1)[1])
+        return None
     name = "mini-cogvideox" if model == "mini" else model
     if name in MINI_MODELS:
         folder = MINI_MODELS[name]
@@ -138,6 +145,18 @@ def _resolve(model: str) -> Path:
     )
 
 
+def read_model_index(folder: Path) -> dict[str, Any]:
+    """A pipeline folder's `model_index.json`, or one line saying it is damaged."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ToolkitError(f"{folder / 'model_index.json'} cannot be read ({type(exc).__name__}: "
+                           f"{str(exc)[:80]}); restore the folder from its source (`save_pretrained` writes it)") from None
+    if not isinstance(index, dict):
+        raise ToolkitError(f"{folder / 'model_index.json'} is not a JSON object; restore it from the model's source")
+    return index
+
+
 def load_backbone(
     model: str,
     family: str | None = None,
@@ -155,8 +174,8 @@ def load_backbone(
         size, frames = TINY_SIZES[fam]
         return FAMILIES[fam](pipe, model, resolution=size, frames=frames)
 
-    folder = _resolve(model)
-    index = json.loads((folder / "model_index.json").read_text())
+    folder = resolve_model(model)
+    index = read_model_index(folder)
     fam = _check_family(family) if family else family_of(index)
     adapter = FAMILIES[fam]
     # Text encoders are never loaded: text conditioning comes from saved embeddings.

@@ -18,8 +18,7 @@ from PIL import Image, ImageFilter
 
 from probe.backbones import Backbone
 from probe.common import to_uint8
-
-DEFAULT = ("jpeg90", "jpeg75", "jpeg50", "blur", "noise", "resize50", "platform", "vae")
+from protect.config import DISTORTIONS as DEFAULT
 
 
 def _pil(image: torch.Tensor) -> Image.Image:

@@ -22,10 +22,11 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
 from analyses.reference import VisionEncoder, load_vision_encoder
-from probe.backbones import Backbone, load_backbone
-from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device, to_uint8
+from probe.backbones import Backbone, load_backbone, resolve_model
+from probe.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir, pick_device, to_uint8
 from probe.images import gather_images, load_photo
 from probe.video import strip
+from protect.config import EvaluateConfig, ProtectConfig
 from protect.evaluate.distortions import distort
 from protect.evaluate.identity import load_identity
 from protect.evaluate.metrics import (
@@ -40,7 +41,6 @@ from protect.evaluate.metrics import (
 )
 from protect.methods import METHODS
 from protect.perceptual import load_lpips
-from protect.config import ProtectConfig
 
 console = Console(stderr=True)
 COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
@@ -49,23 +49,6 @@ COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "is
 DEFAULT_EPS = ProtectConfig.eps
 # Measures whose model may be absent (no weights offline): NaN in the CSV, null in the summary.
 OPTIONAL = ("cloak_lpips", "ref_clean", "ref_protected")
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Settings of `anti-i2v evaluate`; written into summary.json."""
-
-    model: str
-    clean: str
-    protected: tuple[str, ...]
-    out: str
-    seeds: int = 1
-    distortions: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    identity: str | None = None  # an encoder folder or facenet:PATH (see protect.evaluate.identity)
-    reference: str | None = None  # a transformers vision encoder (DINO, CLIP): hub id or folder
-    steps: int = 25
-    device: str = "auto"
 
 
 def _method_of(folder: Path) -> tuple[str, str]:
@@ -108,6 +91,9 @@ def _sha(t: torch.Tensor) -> str:
 def evaluate(cfg: EvaluateConfig) -> Path:
     """Run the evaluation; writes results.csv, summary.json, index.html and strips into `out`."""
     out = Path(cfg.out)
+    check_writable_dir(out)
+    for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour of videos
+        resolve_model(model)
     out.mkdir(parents=True, exist_ok=True)
     encoder = load_identity(cfg.identity)
     extra = Extras(load_vision_encoder(cfg.reference, "reference similarity") if cfg.reference else None,
@@ -126,6 +112,10 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     if not names:
         raise ToolkitError(f"no photo of {cfg.clean} has a protected version in {', '.join(cfg.protected)} "
                            "(photos are matched by file name)")
+    unmatched = sum(len(set(files) - set(clean)) for files in methods.values())
+    if unmatched:
+        console.print(f"[yellow]note:[/] {unmatched} cloak(s) have no clean photo of the same name in "
+                      f"{cfg.clean} and are left out")
     distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
     rows: list[dict] = []
     strips: dict[str, np.ndarray] = {}
