@@ -62,8 +62,8 @@ def plan_jobs(inputs: list[Path], out: Path, in_place: bool = False) -> list[Job
     """The photos to cloak and their output names; refuses unsafe or ambiguous requests.
 
     Raises:
-        ToolkitError: `out` would overwrite inputs (without `in_place`), two inputs share a
-            cloak name, or no input is left once the toolkit's own outputs are set aside.
+        ToolkitError: `out` would overwrite inputs (without `in_place`), or two inputs share a
+            cloak name.
     """
     out_r = out.resolve()
     folders = [p.resolve() for p in inputs if p.is_dir()]
@@ -94,10 +94,7 @@ def plan_jobs(inputs: list[Path], out: Path, in_place: bool = False) -> list[Job
         if in_place and not is_kept and _inside(out_r, p.resolve().parent):
             move = p.with_name(f"{p.stem}{ORIGINAL}{p.suffix}")
         jobs.append(Job(source=p, name=name, keep_original_as=move))
-    if not files and not kept:
-        raise ToolkitError(f"no photos to cloak in {', '.join(map(str, inputs))}: every image there is a cloak "
-                           "or another output of this toolkit")
-    return jobs
+    return jobs  # empty when every image is already a cloak or another output of this toolkit
 
 
 @contextlib.contextmanager

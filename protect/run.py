@@ -277,7 +277,7 @@ def _loss_curve(history: list[dict], path: Path) -> None:
         fig.savefig(tmp, dpi=90, metadata={"Software": None})
 
 
-def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone]:
+def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone | None]:
     """Everything checkable before cloaking: inputs, outputs, profile, target; then the model.
 
     Raises:
@@ -289,6 +289,8 @@ def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone]:
     run = Run.resolve(cfg, profile)
     if cfg.target:
         load_photo(Path(cfg.target))  # readable, or one line now
+    if not jobs:
+        return run, jobs, None
     backbone = load_backbone(cfg.model, None, "float32", pick_device(cfg.device))
     if profile is not None:
         profile.check_model(backbone.name, backbone.block_names(), backbone.config_sha256())
@@ -298,6 +300,10 @@ def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone]:
 def run_protect(cfg: ProtectConfig, on_result: Callable[[PhotoResult], None] | None = None) -> list[PhotoResult]:
     """Cloak every photo; a failing photo is reported (through `on_result`, as it finishes) and the others go on."""
     run, jobs, backbone = prepare_run(cfg)
+    if not jobs:
+        console.print(f"nothing to cloak in {', '.join(cfg.images)}: every image there is a cloak or another "
+                      "output of this toolkit")
+        return []
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     target = load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side) if cfg.target else None
