@@ -8,7 +8,7 @@ DEMO ?= out/demo
 REPORT ?= artifacts/reports/mini-world
 N ?= 32
 
-.PHONY: test demo report lint bench clean-venv
+.PHONY: test test-fast demo report lint format bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps 'facenet-pytorch==2.6.0'
 	touch $(STAMP)
 
+# Everything: unit tests, the slow end-to-end, training and memory tests (about 2 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The unit tier: everything not marked slow (under 30 s on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # The main job on the mini world, offline: render held-out portraits -> generate -> adapt
 # (probe + analyse) -> protect (Anti-I2V and two baselines on mini-cogvideox, Anti-I2V on mini-svd)
@@ -61,6 +66,10 @@ report: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check probe analyses protect tests bench anti_i2v_cli.py
+	$(BIN)/ruff format --check probe analyses protect tests bench anti_i2v_cli.py
+
+format: $(STAMP)
+	$(BIN)/ruff format probe analyses protect tests bench anti_i2v_cli.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/probe_overhead.py

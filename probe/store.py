@@ -26,6 +26,9 @@ from probe.common import ToolkitError
 
 SCHEMA = "anti-i2v.activations/1"
 DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
+# zarr skips chunks equal to the fill value; a cell of zeros must still exist as an object, or it
+# could not be told apart from a lost one (`ActivationStore.read_cell`).
+WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
 COMPLETED = "completed"  # not a block name: block names always contain a dot or end in "_block"
 # Attributes that must match for a store to be resumed rather than refused.
 IDENTITY_KEYS = ("schema", "model", "family", "config_sha256", "layers", "timesteps", "seeds", "samples",
@@ -151,14 +154,14 @@ def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
 def ensure_layer(store: ActivationStore, layer: str, cell_shape: tuple[int, ...], dtype: str) -> zarr.Array:
     """The array of `layer`, created on first use with one chunk per (timestep, sample)."""
     if layer in store.group:
-        arr = store.group[layer]
+        arr = store.group[layer].with_config(WRITE_EVERY_CHUNK)
         if tuple(arr.shape[2:]) != tuple(cell_shape):
             raise ToolkitError(f"layer {layer} in {store.path} has cells {arr.shape[2:]}, this run gives {cell_shape}")
         return arr
     t, s = len(store.attrs["timesteps"]), len(store.attrs["samples"])
     return store.group.create_array(
         layer, shape=(t, s, *cell_shape), chunks=(1, 1, *cell_shape), dtype=dtype, fill_value=0,
-        compressors=_codec(), dimension_names=DIMENSIONS,
+        compressors=_codec(), dimension_names=DIMENSIONS, config=WRITE_EVERY_CHUNK,
     )
 
 

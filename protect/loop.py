@@ -43,7 +43,7 @@ def perturb_iterative(
 ) -> LoopResult:
     """Maximise `objective(space.apply(image, params))` by projected sign-gradient steps."""
     image = image.detach()
-    params = {k: v.detach().clone() for k, v in (params or space.init(image, torch.Generator())).items()}
+    params = {k: v.detach().clone() for k, v in (params or space.init(image)).items()}
     history: list[dict[str, float]] = []
     for step in range(steps):
         for v in params.values():

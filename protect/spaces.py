@@ -92,7 +92,7 @@ class Space:
     eps: float = 16 / 255
     cutoff: float = 0.25  # DCT low-pass cutoff (dct and dual)
 
-    def init(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def init(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Zero-initialised parameters (random start: see `random_init`)."""
         b, _, h, w = image.shape
         params = {}
@@ -109,7 +109,7 @@ class Space:
     def random_init(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Uniform noise in [-eps, eps] for every parameter (the random-noise baseline)."""
         return {k: ((torch.rand(v.shape, generator=generator) * 2 - 1) * self.eps).to(v)
-                for k, v in self.init(image, generator).items()}
+                for k, v in self.init(image).items()}
 
     def apply(self, image: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The perturbed image in [0, 1]."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -36,11 +35,6 @@ def portraits(tmp_path_factory) -> Path:
         rgb, _ = render_video(sample_identity(s), sample_motion(s), frames=1)
         Image.fromarray(rgb[0]).save(d / f"p{s}.png")
     return d
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(0)
 
 
 ALL_FAMILIES = sorted(FAMILIES)

@@ -181,6 +181,7 @@ def test_synthetic_store_recovers_the_semantic_layer(tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["scores"] == again.scores  # same input, same profile
 
 
+@pytest.mark.slow
 def test_analysis_streams_with_bounded_memory(tmp_path):
     """A store many times larger than the analysis's peak allocation."""
     masks = _blob_masks(16, 16, 16)
@@ -206,6 +207,7 @@ def test_incomplete_store_is_refused(tmp_path):
         analyse_store(store)
 
 
+@pytest.mark.slow
 def test_cli_adapt_end_to_end_on_tiny_model(tmp_path, portraits):
     res = CliRunner().invoke(app, ["adapt", "tiny:svd", str(portraits), "--out", str(tmp_path / "a"),
                                    "--timesteps", "300,700"])
@@ -221,6 +223,7 @@ def test_cli_adapt_end_to_end_on_tiny_model(tmp_path, portraits):
     assert "reference_cka skipped" in res.output
 
 
+@pytest.mark.slow
 def test_reference_encoder_from_a_local_folder(tmp_path, portraits):
     from transformers import Dinov2Config, Dinov2Model
 

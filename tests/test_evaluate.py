@@ -86,6 +86,7 @@ def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(fam
     assert not torch.equal(out, big)
 
 
+@pytest.mark.slow
 def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     from transformers import Dinov2Config, Dinov2Model
 
@@ -189,6 +190,7 @@ def test_facenet_refuses_pickles_missing_files_and_other_weights(tmp_path, facen
         load_identity(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_evaluate_with_facenet_scores_ism_with_it(tmp_path, portraits, facenet_weights):
     from safetensors.torch import load_file
 

@@ -92,6 +92,7 @@ def test_large_photo_is_optimised_small_and_returned_full_size(tmp_path, portrai
     assert r.sidecar.psnr > 20
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
     cfg = _cfg(tmp_path, [portraits], tiny_profile)
     first = run_protect(cfg)
@@ -204,6 +205,7 @@ def test_method_needing_a_profile_says_so(tmp_path, portraits):
     _ = load_backbone  # imported for the fixture's side effects
 
 
+@pytest.mark.slow
 def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
     """On the trained mini model with its shipped profile, IRC falls and the diffusion loss rises."""
     from probe.common import ARTIFACTS

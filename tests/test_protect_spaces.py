@@ -53,7 +53,7 @@ def test_exceptions():
     with pytest.raises(ValueError, match="2 channels"):
         apply_lab(torch.rand(3, 4, 4), torch.zeros(3, 4, 4))
     with pytest.raises(ValueError, match="unknown space"):
-        Space("hsv").init(torch.rand(1, 3, 4, 4), torch.Generator())
+        Space("hsv").init(torch.rand(1, 3, 4, 4))
 
 
 def test_gradcheck():
@@ -75,7 +75,7 @@ def test_lowpass_mask_keeps_low_frequencies():
 def test_projection_keeps_budget_and_image_range(name):
     space = Space(name, eps=4 / 255)
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    params = {k: torch.randn(v.shape) for k, v in space.init(x, torch.Generator()).items()}
+    params = {k: torch.randn(v.shape) for k, v in space.init(x).items()}
     projected = space.project(params)
     assert all(v.abs().max() <= space.eps + 1e-7 for v in projected.values())
     adv = space.apply(x, projected)

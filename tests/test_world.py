@@ -143,6 +143,7 @@ def test_generate_every_tiny_family(tmp_path, backbones):
         assert video.ndim == 4 and video.shape[1] == 3 and tuple(video.shape[2:]) == bb.resolution, family
 
 
+@pytest.mark.slow
 def test_training_smoke(tmp_path):
     res = CliRunner().invoke(app, ["world", "train", "--out", str(tmp_path), "--quick", "--device", "cpu"])
     assert res.exit_code == 0, res.output

@@ -1,0 +1,148 @@
+"""Unit tests of the pieces under the stages: the attack loop, the cell writer, summaries, safe writes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from probe.common import ToolkitError, atomic_write, to_uint8
+from probe.store import SCHEMA, CellWriter, create_or_resume
+from protect.config import EvaluateConfig
+from protect.evaluate.run import paired_differences, summarise
+from protect.loop import DivergedError, perturb_iterative
+from protect.spaces import Space
+
+# --- the attack loop on a toy quadratic objective -----------------------------------------------
+
+
+def _toward(target: torch.Tensor):
+    """Objective maximised at `target`: -(x - target)^2 summed."""
+
+    def objective(x: torch.Tensor):
+        value = -((x - target) ** 2).sum()
+        return value, {"distance": float(-value)}
+
+    return objective
+
+
+def test_one_step_is_alpha_times_the_gradient_sign():
+    image = torch.full((1, 3, 4, 4), 0.5)
+    target = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    result = perturb_iterative(image, _toward(target), Space("rgb", eps=0.1), steps=1, alpha=0.01)
+    torch.testing.assert_close(result.params["rgb"], 0.01 * torch.sign(target - image))
+
+
+def test_loop_reaches_the_target_inside_the_budget_and_stops_at_its_edge():
+    image = torch.full((1, 3, 4, 4), 0.5)
+    target = image + torch.linspace(-0.3, 0.3, 48).view(1, 3, 4, 4)
+    eps = 0.1
+    result = perturb_iterative(image, _toward(target), Space("rgb", eps=eps), steps=40, alpha=0.01)
+    change = result.adv - image
+    assert change.abs().max() <= eps + 1e-6  # projected every step
+    inside = (target - image).abs() < eps - 0.02
+    torch.testing.assert_close(change[inside], (target - image)[inside], atol=0.011, rtol=0)  # within one step
+    outside = (target - image).abs() > eps
+    torch.testing.assert_close(change[outside].abs(), torch.full_like(change[outside], eps))
+    assert [h["step"] for h in result.history] == list(range(40))
+    assert result.history[-1]["distance"] < result.history[0]["distance"]
+    assert image.eq(0.5).all()  # the input is never modified
+
+
+def test_loop_keeps_the_image_in_range():
+    image = torch.ones(1, 3, 4, 4) * 0.98
+    result = perturb_iterative(image, _toward(torch.full_like(image, 2.0)), Space("rgb", eps=0.2), 5, 0.05)
+    assert result.adv.max() <= 1.0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 1e9])
+def test_loop_abandons_a_diverging_objective(bad):
+    def objective(x):
+        return x.sum() * 0 + bad, {}
+
+    with pytest.raises(DivergedError, match="objective became"):
+        perturb_iterative(torch.zeros(1, 3, 2, 2), objective, Space("rgb"), 3, 0.01)
+
+
+# --- CellWriter -----------------------------------------------------------------------------------
+
+
+def _attrs(n_t: int, n_s: int) -> dict:
+    return {"schema": SCHEMA, "model": "m", "family": "cogvideox", "config_sha256": "x", "layers": ["a.0", "b.1"],
+            "timesteps": list(range(0, 100 * n_t, 100)), "seeds": [0], "frames": None, "pool": 1, "dtype": "float32",
+            "samples": [{"name": f"s{i}"} for i in range(n_s)]}
+
+
+def test_cell_writer_writes_every_layer_then_marks_the_cell(tmp_path):
+    store = create_or_resume(tmp_path / "s.zarr", _attrs(2, 3))
+    cells = {(t, s): {n: np.full((1, 2, 2, 4), 10 * t + s + k, np.float32) for k, n in enumerate(["a.0", "b.1"])}
+             for t in range(2) for s in range(3)}
+    with CellWriter(store, "float32", depth=2) as writer:
+        for (t, s), cell in cells.items():
+            if (t, s) != (1, 2):  # one cell left unwritten
+                writer.put(t, s, cell)
+    done = store.completed()
+    assert done.sum() == 5 and not done[1, 2]
+    for (t, s), cell in cells.items():
+        if (t, s) != (1, 2):
+            for name, value in cell.items():
+                np.testing.assert_array_equal(store.read_cell(name, t, s), value)
+    with pytest.raises(ToolkitError, match="chunk is missing"):
+        store.read_cell("a.0", 1, 2)
+
+
+def test_cell_writer_reraises_a_write_error_and_leaves_the_cell_undone(tmp_path, monkeypatch):
+    store = create_or_resume(tmp_path / "s.zarr", _attrs(1, 1))
+    writer = CellWriter(store, "float32")
+    monkeypatch.setattr(writer, "_write", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    writer.put(0, 0, {"a.0": np.zeros((1, 2, 2, 4), np.float32)})
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    assert not store.completed()[0, 0]
+
+
+# --- summary and paired differences ---------------------------------------------------------------
+
+
+def _row(photo: str, method: str, ism: float, psnr: float = 30.0, dist: str = "none") -> dict:
+    return {"photo": photo, "method": method, "distortion": dist, "eval_model": "m", "seed": 0, "ism_clean": 0.8,
+            "ism_protected": ism, "psnr_video": psnr, "ssim_video": 0.9, "temporal": 0.9, "cloak_psnr": 35.0,
+            "cloak_ssim": 0.95, "cloak_delta_e": 2.0, "cloak_ism": 0.9, "cloak_lpips": math.nan,
+            "ref_clean": math.nan, "ref_protected": math.nan}
+
+
+def test_summary_means_and_paired_differences_have_known_values():
+    rows = [_row(p, "a", ism) for p, ism in (("x", 0.4), ("y", 0.6))]
+    rows += [_row(p, "b", ism) for p, ism in (("x", 0.6), ("y", 0.7))]
+    rows += [_row("x", "a", 0.8, dist="jpeg75"), _row("y", "a", 0.8, dist="jpeg75")]
+    summary = summarise(rows, EvaluateConfig(model="m", clean="c", protected=("p",), out="o"))
+    by = {(e["method"], e["distortion"]): e for e in summary["table"]}
+    assert by["a", "none"]["ism_drop"] == pytest.approx(((0.8 - 0.4) / 0.8 + (0.8 - 0.6) / 0.8) / 2)
+    assert by["a", "none"]["n"] == 2 and by["a", "none"]["cloak_lpips"] is None  # no LPIPS model: null
+    assert by["a", "jpeg75"]["ism_drop_surviving"] == pytest.approx(0.0)  # the distortion undid it all
+    [pair] = paired_differences(rows)
+    assert (pair["a"], pair["b"], pair["n"]) == ("a", "b", 2)
+    assert pair["ism_drop_diff"] == pytest.approx(((0.6 - 0.4) + (0.7 - 0.6)) / 0.8 / 2)
+    lo, hi = pair["ism_drop_diff_ci95"]
+    assert lo <= pair["ism_drop_diff"] <= hi
+
+
+# --- shared helpers -------------------------------------------------------------------------------
+
+
+def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(path) as f:
+        f.write("new, half")
+        raise RuntimeError("interrupted")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_to_uint8_rounds_and_moves_channels_last():
+    x = torch.tensor([0.0, 0.5 / 255, 0.51 / 255, 1.2]).view(1, 1, 4).expand(3, 1, 4)
+    out = to_uint8(x)
+    assert out.shape == (1, 4, 3) and out.dtype == np.uint8
+    assert out[0, :, 0].tolist() == [0, 0, 1, 255]
