@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -96,11 +97,13 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     for method, model in (("random-noise", "tiny:cogvideox"), ("photoguard-encoder", "tiny:ltx")):
         run_protect(ProtectConfig(model=model, images=(str(portraits),), profile=None,
                                   out=str(tmp_path / method), method=method, steps=2))
+    shutil.copy(tmp_path / "random-noise" / "p10.png", tmp_path / "random-noise" / "stray.png")  # no clean photo
     res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
                                    str(tmp_path / "random-noise"), "--protected", str(tmp_path / "photoguard-encoder"),
                                    "--out", str(tmp_path / "report"), "--distortions", "jpeg75,vae",
                                    "--models", "tiny:ltx", "--steps", "2", "--reference", str(tmp_path / "dino")])
     assert res.exit_code == 0, res.output
+    assert "1 cloak(s) have no clean photo of the same name" in res.output.replace("\n", " ")
     with open(tmp_path / "report" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     keys = {(r["photo"], r["method"], r["made_on"], r["distortion"], r["eval_model"]) for r in rows}
@@ -208,6 +211,7 @@ def test_evaluate_with_facenet_scores_ism_with_it(tmp_path, portraits, facenet_w
                                    str(tmp_path / "noise-lab"), "--out", str(tmp_path / "report"), "--distortions", "",
                                    "--steps", "2", "--identity", f"facenet:{facenet_weights[0]}"])
     assert res.exit_code == 0, res.output
+    assert "1 cloak(s) have no clean photo of the same name" in res.output.replace("\n", " ")
     with open(tmp_path / "report" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == {"clean", "random-noise", "random-noise (eps 8/255)", "random-noise (lab)"}
