@@ -38,7 +38,9 @@ class AnalysisConfig:
     """Settings of the scoring pass; recorded in the profile."""
 
     massive_ratio: float = 8.0  # channels above this x median RMS are clamped
-    max_tokens_per_sample: int = 512  # tokens per sample kept for PCA and the mask probe (seeded subset)
+    max_tokens_per_sample: int = (
+        512  # tokens per sample kept for PCA and the mask probe (seeded subset)
+    )
     max_pca_rows: int = 16384  # at most this many tokens (all samples together) fit the PCA
     pca_samples: int = 2  # samples whose PCA maps are kept for figures
     pca_frames: int = 4  # frames per sample kept for figures
@@ -61,7 +63,11 @@ def load_masks(masks_dir: Path, names: list[str]) -> dict[str, np.ndarray]:
     """Part masks by sample name: `<dir>/<name>/masks/000.png`, `<dir>/<name>/000.png` or `<dir>/<name>.png`."""
     found = {}
     for name in names:
-        for cand in (masks_dir / name / "masks" / "000.png", masks_dir / name / "000.png", masks_dir / f"{name}.png"):
+        for cand in (
+            masks_dir / name / "masks" / "000.png",
+            masks_dir / name / "000.png",
+            masks_dir / f"{name}.png",
+        ):
             if cand.is_file():
                 found[name] = np.asarray(Image.open(cand).convert("L"), dtype=np.int64)
                 break
@@ -80,9 +86,13 @@ def _cell(store: ActivationStore, layer: str, ti: int, s: int, ratio: float) -> 
 def check_store(store: ActivationStore) -> None:
     """Refuse an incomplete store, or one whose completed cells lack a chunk, before any scoring."""
     if not store.is_complete():
-        raise ToolkitError(f"{store.path} is incomplete; re-run the same `anti-i2v probe` command to finish it")
+        raise ToolkitError(
+            f"{store.path} is incomplete; re-run the same `anti-i2v probe` command to finish it"
+        )
     n_t, n_s = store.completed().shape
-    for layer in store.layers:  # one listing per layer; absent chunks are named by has_chunk's caller
+    for (
+        layer
+    ) in store.layers:  # one listing per layer; absent chunks are named by has_chunk's caller
         for t in range(n_t):
             for s in range(n_s):
                 if not store.has_chunk(layer, t, s):
@@ -115,7 +125,9 @@ def analyse_store(
     first, last = layers[0], layers[-1]
     classes = 1 + max(int(m.max()) for m in masks.values()) if masks else 0
     rng = np.random.default_rng(cfg.seed)
-    token_pick: dict[tuple[int, int], np.ndarray] = {}  # (sample, tokens) -> fixed subset, same for all layers
+    token_pick: dict[
+        tuple[int, int], np.ndarray
+    ] = {}  # (sample, tokens) -> fixed subset, same for all layers
 
     scores: dict[str, dict[str, list[float]]] = {}
 
@@ -147,14 +159,19 @@ def analyse_store(
                     for other, acc in ((first, cka_first), (last, cka_last)):
                         y = _cell(store, other, ti, s, cfg.massive_ratio)
                         grid = (min(h, y.shape[1]), min(w, y.shape[2]))
-                        acc.update(to_grid(x, grid).reshape(-1, c), to_grid(y, grid).reshape(-1, y.shape[-1]))
+                        acc.update(
+                            to_grid(x, grid).reshape(-1, c),
+                            to_grid(y, grid).reshape(-1, y.shape[-1]),
+                        )
                     if reference is not None and names[s] in reference:
                         ref = reference[names[s]]  # (h', w', C') patch features of the photo
                         grid = (min(h, ref.shape[0]), min(w, ref.shape[1]))
                         xr = to_grid(x.mean(0, keepdim=True), grid).reshape(-1, c)
                         cka_ref.update(xr, to_grid(ref[None], grid).reshape(-1, ref.shape[-1]))
                     if masks and names[s] in masks:
-                        lab = labels_to_grid(torch.from_numpy(masks[names[s]]), (h, w), classes).numpy()
+                        lab = labels_to_grid(
+                            torch.from_numpy(masks[names[s]]), (h, w), classes
+                        ).numpy()
                         labels = np.broadcast_to(lab, (f, h, w)).reshape(-1)
                         probe_rows.append((s, rows[pick], labels[pick]))
                         analysis.mask_grids.setdefault(names[s], masks[names[s]])
@@ -169,11 +186,15 @@ def analyse_store(
                 fit_rows = np.concatenate(pca_rows)
                 if fit_rows.shape[0] >= 3 and fit_rows.shape[1] >= 3:
                     # Randomized PCA on a bounded, seeded token subset: memory max_pca_rows x C.
-                    pca = PCA(n_components=3, svd_solver="randomized", random_state=cfg.seed).fit(fit_rows)
+                    pca = PCA(n_components=3, svd_solver="randomized", random_state=cfg.seed).fit(
+                        fit_rows
+                    )
                     maps = []
                     for s in range(min(cfg.pca_samples, n)):
                         x = _cell(store, layer, ti, s, cfg.massive_ratio)
-                        keep = np.unique(np.linspace(0, x.shape[0] - 1, min(cfg.pca_frames, x.shape[0])).round())
+                        keep = np.unique(
+                            np.linspace(0, x.shape[0] - 1, min(cfg.pca_frames, x.shape[0])).round()
+                        )
                         maps.append(_pca_rgb(pca, x[keep.astype(int)]))
                     analysis.pca_maps[(layer, ti)] = np.stack(maps)
                 progress.advance(task)

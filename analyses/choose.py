@@ -41,20 +41,33 @@ class ChoiceRule:
     measures: tuple[str, ...] = SEMANTIC_MEASURES
 
     def __post_init__(self) -> None:
-        for flag, n in (("--anchors", self.n_anchors), ("--collapse", self.n_collapse),
-                        ("--timesteps", self.n_timesteps)):
+        for flag, n in (
+            ("--anchors", self.n_anchors),
+            ("--collapse", self.n_collapse),
+            ("--timesteps", self.n_timesteps),
+        ):
             if n < 1:
-                raise ToolkitError(f"{flag} {n}: the rule must pick at least one; a cloak needs every role filled")
+                raise ToolkitError(
+                    f"{flag} {n}: the rule must pick at least one; a cloak needs every role filled"
+                )
         for name in ("collapse_max_depth", "anchor_min_depth", "anchor_max_depth"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ToolkitError(f"{name} {getattr(self, name)}: depths are fractions of the network, in 0..1")
+                raise ToolkitError(
+                    f"{name} {getattr(self, name)}: depths are fractions of the network, in 0..1"
+                )
         if self.anchor_min_depth > self.anchor_max_depth:
-            raise ToolkitError("anchor_min_depth is above anchor_max_depth: the anchor band is empty")
+            raise ToolkitError(
+                "anchor_min_depth is above anchor_max_depth: the anchor band is empty"
+            )
         if not 0 <= self.min_timestep < 1000:
-            raise ToolkitError(f"--min-timestep {self.min_timestep}: give a value in 0..999 (the 0..1000 scale)")
+            raise ToolkitError(
+                f"--min-timestep {self.min_timestep}: give a value in 0..999 (the 0..1000 scale)"
+            )
         unknown = [m for m in self.measures if m not in SEMANTIC_MEASURES]
         if unknown or not self.measures:
-            raise ToolkitError(f"unknown semantic measure(s) {unknown}; choose from {', '.join(SEMANTIC_MEASURES)}")
+            raise ToolkitError(
+                f"unknown semantic measure(s) {unknown}; choose from {', '.join(SEMANTIC_MEASURES)}"
+            )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "measures": list(self.measures)}
@@ -65,17 +78,24 @@ def _normalise(values: np.ndarray) -> np.ndarray:
     return np.zeros_like(values) if hi - lo < 1e-12 else (values - lo) / (hi - lo)
 
 
-def semantic_matrix(scores: dict[str, dict[str, list[float]]], layers: list[str], rule: ChoiceRule) -> np.ndarray:
+def semantic_matrix(
+    scores: dict[str, dict[str, list[float]]], layers: list[str], rule: ChoiceRule
+) -> np.ndarray:
     """(layers, timesteps) semantic score: the mean of the available measures, each normalised."""
     used = [m for m in rule.measures if m in scores]
     if not used:
         raise ValueError(f"no semantic measure among {rule.measures} in scores {sorted(scores)}")
-    mats = [_normalise(np.array([scores[m][layer] for layer in layers], dtype=np.float64)) for m in used]
+    mats = [
+        _normalise(np.array([scores[m][layer] for layer in layers], dtype=np.float64)) for m in used
+    ]
     return np.mean(mats, axis=0)
 
 
 def choose(
-    scores: dict[str, dict[str, list[float]]], layers: list[str], timesteps: list[int], rule: ChoiceRule = ChoiceRule()
+    scores: dict[str, dict[str, list[float]]],
+    layers: list[str],
+    timesteps: list[int],
+    rule: ChoiceRule = ChoiceRule(),
 ) -> dict:
     """Apply the rule: returns collapse_layers, anchor_layers, timesteps and the per-layer scores used."""
     n = len(layers)
@@ -86,11 +106,16 @@ def choose(
 
     collapse_pool = [i for i in range(n) if depth[i] <= rule.collapse_max_depth] or [0]
     collapse = sorted(collapse_pool, key=lambda i: (-(low[i] - semantic[i]), i))[: rule.n_collapse]
-    anchor_pool = [i for i in range(n) if rule.anchor_min_depth <= depth[i] <= rule.anchor_max_depth
-                   and i not in collapse] or [i for i in range(n) if i not in collapse]
+    anchor_pool = [
+        i
+        for i in range(n)
+        if rule.anchor_min_depth <= depth[i] <= rule.anchor_max_depth and i not in collapse
+    ] or [i for i in range(n) if i not in collapse]
     anchors = sorted(anchor_pool, key=lambda i: (-semantic[i], i))[: rule.n_anchors]
     per_t = sem_t[anchors].mean(axis=0)
-    noisy = [t for t in range(len(timesteps)) if timesteps[t] >= rule.min_timestep] or list(range(len(timesteps)))
+    noisy = [t for t in range(len(timesteps)) if timesteps[t] >= rule.min_timestep] or list(
+        range(len(timesteps))
+    )
     best_t = sorted(noisy, key=lambda t: (-per_t[t], t))[: rule.n_timesteps]
     return {
         "collapse_layers": [layers[i] for i in sorted(collapse)],

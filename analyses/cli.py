@@ -15,10 +15,17 @@ console = Console(stderr=True)
 def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int):
     from analyses.choose import ChoiceRule
 
-    return ChoiceRule(n_anchors=n_anchors, n_collapse=n_collapse, n_timesteps=n_timesteps, min_timestep=min_timestep)
+    return ChoiceRule(
+        n_anchors=n_anchors,
+        n_collapse=n_collapse,
+        n_timesteps=n_timesteps,
+        min_timestep=min_timestep,
+    )
 
 
-MIN_TIMESTEP_HELP = "recommend only timesteps at or above this (the noisier half, where a cloak has leverage)"
+MIN_TIMESTEP_HELP = (
+    "recommend only timesteps at or above this (the noisier half, where a cloak has leverage)"
+)
 
 
 def _report(profile, out: Path) -> None:
@@ -32,7 +39,9 @@ def analyse(
     store: Path = typer.Argument(..., help="activation store written by `anti-i2v probe`"),
     out: Path = typer.Option(..., "--out", help="profile JSON to write"),
     figures: Path = typer.Option(None, help="folder for PNG figures and index.html"),
-    masks: Path = typer.Option(None, help="part masks: <dir>/<sample>/masks/000.png or <dir>/<sample>.png"),
+    masks: Path = typer.Option(
+        None, help="part masks: <dir>/<sample>/masks/000.png or <dir>/<sample>.png"
+    ),
     reference: str = typer.Option(None, help="vision encoder (hub id or folder) for reference_cka"),
     anchors: int = typer.Option(2, help="number of anchor layers"),
     collapse: int = typer.Option(1, help="number of collapse layers"),
@@ -42,15 +51,23 @@ def analyse(
     """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
     from analyses.run import analyse as run
 
-    profile = run(store, out, figures, masks, reference, _rule(anchors, collapse, timesteps, min_timestep))
+    profile = run(
+        store, out, figures, masks, reference, _rule(anchors, collapse, timesteps, min_timestep)
+    )
     _report(profile, out)
 
 
 def adapt(
-    model: str = typer.Argument(..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"),
+    model: str = typer.Argument(
+        ..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"
+    ),
     images: list[Path] = typer.Argument(..., help="image files or folders"),
-    out: Path = typer.Option(..., "--out", help="folder: activations.zarr, profile.json, figures/, index.html"),
-    masks: Path = typer.Option(None, help="part masks (optional): <dir>/<sample>/masks/000.png or <dir>/<sample>.png"),
+    out: Path = typer.Option(
+        ..., "--out", help="folder: activations.zarr, profile.json, figures/, index.html"
+    ),
+    masks: Path = typer.Option(
+        None, help="part masks (optional): <dir>/<sample>/masks/000.png or <dir>/<sample>.png"
+    ),
     reference: str = typer.Option(None, help="vision encoder (hub id or folder) for reference_cka"),
     timesteps: str = typer.Option(None, help="timesteps to probe (default: 100,300,500,700,900)"),
     pool: int = typer.Option(1, help="spatial pooling of stored activations"),
@@ -65,7 +82,9 @@ def adapt(
     overrides = {"pool": pool, "frames": frames, "device": device}
     if timesteps:
         overrides["timesteps"] = tuple(int(t) for t in timesteps.split(","))
-    profile = run(model, images, out, masks, reference, overrides, _rule(anchors, 1, 2, min_timestep))
+    profile = run(
+        model, images, out, masks, reference, overrides, _rule(anchors, 1, 2, min_timestep)
+    )
     _report(profile, out / "profile.json")
     console.print(f"report: {out / 'index.html'}")
 

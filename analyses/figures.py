@@ -10,8 +10,22 @@ from matplotlib.figure import Figure
 from analyses.analyse import Analysis
 from probe.common import atomic_path
 
-PART_COLOURS = np.array([[0, 0, 0], [230, 180, 140], [120, 70, 30], [40, 120, 255], [220, 30, 60],
-                         [250, 220, 0], [90, 200, 90], [255, 255, 255]], dtype=np.float32) / 255
+PART_COLOURS = (
+    np.array(
+        [
+            [0, 0, 0],
+            [230, 180, 140],
+            [120, 70, 30],
+            [40, 120, 255],
+            [220, 30, 60],
+            [250, 220, 0],
+            [90, 200, 90],
+            [255, 255, 255],
+        ],
+        dtype=np.float32,
+    )
+    / 255
+)
 
 
 def _subplots(*grid: int, figsize: tuple[float, float], **kwargs) -> tuple[Figure, object]:
@@ -22,7 +36,9 @@ def _subplots(*grid: int, figsize: tuple[float, float], **kwargs) -> tuple[Figur
 
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})  # no version stamp: same input, same bytes
+        fig.savefig(
+            tmp, dpi=110, metadata={"Software": None}
+        )  # no version stamp: same input, same bytes
     return path
 
 
@@ -32,8 +48,13 @@ def pca_grid(analysis: Analysis, path: Path, picks: dict, sample: int = 0) -> Pa
     frames = next(iter(analysis.pca_maps.values())).shape[1]
     cols = len(ts) * frames
     row_h = 0.55 if len(layers) > 24 else 0.9
-    fig, axes = _subplots(len(layers), cols, figsize=(max(4, cols * row_h * 1.2), len(layers) * row_h + 0.8),
-                             squeeze=False, gridspec_kw={"wspace": 0.04, "hspace": 0.08})
+    fig, axes = _subplots(
+        len(layers),
+        cols,
+        figsize=(max(4, cols * row_h * 1.2), len(layers) * row_h + 0.8),
+        squeeze=False,
+        gridspec_kw={"wspace": 0.04, "hspace": 0.08},
+    )
     for r, layer in enumerate(layers):
         for ti, t in enumerate(ts):
             maps = analysis.pca_maps.get((layer, ti))
@@ -45,9 +66,18 @@ def pca_grid(analysis: Analysis, path: Path, picks: dict, sample: int = 0) -> Pa
                     ax.imshow(maps[sample, f], interpolation="nearest")
                 if r == 0:
                     ax.set_title(f"t={t}" + (f" f{f}" if frames > 1 else ""), fontsize=7)
-        colour = "tab:blue" if layer in picks["collapse_layers"] else "tab:red" if layer in picks["anchor_layers"] else "black"
+        colour = (
+            "tab:blue"
+            if layer in picks["collapse_layers"]
+            else "tab:red"
+            if layer in picks["anchor_layers"]
+            else "black"
+        )
         axes[r, 0].set_ylabel(layer, rotation=0, ha="right", va="center", fontsize=7, color=colour)
-    fig.suptitle("PCA of block features (first 3 components as RGB); blue: collapse, red: anchors", fontsize=9)
+    fig.suptitle(
+        "PCA of block features (first 3 components as RGB); blue: collapse, red: anchors",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
@@ -77,17 +107,26 @@ def mask_overlays(analysis: Analysis, path: Path, picks: dict, ti: int = 0) -> P
     if not names:
         return None
     shown = picks["collapse_layers"][:1] + picks["anchor_layers"]
-    fig, axes = _subplots(len(names), 1 + len(shown), figsize=(2.2 * (1 + len(shown)), 2.3 * len(names)), squeeze=False)
+    fig, axes = _subplots(
+        len(names),
+        1 + len(shown),
+        figsize=(2.2 * (1 + len(shown)), 2.3 * len(names)),
+        squeeze=False,
+    )
     for r, name in enumerate(names):
         mask = analysis.mask_grids[name]
-        axes[r, 0].imshow(PART_COLOURS[np.clip(mask, 0, len(PART_COLOURS) - 1)], interpolation="nearest")
+        axes[r, 0].imshow(
+            PART_COLOURS[np.clip(mask, 0, len(PART_COLOURS) - 1)], interpolation="nearest"
+        )
         axes[r, 0].set_title(f"{name} parts", fontsize=7)
         for c, layer in enumerate(shown, start=1):
             maps = analysis.pca_maps.get((layer, ti))
             if maps is not None and r < len(maps):
                 h, w = mask.shape
                 axes[r, c].imshow(maps[r, 0], extent=(0, w, h, 0), interpolation="nearest")
-                axes[r, c].contour(mask, levels=np.arange(0.5, mask.max() + 0.5), colors="white", linewidths=0.5)
+                axes[r, c].contour(
+                    mask, levels=np.arange(0.5, mask.max() + 0.5), colors="white", linewidths=0.5
+                )
             role = "collapse" if layer in picks["collapse_layers"] else "anchor"
             axes[r, c].set_title(f"{layer} ({role})", fontsize=7)
         for ax in axes[r]:

@@ -32,7 +32,9 @@ class Profile:
     anchor_layers: list[str]
     timesteps: list[int]  # the timesteps the attack optimises at (0..1000 scale)
     timesteps_probed: list[int] = field(default_factory=list)
-    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # measure -> layer -> per timestep
+    scores: dict[str, dict[str, list[float]]] = field(
+        default_factory=dict
+    )  # measure -> layer -> per timestep
     semantic: dict[str, float] = field(default_factory=dict)
     low_level: dict[str, float] = field(default_factory=dict)
     rule: dict[str, Any] = field(default_factory=dict)
@@ -51,25 +53,49 @@ class Profile:
     def from_json(cls, data: Any, source: str = "the profile") -> Profile:
         """Check and build a profile from parsed JSON; every problem is one ToolkitError line."""
         if not isinstance(data, dict):
-            raise ToolkitError(f"{source} is a JSON {type(data).__name__}, not a profile object; {REGENERATE}")
+            raise ToolkitError(
+                f"{source} is a JSON {type(data).__name__}, not a profile object; {REGENERATE}"
+            )
         if data.get("schema") != SCHEMA:
-            raise ToolkitError(f"{source} has schema {data.get('schema')!r}, expected {SCHEMA!r}; {REGENERATE}")
-        required = ("model", "family", "config_sha256", "layers", "collapse_layers", "anchor_layers", "timesteps")
+            raise ToolkitError(
+                f"{source} has schema {data.get('schema')!r}, expected {SCHEMA!r}; {REGENERATE}"
+            )
+        required = (
+            "model",
+            "family",
+            "config_sha256",
+            "layers",
+            "collapse_layers",
+            "anchor_layers",
+            "timesteps",
+        )
         missing = [k for k in required if k not in data]
         if missing:
             raise ToolkitError(f"{source} lacks {', '.join(missing)}; {REGENERATE}")
         for key in ("layers", "collapse_layers", "anchor_layers"):
             value = data[key]
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise ToolkitError(f"{source}: {key} must be a list of layer names, got {value!r}; {REGENERATE}")
+                raise ToolkitError(
+                    f"{source}: {key} must be a list of layer names, got {value!r}; {REGENERATE}"
+                )
             if not value:
-                raise ToolkitError(f"{source}: {key} is empty; a cloak needs at least one; {REGENERATE}")
-        unknown = [x for x in data["collapse_layers"] + data["anchor_layers"] if x not in data["layers"]]
+                raise ToolkitError(
+                    f"{source}: {key} is empty; a cloak needs at least one; {REGENERATE}"
+                )
+        unknown = [
+            x for x in data["collapse_layers"] + data["anchor_layers"] if x not in data["layers"]
+        ]
         if unknown:
-            raise ToolkitError(f"{source} picks {unknown[0]}, which is not among its layers; {REGENERATE}")
+            raise ToolkitError(
+                f"{source} picks {unknown[0]}, which is not among its layers; {REGENERATE}"
+            )
         ts = data["timesteps"]
-        if not isinstance(ts, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ts):
-            raise ToolkitError(f"{source}: timesteps must be a list of integers, got {ts!r}; {REGENERATE}")
+        if not isinstance(ts, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in ts
+        ):
+            raise ToolkitError(
+                f"{source}: timesteps must be a list of integers, got {ts!r}; {REGENERATE}"
+            )
         check_timesteps(tuple(ts), flag=f"{source}: timesteps")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -83,17 +109,24 @@ class Profile:
         """Refuse a profile made for another model, naming exactly what differs."""
         problems = []
         if self.config_sha256 != config_sha256:
-            problems.append(f"config hash {self.config_sha256[:12]} (profile) != {config_sha256[:12]} (model)")
+            problems.append(
+                f"config hash {self.config_sha256[:12]} (profile) != {config_sha256[:12]} (model)"
+            )
         only_profile = [x for x in self.layers if x not in layers]
         only_model = [x for x in layers if x not in self.layers]
         if only_profile:
-            problems.append(f"layers only in the profile: {only_profile[:5]}{' ...' if len(only_profile) > 5 else ''}")
+            problems.append(
+                f"layers only in the profile: {only_profile[:5]}{' ...' if len(only_profile) > 5 else ''}"
+            )
         if only_model:
-            problems.append(f"layers only in the model: {only_model[:5]}{' ...' if len(only_model) > 5 else ''}")
+            problems.append(
+                f"layers only in the model: {only_model[:5]}{' ...' if len(only_model) > 5 else ''}"
+            )
         if problems:
             raise ToolkitError(
                 f"the profile was made for {self.model} ({self.family}), not {model}: "
-                + "; ".join(problems) + f". Run `anti-i2v adapt {model} IMAGES --out DIR` to make one for it"
+                + "; ".join(problems)
+                + f". Run `anti-i2v adapt {model} IMAGES --out DIR` to make one for it"
             )
 
 
@@ -108,7 +141,9 @@ def load_profile(path: Path) -> Profile:
     try:
         data = json.loads(path.read_text())
     except (FileNotFoundError, IsADirectoryError):
-        raise ToolkitError(f"no profile at {path}; make one with `anti-i2v adapt MODEL IMAGES --out DIR`") from None
+        raise ToolkitError(
+            f"no profile at {path}; make one with `anti-i2v adapt MODEL IMAGES --out DIR`"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ToolkitError(f"{path} is not valid JSON ({exc}); {REGENERATE}") from None
     return Profile.from_json(data, source=str(path))

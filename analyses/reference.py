@@ -19,12 +19,18 @@ class VisionEncoder:
 
     def __init__(self, model, size: int, mean, std):
         self.encoder = getattr(model, "vision_model", model)  # CLIP keeps its vision tower inside
-        self.size, self.mean, self.std = size, torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.size, self.mean, self.std = (
+            size,
+            torch.tensor(mean).view(1, 3, 1, 1),
+            torch.tensor(std).view(1, 3, 1, 1),
+        )
 
     @torch.no_grad()
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Last hidden states `(B, tokens, C)` of images `(B, 3, H, W)` in [0, 1]."""
-        x = F.interpolate(images.float(), size=(self.size, self.size), mode="bicubic", antialias=True).clamp(0, 1)
+        x = F.interpolate(
+            images.float(), size=(self.size, self.size), mode="bicubic", antialias=True
+        ).clamp(0, 1)
         return self.encoder(pixel_values=(x - self.mean) / self.std).last_hidden_state
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -40,8 +46,10 @@ def load_vision_encoder(model_id: str, purpose: str) -> VisionEncoder | None:
         config = AutoConfig.from_pretrained(model_id)
         model = AutoModel.from_pretrained(model_id, use_safetensors=True).eval()
     except (OSError, ValueError) as exc:
-        console.print(f"[yellow]note:[/] reference encoder {model_id!r} unavailable ({type(exc).__name__}); "
-                      f"{purpose} skipped. Pass a local folder to --reference to use one offline")
+        console.print(
+            f"[yellow]note:[/] reference encoder {model_id!r} unavailable ({type(exc).__name__}); "
+            f"{purpose} skipped. Pass a local folder to --reference to use one offline"
+        )
         return None
     vision = getattr(config, "vision_config", config)
     try:

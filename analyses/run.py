@@ -47,12 +47,23 @@ def analyse(
     picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
     attrs = store.attrs
     profile = Profile(
-        model=attrs["model"], family=attrs["family"], config_sha256=attrs["config_sha256"],
-        layers=analysis.layers, timesteps_probed=analysis.timesteps,
-        collapse_layers=picks["collapse_layers"], anchor_layers=picks["anchor_layers"], timesteps=picks["timesteps"],
-        semantic=picks["semantic"], low_level=picks["low_level"], scores=analysis.scores,
-        rule=rule.to_dict(), analysis=asdict(cfg), store=Path(store_path).name, samples=len(names),
-        masks=mask_arrays is not None, reference=reference if ref is not None else None,
+        model=attrs["model"],
+        family=attrs["family"],
+        config_sha256=attrs["config_sha256"],
+        layers=analysis.layers,
+        timesteps_probed=analysis.timesteps,
+        collapse_layers=picks["collapse_layers"],
+        anchor_layers=picks["anchor_layers"],
+        timesteps=picks["timesteps"],
+        semantic=picks["semantic"],
+        low_level=picks["low_level"],
+        scores=analysis.scores,
+        rule=rule.to_dict(),
+        analysis=asdict(cfg),
+        store=Path(store_path).name,
+        samples=len(names),
+        masks=mask_arrays is not None,
+        reference=reference if ref is not None else None,
         toolkit_version=TOOLKIT_VERSION,
     )
     save_profile(profile, out)
@@ -60,7 +71,9 @@ def analyse(
         figs = {
             "PCA maps": pca_grid(analysis, figures / "pca_grid.png", picks),
             "Scores versus depth": score_curves(analysis, figures / "scores.png", picks),
-            "Part masks and PCA maps": mask_overlays(analysis, figures / "mask_overlays.png", picks),
+            "Part masks and PCA maps": mask_overlays(
+                analysis, figures / "mask_overlays.png", picks
+            ),
         }
         write_index(figures.parent if figures.name == "figures" else figures, profile, figs)
     return profile
@@ -70,11 +83,24 @@ def analyse(
 ADAPT_TIMESTEPS = (100, 300, 500, 700, 900)
 
 
-def adapt(model: str, images: list[Path], out: Path, masks: Path | None = None, reference: str | None = None,
-          probe_overrides: dict | None = None, rule: ChoiceRule = ChoiceRule()) -> Profile:
+def adapt(
+    model: str,
+    images: list[Path],
+    out: Path,
+    masks: Path | None = None,
+    reference: str | None = None,
+    probe_overrides: dict | None = None,
+    rule: ChoiceRule = ChoiceRule(),
+) -> Profile:
     """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/, index.html."""
     out.mkdir(parents=True, exist_ok=True)
-    cfg = ProbeConfig(model=model, images=tuple(map(str, images)), out=str(out / "activations.zarr"),
-                      **{"timesteps": ADAPT_TIMESTEPS, **(probe_overrides or {})})
+    cfg = ProbeConfig(
+        model=model,
+        images=tuple(map(str, images)),
+        out=str(out / "activations.zarr"),
+        **{"timesteps": ADAPT_TIMESTEPS, **(probe_overrides or {})},
+    )
     run_probe(cfg)
-    return analyse(out / "activations.zarr", out / "profile.json", out / "figures", masks, reference, rule)
+    return analyse(
+        out / "activations.zarr", out / "profile.json", out / "figures", masks, reference, rule
+    )

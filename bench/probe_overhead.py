@@ -27,12 +27,27 @@ def midsize_cogvideox():
     """The tiny CogVideoX pipeline with a wider, deeper transformer (random weights): real-ish compute."""
     bb = load_backbone("tiny:cogvideox")
     torch.manual_seed(0)
-    bb.pipe.transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=8, attention_head_dim=64, in_channels=8, out_channels=4, time_embed_dim=64,
-        text_embed_dim=32, num_layers=12, sample_width=16, sample_height=16, sample_frames=9, patch_size=2,
-        temporal_compression_ratio=4, max_text_seq_length=16, use_rotary_positional_embeddings=True,
-        use_learned_positional_embeddings=True,
-    ).eval().requires_grad_(False)
+    bb.pipe.transformer = (
+        CogVideoXTransformer3DModel(
+            num_attention_heads=8,
+            attention_head_dim=64,
+            in_channels=8,
+            out_channels=4,
+            time_embed_dim=64,
+            text_embed_dim=32,
+            num_layers=12,
+            sample_width=16,
+            sample_height=16,
+            sample_frames=9,
+            patch_size=2,
+            temporal_compression_ratio=4,
+            max_text_seq_length=16,
+            use_rotary_positional_embeddings=True,
+            use_learned_positional_embeddings=True,
+        )
+        .eval()
+        .requires_grad_(False)
+    )
     return CogVideoX(bb.pipe, "midsize-cogvideox(random)", resolution=(128, 128), frames=9)
 
 
@@ -58,12 +73,23 @@ def bench(bb, repeats: int, rounds: int = 3) -> tuple[float, float, float]:
             with torch.no_grad():
                 trace_blocks(bb, kwargs, layers)
         t1b = time.perf_counter()
-        attrs = {"schema": "anti-i2v.activations/1", "timesteps": list(range(repeats)), "samples": [0]}
+        attrs = {
+            "schema": "anti-i2v.activations/1",
+            "timesteps": list(range(repeats)),
+            "samples": [0],
+        }
         store = create_or_resume(Path(tempfile.mkdtemp()) / f"b{r}.zarr", attrs)
         with CellWriter(store, "float16") as writer, torch.no_grad():
             for i in range(repeats):
                 hidden = trace_blocks(bb, kwargs, layers)
-                writer.put(i, 0, {n: pool_spatial(bb.layout(h, cond).float(), 1)[0].numpy() for n, h in hidden.items()})
+                writer.put(
+                    i,
+                    0,
+                    {
+                        n: pool_spatial(bb.layout(h, cond).float(), 1)[0].numpy()
+                        for n, h in hidden.items()
+                    },
+                )
         t2 = time.perf_counter()
         plain.append((t1 - t0) / repeats)
         captured.append((t1b - t1) / repeats)
@@ -77,12 +103,16 @@ def main() -> None:
     parser.add_argument("--models", default="mini-cogvideox,midsize")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    print(f"{'model':32s} {'blocks':>6s} {'forward ms':>11s} {'capture':>8s} {'probe ms':>9s} {'ratio':>6s}")
+    print(
+        f"{'model':32s} {'blocks':>6s} {'forward ms':>11s} {'capture':>8s} {'probe ms':>9s} {'ratio':>6s}"
+    )
     for name in args.models.split(","):
         bb = midsize_cogvideox() if name == "midsize" else load_backbone(name)
         plain, captured, probed = bench(bb, args.repeats)
-        print(f"{bb.name:32s} {len(bb.block_names()):6d} {plain * 1e3:11.1f} {captured / plain:7.2f}x "
-              f"{probed * 1e3:9.1f} {probed / plain:6.2f}x")
+        print(
+            f"{bb.name:32s} {len(bb.block_names()):6d} {plain * 1e3:11.1f} {captured / plain:7.2f}x "
+            f"{probed * 1e3:9.1f} {probed / plain:6.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -34,23 +34,47 @@ def main() -> None:
         adapt("mini-cogvideox", [photos], out / "adapt", masks=out / "world")
     folders = []
     for run in args.runs.split(","):
-        method, space = (run, None) if run not in ("lab", "dct", "rgb", "dual") else ("anti-i2v", run)
+        method, space = (
+            (run, None) if run not in ("lab", "dct", "rgb", "dual") else ("anti-i2v", run)
+        )
         folder = out / (run if space is None else f"anti-i2v-{space}")
-        run_protect(ProtectConfig(model="mini-cogvideox", images=(str(photos),), profile=str(profile),
-                                  out=str(folder), method=method, space=space, steps=args.steps))
+        run_protect(
+            ProtectConfig(
+                model="mini-cogvideox",
+                images=(str(photos),),
+                profile=str(profile),
+                out=str(folder),
+                method=method,
+                space=space,
+                steps=args.steps,
+            )
+        )
         folders.append(str(folder))
-    report = evaluate(EvaluateConfig(model="mini-cogvideox", clean=str(photos), protected=tuple(folders),
-                                     out=str(out / "report"),
-                                     distortions=tuple(d for d in args.distortions.split(",") if d)))
+    report = evaluate(
+        EvaluateConfig(
+            model="mini-cogvideox",
+            clean=str(photos),
+            protected=tuple(folders),
+            out=str(out / "report"),
+            distortions=tuple(d for d in args.distortions.split(",") if d),
+        )
+    )
     summary = json.loads((report / "summary.json").read_text())
-    print(f"{'method':22s} {'dist':9s} {'n':>3s} {'ISM clean':>9s} {'ISM prot':>9s} {'ISM drop [95% CI]':>24s} "
-          f"{'video PSNR [95% CI]':>24s} {'cloak PSNR':>10s}")
-    for e in sorted(summary["table"], key=lambda e: (e["distortion"] != "none", e["method"] != "clean", e["method"])):
+    print(
+        f"{'method':22s} {'dist':9s} {'n':>3s} {'ISM clean':>9s} {'ISM prot':>9s} {'ISM drop [95% CI]':>24s} "
+        f"{'video PSNR [95% CI]':>24s} {'cloak PSNR':>10s}"
+    )
+    for e in sorted(
+        summary["table"],
+        key=lambda e: (e["distortion"] != "none", e["method"] != "clean", e["method"]),
+    ):
         lo, hi = e["ism_drop_ci95"]
         plo, phi = e["psnr_video_ci95"]
-        print(f"{e['method']:22s} {e['distortion']:9s} {e['n']:3d} {e['ism_clean']:9.3f} {e['ism_protected']:9.3f} "
-              f"{e['ism_drop']:8.3f} [{lo:6.3f},{hi:6.3f}] {e['psnr_video']:8.2f} [{plo:6.2f},{phi:6.2f}] "
-              f"{e['cloak_psnr']:10.2f}")
+        print(
+            f"{e['method']:22s} {e['distortion']:9s} {e['n']:3d} {e['ism_clean']:9.3f} {e['ism_protected']:9.3f} "
+            f"{e['ism_drop']:8.3f} [{lo:6.3f},{hi:6.3f}] {e['psnr_video']:8.2f} [{plo:6.2f},{phi:6.2f}] "
+            f"{e['cloak_psnr']:10.2f}"
+        )
 
 
 if __name__ == "__main__":

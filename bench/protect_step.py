@@ -22,12 +22,24 @@ from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
 from protect.spaces import Space
 
 
-def time_steps(bb, space: str, weights: dict, layers: list[str], early_exit: bool, steps: int, x) -> list[float]:
+def time_steps(
+    bb, space: str, weights: dict, layers: list[str], early_exit: bool, steps: int, x
+) -> list[float]:
     """Seconds of each optimisation step after the first."""
     n = len(layers)
-    spec = ObjectiveSpec(weights=weights, collapse_layers=layers[:1], anchor_layers=layers[n // 2 : n // 2 + 2],
-                         timesteps=[500], clip_frames=clip_frames_for(bb, 4), early_exit=early_exit)
-    reference = bb.condition(bb.resize(x), spec.clip_frames).clean.detach() if "diffusion" in weights else None
+    spec = ObjectiveSpec(
+        weights=weights,
+        collapse_layers=layers[:1],
+        anchor_layers=layers[n // 2 : n // 2 + 2],
+        timesteps=[500],
+        clip_frames=clip_frames_for(bb, 4),
+        early_exit=early_exit,
+    )
+    reference = (
+        bb.condition(bb.resize(x), spec.clip_frames).clean.detach()
+        if "diffusion" in weights
+        else None
+    )
     objective = ModelObjective(bb, spec, x, reference, torch.rand_like(x))
     times: list[float] = []
     last = [time.perf_counter()]
@@ -47,7 +59,9 @@ def time_steps(bb, space: str, weights: dict, layers: list[str], early_exit: boo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="mini-cogvideox")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration and round")
+    parser.add_argument(
+        "--steps", type=int, default=8, help="timed steps per configuration and round"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
@@ -60,8 +74,12 @@ def main() -> None:
     full = {"irc": 1.0, "ira": 1.0, "diffusion": 1.0}
     if bb.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    configs = {"rgb": ("rgb", full, True), "dual": ("dual", full, True),
-               "early": ("dual", feats, True), "no_exit": ("dual", feats, False)}
+    configs = {
+        "rgb": ("rgb", full, True),
+        "dual": ("dual", full, True),
+        "early": ("dual", feats, True),
+        "no_exit": ("dual", feats, False),
+    }
     times: dict[str, list[float]] = {k: [] for k in configs}
     for _ in range(args.rounds):  # rounds interleave the configurations so drifts hit all alike
         for key, (space, weights, early_exit) in configs.items():
@@ -71,11 +89,15 @@ def main() -> None:
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (CUDA peak allocated)"
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process peak RSS)"
-    print(f"model {bb.name} on {bb.device} ({args.dtype}), {len(layers)} blocks, resolution {bb.resolution}")
+    print(
+        f"model {bb.name} on {bb.device} ({args.dtype}), {len(layers)} blocks, resolution {bb.resolution}"
+    )
     print(f"rgb step (irc+ira+diffusion)      {rgb * 1e3:9.1f} ms")
     print(f"dual step (irc+ira+diffusion)     {dual * 1e3:9.1f} ms   dual/rgb = {dual / rgb:.3f}x")
     print(f"full step (irc+ira, no early exit){no_exit * 1e3:9.1f} ms")
-    print(f"early-exit step (irc+ira)         {early * 1e3:9.1f} ms   early/full = {early / no_exit:.3f}x")
+    print(
+        f"early-exit step (irc+ira)         {early * 1e3:9.1f} ms   early/full = {early / no_exit:.3f}x"
+    )
     print(f"steps per second (dual, all terms) {1 / dual:8.2f}")
     print(f"peak memory {peak}")
 

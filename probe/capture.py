@@ -36,7 +36,9 @@ def execution_order(backbone: Backbone, kwargs: dict[str, Any]) -> list[str]:
     seen = list(dict.fromkeys(order))  # a block called twice counts once, at its first call
     missing = set(backbone.block_names()) - set(seen)
     if missing:
-        raise RuntimeError(f"{backbone.family}: blocks never ran in a forward pass: {sorted(missing)}")
+        raise RuntimeError(
+            f"{backbone.family}: blocks never ran in a forward pass: {sorted(missing)}"
+        )
     return seen
 
 

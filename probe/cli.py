@@ -17,8 +17,12 @@ console = Console(stderr=True)
 
 def _csv(values: tuple[int, ...]) -> str:
     return ",".join(map(str, values))
-world_app = typer.Typer(help="The mini world: render portraits, train and describe the mini models.",
-                        no_args_is_help=True)
+
+
+world_app = typer.Typer(
+    help="The mini world: render portraits, train and describe the mini models.",
+    no_args_is_help=True,
+)
 
 
 def models() -> None:
@@ -42,7 +46,9 @@ def models() -> None:
 
 
 def probe(
-    model: str = typer.Argument(..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"),
+    model: str = typer.Argument(
+        ..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"
+    ),
     images: list[Path] = typer.Argument(..., help="image files or folders"),
     out: Path = typer.Option(..., "--out", help="zarr store to write (resumed if it exists)"),
     timesteps: str = typer.Option(_csv(P.timesteps), help="timesteps on the 0..1000 scale"),
@@ -53,18 +59,35 @@ def probe(
     dtype: str = typer.Option(P.dtype, help=f"storage dtype: {' or '.join(STORAGE_DTYPES)}"),
     batch_size: int = typer.Option(P.batch_size, help="images per denoiser call"),
     family: str = typer.Option(None, help="override the family detected from model_index.json"),
-    model_dtype: str = typer.Option(P.model_dtype, help=f"weights dtype: {', '.join(MODEL_DTYPES)}"),
-    repair: bool = typer.Option(False, "--repair", help="re-write completed cells whose chunks are missing or "
-                                "damaged (read every chunk first)"),
+    model_dtype: str = typer.Option(
+        P.model_dtype, help=f"weights dtype: {', '.join(MODEL_DTYPES)}"
+    ),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="re-write completed cells whose chunks are missing or "
+        "damaged (read every chunk first)",
+    ),
     device: str = typer.Option(P.device, help="auto, cpu or cuda"),
 ) -> None:
     """Capture every block of a video denoiser into a zarr store."""
     from probe.run import run_probe, summary_table
 
     cfg = P(
-        model=model, images=tuple(map(str, images)), out=str(out), timesteps=parse_ints(timesteps, "--timesteps"),
-        seeds=parse_ints(seeds, "--seeds"), frames=frames, video_frames=video_frames, pool=pool, dtype=dtype,
-        batch_size=batch_size, family=family, model_dtype=model_dtype, device=device, repair=repair,
+        model=model,
+        images=tuple(map(str, images)),
+        out=str(out),
+        timesteps=parse_ints(timesteps, "--timesteps"),
+        seeds=parse_ints(seeds, "--seeds"),
+        frames=frames,
+        video_frames=video_frames,
+        pool=pool,
+        dtype=dtype,
+        batch_size=batch_size,
+        family=family,
+        model_dtype=model_dtype,
+        device=device,
+        repair=repair,
     )
     result = run_probe(cfg)
     Console().print(summary_table(result))
@@ -75,7 +98,9 @@ def probe(
 
 
 def generate(
-    model: str = typer.Argument(..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"),
+    model: str = typer.Argument(
+        ..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"
+    ),
     image: Path = typer.Argument(..., help="the photo to animate"),
     out: Path = typer.Option(..., "--out", help="video file: .gif or .mp4"),
     frames: int = typer.Option(None, help="video frames; default the model's own"),
@@ -89,9 +114,13 @@ def generate(
     if steps < 1:
         raise ToolkitError(f"--steps {steps}: at least 1 denoising step (25 is a good start)")
     if frames is not None and frames < 1:
-        raise ToolkitError(f"--frames {frames}: at least 1 video frame (leave it out for the model's own)")
+        raise ToolkitError(
+            f"--frames {frames}: at least 1 video frame (leave it out for the model's own)"
+        )
     if out.suffix.lower() not in (".gif", ".mp4"):
-        raise ToolkitError(f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4")
+        raise ToolkitError(
+            f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4"
+        )
     from probe.images import load_photo
 
     load_photo(image)  # readable, or one line before the model loads
@@ -121,7 +150,9 @@ def world_render(
     from probe.world.render import render_dataset
 
     if count < 1 or frames < 1:
-        raise ToolkitError(f"--count {count} --frames {frames}: render at least 1 portrait of at least 1 frame")
+        raise ToolkitError(
+            f"--count {count} --frames {frames}: render at least 1 portrait of at least 1 frame"
+        )
     if split not in ("heldout", "train"):
         raise ToolkitError(f"--split {split}: choose heldout or train")
     check_writable_dir(out)
@@ -133,9 +164,13 @@ def world_render(
 
 
 def world_train(
-    out: Path = typer.Option(..., "--out", help="folder for mini-cogvideox-i2v/, mini-identity/, mini-svd-i2v/"),
+    out: Path = typer.Option(
+        ..., "--out", help="folder for mini-cogvideox-i2v/, mini-identity/, mini-svd-i2v/"
+    ),
     seed: int = typer.Option(0, help="training seed"),
-    models: str = typer.Option("cogvideox,identity,svd", help="which models to train (present ones are kept)"),
+    models: str = typer.Option(
+        "cogvideox,identity,svd", help="which models to train (present ones are kept)"
+    ),
     quick: bool = typer.Option(False, "--quick", help="a few steps of each stage (smoke test)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
@@ -146,7 +181,9 @@ def world_train(
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = sorted(set(chosen) - set(MODELS))
     if unknown:
-        raise ToolkitError(f"unknown model(s) to train: {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        raise ToolkitError(
+            f"unknown model(s) to train: {', '.join(unknown)}; choose from {', '.join(MODELS)}"
+        )
     cfg = QUICK if quick else TrainConfig(seed=seed)
     timings = train_all(out, cfg, pick_device(device), chosen)
     console.print(f"trained into {out}: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))

@@ -37,10 +37,14 @@ def cli_command(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ToolkitError as exc:
-            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+            Console(stderr=True, soft_wrap=True).print(
+                f"[red]error:[/] {exc}", markup=True, highlight=False
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            Console(stderr=True).print("interrupted: finished work is kept; run the same command to resume")
+            Console(stderr=True).print(
+                "interrupted: finished work is kept; run the same command to resume"
+            )
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -102,7 +106,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+    )
     os.close(fd)
     try:
         yield Path(tmp)
@@ -141,7 +147,9 @@ def write_text_atomic(path: Path | str, text: str) -> Path:
     return Path(path)
 
 
-def cached_tensors(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def cached_tensors(
+    path: Path, compute: Callable[[], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """Load tensors from a safetensors cache file, or compute them and write the file atomically."""
     from safetensors.torch import load_file, save_file
 
@@ -161,7 +169,9 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ToolkitError(f"{flag} {text!r}: expected comma-separated integers, e.g. 100,500,900") from None
+        raise ToolkitError(
+            f"{flag} {text!r}: expected comma-separated integers, e.g. 100,500,900"
+        ) from None
 
 
 def check_writable_dir(path: Path, flag: str = "--out") -> Path:
@@ -180,8 +190,10 @@ def check_writable_dir(path: Path, flag: str = "--out") -> Path:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check."):
             pass
     except OSError as exc:
-        raise ToolkitError(f"{flag} {path} cannot be written ({exc.strerror or exc}); "
-                           "choose a folder you can write to") from None
+        raise ToolkitError(
+            f"{flag} {path} cannot be written ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from None
     return path
 
 
@@ -201,7 +213,9 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 # --- where the shipped artifacts are -----------------------------------------------------------
 
 # An editable install or a clone: artifacts/ sits beside the packages. ANTI_I2V_ARTIFACTS overrides.
-ARTIFACTS = Path(os.environ.get("ANTI_I2V_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("ANTI_I2V_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts")
+)
 MODELS = ARTIFACTS / "models"
 MINI_PIPELINE = MODELS / "mini-cogvideox-i2v"
 MINI_SVD_PIPELINE = MODELS / "mini-svd-i2v"

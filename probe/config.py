@@ -39,15 +39,23 @@ class ProbeConfig:
             raise ToolkitError(f"--seeds {_csv(self.seeds)}: give one or more seeds >= 0")
         for flag, value in (("--frames", self.frames), ("--video-frames", self.video_frames)):
             if value is not None and value < 1:
-                raise ToolkitError(f"{flag} {value}: must be at least 1 (leave it out for the model's own)")
+                raise ToolkitError(
+                    f"{flag} {value}: must be at least 1 (leave it out for the model's own)"
+                )
         if self.pool < 1:
-            raise ToolkitError(f"--pool {self.pool}: the pooling factor must be at least 1 (1 = no pooling)")
+            raise ToolkitError(
+                f"--pool {self.pool}: the pooling factor must be at least 1 (1 = no pooling)"
+            )
         if self.batch_size < 1:
             raise ToolkitError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.dtype not in STORAGE_DTYPES:
-            raise ToolkitError(f"--dtype {self.dtype}: choose {' or '.join(STORAGE_DTYPES)} (zarr has no bfloat16)")
+            raise ToolkitError(
+                f"--dtype {self.dtype}: choose {' or '.join(STORAGE_DTYPES)} (zarr has no bfloat16)"
+            )
         if self.model_dtype not in MODEL_DTYPES:
-            raise ToolkitError(f"--model-dtype {self.model_dtype}: choose from {', '.join(MODEL_DTYPES)}")
+            raise ToolkitError(
+                f"--model-dtype {self.model_dtype}: choose from {', '.join(MODEL_DTYPES)}"
+            )
 
 
 def check_timesteps(timesteps: tuple[int, ...], flag: str = "--timesteps") -> None:
@@ -57,8 +65,10 @@ def check_timesteps(timesteps: tuple[int, ...], flag: str = "--timesteps") -> No
         raise ToolkitError(f"{flag}: give at least one timestep in {lo}..{hi - 1}")
     bad = [t for t in timesteps if not lo <= t < hi]
     if bad:
-        raise ToolkitError(f"{flag} {_csv(bad)}: timesteps are on the {lo}..{hi} training scale; "
-                           f"give values in {lo}..{hi - 1}, e.g. 100,500,900")
+        raise ToolkitError(
+            f"{flag} {_csv(bad)}: timesteps are on the {lo}..{hi} training scale; "
+            f"give values in {lo}..{hi - 1}, e.g. 100,500,900"
+        )
     if len(set(timesteps)) != len(timesteps):
         raise ToolkitError(f"{flag} {_csv(timesteps)}: a timestep is repeated; give each once")
 

@@ -55,7 +55,9 @@ class Photo:
             return self.pixels
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         if self.array.dtype == np.uint8:  # resized as uint8: no full-size float copy
-            return _chw(np.asarray(Image.fromarray(self.array).resize(size, Image.Resampling.LANCZOS)))
+            return _chw(
+                np.asarray(Image.fromarray(self.array).resize(size, Image.Resampling.LANCZOS))
+            )
         x = torch.from_numpy(self.array).permute(2, 0, 1)[None]
         return F.interpolate(x, size=size[::-1], mode="bilinear", antialias=True)[0].clamp(0, 1)
 
@@ -71,11 +73,15 @@ def gather_images(inputs: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in inputs:
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            out += sorted(
+                q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()
+            )
         else:
             out.append(p)
     if not out:
-        raise ToolkitError(f"no images found in {', '.join(map(str, inputs))}; pass image files or folders of them")
+        raise ToolkitError(
+            f"no images found in {', '.join(map(str, inputs))}; pass image files or folders of them"
+        )
     return out
 
 
@@ -106,7 +112,9 @@ def load_photo(path: Path, max_side: int | None = None) -> Photo:
             digest.update(block)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is below
+            warnings.simplefilter(
+                "ignore", Image.DecompressionBombWarning
+            )  # our own limit is below
             img = Image.open(path)
             # Checked here, per photo, instead of setting PIL's global MAX_IMAGE_PIXELS on every load.
             if img.size[0] * img.size[1] > MAX_PIXELS:
@@ -120,7 +128,9 @@ def load_photo(path: Path, max_side: int | None = None) -> Photo:
             "re-export it as PNG or JPEG"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ToolkitError(f"cannot read {path}: the file is corrupt or truncated ({exc}); re-export it") from None
+        raise ToolkitError(
+            f"cannot read {path}: the file is corrupt or truncated ({exc}); re-export it"
+        ) from None
     mode = img.mode
     img = ImageOps.exif_transpose(img)  # phones store rotation in EXIF; the pixels are sideways
     if max_side and max(img.size) > max_side:

@@ -32,10 +32,11 @@ class ProbeResult:
 
     store: ActivationStore
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    repaired: list[tuple[int, int]] = field(default_factory=list)  # (timestep index, sample) re-written
+    repaired: list[tuple[int, int]] = field(
+        default_factory=list
+    )  # (timestep index, sample) re-written
     seconds: float = 0.0
     cells_written: int = 0
-
 
 
 def load_photos(paths: list[Path], max_side: int) -> tuple[list[Photo], list[tuple[str, str]]]:
@@ -55,13 +56,21 @@ def sample_noise(shape: tuple[int, ...], seed: int, sample: int) -> torch.Tensor
 
 
 def probe_cells(
-    backbone: Backbone, pixels: torch.Tensor, t: float, seeds_and_ids: list[tuple[int, int]],
-    layers: list[str], frames: int | None, pool: int, video_frames: int | None,
+    backbone: Backbone,
+    pixels: torch.Tensor,
+    t: float,
+    seeds_and_ids: list[tuple[int, int]],
+    layers: list[str],
+    frames: int | None,
+    pool: int,
+    video_frames: int | None,
 ) -> dict[str, torch.Tensor]:
     """Block activations `(B, F', H', W', C)` for an image batch at one timestep."""
     with torch.no_grad():
         cond = backbone.condition(pixels.to(backbone.device), video_frames)
-        noise = torch.stack([sample_noise(tuple(cond.clean.shape[1:]), s, i) for s, i in seeds_and_ids])
+        noise = torch.stack(
+            [sample_noise(tuple(cond.clean.shape[1:]), s, i) for s, i in seeds_and_ids]
+        )
         noisy = backbone.add_noise(cond.clean, noise.to(cond.clean), t)
         hidden = trace_blocks(backbone, backbone.denoiser_kwargs(noisy, cond, t), layers)
         out = {}
@@ -77,27 +86,48 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
     started = time.time()
     device = pick_device(cfg.device)
     backbone = load_backbone(cfg.model, cfg.family, cfg.model_dtype, device)
-    photos, skipped = load_photos(gather_images([Path(p) for p in cfg.images]), 2 * max(backbone.resolution))
+    photos, skipped = load_photos(
+        gather_images([Path(p) for p in cfg.images]), 2 * max(backbone.resolution)
+    )
     if not photos:
-        raise ToolkitError("none of the images could be read: " + "; ".join(why for _, why in skipped))
+        raise ToolkitError(
+            "none of the images could be read: " + "; ".join(why for _, why in skipped)
+        )
     pixels = torch.cat([backbone.resize(p.pixels[None]) for p in photos])
     # Sample axis: image-major, seed-minor.
     cells = [(i, seed) for i in range(len(photos)) for seed in cfg.seeds]
     names = _unique_names([p.name for p in photos])
     samples = [
-        {"name": names[i], "sha256": photos[i].sha256, "size": list(photos[i].size), "seed": seed, "image": i}
+        {
+            "name": names[i],
+            "sha256": photos[i].sha256,
+            "size": list(photos[i].size),
+            "seed": seed,
+            "image": i,
+        }
         for i, seed in cells
     ]
 
     with torch.no_grad():  # one plain forward records block order and which blocks return tuples
         cond = backbone.condition(pixels[:1].to(device), cfg.video_frames)
-        layers = execution_order(backbone, backbone.denoiser_kwargs(cond.clean, cond, cfg.timesteps[0]))
+        layers = execution_order(
+            backbone, backbone.denoiser_kwargs(cond.clean, cond, cfg.timesteps[0])
+        )
     attrs = {
-        "schema": SCHEMA, "model": backbone.name, "family": backbone.family,
-        "config_sha256": backbone.config_sha256(), "layers": layers, "timesteps": list(cfg.timesteps),
-        "seeds": list(cfg.seeds), "samples": samples, "frames": cfg.frames, "pool": cfg.pool,
-        "dtype": cfg.dtype, "resolution": list(backbone.resolution),
-        "video_frames": cfg.video_frames or backbone.default_frames, "toolkit_version": TOOLKIT_VERSION,
+        "schema": SCHEMA,
+        "model": backbone.name,
+        "family": backbone.family,
+        "config_sha256": backbone.config_sha256(),
+        "layers": layers,
+        "timesteps": list(cfg.timesteps),
+        "seeds": list(cfg.seeds),
+        "samples": samples,
+        "frames": cfg.frames,
+        "pool": cfg.pool,
+        "dtype": cfg.dtype,
+        "resolution": list(backbone.resolution),
+        "video_frames": cfg.video_frames or backbone.default_frames,
+        "toolkit_version": TOOLKIT_VERSION,
         "config": {k: v for k, v in asdict(cfg).items() if k != "repair"},
     }
     store = create_or_resume(Path(cfg.out), attrs)
@@ -107,7 +137,9 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
             mark_done(store, t, s, done=False)
             result.repaired.append((t, s))
     done = store.completed()
-    todo = [(ti, j) for ti in range(len(cfg.timesteps)) for j in range(len(cells)) if not done[ti, j]]
+    todo = [
+        (ti, j) for ti in range(len(cfg.timesteps)) for j in range(len(cells)) if not done[ti, j]
+    ]
     with _progress() as progress, CellWriter(store, cfg.dtype) as writer:
         task = progress.add_task(f"probe {backbone.name}", total=len(todo))
         for ti, t in enumerate(cfg.timesteps):
@@ -115,8 +147,14 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
             for k in range(0, len(pending), cfg.batch_size):
                 batch = pending[k : k + cfg.batch_size]
                 acts = probe_cells(
-                    backbone, pixels[[cells[j][0] for j in batch]], float(t),
-                    [(cells[j][1], cells[j][0]) for j in batch], layers, cfg.frames, cfg.pool, cfg.video_frames,
+                    backbone,
+                    pixels[[cells[j][0] for j in batch]],
+                    float(t),
+                    [(cells[j][1], cells[j][0]) for j in batch],
+                    layers,
+                    cfg.frames,
+                    cfg.pool,
+                    cfg.video_frames,
                 )
                 for b, j in enumerate(batch):
                     writer.put(ti, j, {name: acts[name][b].numpy() for name in layers})
@@ -138,8 +176,12 @@ def _unique_names(names: list[str]) -> list[str]:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
@@ -175,4 +217,3 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-

@@ -31,8 +31,19 @@ DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
 WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
 COMPLETED = "completed"  # not a block name: block names always contain a dot or end in "_block"
 # Attributes that must match for a store to be resumed rather than refused.
-IDENTITY_KEYS = ("schema", "model", "family", "config_sha256", "layers", "timesteps", "seeds", "samples",
-                 "frames", "pool", "dtype")
+IDENTITY_KEYS = (
+    "schema",
+    "model",
+    "family",
+    "config_sha256",
+    "layers",
+    "timesteps",
+    "seeds",
+    "samples",
+    "frames",
+    "pool",
+    "dtype",
+)
 
 
 def _codec() -> BloscCodec:
@@ -61,8 +72,10 @@ class ActivationStore:
         try:
             return self.group[layer]
         except KeyError:
-            raise ToolkitError(f"{self.path} lists layer {layer} but has no array for it; "
-                               f"repair the store with `anti-i2v probe ... --repair` (the same command)") from None
+            raise ToolkitError(
+                f"{self.path} lists layer {layer} but has no array for it; "
+                f"repair the store with `anti-i2v probe ... --repair` (the same command)"
+            ) from None
 
     def completed(self) -> np.ndarray:
         """Bool `(timestep, sample)`: which cells are fully written."""
@@ -95,7 +108,9 @@ class ActivationStore:
         except ToolkitError:
             raise
         except Exception as exc:  # truncated or random bytes: the codec fails in its own way
-            raise ToolkitError(f"{where}: the chunk cannot be decoded ({type(exc).__name__}); {fix}") from None
+            raise ToolkitError(
+                f"{where}: the chunk cannot be decoded ({type(exc).__name__}); {fix}"
+            ) from None
 
     def damaged_cells(self) -> list[tuple[int, int]]:
         """Completed cells with a layer chunk that is absent or cannot be decoded (reads every chunk)."""
@@ -121,7 +136,9 @@ def open_store(path: Path) -> ActivationStore:
     try:
         group = zarr.open_group(str(path), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
-        raise ToolkitError(f"{path} is not an activation store; make one with `anti-i2v probe`") from None
+        raise ToolkitError(
+            f"{path} is not an activation store; make one with `anti-i2v probe`"
+        ) from None
     if group.attrs.get("schema") != SCHEMA:
         raise ToolkitError(f"{path} has schema {group.attrs.get('schema')!r}, expected {SCHEMA!r}")
     return ActivationStore(Path(path), group)
@@ -134,7 +151,9 @@ def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
         try:
             group = zarr.open_group(str(path), mode="r+")
         except Exception:
-            raise ToolkitError(f"{path} exists and is not an activation store; choose another --out") from None
+            raise ToolkitError(
+                f"{path} exists and is not an activation store; choose another --out"
+            ) from None
         old = dict(group.attrs)
         diff = [k for k in IDENTITY_KEYS if old.get(k) != attrs.get(k)]
         if diff:
@@ -145,23 +164,39 @@ def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
         return ActivationStore(path, group)
     group = zarr.open_group(str(path), mode="w-")
     shape = (len(attrs["timesteps"]), len(attrs["samples"]))
-    group.create_array(COMPLETED, shape=shape, chunks=(1, 1), dtype="uint8", fill_value=0,
-                       dimension_names=DIMENSIONS[:2])
+    group.create_array(
+        COMPLETED,
+        shape=shape,
+        chunks=(1, 1),
+        dtype="uint8",
+        fill_value=0,
+        dimension_names=DIMENSIONS[:2],
+    )
     group.attrs.update(attrs)  # written last: a store without attributes is not taken as one
     return ActivationStore(path, group)
 
 
-def ensure_layer(store: ActivationStore, layer: str, cell_shape: tuple[int, ...], dtype: str) -> zarr.Array:
+def ensure_layer(
+    store: ActivationStore, layer: str, cell_shape: tuple[int, ...], dtype: str
+) -> zarr.Array:
     """The array of `layer`, created on first use with one chunk per (timestep, sample)."""
     if layer in store.group:
         arr = store.group[layer].with_config(WRITE_EVERY_CHUNK)
         if tuple(arr.shape[2:]) != tuple(cell_shape):
-            raise ToolkitError(f"layer {layer} in {store.path} has cells {arr.shape[2:]}, this run gives {cell_shape}")
+            raise ToolkitError(
+                f"layer {layer} in {store.path} has cells {arr.shape[2:]}, this run gives {cell_shape}"
+            )
         return arr
     t, s = len(store.attrs["timesteps"]), len(store.attrs["samples"])
     return store.group.create_array(
-        layer, shape=(t, s, *cell_shape), chunks=(1, 1, *cell_shape), dtype=dtype, fill_value=0,
-        compressors=_codec(), dimension_names=DIMENSIONS, config=WRITE_EVERY_CHUNK,
+        layer,
+        shape=(t, s, *cell_shape),
+        chunks=(1, 1, *cell_shape),
+        dtype=dtype,
+        fill_value=0,
+        compressors=_codec(),
+        dimension_names=DIMENSIONS,
+        config=WRITE_EVERY_CHUNK,
     )
 
 

@@ -21,14 +21,18 @@ def write_video(video: torch.Tensor, out: Path, fps: int = 8) -> Path:
     with atomic_path(out) as tmp:
         if suffix == ".gif":
             imgs = [Image.fromarray(f) for f in frames]
-            imgs[0].save(tmp, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
+            imgs[0].save(
+                tmp, save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0
+            )
         else:
             try:
                 import imageio.v2 as imageio
 
                 imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=1)
             except (ImportError, ValueError, RuntimeError) as exc:
-                raise ToolkitError(f"cannot write MP4 ({exc}); `pip install imageio-ffmpeg` or use .gif") from None
+                raise ToolkitError(
+                    f"cannot write MP4 ({exc}); `pip install imageio-ffmpeg` or use .gif"
+                ) from None
     return out
 
 

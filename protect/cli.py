@@ -19,36 +19,71 @@ console = Console(stderr=True)
 def protect(
     model: str = typer.Argument(..., help="the model to protect against (as for probe)"),
     images: list[Path] = typer.Argument(..., help="photos or folders of photos"),
-    profile: Path = typer.Option(None, help="layer profile from `anti-i2v adapt` (needed for irc/ira)"),
-    out: Path = typer.Option(..., "--out", help="folder for cloaked PNGs and sidecars (not an input folder)"),
+    profile: Path = typer.Option(
+        None, help="layer profile from `anti-i2v adapt` (needed for irc/ira)"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="folder for cloaked PNGs and sidecars (not an input folder)"
+    ),
     method: str = typer.Option(D.method, help=f"one of {', '.join(METHODS)}"),
     steps: int = typer.Option(D.steps, help="optimisation steps"),
-    eps: float = typer.Option(D.eps, help="L-inf budget in 1/255 units of the perturbed space, in (0, 255]"),
+    eps: float = typer.Option(
+        D.eps, help="L-inf budget in 1/255 units of the perturbed space, in (0, 255]"
+    ),
     alpha: float = typer.Option(D.alpha, help="step size in 1/255 units"),
     space: str = typer.Option(None, help=f"{', '.join(SPACES)} (default: the method's)"),
-    losses: str = typer.Option(None, help=f"comma-separated terms: {','.join(LOSS_TERMS)} (default: the method's)"),
-    target: Path = typer.Option(None, help="target image for IRA / latent pull (default: a built-in pattern)"),
-    untargeted: bool = typer.Option(False, "--untargeted", help="IRA pushes away from the clean photo instead"),
+    losses: str = typer.Option(
+        None, help=f"comma-separated terms: {','.join(LOSS_TERMS)} (default: the method's)"
+    ),
+    target: Path = typer.Option(
+        None, help="target image for IRA / latent pull (default: a built-in pattern)"
+    ),
+    untargeted: bool = typer.Option(
+        False, "--untargeted", help="IRA pushes away from the clean photo instead"
+    ),
     frames: int = typer.Option(D.frames, help="first video frames the losses use"),
     timesteps: str = typer.Option(None, help="timesteps (default: the profile's)"),
     seed: int = typer.Option(D.seed, help="seed of every random choice"),
-    no_early_exit: bool = typer.Option(False, "--no-early-exit", help="always run the whole denoiser"),
-    in_place: bool = typer.Option(False, "--in-place", help="allow --out to be an input folder: each original "
-                                  "is kept as NAME.original.EXT beside its cloak"),
-    record_paths: bool = typer.Option(False, "--record-paths", help="sidecars record full input paths "
-                                      "(default: file names only, as sidecars travel with cloaks)"),
+    no_early_exit: bool = typer.Option(
+        False, "--no-early-exit", help="always run the whole denoiser"
+    ),
+    in_place: bool = typer.Option(
+        False,
+        "--in-place",
+        help="allow --out to be an input folder: each original "
+        "is kept as NAME.original.EXT beside its cloak",
+    ),
+    record_paths: bool = typer.Option(
+        False,
+        "--record-paths",
+        help="sidecars record full input paths "
+        "(default: file names only, as sidecars travel with cloaks)",
+    ),
     device: str = typer.Option(D.device, help="auto, cpu or cuda"),
 ) -> None:
     """Cloak photos against image-to-video generation."""
     from protect.run import run_protect
 
     cfg = D(
-        model=model, images=tuple(map(str, images)), profile=str(profile) if profile else None, out=str(out),
-        method=method, steps=steps, eps=eps, alpha=alpha, space=space,
+        model=model,
+        images=tuple(map(str, images)),
+        profile=str(profile) if profile else None,
+        out=str(out),
+        method=method,
+        steps=steps,
+        eps=eps,
+        alpha=alpha,
+        space=space,
         losses=tuple(x for x in losses.split(",")) if losses is not None else None,
-        target=str(target) if target else None, ira_untargeted=untargeted, frames=frames,
-        timesteps=parse_ints(timesteps, "--timesteps") if timesteps else None, seed=seed,
-        early_exit=not no_early_exit, in_place=in_place, record_paths=record_paths, device=device,
+        target=str(target) if target else None,
+        ira_untargeted=untargeted,
+        frames=frames,
+        timesteps=parse_ints(timesteps, "--timesteps") if timesteps else None,
+        seed=seed,
+        early_exit=not no_early_exit,
+        in_place=in_place,
+        record_paths=record_paths,
+        device=device,
     )
 
     def report(r) -> None:  # as each photo finishes, so an interrupted run still shows what it did
@@ -56,7 +91,9 @@ def protect(
             s = r.sidecar
             Console().print(f"{r.name}: PSNR {s.psnr:.1f} dB, SSIM {s.ssim:.3f}, {s.seconds:.1f}s")
         else:
-            console.print(f"{'[yellow]' if r.status == 'skipped' else '[red]'}{r.status}[/] {r.name}: {r.detail}")
+            console.print(
+                f"{'[yellow]' if r.status == 'skipped' else '[red]'}{r.status}[/] {r.name}: {r.detail}"
+            )
 
     results = run_protect(cfg, on_result=report)
     if results and all(r.status == "failed" for r in results):
@@ -67,15 +104,26 @@ def evaluate(
     model: str = typer.Argument(..., help="the model to generate videos with"),
     clean: Path = typer.Option(..., help="folder of clean photos"),
     protected: list[Path] = typer.Option(..., help="folder(s) of protected photos, one per method"),
-    out: Path = typer.Option(..., "--out", help="report folder: results.csv, summary.json, index.html"),
+    out: Path = typer.Option(
+        ..., "--out", help="report folder: results.csv, summary.json, index.html"
+    ),
     seeds: int = typer.Option(E.seeds, help="generation seeds per photo"),
-    distortions: str = typer.Option(",".join(E.distortions),
-                                    help="distortions of the protected photo ('' for none); vae: the eval "
-                                    "model's own VAE encode-decode"),
-    models: str = typer.Option("", help="more eval models, comma-separated (transfer; undistorted cloaks)"),
-    identity: str = typer.Option(None, help="identity encoder: a folder in the mini encoder's format, or "
-                                 "facenet:PATH.safetensors for FaceNet (default: the mini identity encoder)"),
-    reference: str = typer.Option(None, help="vision encoder (DINO/CLIP; hub id or folder) for ref similarity"),
+    distortions: str = typer.Option(
+        ",".join(E.distortions),
+        help="distortions of the protected photo ('' for none); vae: the eval "
+        "model's own VAE encode-decode",
+    ),
+    models: str = typer.Option(
+        "", help="more eval models, comma-separated (transfer; undistorted cloaks)"
+    ),
+    identity: str = typer.Option(
+        None,
+        help="identity encoder: a folder in the mini encoder's format, or "
+        "facenet:PATH.safetensors for FaceNet (default: the mini identity encoder)",
+    ),
+    reference: str = typer.Option(
+        None, help="vision encoder (DINO/CLIP; hub id or folder) for ref similarity"
+    ),
     steps: int = typer.Option(E.steps, help="denoising steps per video"),
     device: str = typer.Option(E.device, help="auto, cpu or cuda"),
 ) -> None:
@@ -83,9 +131,17 @@ def evaluate(
     from protect.evaluate.run import evaluate as run
 
     cfg = E(
-        model=model, clean=str(clean), protected=tuple(map(str, protected)), out=str(out), seeds=seeds,
-        distortions=tuple(d for d in distortions.split(",") if d), models=tuple(m for m in models.split(",") if m),
-        identity=identity, reference=reference, steps=steps, device=device,
+        model=model,
+        clean=str(clean),
+        protected=tuple(map(str, protected)),
+        out=str(out),
+        seeds=seeds,
+        distortions=tuple(d for d in distortions.split(",") if d),
+        models=tuple(m for m in models.split(",") if m),
+        identity=identity,
+        reference=reference,
+        steps=steps,
+        device=device,
     )
     path = run(cfg)
     console.print(f"report: {path / 'index.html'}")

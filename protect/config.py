@@ -48,21 +48,33 @@ class ProtectConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ToolkitError(f"--method {self.method}: unknown; choose from {', '.join(METHODS)}")
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and 0 < self.eps <= 255):
-            raise ToolkitError(f"--eps {self.eps:g}: the budget must be in (0, 255] (1/255 units); the paper uses 16")
+        if not (
+            isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and 0 < self.eps <= 255
+        ):
+            raise ToolkitError(
+                f"--eps {self.eps:g}: the budget must be in (0, 255] (1/255 units); the paper uses 16"
+            )
         if self.steps < 1:
-            raise ToolkitError(f"--steps {self.steps}: at least 1 optimisation step (the paper uses 200)")
+            raise ToolkitError(
+                f"--steps {self.steps}: at least 1 optimisation step (the paper uses 200)"
+            )
         if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise ToolkitError(f"--alpha {self.alpha:g}: the step size must be above 0 (1/255 units)")
+            raise ToolkitError(
+                f"--alpha {self.alpha:g}: the step size must be above 0 (1/255 units)"
+            )
         if self.space is not None and self.space not in SPACES:
             raise ToolkitError(f"--space {self.space}: unknown; choose from {', '.join(SPACES)}")
         if self.losses is not None:
             unknown = [x for x in self.losses if x not in LOSS_TERMS]
             if unknown or not self.losses:
-                raise ToolkitError(f"--losses {','.join(self.losses)}: unknown term {unknown[:1]}; "
-                                   f"choose from {', '.join(LOSS_TERMS)}")
+                raise ToolkitError(
+                    f"--losses {','.join(self.losses)}: unknown term {unknown[:1]}; "
+                    f"choose from {', '.join(LOSS_TERMS)}"
+                )
         if self.frames < 1:
-            raise ToolkitError(f"--frames {self.frames}: the losses need at least 1 video frame (the paper uses 4)")
+            raise ToolkitError(
+                f"--frames {self.frames}: the losses need at least 1 video frame (the paper uses 4)"
+            )
         if self.timesteps is not None:
             check_timesteps(self.timesteps)
         if self.reference_steps < 1 or self.work_max_side < MIN_SIDE:
@@ -72,8 +84,11 @@ class ProtectConfig:
 def is_distortion(name: str) -> bool:
     """Whether `distort` knows `name` (checked before any video is generated)."""
     return name in ("none", "vae", "blur", "noise", "platform") or bool(
-        re.fullmatch(r"jpeg(\d+)", name) and 1 <= int(name[4:]) <= 100
-        or re.fullmatch(r"resize(\d+)", name) and 1 <= int(name[6:]) <= 100)
+        re.fullmatch(r"jpeg(\d+)", name)
+        and 1 <= int(name[4:]) <= 100
+        or re.fullmatch(r"resize(\d+)", name)
+        and 1 <= int(name[6:]) <= 100
+    )
 
 
 @dataclass(frozen=True)
@@ -95,9 +110,13 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         unknown = [d for d in self.distortions if not is_distortion(d)]
         if unknown:
-            raise ToolkitError(f"--distortions {','.join(unknown)}: unknown; choose from none, "
-                               f"{', '.join(DISTORTIONS)} (jpegQ and resizeP take any quality or percent)")
+            raise ToolkitError(
+                f"--distortions {','.join(unknown)}: unknown; choose from none, "
+                f"{', '.join(DISTORTIONS)} (jpegQ and resizeP take any quality or percent)"
+            )
         if self.seeds < 1 or self.steps < 1:
-            raise ToolkitError(f"--seeds {self.seeds} --steps {self.steps}: each must be at least 1")
+            raise ToolkitError(
+                f"--seeds {self.seeds} --steps {self.steps}: each must be at least 1"
+            )
         if not self.protected:
             raise ToolkitError("pass at least one --protected folder")

@@ -34,7 +34,9 @@ class Job:
 
     source: Path
     name: str  # the cloak is OUT/NAME.png, its sidecar OUT/NAME.json
-    keep_original_as: Path | None = None  # in place: rename the source here before writing the cloak
+    keep_original_as: Path | None = (
+        None  # in place: rename the source here before writing the cloak
+    )
 
 
 def is_sidecar(path: Path) -> bool:
@@ -43,7 +45,9 @@ def is_sidecar(path: Path) -> bool:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and (data.get("schema") == SIDECAR_SCHEMA or "photo_sha256" in data)
+    return isinstance(data, dict) and (
+        data.get("schema") == SIDECAR_SCHEMA or "photo_sha256" in data
+    )
 
 
 def is_toolkit_output(path: Path) -> bool:
@@ -68,27 +72,36 @@ def plan_jobs(inputs: list[Path], out: Path, in_place: bool = False) -> list[Job
     out_r = out.resolve()
     folders = [p.resolve() for p in inputs if p.is_dir()]
     parents = [p.resolve().parent for p in inputs if p.is_file()]
-    clash = next((f for f in folders if _inside(out_r, f)), None) or next((d for d in parents if d == out_r), None)
+    clash = next((f for f in folders if _inside(out_r, f)), None) or next(
+        (d for d in parents if d == out_r), None
+    )
     if clash is not None and not in_place:
-        raise ToolkitError(f"--out {out} is inside the input folder {clash}: cloaks would replace the original "
-                           "photos. Choose another --out, or pass --in-place to keep each original as "
-                           "NAME.original.EXT beside its cloak")
+        raise ToolkitError(
+            f"--out {out} is inside the input folder {clash}: cloaks would replace the original "
+            "photos. Choose another --out, or pass --in-place to keep each original as "
+            "NAME.original.EXT beside its cloak"
+        )
     files = [p for p in gather_images(inputs) if not is_toolkit_output(p)]
     # In place, an original already set aside whose cloak is unfinished is still to do (resume).
     kept = []
     if in_place:
         for folder in [p for p in inputs if p.is_dir()]:
             for p in sorted(folder.iterdir()):
-                if (p.suffix.lower() in IMAGE_SUFFIXES and Path(p.stem).suffix == ORIGINAL
-                        and not is_sidecar(out / f"{Path(p.stem).stem}.json")):
+                if (
+                    p.suffix.lower() in IMAGE_SUFFIXES
+                    and Path(p.stem).suffix == ORIGINAL
+                    and not is_sidecar(out / f"{Path(p.stem).stem}.json")
+                ):
                     kept.append(p)
     jobs, by_name = [], {}
     for p in files + kept:
         is_kept = p in kept
         name = Path(p.stem).stem if is_kept else p.stem
         if name in by_name:
-            raise ToolkitError(f"{by_name[name]} and {p} would both be cloaked as {out / (name + '.png')}; "
-                               "rename one, or cloak them into different --out folders")
+            raise ToolkitError(
+                f"{by_name[name]} and {p} would both be cloaked as {out / (name + '.png')}; "
+                "rename one, or cloak them into different --out folders"
+            )
         by_name[name] = p
         move = None
         if in_place and not is_kept and _inside(out_r, p.resolve().parent):

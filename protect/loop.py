@@ -64,4 +64,6 @@ def perturb_iterative(
             on_step(step, history[-1])
     with torch.no_grad():
         adv = space.apply(image, params)
-    return LoopResult(adv=adv.detach(), params={k: v.detach() for k, v in params.items()}, history=history)
+    return LoopResult(
+        adv=adv.detach(), params={k: v.detach() for k, v in params.items()}, history=history
+    )

@@ -45,19 +45,29 @@ def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (similarity(a) - similarity(b)).pow(2).mean()
 
 
-def irc_loss(anchor_feats: dict[str, torch.Tensor], collapse_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+def irc_loss(
+    anchor_feats: dict[str, torch.Tensor], collapse_feats: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """Internal Representation Collapse: anchors pulled toward the collapse layers' features.
 
     The collapse target is detached (stop-gradient): the low-level layer is the destination,
     not something to move.
     """
-    terms = [feature_distance(a, c.detach()) for a in anchor_feats.values() for c in collapse_feats.values()]
+    terms = [
+        feature_distance(a, c.detach())
+        for a in anchor_feats.values()
+        for c in collapse_feats.values()
+    ]
     return torch.stack(terms).mean()
 
 
-def ira_loss(anchor_feats: dict[str, torch.Tensor], reference_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+def ira_loss(
+    anchor_feats: dict[str, torch.Tensor], reference_feats: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """Internal Representation Anchor distance: anchors to a target's (or the clean image's) features."""
-    return torch.stack([feature_distance(anchor_feats[k], reference_feats[k].detach()) for k in anchor_feats]).mean()
+    return torch.stack(
+        [feature_distance(anchor_feats[k], reference_feats[k].detach()) for k in anchor_feats]
+    ).mean()
 
 
 def diffusion_loss(predicted_clean: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:

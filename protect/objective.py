@@ -58,8 +58,15 @@ def clip_frames_for(backbone: Backbone, frames: int) -> int:
 class ModelObjective:
     """A callable `x_adv (B, 3, H, W) -> (objective, terms)`; holds the per-photo targets."""
 
-    def __init__(self, backbone: Backbone, spec: ObjectiveSpec, clean: torch.Tensor,
-                 reference: torch.Tensor | None, target: torch.Tensor | None, lpips_model=None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        spec: ObjectiveSpec,
+        clean: torch.Tensor,
+        reference: torch.Tensor | None,
+        target: torch.Tensor | None,
+        lpips_model=None,
+    ):
         self.backbone, self.spec, self.lpips = backbone, spec, lpips_model
         self.clean = clean.detach()
         self.reference = reference.detach() if reference is not None else None
@@ -91,7 +98,9 @@ class ModelObjective:
                 self.noise[t] = torch.randn(latent.shape, generator=gen).to(latent)
             if self.needs_denoiser:
                 t0 = spec.timesteps[0]
-                kwargs = backbone.denoiser_kwargs(backbone.add_noise(latent, self.noise[t0], t0), cond, t0)
+                kwargs = backbone.denoiser_kwargs(
+                    backbone.add_noise(latent, self.noise[t0], t0), cond, t0
+                )
                 order = execution_order(backbone, kwargs)
                 wanted = set(spec.collapse_layers) | set(spec.anchor_layers)
                 self.layers = [name for name in order if name in wanted]
@@ -103,7 +112,9 @@ class ModelObjective:
                     feats, _ = self._forward(tcond, tlatent, t, need_output=False)
                     self.target_feats[t] = {k: feats[k] for k in spec.anchor_layers}
             if "latent_pull" in uses and target is not None:
-                self.target_latent = backbone.condition(backbone.resize(target), spec.clip_frames).clean
+                self.target_latent = backbone.condition(
+                    backbone.resize(target), spec.clip_frames
+                ).clean
         self.prepared = True
         return self
 
@@ -130,10 +141,14 @@ class ModelObjective:
             sds_latent = cond.clean if "sds" in self.uses else latent
             feats, (noisy, output) = self._forward(cond, sds_latent, t, self.needs_output)
             if "irc" in self.uses:
-                terms["irc"] = irc_loss({k: feats[k] for k in spec.anchor_layers},
-                                        {k: feats[k] for k in spec.collapse_layers})
+                terms["irc"] = irc_loss(
+                    {k: feats[k] for k in spec.anchor_layers},
+                    {k: feats[k] for k in spec.collapse_layers},
+                )
             if "ira" in self.uses:
-                terms["ira"] = ira_loss({k: feats[k] for k in spec.anchor_layers}, self.target_feats[t])
+                terms["ira"] = ira_loss(
+                    {k: feats[k] for k in spec.anchor_layers}, self.target_feats[t]
+                )
             if output is not None:
                 clean_hat = bb.predict_clean(noisy, bb.hidden(output), t)
                 if "diffusion" in self.uses:

@@ -124,10 +124,15 @@ class Run:
         weights = method_weights(cfg.method, list(cfg.losses) if cfg.losses else None)
         needs_profile = any(weights.get(k) for k in PROFILE_TERMS)
         if needs_profile and profile is None:
-            raise ToolkitError(f"method {cfg.method} needs a layer profile; make one with "
-                               f"`anti-i2v adapt {cfg.model} PHOTOS --out DIR` and pass --profile DIR/profile.json")
+            raise ToolkitError(
+                f"method {cfg.method} needs a layer profile; make one with "
+                f"`anti-i2v adapt {cfg.model} PHOTOS --out DIR` and pass --profile DIR/profile.json"
+            )
         return cls(
-            cfg=cfg, weights=weights, space=cfg.space or METHODS[cfg.method].space, profile=profile,
+            cfg=cfg,
+            weights=weights,
+            space=cfg.space or METHODS[cfg.method].space,
+            profile=profile,
             collapse_layers=list(profile.collapse_layers) if needs_profile else [],
             anchor_layers=list(profile.anchor_layers) if needs_profile else [],
             timesteps=list(cfg.timesteps or (profile.timesteps if profile else [500])),
@@ -144,8 +149,12 @@ class Run:
 
     def matches(self, old: Sidecar, photo: Photo) -> bool:
         """Same photo, every setting and the same layers: the same work, already done."""
-        return (old.photo_sha256 == photo.sha256 and old.settings == self.settings
-                and (old.collapse_layers, old.anchor_layers) == (self.collapse_layers, self.anchor_layers))
+        return (
+            old.photo_sha256 == photo.sha256
+            and old.settings == self.settings
+            and (old.collapse_layers, old.anchor_layers)
+            == (self.collapse_layers, self.anchor_layers)
+        )
 
 
 def default_target(size: tuple[int, int]) -> torch.Tensor:
@@ -155,20 +164,32 @@ def default_target(size: tuple[int, int]) -> torch.Tensor:
     cell = max(2, min(h, w) // 8)
     checker = ((yy // cell + xx // cell) % 2).float()
     colours = torch.tensor([[1.0, 0.1, 0.6], [0.1, 0.9, 0.2]])
-    return (colours[0].view(3, 1, 1) * checker + colours[1].view(3, 1, 1) * (1 - checker)).clamp(0, 1)
+    return (colours[0].view(3, 1, 1) * checker + colours[1].view(3, 1, 1) * (1 - checker)).clamp(
+        0, 1
+    )
 
 
-def reference_latent(backbone: Backbone, photo: torch.Tensor, photo_sha: str, clip: int, cfg: ProtectConfig,
-                     cache: Path) -> torch.Tensor:
+def reference_latent(
+    backbone: Backbone,
+    photo: torch.Tensor,
+    photo_sha: str,
+    clip: int,
+    cfg: ProtectConfig,
+    cache: Path,
+) -> torch.Tensor:
     """Latent of the clean photo's generated video (first `clip` frames), cached per photo and model."""
     key = f"{backbone.config_sha256()[:16]}-{photo_sha[:16]}-f{clip}-s{cfg.seed}-n{cfg.reference_steps}"
 
     def compute() -> dict[str, torch.Tensor]:
         video = backbone.generate(photo, steps=cfg.reference_steps, seed=cfg.seed)[:clip]
         with torch.no_grad():
-            return {"latent": backbone.encode_video(backbone.resize(video)[None].to(backbone.device))}
+            return {
+                "latent": backbone.encode_video(backbone.resize(video)[None].to(backbone.device))
+            }
 
-    return cached_tensors(cache / f"{key}.safetensors", compute)["latent"].to(backbone.device, backbone.dtype)
+    return cached_tensors(cache / f"{key}.safetensors", compute)["latent"].to(
+        backbone.device, backbone.dtype
+    )
 
 
 def upsample_change(photo: np.ndarray, work: torch.Tensor, adv: torch.Tensor) -> np.ndarray:
@@ -191,12 +212,18 @@ def upsample_change(photo: np.ndarray, work: torch.Tensor, adv: torch.Tensor) ->
         base = base / 255 if photo.dtype == np.uint8 else base
         return _quantise(base + delta[0])
     out = np.empty((big_h, big_w, 3), dtype=np.uint8)
-    xs = (torch.arange(big_w, dtype=torch.float32) + 0.5) * 2 / big_w - 1  # normalised, align_corners=False
+    xs = (
+        torch.arange(big_w, dtype=torch.float32) + 0.5
+    ) * 2 / big_w - 1  # normalised, align_corners=False
     for r0 in range(0, big_h, BAND_ROWS):
         r1 = min(big_h, r0 + BAND_ROWS)
         ys = (torch.arange(r0, r1, dtype=torch.float32) + 0.5) * 2 / big_h - 1
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]  # (1, rows, W, 2): x, y
-        band_delta = F.grid_sample(delta, grid, mode="bicubic", padding_mode="border", align_corners=False)[0]
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[
+            None
+        ]  # (1, rows, W, 2): x, y
+        band_delta = F.grid_sample(
+            delta, grid, mode="bicubic", padding_mode="border", align_corners=False
+        )[0]
         base = torch.from_numpy(np.ascontiguousarray(photo[r0:r1])).permute(2, 0, 1).float()
         base = base / 255 if photo.dtype == np.uint8 else base
         out[r0:r1] = _quantise(base + band_delta)
@@ -220,8 +247,14 @@ def written_fidelity(photo: np.ndarray, cloak: np.ndarray) -> tuple[float, float
     return (math.inf if mse == 0 else 10 * math.log10(1.0 / mse)), linf
 
 
-def cloak_photo(photo: Photo, backbone: Backbone, run: Run, out: Path, target: torch.Tensor | None,
-                lpips_model=None) -> tuple[np.ndarray, Sidecar]:
+def cloak_photo(
+    photo: Photo,
+    backbone: Backbone,
+    run: Run,
+    out: Path,
+    target: torch.Tensor | None,
+    lpips_model=None,
+) -> tuple[np.ndarray, Sidecar]:
     """Cloak one photo; returns the full-size uint8 cloak and its sidecar (the caller writes both)."""
     started = time.time()
     cfg, method = run.cfg, METHODS[run.cfg.method]
@@ -229,15 +262,28 @@ def cloak_photo(photo: Photo, backbone: Backbone, run: Run, out: Path, target: t
     clip = clip_frames_for(backbone, cfg.frames)
     work = photo.work_pixels(cfg.work_max_side)
     x = work[None].to(backbone.device)
-    spec = ObjectiveSpec(weights=run.weights, collapse_layers=run.collapse_layers, anchor_layers=run.anchor_layers,
-                         timesteps=run.timesteps, clip_frames=clip, ira_targeted=not cfg.ira_untargeted,
-                         seed=cfg.seed, early_exit=cfg.early_exit)
+    spec = ObjectiveSpec(
+        weights=run.weights,
+        collapse_layers=run.collapse_layers,
+        anchor_layers=run.anchor_layers,
+        timesteps=run.timesteps,
+        clip_frames=clip,
+        ira_targeted=not cfg.ira_untargeted,
+        seed=cfg.seed,
+        early_exit=cfg.early_exit,
+    )
     if method.optimises:
         reference = None
         if run.weights.get("diffusion"):
-            reference = reference_latent(backbone, work, photo.sha256, clip, cfg, out / ".reference")
+            reference = reference_latent(
+                backbone, work, photo.sha256, clip, cfg, out / ".reference"
+            )
         pattern = target if target is not None else default_target(tuple(x.shape[-2:]))
-        pattern = F.interpolate(pattern[None], size=x.shape[-2:], mode="bilinear", antialias=True).clamp(0, 1).to(x)
+        pattern = (
+            F.interpolate(pattern[None], size=x.shape[-2:], mode="bilinear", antialias=True)
+            .clamp(0, 1)
+            .to(x)
+        )
         objective = ModelObjective(backbone, spec, x, reference, pattern, lpips_model)
         objective.prepare()
         result = perturb_iterative(x, objective, space, cfg.steps, cfg.alpha / 255)
@@ -249,13 +295,25 @@ def cloak_photo(photo: Photo, backbone: Backbone, run: Run, out: Path, target: t
     psnr_db, linf = written_fidelity(photo.array, cloak)
     written_work = Photo(photo.path, cloak, "", "RGB").work_pixels(cfg.work_max_side)
     sidecar = Sidecar(
-        photo=str(photo.path) if cfg.record_paths else photo.path.name, photo_sha256=photo.sha256,
-        size=list(photo.size), model=backbone.name, family=backbone.family, config_sha256=backbone.config_sha256(),
-        profile_sha256=run.profile.sha256 if run.profile else None, settings=run.settings, clip_frames=clip,
-        lpips_available=lpips_model is not None, collapse_layers=run.collapse_layers, anchor_layers=run.anchor_layers,
+        photo=str(photo.path) if cfg.record_paths else photo.path.name,
+        photo_sha256=photo.sha256,
+        size=list(photo.size),
+        model=backbone.name,
+        family=backbone.family,
+        config_sha256=backbone.config_sha256(),
+        profile_sha256=run.profile.sha256 if run.profile else None,
+        settings=run.settings,
+        clip_frames=clip,
+        lpips_available=lpips_model is not None,
+        collapse_layers=run.collapse_layers,
+        anchor_layers=run.anchor_layers,
         budget=budget_used(x.cpu(), adv[None], {k: v.cpu() for k, v in params.items()}),
-        linf_rgb_written=linf, psnr=psnr_db, ssim=ssim(written_work, work),
-        losses=history, seconds=time.time() - started, toolkit_version=TOOLKIT_VERSION,
+        linf_rgb_written=linf,
+        psnr=psnr_db,
+        ssim=ssim(written_work, work),
+        losses=history,
+        seconds=time.time() - started,
+        toolkit_version=TOOLKIT_VERSION,
     )
     return cloak, sidecar
 
@@ -297,20 +355,29 @@ def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone | None]:
     return run, jobs, backbone
 
 
-def run_protect(cfg: ProtectConfig, on_result: Callable[[PhotoResult], None] | None = None) -> list[PhotoResult]:
+def run_protect(
+    cfg: ProtectConfig, on_result: Callable[[PhotoResult], None] | None = None
+) -> list[PhotoResult]:
     """Cloak every photo; a failing photo is reported (through `on_result`, as it finishes) and the others go on."""
     run, jobs, backbone = prepare_run(cfg)
     if not jobs:
-        console.print(f"nothing to cloak in {', '.join(cfg.images)}: every image there is a cloak or another "
-                      "output of this toolkit")
+        console.print(
+            f"nothing to cloak in {', '.join(cfg.images)}: every image there is a cloak or another "
+            "output of this toolkit"
+        )
         return []
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     target = load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side) if cfg.target else None
     lpips_model = load_lpips() if run.weights.get("lpips") else None
     results: list[PhotoResult] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(jobs))
         for job in jobs:
             result = _protect_one(job, backbone, run, out, target, lpips_model)
@@ -321,15 +388,21 @@ def run_protect(cfg: ProtectConfig, on_result: Callable[[PhotoResult], None] | N
     return results
 
 
-def _protect_one(job: Job, backbone: Backbone, run: Run, out: Path, target, lpips_model) -> PhotoResult:
+def _protect_one(
+    job: Job, backbone: Backbone, run: Run, out: Path, target, lpips_model
+) -> PhotoResult:
     """One photo, start to finish: skip, refuse, or cloak and write; never raises for a photo's own fault."""
     try:
         photo = load_photo(job.source)
     except ToolkitError as exc:
         return PhotoResult(job.name, "failed", str(exc))
     if min(photo.size) < MIN_SIDE:
-        return PhotoResult(job.name, "skipped", f"too small to protect ({photo.size[1]}x{photo.size[0]} px; "
-                                                f"at least {MIN_SIDE} px a side)")
+        return PhotoResult(
+            job.name,
+            "skipped",
+            f"too small to protect ({photo.size[1]}x{photo.size[0]} px; "
+            f"at least {MIN_SIDE} px a side)",
+        )
     side_path, png_path = out / f"{job.name}.json", out / f"{job.name}.png"
     old = Sidecar.read(side_path) if png_path.exists() else None
     if old is not None and run.matches(old, photo):
@@ -340,15 +413,23 @@ def _protect_one(job: Job, backbone: Backbone, run: Run, out: Path, target, lpip
         try:
             cloak, sidecar = cloak_photo(photo, backbone, run, out, target, lpips_model)
         except DivergedError as exc:
-            return PhotoResult(job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms")
-        if job.keep_original_as is not None:  # in place: the original moves aside before its name is reused
+            return PhotoResult(
+                job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms"
+            )
+        if (
+            job.keep_original_as is not None
+        ):  # in place: the original moves aside before its name is reused
             if job.keep_original_as.exists():
-                return PhotoResult(job.name, "failed", f"{job.keep_original_as} already exists; move it away")
+                return PhotoResult(
+                    job.name, "failed", f"{job.keep_original_as} already exists; move it away"
+                )
             job.source.rename(job.keep_original_as)
             sidecar = _with_original(sidecar, job.keep_original_as, run.cfg.record_paths)
         write_png_uint8(cloak, png_path)
         _loss_curve(sidecar.losses, out / f"{job.name}.loss.png")
-        write_text_atomic(side_path, json.dumps(sidecar.to_json(), indent=1))  # last: its presence means done
+        write_text_atomic(
+            side_path, json.dumps(sidecar.to_json(), indent=1)
+        )  # last: its presence means done
     return PhotoResult(job.name, "done", sidecar=sidecar)
 
 

@@ -42,7 +42,9 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 def apply_lab(image: torch.Tensor, delta_ab: torch.Tensor) -> torch.Tensor:
     """Add `delta_ab (*, 2, H, W)` (normalised units) to a* and b*; L* is unchanged."""
     if delta_ab.shape[-3] != 2:
-        raise ValueError(f"delta_ab must have 2 channels (a*, b*), got shape {tuple(delta_ab.shape)}")
+        raise ValueError(
+            f"delta_ab must have 2 channels (a*, b*), got shape {tuple(delta_ab.shape)}"
+        )
     lab = rgb_to_lab(image)
     shifted = torch.cat([lab[..., :1, :, :], lab[..., 1:, :, :] + AB_SCALE * delta_ab], dim=-3)
     return lab_to_rgb(shifted)
@@ -60,7 +62,11 @@ def lowpass_mask(height: int, width: int, cutoff: float = 0.25, device=None) -> 
 def dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The orthonormal DCT-II matrix `D (n, n)`, with `dct(x) = D @ x`, built by torch-dct."""
     # torch-dct transforms the rows of the identity, giving D's columns.
-    return torch_dct.dct(torch.eye(n, dtype=torch.float64), norm="ortho").T.to(device, dtype).contiguous()
+    return (
+        torch_dct.dct(torch.eye(n, dtype=torch.float64), norm="ortho")
+        .T.to(device, dtype)
+        .contiguous()
+    )
 
 
 def dct2(image: torch.Tensor) -> torch.Tensor:
@@ -68,13 +74,21 @@ def dct2(image: torch.Tensor) -> torch.Tensor:
     # Two matrix products with torch-dct's own matrix: the same transform as torch_dct.dct_2d,
     # and 4-6x faster at photo sizes than its FFT route, which the optimisation pays every step.
     h, w = image.shape[-2:]
-    return dct_matrix(h, image.device, image.dtype) @ image @ dct_matrix(w, image.device, image.dtype).T
+    return (
+        dct_matrix(h, image.device, image.dtype)
+        @ image
+        @ dct_matrix(w, image.device, image.dtype).T
+    )
 
 
 def idct2(coeffs: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`dct2` (the matrix is orthogonal, so its transpose)."""
     h, w = coeffs.shape[-2:]
-    return dct_matrix(h, coeffs.device, coeffs.dtype).T @ coeffs @ dct_matrix(w, coeffs.device, coeffs.dtype)
+    return (
+        dct_matrix(h, coeffs.device, coeffs.dtype).T
+        @ coeffs
+        @ dct_matrix(w, coeffs.device, coeffs.dtype)
+    )
 
 
 def apply_dct(image: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,10 +120,14 @@ class Space:
             raise ValueError(f"unknown space {self.name!r}; use {', '.join(SPACES)}")
         return {k: v.to(image) for k, v in params.items()}
 
-    def random_init(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def random_init(
+        self, image: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         """Uniform noise in [-eps, eps] for every parameter (the random-noise baseline)."""
-        return {k: ((torch.rand(v.shape, generator=generator) * 2 - 1) * self.eps).to(v)
-                for k, v in self.init(image).items()}
+        return {
+            k: ((torch.rand(v.shape, generator=generator) * 2 - 1) * self.eps).to(v)
+            for k, v in self.init(image).items()
+        }
 
     def apply(self, image: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The perturbed image in [0, 1]."""
@@ -127,7 +145,9 @@ class Space:
         return {k: v.clamp(-self.eps, self.eps) for k, v in params.items()}
 
 
-def budget_used(image: torch.Tensor, adv: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, float]:
+def budget_used(
+    image: torch.Tensor, adv: torch.Tensor, params: dict[str, torch.Tensor]
+) -> dict[str, float]:
     """L-inf size of the perturbation in each space it lives in, and in RGB."""
     out = {f"linf_{k}": float(v.abs().max()) for k, v in params.items()}
     out["linf_rgb_effective"] = float((adv - image).abs().max())

@@ -41,7 +41,9 @@ def _blob_masks(n: int, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _features(masks: np.ndarray, semantic: float, channels: int = 16, frames: int = 2, seed: int = 0) -> np.ndarray:
+def _features(
+    masks: np.ndarray, semantic: float, channels: int = 16, frames: int = 2, seed: int = 0
+) -> np.ndarray:
     """(n, frames, h, w, C): semantic * (part embedding) + (1 - semantic) * noise."""
     rng = np.random.default_rng(seed)
     emb = rng.normal(size=(masks.max() + 1, channels))
@@ -52,10 +54,24 @@ def _features(masks: np.ndarray, semantic: float, channels: int = 16, frames: in
 
 def _store(path, layers: dict[str, np.ndarray], timesteps=(500,)):
     n = next(iter(layers.values())).shape[0]
-    attrs = {"schema": SCHEMA, "model": "synthetic", "family": "cogvideox", "config_sha256": "abc" * 10,
-             "layers": list(layers), "timesteps": list(timesteps), "seeds": [0],
-             "samples": [{"name": f"s{i}", "sha256": "0", "size": [8, 8], "seed": 0, "image": i} for i in range(n)],
-             "frames": None, "pool": 1, "dtype": "float32", "toolkit_version": "test", "config": {"images": []}}
+    attrs = {
+        "schema": SCHEMA,
+        "model": "synthetic",
+        "family": "cogvideox",
+        "config_sha256": "abc" * 10,
+        "layers": list(layers),
+        "timesteps": list(timesteps),
+        "seeds": [0],
+        "samples": [
+            {"name": f"s{i}", "sha256": "0", "size": [8, 8], "seed": 0, "image": i}
+            for i in range(n)
+        ],
+        "frames": None,
+        "pool": 1,
+        "dtype": "float32",
+        "toolkit_version": "test",
+        "config": {"images": []},
+    }
     store = create_or_resume(path, attrs)
     for ti in range(len(timesteps)):
         for s in range(n):
@@ -84,12 +100,17 @@ def test_cka_of_a_layer_with_itself_is_one_and_invariances():
 
 def test_mask_one_hot_features_score_high_and_noise_low():
     masks = _blob_masks(8)
+
     def rows(feats):
         return feats[:, 0].reshape(8, -1, feats.shape[-1])
+
     lab = masks.reshape(8, -1)
     good, bad = rows(_features(masks, 1.0)), rows(_features(masks, 0.0))
-    split = lambda a: (a[::2].reshape(-1, a.shape[-1]) if a.ndim == 3 else a[::2].reshape(-1),  # noqa: E731
-                       a[1::2].reshape(-1, a.shape[-1]) if a.ndim == 3 else a[1::2].reshape(-1))
+
+    def split(a):  # even samples train, odd samples test
+        flat = (lambda x: x.reshape(-1, a.shape[-1])) if a.ndim == 3 else (lambda x: x.reshape(-1))
+        return flat(a[::2]), flat(a[1::2])
+
     (gt, gv), (bt, bv), (lt, lv) = split(good), split(bad), split(lab)
     assert mask_probe_score(gt, lt, gv, lv) > 0.95
     assert mask_probe_score(bt, lt, bv, lv) < 0.5  # chance is 1/3
@@ -127,31 +148,59 @@ def test_labels_to_grid_takes_the_majority():
 
 def test_rule_picks_mid_depth_semantic_anchor_and_early_collapse():
     layers = [f"blocks.{i}" for i in range(10)]
-    sem = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.8, 0.6, 0.5, 0.95]  # the last is high but outside the band
+    sem = [
+        0.1,
+        0.2,
+        0.3,
+        0.5,
+        0.7,
+        0.9,
+        0.8,
+        0.6,
+        0.5,
+        0.95,
+    ]  # the last is high but outside the band
     scores = {
         "mask_probe": {layer: [s, s * 0.5] for layer, s in zip(layers, sem, strict=True)},
         "cka_first": {layer: [1 - i / 10] * 2 for i, layer in enumerate(layers)},
     }
-    picks = choose(scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1, min_timestep=0))
+    picks = choose(
+        scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1, min_timestep=0)
+    )
     assert picks["collapse_layers"] == ["blocks.0"]
     assert picks["anchor_layers"] == ["blocks.5", "blocks.6"]
     assert picks["timesteps"] == [300]  # the more semantic timestep
     # By default only the noisier half is eligible (the attack's leverage is there) ...
-    assert choose(scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1))["timesteps"] == [700]
+    assert choose(scores, layers, [300, 700], ChoiceRule(n_anchors=2, n_timesteps=1))[
+        "timesteps"
+    ] == [700]
     # ... unless no probed timestep is in it.
-    assert choose(scores, layers, [100, 300], ChoiceRule(n_anchors=2, n_timesteps=1))["timesteps"] == [100]
+    assert choose(scores, layers, [100, 300], ChoiceRule(n_anchors=2, n_timesteps=1))[
+        "timesteps"
+    ] == [100]
 
 
 def test_profile_round_trip_and_mismatch_refusal(tmp_path):
-    profile = {"schema": "anti-i2v.profile/1", "model": "tiny:cogvideox", "family": "cogvideox",
-               "config_sha256": "a" * 64, "layers": ["transformer_blocks.0", "transformer_blocks.1"], "scores": {},
-               "collapse_layers": ["transformer_blocks.0"], "anchor_layers": ["transformer_blocks.1"],
-               "timesteps": [500], "rule": {}}
+    profile = {
+        "schema": "anti-i2v.profile/1",
+        "model": "tiny:cogvideox",
+        "family": "cogvideox",
+        "config_sha256": "a" * 64,
+        "layers": ["transformer_blocks.0", "transformer_blocks.1"],
+        "scores": {},
+        "collapse_layers": ["transformer_blocks.0"],
+        "anchor_layers": ["transformer_blocks.1"],
+        "timesteps": [500],
+        "rule": {},
+    }
     profile = Profile.from_json(profile)
     path = save_profile(profile, tmp_path / "p.json")
     assert load_profile(path) == profile
     profile.check_model("tiny:cogvideox", profile.layers, "a" * 64)  # accepted
-    with pytest.raises(ToolkitError, match=r"not tiny:wan: config hash .*layers only in the profile: \['transformer"):
+    with pytest.raises(
+        ToolkitError,
+        match=r"not tiny:wan: config hash .*layers only in the profile: \['transformer",
+    ):
         profile.check_model("tiny:wan", ["blocks.0", "blocks.1"], "b" * 64)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ToolkitError, match="not valid JSON"):
@@ -178,7 +227,9 @@ def test_synthetic_store_recovers_the_semantic_layer(tmp_path):
         assert (tmp_path / "figures" / f).stat().st_size > 1000
     assert "blocks.2" in (tmp_path / "index.html").read_text()
     again = analyse(store.path, tmp_path / "p2.json", None, mdir)
-    assert json.loads((tmp_path / "p.json").read_text())["scores"] == again.scores  # same input, same profile
+    assert (
+        json.loads((tmp_path / "p.json").read_text())["scores"] == again.scores
+    )  # same input, same profile
 
 
 @pytest.mark.slow
@@ -209,16 +260,45 @@ def test_incomplete_store_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_cli_adapt_end_to_end_on_tiny_model(tmp_path, portraits):
-    res = CliRunner().invoke(app, ["adapt", "tiny:svd", str(portraits), "--out", str(tmp_path / "a"),
-                                   "--timesteps", "300,700"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            "tiny:svd",
+            str(portraits),
+            "--out",
+            str(tmp_path / "a"),
+            "--timesteps",
+            "300,700",
+        ],
+    )
     assert res.exit_code == 0, res.output
     profile = load_profile(tmp_path / "a" / "profile.json")
-    assert profile.layers == ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"]
+    assert profile.layers == [
+        "down_blocks.0",
+        "down_blocks.1",
+        "mid_block",
+        "up_blocks.0",
+        "up_blocks.1",
+    ]
     assert set(profile.anchor_layers) <= set(profile.layers) and profile.collapse_layers
-    assert {"spatial_coherence", "cka_first", "cka_last", "temporal_stability"} <= set(profile.scores)
-    assert (tmp_path / "a" / "index.html").exists() and (tmp_path / "a" / "figures" / "pca_grid.png").exists()
-    res = CliRunner().invoke(app, ["analyse", str(tmp_path / "a" / "activations.zarr"), "--out",
-                                   str(tmp_path / "p.json"), "--reference", str(tmp_path / "no-such-encoder")])
+    assert {"spatial_coherence", "cka_first", "cka_last", "temporal_stability"} <= set(
+        profile.scores
+    )
+    assert (tmp_path / "a" / "index.html").exists() and (
+        tmp_path / "a" / "figures" / "pca_grid.png"
+    ).exists()
+    res = CliRunner().invoke(
+        app,
+        [
+            "analyse",
+            str(tmp_path / "a" / "activations.zarr"),
+            "--out",
+            str(tmp_path / "p.json"),
+            "--reference",
+            str(tmp_path / "no-such-encoder"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "reference_cka skipped" in res.output
 
@@ -227,10 +307,30 @@ def test_cli_adapt_end_to_end_on_tiny_model(tmp_path, portraits):
 def test_reference_encoder_from_a_local_folder(tmp_path, portraits):
     from transformers import Dinov2Config, Dinov2Model
 
-    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-                             image_size=32, patch_size=8)).save_pretrained(tmp_path / "dino")
-    res = CliRunner().invoke(app, ["adapt", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "a"),
-                                   "--timesteps", "500", "--reference", str(tmp_path / "dino")])
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(tmp_path / "dino")
+    res = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            "tiny:cogvideox",
+            str(portraits),
+            "--out",
+            str(tmp_path / "a"),
+            "--timesteps",
+            "500",
+            "--reference",
+            str(tmp_path / "dino"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     ref = load_profile(tmp_path / "a" / "profile.json").scores["reference_cka"]
     assert all(0 <= v[0] <= 1 for v in ref.values())

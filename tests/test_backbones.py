@@ -26,7 +26,13 @@ GOLDEN = {
 def _count_blocks(denoiser: torch.nn.Module) -> int:
     """Count blocks straight from the module tree, independently of the adapters."""
     n = 0
-    for attr in ("transformer_blocks", "single_transformer_blocks", "blocks", "down_blocks", "up_blocks"):
+    for attr in (
+        "transformer_blocks",
+        "single_transformer_blocks",
+        "blocks",
+        "down_blocks",
+        "up_blocks",
+    ):
         n += len(getattr(denoiser, attr, []))
     return n + int(getattr(denoiser, "mid_block", None) is not None)
 
@@ -52,7 +58,9 @@ def test_layout_and_denoiser_output(backbones, family):
     cond, kwargs = _kwargs(bb, torch.rand(2, 3, 40, 56))
     seen = {}
     handles = [
-        bb.denoiser.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, bb.hidden(o)))
+        bb.denoiser.get_submodule(n).register_forward_hook(
+            lambda m, a, o, n=n: seen.__setitem__(n, bb.hidden(o))
+        )
         for n in bb.block_names()
     ]
     try:
@@ -77,7 +85,9 @@ def test_conditioning_is_differentiable(backbones, family):
     image = torch.rand(1, 3, 37, 45, requires_grad=True)  # any size: resized inside
     cond, kwargs = _kwargs(bb, image)
     hidden = kwargs.get("hidden_states", kwargs.get("sample"))
-    extra = sum(v.float().sum() for v in cond.tensors.values() if v.is_floating_point() and v.requires_grad)
+    extra = sum(
+        v.float().sum() for v in cond.tensors.values() if v.is_floating_point() and v.requires_grad
+    )
     (hidden.float().pow(2).sum() + extra).backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
 
@@ -93,7 +103,9 @@ def test_noise_schedules_move_toward_noise(backbones):
 
 def test_family_detection_from_model_index():
     assert family_of({"_class_name": "CogVideoXImageToVideoPipeline"}) == "cogvideox"
-    assert family_of({"_class_name": "WanImageToVideoPipeline", "expand_timesteps": True}) == "wan22"
+    assert (
+        family_of({"_class_name": "WanImageToVideoPipeline", "expand_timesteps": True}) == "wan22"
+    )
     assert family_of({"_class_name": "WanImageToVideoPipeline"}) == "wan"
     assert family_of({"_class_name": "StableVideoDiffusionPipeline"}) == "svd"
     with pytest.raises(ToolkitError, match="not a supported image-to-video family"):
@@ -104,7 +116,10 @@ def test_local_folder_loads_like_a_hub_checkpoint(tmp_path, backbones):
     """save_pretrained then load by path: same family, same config hash, same outputs."""
     bb = backbones("cogvideox")
     bb.pipe.save_pretrained(tmp_path / "cog", safe_serialization=True)
-    assert json.loads((tmp_path / "cog" / "model_index.json").read_text())["text_encoder"] == [None, None]
+    assert json.loads((tmp_path / "cog" / "model_index.json").read_text())["text_encoder"] == [
+        None,
+        None,
+    ]
     loaded = load_backbone(str(tmp_path / "cog"))
     assert loaded.family == "cogvideox"
     assert loaded.config_sha256() == bb.config_sha256()

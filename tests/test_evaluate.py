@@ -31,7 +31,9 @@ def test_identical_inputs():
     assert ssim(x, x) == pytest.approx(1.0)
     assert delta_e(x, x) == pytest.approx(0.0, abs=1e-9)
     video = x[None].repeat(4, 1, 1, 1)
-    assert ssim_video(video, video) == pytest.approx(1.0) and temporal_coherence(video) == pytest.approx(1.0)
+    assert ssim_video(video, video) == pytest.approx(1.0) and temporal_coherence(
+        video
+    ) == pytest.approx(1.0)
 
 
 def test_known_values():
@@ -44,12 +46,17 @@ def test_known_values():
     shifted[0] += 0.1  # a redder grey
     lab_a = rgb2lab(grey.permute(1, 2, 0).numpy().astype(np.float64))[0, 0]
     lab_b = rgb2lab(shifted.permute(1, 2, 0).numpy().astype(np.float64))[0, 0]
-    assert delta_e(grey, shifted) > 0.5 * np.linalg.norm(lab_a - lab_b) > 0  # CIEDE2000 vs CIE76 order
+    assert (
+        delta_e(grey, shifted) > 0.5 * np.linalg.norm(lab_a - lab_b) > 0
+    )  # CIEDE2000 vs CIE76 order
     noisy = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     assert temporal_coherence(noisy) < 0.3
     lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]))
     assert lo < 2.5 < hi  # the interval holds the mean
-    assert bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0])) == (lo, hi)  # seeded: the same interval again
+    assert bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0])) == (
+        lo,
+        hi,
+    )  # seeded: the same interval again
     assert bootstrap_ci(np.full(4, 2.5)) == (2.5, 2.5)  # no spread, no width
     wide = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0] * 25))
     assert wide[1] - wide[0] < (hi - lo) / 2  # 25x the samples: a much narrower interval
@@ -79,7 +86,10 @@ def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(fam
     from probe.world.render import render_video, sample_identity, sample_motion
 
     bb = load_backbone("mini-cogvideox" if family == "cogvideox" else "mini-svd")
-    photo = torch.from_numpy(render_video(sample_identity(5), sample_motion(5))[0][0]).permute(2, 0, 1) / 255
+    photo = (
+        torch.from_numpy(render_video(sample_identity(5), sample_motion(5))[0][0]).permute(2, 0, 1)
+        / 255
+    )
     big = torch.nn.functional.interpolate(photo[None], size=(96, 80), mode="bilinear")[0]
     out = distort(big, "vae", backbone=bb)
     assert out.shape == big.shape  # back at the photo's own size
@@ -91,17 +101,54 @@ def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(fam
 def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
     from transformers import Dinov2Config, Dinov2Model
 
-    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
-                             image_size=32, patch_size=8)).save_pretrained(tmp_path / "dino")
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(tmp_path / "dino")
     # One method cloaked on the main model, one on the second model: both directions of transfer.
     for method, model in (("random-noise", "tiny:cogvideox"), ("photoguard-encoder", "tiny:ltx")):
-        run_protect(ProtectConfig(model=model, images=(str(portraits),), profile=None,
-                                  out=str(tmp_path / method), method=method, steps=2))
-    shutil.copy(tmp_path / "random-noise" / "p10.png", tmp_path / "random-noise" / "stray.png")  # no clean photo
-    res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
-                                   str(tmp_path / "random-noise"), "--protected", str(tmp_path / "photoguard-encoder"),
-                                   "--out", str(tmp_path / "report"), "--distortions", "jpeg75,vae",
-                                   "--models", "tiny:ltx", "--steps", "2", "--reference", str(tmp_path / "dino")])
+        run_protect(
+            ProtectConfig(
+                model=model,
+                images=(str(portraits),),
+                profile=None,
+                out=str(tmp_path / method),
+                method=method,
+                steps=2,
+            )
+        )
+    shutil.copy(
+        tmp_path / "random-noise" / "p10.png", tmp_path / "random-noise" / "stray.png"
+    )  # no clean photo
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "tiny:cogvideox",
+            "--clean",
+            str(portraits),
+            "--protected",
+            str(tmp_path / "random-noise"),
+            "--protected",
+            str(tmp_path / "photoguard-encoder"),
+            "--out",
+            str(tmp_path / "report"),
+            "--distortions",
+            "jpeg75,vae",
+            "--models",
+            "tiny:ltx",
+            "--steps",
+            "2",
+            "--reference",
+            str(tmp_path / "dino"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "1 cloak(s) have no clean photo of the same name" in res.output.replace("\n", " ")
     with open(tmp_path / "report" / "results.csv") as f:
@@ -115,36 +162,70 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
                 for dist in ("none", "jpeg75", "vae") if model == "tiny:cogvideox" else ("none",):
                     assert (photo, method, on, dist, model) in keys
     assert len(rows) == 3 * ((1 + 2 * 3) + (1 + 2))  # transfer models see the undistorted cloaks
-    assert set(rows[0]) >= {"ism_clean", "ism_protected", "psnr_video", "ssim_video", "temporal", "cloak_psnr",
-                            "cloak_ssim", "cloak_delta_e", "cloak_ism"}
+    assert set(rows[0]) >= {
+        "ism_clean",
+        "ism_protected",
+        "psnr_video",
+        "ssim_video",
+        "temporal",
+        "cloak_psnr",
+        "cloak_ssim",
+        "cloak_delta_e",
+        "cloak_ism",
+    }
     clean_row = next(r for r in rows if r["method"] == "clean")
     assert all(-1 <= float(r["ref_protected"]) <= 1 for r in rows)  # the local DINO was used
     assert float(clean_row["ref_clean"]) == float(clean_row["ref_protected"])
     assert clean_row["psnr_video"] == "inf" and float(clean_row["cloak_delta_e"]) == 0
-    assert float(clean_row["cloak_ism"]) == pytest.approx(1.0, abs=1e-5)  # the photo is its own identity
+    assert float(clean_row["cloak_ism"]) == pytest.approx(
+        1.0, abs=1e-5
+    )  # the photo is its own identity
     assert all(float(r["cloak_ism"]) < 1 - 1e-6 for r in rows if r["method"] == "random-noise")
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-    entry = next(e for e in summary["table"] if e["method"] == "random-noise" and e["distortion"] == "none"
-                 and e["eval_model"] == "tiny:cogvideox")
+    entry = next(
+        e
+        for e in summary["table"]
+        if e["method"] == "random-noise"
+        and e["distortion"] == "none"
+        and e["eval_model"] == "tiny:cogvideox"
+    )
     assert entry["n"] == 3 and len(entry["ism_drop_ci95"]) == 2
     # Paired difference: the mean over photos of A's drop minus B's, from the same rows as the CSV.
     [pair] = [p for p in summary["paired"] if p["eval_model"] == "tiny:cogvideox"]
-    assert (pair["a"], pair["b"], pair["n"]) == ("photoguard-encoder (made on tiny:ltx)", "random-noise", 3)
+    assert (pair["a"], pair["b"], pair["n"]) == (
+        "photoguard-encoder (made on tiny:ltx)",
+        "random-noise",
+        3,
+    )
 
     def drops(method):
-        return {r["photo"]: (float(r["ism_clean"]) - float(r["ism_protected"])) / max(float(r["ism_clean"]), 1e-6)
-                for r in rows
-                if r["method"] == method and r["distortion"] == "none" and r["eval_model"] == "tiny:cogvideox"}
+        return {
+            r["photo"]: (float(r["ism_clean"]) - float(r["ism_protected"]))
+            / max(float(r["ism_clean"]), 1e-6)
+            for r in rows
+            if r["method"] == method
+            and r["distortion"] == "none"
+            and r["eval_model"] == "tiny:cogvideox"
+        }
 
     a, b = drops(pair["a"]), drops(pair["b"])
-    assert pair["ism_drop_diff"] == pytest.approx(np.mean([a[k] - b[k] for k in a]), rel=1e-3)  # CSV: 6 digits
+    assert pair["ism_drop_diff"] == pytest.approx(
+        np.mean([a[k] - b[k] for k in a]), rel=1e-3
+    )  # CSV: 6 digits
     assert pair["ism_drop_diff_ci95"][0] <= pair["ism_drop_diff"] <= pair["ism_drop_diff_ci95"][1]
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Paired differences" in page
-    assert "Robustness" in page and "Transfer" in page and page.index("<td>clean</td>") < page.index("random-noise")
+    assert (
+        "Robustness" in page
+        and "Transfer" in page
+        and page.index("<td>clean</td>") < page.index("random-noise")
+    )
     assert "photoguard-encoder (made on tiny:ltx)" in page
     strips = sorted(p.name for p in (tmp_path / "report" / "strips").glob("*.png"))
-    assert "p10__photoguard-encoder-made-on-tiny-ltx.png" in strips and "p10__random-noise.png" in strips
+    assert (
+        "p10__photoguard-encoder-made-on-tiny-ltx.png" in strips
+        and "p10__random-noise.png" in strips
+    )
     assert "strips/p10__photoguard-encoder-made-on-tiny-ltx.png" in page
 
 
@@ -155,7 +236,9 @@ def facenet_weights(tmp_path_factory):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    net = InceptionResnetV1(pretrained=None, classify=False, num_classes=10)  # with a classifier head, as shipped
+    net = InceptionResnetV1(
+        pretrained=None, classify=False, num_classes=10
+    )  # with a classifier head, as shipped
     path = tmp_path_factory.mktemp("facenet") / "vggface2.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     return path, net
@@ -204,20 +287,54 @@ def test_evaluate_with_facenet_scores_ism_with_it(tmp_path, portraits, facenet_w
 
     # One method at its defaults, at another budget, and in another space: three rows, told apart.
     for folder, kw in (("noise", {}), ("noise8", {"eps": 8.0}), ("noise-lab", {"space": "lab"})):
-        run_protect(ProtectConfig(model="tiny:cogvideox", images=(str(portraits),), profile=None,
-                                  out=str(tmp_path / folder), method="random-noise", **kw))
-    res = CliRunner().invoke(app, ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
-                                   str(tmp_path / "noise"), "--protected", str(tmp_path / "noise8"), "--protected",
-                                   str(tmp_path / "noise-lab"), "--out", str(tmp_path / "report"), "--distortions", "",
-                                   "--steps", "2", "--identity", f"facenet:{facenet_weights[0]}"])
+        run_protect(
+            ProtectConfig(
+                model="tiny:cogvideox",
+                images=(str(portraits),),
+                profile=None,
+                out=str(tmp_path / folder),
+                method="random-noise",
+                **kw,
+            )
+        )
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "tiny:cogvideox",
+            "--clean",
+            str(portraits),
+            "--protected",
+            str(tmp_path / "noise"),
+            "--protected",
+            str(tmp_path / "noise8"),
+            "--protected",
+            str(tmp_path / "noise-lab"),
+            "--out",
+            str(tmp_path / "report"),
+            "--distortions",
+            "",
+            "--steps",
+            "2",
+            "--identity",
+            f"facenet:{facenet_weights[0]}",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "1 cloak(s) have no clean photo of the same name" in res.output.replace("\n", " ")
     with open(tmp_path / "report" / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"clean", "random-noise", "random-noise (eps 8/255)", "random-noise (lab)"}
+    assert {r["method"] for r in rows} == {
+        "clean",
+        "random-noise",
+        "random-noise (eps 8/255)",
+        "random-noise (lab)",
+    }
     row = next(r for r in rows if r["photo"] == "p10" and r["method"] == "clean")
     photo = load_photo(portraits / "p10.png").pixels
-    [cached] = (tmp_path / "report" / ".videos").rglob(f"{_sha(photo)}-s0-n2.safetensors")  # the clean video
+    [cached] = (tmp_path / "report" / ".videos").rglob(
+        f"{_sha(photo)}-s0-n2.safetensors"
+    )  # the clean video
     video = load_file(str(cached))["video"]
     expected = identity_similarity(load_identity(f"facenet:{facenet_weights[0]}"), video[1:], photo)
     assert float(row["ism_clean"]) == pytest.approx(expected, abs=1e-6)

@@ -21,20 +21,37 @@ from probe.images import load_photo
 from probe.run import ProbeConfig, run_probe
 from probe.store import DIMENSIONS, SCHEMA, open_store
 
-REQUIRED_ATTRS = {"schema", "model", "family", "config_sha256", "layers", "timesteps", "seeds", "samples",
-                  "frames", "pool", "toolkit_version"}
+REQUIRED_ATTRS = {
+    "schema",
+    "model",
+    "family",
+    "config_sha256",
+    "layers",
+    "timesteps",
+    "seeds",
+    "samples",
+    "frames",
+    "pool",
+    "toolkit_version",
+}
 
 
 def _probe(tmp_path, model, images, name="s.zarr", **kw):
-    cfg = ProbeConfig(model=model, images=tuple(map(str, images)), out=str(tmp_path / name),
-                      timesteps=kw.pop("timesteps", (200, 800)), **kw)
+    cfg = ProbeConfig(
+        model=model,
+        images=tuple(map(str, images)),
+        out=str(tmp_path / name),
+        timesteps=kw.pop("timesteps", (200, 800)),
+        **kw,
+    )
     return run_probe(cfg)
 
 
 def _chunk_digest(path: Path) -> dict[str, str]:
     return {
         str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(path.rglob("*")) if f.is_file() and "/c/" in str(f.relative_to(path)).replace("\\", "/") + "/"
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and "/c/" in str(f.relative_to(path)).replace("\\", "/") + "/"
     }
 
 
@@ -47,8 +64,16 @@ def test_store_has_every_block(tmp_path, portraits, family):
     assert attrs["schema"] == SCHEMA and attrs["family"] == family
     denoiser = result.store  # the store alone: count arrays against the model's own module tree
     model = load_backbone(f"tiny:{family}").denoiser
-    expected = sum(len(getattr(model, a, [])) for a in
-                   ("transformer_blocks", "single_transformer_blocks", "blocks", "down_blocks", "up_blocks"))
+    expected = sum(
+        len(getattr(model, a, []))
+        for a in (
+            "transformer_blocks",
+            "single_transformer_blocks",
+            "blocks",
+            "down_blocks",
+            "up_blocks",
+        )
+    )
     expected += int(getattr(model, "mid_block", None) is not None)
     arrays = [k for k in denoiser.group.array_keys() if k != "completed"]
     assert len(arrays) == expected == len(attrs["layers"])
@@ -56,7 +81,9 @@ def test_store_has_every_block(tmp_path, portraits, family):
     for name in attrs["layers"]:
         arr = store.array(name)
         assert tuple(arr.metadata.dimension_names) == DIMENSIONS
-        assert arr.shape[:2] == (2, 3) and arr.chunks[:2] == (1, 1) and arr.chunks[2:] == arr.shape[2:]
+        assert (
+            arr.shape[:2] == (2, 3) and arr.chunks[:2] == (1, 1) and arr.chunks[2:] == arr.shape[2:]
+        )
         values = arr[:]
         assert np.isfinite(values).all()
         assert values.std() > 0
@@ -74,7 +101,9 @@ def test_same_seed_same_bytes(tmp_path, portraits):
 
 def test_pool_and_frames_give_documented_shapes(tmp_path, portraits):
     full = _probe(tmp_path, "tiny:ltx", [portraits], "full.zarr", timesteps=(500,))
-    small = _probe(tmp_path, "tiny:ltx", [portraits], "small.zarr", timesteps=(500,), pool=3, frames=2)
+    small = _probe(
+        tmp_path, "tiny:ltx", [portraits], "small.zarr", timesteps=(500,), pool=3, frames=2
+    )
     for name in full.store.layers:
         _, _, f, h, w, c = full.store.array(name).shape
         assert small.store.array(name).shape == (1, 3, 2, pooled_size(h, 3), pooled_size(w, 3), c)
@@ -135,8 +164,17 @@ def _img(path: Path, mode: str, size=(40, 30), **save) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("mode", "suffix"), [("RGBA", ".png"), ("L", ".png"), ("CMYK", ".jpg"),
-                                              ("I;16", ".png"), ("P", ".png"), ("LA", ".png")])
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [
+        ("RGBA", ".png"),
+        ("L", ".png"),
+        ("CMYK", ".jpg"),
+        ("I;16", ".png"),
+        ("P", ".png"),
+        ("LA", ".png"),
+    ],
+)
 def test_any_image_mode_becomes_rgb(tmp_path, mode, suffix):
     photo = load_photo(_img(tmp_path / f"x{suffix}", mode))
     assert photo.pixels.shape == (3, 30, 40)
@@ -163,7 +201,9 @@ def test_huge_image_is_shrunk_while_decoding(tmp_path):
     assert max(photo.size) == 128
 
 
-@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"])
+@pytest.mark.parametrize(
+    "content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"]
+)
 def test_unreadable_files_name_the_problem(tmp_path, content):
     (tmp_path / "bad.png").write_bytes(content)
     with pytest.raises(ToolkitError, match=r"cannot read .*bad\.png: .*re-export"):
@@ -172,7 +212,12 @@ def test_unreadable_files_name_the_problem(tmp_path, content):
 
 def test_bad_image_among_good_is_skipped_and_listed(tmp_path, portraits):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    r = _probe(tmp_path, "tiny:cogvideox", [portraits / "p10.png", tmp_path / "broken.jpg"], timesteps=(500,))
+    r = _probe(
+        tmp_path,
+        "tiny:cogvideox",
+        [portraits / "p10.png", tmp_path / "broken.jpg"],
+        timesteps=(500,),
+    )
     assert [s["name"] for s in r.store.attrs["samples"]] == ["p10"]
     assert r.skipped and "broken.jpg" in r.skipped[0][0]
 
@@ -181,8 +226,20 @@ def test_bad_image_among_good_is_skipped_and_listed(tmp_path, portraits):
 
 
 def test_cli_probe_prints_summary(tmp_path, portraits):
-    res = CliRunner().invoke(app, ["probe", "tiny:svd", str(portraits / "p10.png"), "--out",
-                                   str(tmp_path / "c.zarr"), "--timesteps", "500", "--pool", "2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "probe",
+            "tiny:svd",
+            str(portraits / "p10.png"),
+            "--out",
+            str(tmp_path / "c.zarr"),
+            "--timesteps",
+            "500",
+            "--pool",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "mid_block" in res.output and "5 layers" in res.output
 
@@ -190,13 +247,19 @@ def test_cli_probe_prints_summary(tmp_path, portraits):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["probe", "nonexistent-model", "IMG", "--out", "OUT"], "unknown model 'nonexistent-model'"),
+        (
+            ["probe", "nonexistent-model", "IMG", "--out", "OUT"],
+            "unknown model 'nonexistent-model'",
+        ),
         (["probe", "tiny:opensora", "IMG", "--out", "OUT"], "Open-Sora 1.2 is not in diffusers"),
         (["probe", "tiny:wan", "missing.png", "--out", "OUT"], "none of the images could be read"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, portraits, args, message):
-    args = [a.replace("IMG", str(portraits / "p10.png")).replace("OUT", str(tmp_path / "o.zarr")) for a in args]
+    args = [
+        a.replace("IMG", str(portraits / "p10.png")).replace("OUT", str(tmp_path / "o.zarr"))
+        for a in args
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2
     assert message in res.output

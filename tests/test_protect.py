@@ -30,9 +30,15 @@ def tiny_profile(tmp_path_factory, portraits):
 
 
 def _cfg(tmp_path, images, profile, **kw):
-    return ProtectConfig(model=kw.pop("model", "tiny:cogvideox"), images=tuple(map(str, images)),
-                         profile=str(profile) if profile else None, out=str(tmp_path / "out"),
-                         steps=kw.pop("steps", 3), reference_steps=2, **kw)
+    return ProtectConfig(
+        model=kw.pop("model", "tiny:cogvideox"),
+        images=tuple(map(str, images)),
+        profile=str(profile) if profile else None,
+        out=str(tmp_path / "out"),
+        steps=kw.pop("steps", 3),
+        reference_steps=2,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -51,15 +57,27 @@ def test_every_method_keeps_budget_and_range(tmp_path, portraits, tiny_profile, 
     if METHODS[method].space == "rgb":
         assert np.abs(out.astype(int) - orig.astype(int)).max() <= 8 + 1  # rounding
     assert np.abs(out.astype(int) - orig.astype(int)).max() > 0
-    assert s["settings"]["method"] == method and len(s["losses"]) == (3 if METHODS[method].optimises else 0)
+    assert s["settings"]["method"] == method and len(s["losses"]) == (
+        3 if METHODS[method].optimises else 0
+    )
 
 
 def test_objective_moves_the_right_way(tmp_path, portraits, tiny_profile):
-    [r] = run_protect(_cfg(tmp_path, [portraits / "p20.png"], None, method="photoguard-encoder", steps=8))
+    [r] = run_protect(
+        _cfg(tmp_path, [portraits / "p20.png"], None, method="photoguard-encoder", steps=8)
+    )
     pull = [h["latent_pull"] for h in r.sidecar.losses]
     assert pull[-1] < pull[0]
-    [r] = run_protect(_cfg(tmp_path / "d", [portraits / "p20.png"], None, method="rgb-pgd", steps=8,
-                           timesteps=(500,)))
+    [r] = run_protect(
+        _cfg(
+            tmp_path / "d",
+            [portraits / "p20.png"],
+            None,
+            method="rgb-pgd",
+            steps=8,
+            timesteps=(500,),
+        )
+    )
     diffusion = [h["diffusion"] for h in r.sidecar.losses]
     assert diffusion[-1] > diffusion[0]
 
@@ -107,25 +125,47 @@ def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
     third = run_protect(replace(cfg, profile=str(tmp_path / "other.json")))
     assert [r.status for r in third] == ["done"] * 3
     # So is another budget or space with the same method, steps and seed.
-    assert [r.status for r in run_protect(replace(cfg, profile=str(tmp_path / "other.json"), eps=8.0))] == ["done"] * 3
+    assert [
+        r.status for r in run_protect(replace(cfg, profile=str(tmp_path / "other.json"), eps=8.0))
+    ] == ["done"] * 3
 
 
 def test_profile_for_another_model_is_refused_before_any_work(tmp_path, portraits, tiny_profile):
-    res = CliRunner().invoke(app, ["protect", "tiny:wan", str(portraits), "--profile", str(tiny_profile),
-                                   "--out", str(tmp_path / "o"), "--steps", "2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "protect",
+            "tiny:wan",
+            str(portraits),
+            "--profile",
+            str(tiny_profile),
+            "--out",
+            str(tmp_path / "o"),
+            "--steps",
+            "2",
+        ],
+    )
     assert res.exit_code == 2
     assert "the profile was made for tiny:cogvideox (cogvideox), not tiny:wan" in res.output
     assert not (tmp_path / "o").exists()
 
 
-def test_diverging_photo_is_reported_and_others_continue(tmp_path, portraits, tiny_profile, monkeypatch):
+def test_diverging_photo_is_reported_and_others_continue(
+    tmp_path, portraits, tiny_profile, monkeypatch
+):
     real = ModelObjective.__call__
 
     def nan_for_p20(self, adv):
         value, terms = real(self, adv)
-        return (value * float("nan"), terms) if abs(float(self.clean.mean()) - p20_mean) < 1e-6 else (value, terms)
+        return (
+            (value * float("nan"), terms)
+            if abs(float(self.clean.mean()) - p20_mean) < 1e-6
+            else (value, terms)
+        )
 
-    p20_mean = float(torch.from_numpy(np.asarray(Image.open(portraits / "p20.png"), np.float32) / 255).mean())
+    p20_mean = float(
+        torch.from_numpy(np.asarray(Image.open(portraits / "p20.png"), np.float32) / 255).mean()
+    )
     monkeypatch.setattr(ModelObjective, "__call__", nan_for_p20)
     results = run_protect(_cfg(tmp_path, [portraits], tiny_profile))
     status = {r.name: r.status for r in results}
@@ -138,7 +178,9 @@ def test_early_exit_equals_full_pass_features(backbones):
     for family in ("cogvideox", "svd"):
         bb = backbones(family)
         cond = bb.condition(torch.rand(1, 3, *bb.resolution))
-        kwargs = bb.denoiser_kwargs(bb.add_noise(cond.clean, torch.randn_like(cond.clean), 400), cond, 400)
+        kwargs = bb.denoiser_kwargs(
+            bb.add_noise(cond.clean, torch.randn_like(cond.clean), 400), cond, 400
+        )
         order = execution_order(bb, kwargs)
         layers = order[:2]
         with torch.no_grad():
@@ -160,8 +202,13 @@ def test_gradients_reach_the_photo_on_every_family(backbones, family):
     """IRC and diffusion terms back-propagate through denoiser and conditioning to the pixels."""
     bb = backbones(family)
     layers = bb.block_names()
-    spec = ObjectiveSpec(weights={"irc": 1.0, "diffusion": 1.0}, collapse_layers=layers[:1],
-                         anchor_layers=layers[-1:], timesteps=[500], clip_frames=bb.default_frames)
+    spec = ObjectiveSpec(
+        weights={"irc": 1.0, "diffusion": 1.0},
+        collapse_layers=layers[:1],
+        anchor_layers=layers[-1:],
+        timesteps=[500],
+        clip_frames=bb.default_frames,
+    )
     x = torch.rand(1, 3, 24, 20)
     reference = bb.condition(bb.resize(x), bb.default_frames).clean.detach()
     objective = ModelObjective(bb, spec, x, reference, None)
@@ -185,12 +232,26 @@ def test_predict_clean_inverts_each_family_parameterisation(backbones):
             target = (noisy / (sigma**2 + 1) - clean) * ((sigma**2 + 1) ** 0.5 / sigma)
         else:
             target = noise - clean
-        torch.testing.assert_close(bb.predict_clean(noisy, target.float(), t), clean, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            bb.predict_clean(noisy, target.float(), t), clean, atol=1e-4, rtol=1e-4
+        )
 
 
 def test_cli_protect_reports_each_photo(tmp_path, portraits, tiny_profile):
-    res = CliRunner().invoke(app, ["protect", "tiny:cogvideox", str(portraits / "p30.png"), "--profile",
-                                   str(tiny_profile), "--out", str(tmp_path / "o"), "--steps", "2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "protect",
+            "tiny:cogvideox",
+            str(portraits / "p30.png"),
+            "--profile",
+            str(tiny_profile),
+            "--out",
+            str(tmp_path / "o"),
+            "--steps",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "p30: PSNR" in res.output
     side = json.loads((tmp_path / "o" / "p30.json").read_text())
@@ -199,7 +260,9 @@ def test_cli_protect_reports_each_photo(tmp_path, portraits, tiny_profile):
 
 
 def test_method_needing_a_profile_says_so(tmp_path, portraits):
-    res = CliRunner().invoke(app, ["protect", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app, ["protect", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 2 and "needs a layer profile" in res.output
     assert protect_run.METHODS["rgb-pgd"].weights == {"diffusion": 1.0}
     _ = load_backbone  # imported for the fixture's side effects
@@ -211,9 +274,18 @@ def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
     from probe.common import ARTIFACTS
 
     profile = ARTIFACTS / "profiles" / "mini-cogvideox.json"
-    [r] = run_protect(ProtectConfig(model="mini-cogvideox", images=(str(portraits / "p10.png"),),
-                                    profile=str(profile), out=str(tmp_path / "o"), steps=12, reference_steps=5,
-                                    losses=("irc", "diffusion"), timesteps=(500,)))
+    [r] = run_protect(
+        ProtectConfig(
+            model="mini-cogvideox",
+            images=(str(portraits / "p10.png"),),
+            profile=str(profile),
+            out=str(tmp_path / "o"),
+            steps=12,
+            reference_steps=5,
+            losses=("irc", "diffusion"),
+            timesteps=(500,),
+        )
+    )
     assert r.status == "done", r.detail
     irc = [h["irc"] for h in r.sidecar.losses]
     diffusion = [h["diffusion"] for h in r.sidecar.losses]

@@ -29,7 +29,9 @@ def test_cardinality_and_round_trip(shape):
     torch.testing.assert_close(idct2(dct2(x)), x, atol=1e-5, rtol=0)
     zero_ab = torch.zeros(*shape[:-3], 2, *shape[-2:])
     torch.testing.assert_close(apply_lab(x, zero_ab), x, atol=1e-4, rtol=0)
-    torch.testing.assert_close(apply_dct(x, torch.zeros_like(x), lowpass_mask(*shape[-2:])), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        apply_dct(x, torch.zeros_like(x), lowpass_mask(*shape[-2:])), x, atol=1e-5, rtol=0
+    )
 
 
 def test_reference_values():
@@ -90,7 +92,9 @@ def test_dct_budget_bounds_every_pixel():
     mask = lowpass_mask(32, 32, 0.25)
     worst = apply_dct(x, torch.full_like(x, eps), mask)
     assert (worst - x).abs().max() <= eps + 1e-6
-    rand = apply_dct(x, eps * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(0))), mask)
+    rand = apply_dct(
+        x, eps * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(0))), mask
+    )
     assert (rand - x).abs().max() <= eps + 1e-6
 
 

@@ -43,7 +43,9 @@ def test_loop_reaches_the_target_inside_the_budget_and_stops_at_its_edge():
     change = result.adv - image
     assert change.abs().max() <= eps + 1e-6  # projected every step
     inside = (target - image).abs() < eps - 0.02
-    torch.testing.assert_close(change[inside], (target - image)[inside], atol=0.011, rtol=0)  # within one step
+    torch.testing.assert_close(
+        change[inside], (target - image)[inside], atol=0.011, rtol=0
+    )  # within one step
     outside = (target - image).abs() > eps
     torch.testing.assert_close(change[outside].abs(), torch.full_like(change[outside], eps))
     assert [h["step"] for h in result.history] == list(range(40))
@@ -53,7 +55,9 @@ def test_loop_reaches_the_target_inside_the_budget_and_stops_at_its_edge():
 
 def test_loop_keeps_the_image_in_range():
     image = torch.ones(1, 3, 4, 4) * 0.98
-    result = perturb_iterative(image, _toward(torch.full_like(image, 2.0)), Space("rgb", eps=0.2), 5, 0.05)
+    result = perturb_iterative(
+        image, _toward(torch.full_like(image, 2.0)), Space("rgb", eps=0.2), 5, 0.05
+    )
     assert result.adv.max() <= 1.0
 
 
@@ -70,15 +74,31 @@ def test_loop_abandons_a_diverging_objective(bad):
 
 
 def _attrs(n_t: int, n_s: int) -> dict:
-    return {"schema": SCHEMA, "model": "m", "family": "cogvideox", "config_sha256": "x", "layers": ["a.0", "b.1"],
-            "timesteps": list(range(0, 100 * n_t, 100)), "seeds": [0], "frames": None, "pool": 1, "dtype": "float32",
-            "samples": [{"name": f"s{i}"} for i in range(n_s)]}
+    return {
+        "schema": SCHEMA,
+        "model": "m",
+        "family": "cogvideox",
+        "config_sha256": "x",
+        "layers": ["a.0", "b.1"],
+        "timesteps": list(range(0, 100 * n_t, 100)),
+        "seeds": [0],
+        "frames": None,
+        "pool": 1,
+        "dtype": "float32",
+        "samples": [{"name": f"s{i}"} for i in range(n_s)],
+    }
 
 
 def test_cell_writer_writes_every_layer_then_marks_the_cell(tmp_path):
     store = create_or_resume(tmp_path / "s.zarr", _attrs(2, 3))
-    cells = {(t, s): {n: np.full((1, 2, 2, 4), 10 * t + s + k, np.float32) for k, n in enumerate(["a.0", "b.1"])}
-             for t in range(2) for s in range(3)}
+    cells = {
+        (t, s): {
+            n: np.full((1, 2, 2, 4), 10 * t + s + k, np.float32)
+            for k, n in enumerate(["a.0", "b.1"])
+        }
+        for t in range(2)
+        for s in range(3)
+    }
     with CellWriter(store, "float32", depth=2) as writer:
         for (t, s), cell in cells.items():
             if (t, s) != (1, 2):  # one cell left unwritten
@@ -107,10 +127,25 @@ def test_cell_writer_reraises_a_write_error_and_leaves_the_cell_undone(tmp_path,
 
 
 def _row(photo: str, method: str, ism: float, psnr: float = 30.0, dist: str = "none") -> dict:
-    return {"photo": photo, "method": method, "distortion": dist, "eval_model": "m", "seed": 0, "ism_clean": 0.8,
-            "ism_protected": ism, "psnr_video": psnr, "ssim_video": 0.9, "temporal": 0.9, "cloak_psnr": 35.0,
-            "cloak_ssim": 0.95, "cloak_delta_e": 2.0, "cloak_ism": 0.9, "cloak_lpips": math.nan,
-            "ref_clean": math.nan, "ref_protected": math.nan}
+    return {
+        "photo": photo,
+        "method": method,
+        "distortion": dist,
+        "eval_model": "m",
+        "seed": 0,
+        "ism_clean": 0.8,
+        "ism_protected": ism,
+        "psnr_video": psnr,
+        "ssim_video": 0.9,
+        "temporal": 0.9,
+        "cloak_psnr": 35.0,
+        "cloak_ssim": 0.95,
+        "cloak_delta_e": 2.0,
+        "cloak_ism": 0.9,
+        "cloak_lpips": math.nan,
+        "ref_clean": math.nan,
+        "ref_protected": math.nan,
+    }
 
 
 def test_summary_means_and_paired_differences_have_known_values():
@@ -120,8 +155,12 @@ def test_summary_means_and_paired_differences_have_known_values():
     summary = summarise(rows, EvaluateConfig(model="m", clean="c", protected=("p",), out="o"))
     by = {(e["method"], e["distortion"]): e for e in summary["table"]}
     assert by["a", "none"]["ism_drop"] == pytest.approx(((0.8 - 0.4) / 0.8 + (0.8 - 0.6) / 0.8) / 2)
-    assert by["a", "none"]["n"] == 2 and by["a", "none"]["cloak_lpips"] is None  # no LPIPS model: null
-    assert by["a", "jpeg75"]["ism_drop_surviving"] == pytest.approx(0.0)  # the distortion undid it all
+    assert (
+        by["a", "none"]["n"] == 2 and by["a", "none"]["cloak_lpips"] is None
+    )  # no LPIPS model: null
+    assert by["a", "jpeg75"]["ism_drop_surviving"] == pytest.approx(
+        0.0
+    )  # the distortion undid it all
     [pair] = paired_differences(rows)
     assert (pair["a"], pair["b"], pair["n"]) == ("a", "b", 2)
     assert pair["ism_drop_diff"] == pytest.approx(((0.6 - 0.4) + (0.7 - 0.6)) / 0.8 / 2)

@@ -28,12 +28,16 @@ from probe.world.render import (
 def test_same_seed_same_bytes(tmp_path):
     write_sample(tmp_path / "a", 123, 123)
     write_sample(tmp_path / "b", 123, 123)
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
     assert len(files) == 2 * 9 + 1
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     write_sample(tmp_path / "c", 124, 124)
-    assert (tmp_path / "a/frames/000.png").read_bytes() != (tmp_path / "c/frames/000.png").read_bytes()
+    assert (tmp_path / "a/frames/000.png").read_bytes() != (
+        tmp_path / "c/frames/000.png"
+    ).read_bytes()
 
 
 @pytest.mark.parametrize("seed", [3, 10, 57])
@@ -66,15 +70,28 @@ def test_split_keeps_heldout_identities_out_of_training():
 
 
 def test_render_cli_writes_samples_and_photos(tmp_path):
-    res = CliRunner().invoke(app, ["world", "render", "--out", str(tmp_path / "w"), "--count", "2",
-                                   "--photos", str(tmp_path / "photos")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "world",
+            "render",
+            "--out",
+            str(tmp_path / "w"),
+            "--count",
+            "2",
+            "--photos",
+            str(tmp_path / "photos"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     samples = sorted((tmp_path / "w").iterdir())
     assert len(samples) == 2
     meta = json.loads((samples[0] / "identity.json").read_text())
     assert meta["split"] == "heldout" and meta["labels"] == LABELS
     assert len(list((samples[0] / "masks").glob("*.png"))) == 9
-    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == [f"{s.name}.png" for s in samples]
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == [
+        f"{s.name}.png" for s in samples
+    ]
 
 
 def test_mini_model_loads_by_name_and_path():
@@ -95,7 +112,11 @@ def test_mini_svd_loads_by_name_and_path():
     by_name = load_backbone("mini-svd")
     by_path = load_backbone(str(MINI_SVD_PIPELINE))
     assert by_name.name == "mini-svd" and by_name.family == by_path.family == "svd"
-    assert by_name.config_sha256() == by_path.config_sha256() != load_backbone("mini-cogvideox").config_sha256()
+    assert (
+        by_name.config_sha256()
+        == by_path.config_sha256()
+        != load_backbone("mini-cogvideox").config_sha256()
+    )
     assert by_name.resolution == (64, 64) and by_name.default_frames == 9
     assert len(by_name.block_names()) == 7  # 3 down, mid, 3 up
     size = sum(p.stat().st_size for p in MINI_SVD_PIPELINE.rglob("*") if p.is_file())
@@ -116,18 +137,34 @@ def test_mini_generation_shapes_and_determinism(model):
 
 def test_mini_identity_encoder_separates_identities():
     enc = load_identity_encoder(MINI_IDENTITY)
-    vids = [torch.from_numpy(render_video(sample_identity(s), sample_motion(s))[0]).permute(0, 3, 1, 2) / 255
-            for s in (10, 20, 30, 40)]
+    vids = [
+        torch.from_numpy(render_video(sample_identity(s), sample_motion(s))[0]).permute(0, 3, 1, 2)
+        / 255
+        for s in (10, 20, 30, 40)
+    ]
     with torch.no_grad():
         emb = [enc(v.float()) for v in vids]
     same = np.mean([float((e[1:] @ e[0]).mean()) for e in emb])
-    diff = np.mean([float((emb[i] @ emb[j][0]).mean()) for i in range(4) for j in range(4) if i != j])
+    diff = np.mean(
+        [float((emb[i] @ emb[j][0]).mean()) for i in range(4) for j in range(4) if i != j]
+    )
     assert same > diff + 0.2
 
 
 def test_generate_cli_writes_gif_and_strip(tmp_path, portraits):
-    res = CliRunner().invoke(app, ["generate", "mini-cogvideox", str(portraits / "p10.png"), "--out",
-                                   str(tmp_path / "v.gif"), "--steps", "3", "--strip"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "mini-cogvideox",
+            str(portraits / "p10.png"),
+            "--out",
+            str(tmp_path / "v.gif"),
+            "--steps",
+            "3",
+            "--strip",
+        ],
+    )
     assert res.exit_code == 0, res.output
     gif = Image.open(tmp_path / "v.gif")
     assert gif.n_frames == 9 and gif.size == (64, 64)
@@ -140,12 +177,16 @@ def test_generate_every_tiny_family(tmp_path, backbones):
     for family in ALL_FAMILIES:
         bb = backbones(family)
         video = bb.generate(torch.rand(3, 50, 40), steps=2, seed=0)
-        assert video.ndim == 4 and video.shape[1] == 3 and tuple(video.shape[2:]) == bb.resolution, family
+        assert (
+            video.ndim == 4 and video.shape[1] == 3 and tuple(video.shape[2:]) == bb.resolution
+        ), family
 
 
 @pytest.mark.slow
 def test_training_smoke(tmp_path):
-    res = CliRunner().invoke(app, ["world", "train", "--out", str(tmp_path), "--quick", "--device", "cpu"])
+    res = CliRunner().invoke(
+        app, ["world", "train", "--out", str(tmp_path), "--quick", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     bb = load_backbone(str(tmp_path / "mini-cogvideox-i2v"))
     assert bb.family == "cogvideox" and len(bb.block_names()) == 8

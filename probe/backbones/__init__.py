@@ -19,7 +19,15 @@ from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
 from probe.backbones.base import Backbone, Conditioning
 from probe.common import MINI_MODELS, ToolkitError
 
-__all__ = ["Backbone", "Conditioning", "FAMILIES", "BUILTINS", "load_backbone", "family_of", "resolve_model"]
+__all__ = [
+    "Backbone",
+    "Conditioning",
+    "FAMILIES",
+    "BUILTINS",
+    "load_backbone",
+    "family_of",
+    "resolve_model",
+]
 
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # saved text conditioning beside a pipeline folder
 
@@ -28,7 +36,9 @@ TINY: dict[str, Callable[[int], Any]] = {}
 TINY_SIZES: dict[str, tuple[tuple[int, int], int]] = {}  # family -> ((height, width), frames)
 
 
-def register(adapter: type[Backbone], tiny: Callable[[int], Any], size: tuple[tuple[int, int], int]) -> None:
+def register(
+    adapter: type[Backbone], tiny: Callable[[int], Any], size: tuple[tuple[int, int], int]
+) -> None:
     """Add a family; names are unique."""
     if adapter.family in FAMILIES:
         raise ValueError(f"backbone family {adapter.family!r} is already registered")
@@ -98,7 +108,9 @@ def _hub_folder(model: str) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(
+            snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        )
     except RepositoryNotFoundError:
         raise ToolkitError(
             f"unknown model id {model!r}: no such repository on the Hugging Face hub "
@@ -150,10 +162,14 @@ def read_model_index(folder: Path) -> dict[str, Any]:
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError) as exc:
-        raise ToolkitError(f"{folder / 'model_index.json'} cannot be read ({type(exc).__name__}: "
-                           f"{str(exc)[:80]}); restore the folder from its source (`save_pretrained` writes it)") from None
+        raise ToolkitError(
+            f"{folder / 'model_index.json'} cannot be read ({type(exc).__name__}: "
+            f"{str(exc)[:80]}); restore the folder from its source (`save_pretrained` writes it)"
+        ) from None
     if not isinstance(index, dict):
-        raise ToolkitError(f"{folder / 'model_index.json'} is not a JSON object; restore it from the model's source")
+        raise ToolkitError(
+            f"{folder / 'model_index.json'} is not a JSON object; restore it from the model's source"
+        )
     return index
 
 
@@ -191,5 +207,7 @@ def load_backbone(
         ) from None
     text_file = folder / PROMPT_EMBEDS
     text = load_file(str(text_file)) if text_file.exists() else None
-    builtin = {v: k for k, v in MINI_MODELS.items()}.get(folder, model)  # a built-in keeps its short name
+    builtin = {v: k for k, v in MINI_MODELS.items()}.get(
+        folder, model
+    )  # a built-in keeps its short name
     return adapter(pipe.to(device), builtin, text=text)

@@ -131,7 +131,9 @@ class Backbone(ABC):
         size = self.resolution
         if tuple(image.shape[-2:]) == size:
             return image
-        return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        return F.interpolate(
+            image, size=size, mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
 
     @abstractmethod
     def condition(self, image: torch.Tensor, frames: int | None = None) -> Conditioning:
@@ -170,7 +172,9 @@ class Backbone(ABC):
         """Decoded `[1, 3, h, w]` in [-1, 1] -> `(3, H, W)` in [0, 1] at `image`'s size, on the CPU."""
         y = ((decoded.float().cpu() + 1) / 2).clamp(0, 1)
         if tuple(y.shape[-2:]) != tuple(image.shape[-2:]):
-            y = F.interpolate(y, size=image.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
+            y = F.interpolate(
+                y, size=image.shape[-2:], mode="bicubic", antialias=True, align_corners=False
+            )
         return y[0].clamp(0, 1)
 
     # --- text ------------------------------------------------------------------------------
@@ -194,7 +198,9 @@ class Backbone(ABC):
         """Extra pipeline-call arguments for generation (text embeddings, guidance)."""
 
     @torch.no_grad()
-    def generate(self, image: torch.Tensor, frames: int | None = None, steps: int = 20, seed: int = 0) -> torch.Tensor:
+    def generate(
+        self, image: torch.Tensor, frames: int | None = None, steps: int = 20, seed: int = 0
+    ) -> torch.Tensor:
         """Generate a video `(F, 3, H, W)` in [0, 1] from one image `(3, H, W)` with the pipeline."""
         height, width = self.resolution
         video = self.pipe(

@@ -47,8 +47,12 @@ class CogVideoX(Backbone):
         # The pipeline samples the posterior; its mean keeps probing deterministic.
         latent = self.pipe.vae.encode(x.unsqueeze(2)).latent_dist.mode().permute(0, 2, 1, 3, 4)
         sf = self.pipe.vae_scaling_factor_image
-        latent = (latent / sf if self.pipe.vae.config.invert_scale_latents else latent * sf).to(self.dtype)
-        image_latents = torch.cat([latent, torch.zeros_like(latent).repeat(1, frames - 1, 1, 1, 1)], dim=1)
+        latent = (latent / sf if self.pipe.vae.config.invert_scale_latents else latent * sf).to(
+            self.dtype
+        )
+        image_latents = torch.cat(
+            [latent, torch.zeros_like(latent).repeat(1, frames - 1, 1, 1, 1)], dim=1
+        )
         tensors = {"image_latents": image_latents}
         if self.denoiser.config.use_rotary_positional_embeddings:
             h, w = self.resolution
@@ -82,7 +86,9 @@ class CogVideoX(Backbone):
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
         latent = self.pipe.vae.encode(x).latent_dist.mode().permute(0, 2, 1, 3, 4)
         sf = self.pipe.vae_scaling_factor_image
-        return (latent / sf if self.pipe.vae.config.invert_scale_latents else latent * sf).to(self.dtype)
+        return (latent / sf if self.pipe.vae.config.invert_scale_latents else latent * sf).to(
+            self.dtype
+        )
 
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
@@ -97,16 +103,37 @@ def tiny(seed: int = 0) -> CogVideoXImageToVideoPipeline:
     """diffusers' test-size CogVideoX-I2V (2 blocks, 32x32 frames) with seeded random weights."""
     torch.manual_seed(seed)
     transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=2,
-        text_embed_dim=32, num_layers=2, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
-        temporal_compression_ratio=4, max_text_seq_length=16, use_rotary_positional_embeddings=True,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=8,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=32,
+        num_layers=2,
+        sample_width=4,
+        sample_height=4,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=16,
+        use_rotary_positional_embeddings=True,
         use_learned_positional_embeddings=True,
     )
     vae = AutoencoderKLCogVideoX(
-        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
-        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
-        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
     )
     return CogVideoXImageToVideoPipeline(
-        tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=CogVideoXDDIMScheduler()
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(),
     )

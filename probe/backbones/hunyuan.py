@@ -27,7 +27,13 @@ class Hunyuan(Backbone):
     family = "hunyuan"
     pipeline_class = HunyuanVideoImageToVideoPipeline
     block_containers = ("transformer_blocks", "single_transformer_blocks")
-    skip_components = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "image_processor")
+    skip_components = (
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+        "image_processor",
+    )
 
     def native_resolution(self) -> tuple[int, int]:
         return 720, 1280
@@ -51,7 +57,10 @@ class Hunyuan(Backbone):
         padded = torch.cat([latent, torch.zeros_like(latent).repeat(1, 1, f - 1, 1, 1)], dim=2)
         mask = torch.zeros_like(padded[:, :1])
         mask[:, :, 0] = 1
-        return Conditioning(tensors={"image_cond": torch.cat([padded, mask], dim=1)}, clean=latent.repeat(1, 1, f, 1, 1))
+        return Conditioning(
+            tensors={"image_cond": torch.cat([padded, mask], dim=1)},
+            clean=latent.repeat(1, 1, f, 1, 1),
+        )
 
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
         s = t / 1000.0
@@ -77,7 +86,9 @@ class Hunyuan(Backbone):
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
-        return (self.pipe.vae.encode(x).latent_dist.mode() * self.pipe.vae_scaling_factor).to(self.dtype)
+        return (self.pipe.vae.encode(x).latent_dist.mode() * self.pipe.vae_scaling_factor).to(
+            self.dtype
+        )
 
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
@@ -95,19 +106,43 @@ def tiny(seed: int = 0) -> HunyuanVideoImageToVideoPipeline:
     """diffusers' test-size HunyuanVideo-I2V (1 + 1 blocks, 32x32 frames) with seeded random weights."""
     torch.manual_seed(seed)
     transformer = HunyuanVideoTransformer3DModel(
-        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1,
-        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=False,
-        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4), image_condition_type="latent_concat",
+        in_channels=9,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=10,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        patch_size=1,
+        patch_size_t=1,
+        guidance_embeds=False,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 4),
+        image_condition_type="latent_concat",
     )
     vae = AutoencoderKLHunyuanVideo(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 4, up_block_types=("HunyuanVideoUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8), layers_per_block=1, act_fn="silu", norm_num_groups=4,
-        scaling_factor=0.476986, spatial_compression_ratio=8, temporal_compression_ratio=4,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        act_fn="silu",
+        norm_num_groups=4,
+        scaling_factor=0.476986,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
         mid_block_add_attention=True,
     )
     return HunyuanVideoImageToVideoPipeline(
-        text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None, tokenizer_2=None,
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=None,
+        tokenizer_2=None,
         image_processor=None,
     )

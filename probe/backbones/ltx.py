@@ -45,7 +45,9 @@ class LTX(Backbone):
         f = self.latent_frames(frames or self.default_frames)
         vae, pipe = self.pipe.vae, self.pipe
         x = (self.resize(image).to(self.device) * 2 - 1).to(vae.dtype).unsqueeze(2)
-        latent = pipe._normalize_latents(vae.encode(x).latent_dist.mode(), vae.latents_mean, vae.latents_std)
+        latent = pipe._normalize_latents(
+            vae.encode(x).latent_dist.mode(), vae.latents_mean, vae.latents_std
+        )
         video = latent.to(self.dtype).repeat(1, 1, f, 1, 1)  # [B, C, F, H, W]
         b, _, _, h, w = video.shape
         mask = video.new_zeros(b, 1, f, h, w)
@@ -88,7 +90,9 @@ class LTX(Backbone):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         vae, pipe = self.pipe.vae, self.pipe
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, vae.dtype)
-        latent = pipe._normalize_latents(vae.encode(x).latent_dist.mode(), vae.latents_mean, vae.latents_std)
+        latent = pipe._normalize_latents(
+            vae.encode(x).latent_dist.mode(), vae.latents_mean, vae.latents_std
+        )
         p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
         return pipe._pack_latents(latent.to(self.dtype), p, pt)
 
@@ -114,19 +118,40 @@ def tiny(seed: int = 0) -> LTXImageToVideoPipeline:
     """diffusers' test-size LTX-Video I2V (2 blocks, 32x32 frames) with seeded random weights."""
     torch.manual_seed(seed)
     transformer = LTXVideoTransformer3DModel(
-        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
-        attention_head_dim=8, cross_attention_dim=32, num_layers=2, caption_channels=32,
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=2,
+        caption_channels=32,
     )
     vae = AutoencoderKLLTXVideo(
-        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
-        upsample_residual=(False,) * 4, upsample_factor=(1, 1, 1, 1), timestep_conditioning=False,
-        patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
     )
     vae.use_framewise_encoding = vae.use_framewise_decoding = False
     return LTXImageToVideoPipeline(
-        tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
     )

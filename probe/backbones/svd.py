@@ -58,7 +58,9 @@ class SVD(Backbone):
         return f, h, w
 
     def hidden(self, output: Any) -> torch.Tensor:
-        return output[0] if isinstance(output, (tuple, list)) else output  # down blocks: (hidden, residuals)
+        return (
+            output[0] if isinstance(output, (tuple, list)) else output
+        )  # down blocks: (hidden, residuals)
 
     def layout(self, hidden: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         f = cond.clean.shape[1]
@@ -77,13 +79,17 @@ class SVD(Backbone):
         image_latent = vae.encode((x + NOISE_AUG * aug).to(vae.dtype)).latent_dist.mode()
         clean = vae.encode(x.to(vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
         b = x.shape[0]
-        time_ids = torch.tensor([[FPS - 1, MOTION_BUCKET, NOISE_AUG]], device=self.device).repeat(b, 1)
+        time_ids = torch.tensor([[FPS - 1, MOTION_BUCKET, NOISE_AUG]], device=self.device).repeat(
+            b, 1
+        )
         tensors = {
             "image_embeds": embeds.to(self.dtype),
             "image_latents": image_latent.to(self.dtype).unsqueeze(1).repeat(1, frames, 1, 1, 1),
             "added_time_ids": time_ids.to(self.dtype),
         }
-        return Conditioning(tensors=tensors, clean=clean.to(self.dtype).unsqueeze(1).repeat(1, frames, 1, 1, 1))
+        return Conditioning(
+            tensors=tensors, clean=clean.to(self.dtype).unsqueeze(1).repeat(1, frames, 1, 1, 1)
+        )
 
     def sigma(self, t: float) -> float:
         """Karras/EDM sigma of training timestep t: sqrt((1 - abar) / abar)."""
@@ -97,8 +103,12 @@ class SVD(Backbone):
         sigma = self.sigma(t)
         b = noisy.shape[0]
         return {
-            "sample": torch.cat([noisy / math.sqrt(sigma**2 + 1), cond.tensors["image_latents"]], dim=2),
-            "timestep": torch.full((b,), 0.25 * math.log(sigma), device=noisy.device, dtype=noisy.dtype),
+            "sample": torch.cat(
+                [noisy / math.sqrt(sigma**2 + 1), cond.tensors["image_latents"]], dim=2
+            ),
+            "timestep": torch.full(
+                (b,), 0.25 * math.log(sigma), device=noisy.device, dtype=noisy.dtype
+            ),
             "encoder_hidden_states": cond.tensors["image_embeds"],
             "added_time_ids": cond.tensors["added_time_ids"],
             "return_dict": False,
@@ -118,7 +128,9 @@ class SVD(Backbone):
     def vae_roundtrip(self, image: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae  # per-frame encoder; a temporal decoder is told it decodes one frame
         x = (self.resize(image[None].float()).to(self.device) * 2 - 1).to(vae.dtype)
-        frames = {"num_frames": 1} if "num_frames" in inspect.signature(vae.decode).parameters else {}
+        frames = (
+            {"num_frames": 1} if "num_frames" in inspect.signature(vae.decode).parameters else {}
+        )
         return self._back_to(vae.decode(vae.encode(x).latent_dist.mode(), **frames).sample, image)
 
     def null_text(self) -> dict[str, torch.Tensor]:
@@ -132,28 +144,53 @@ def tiny(seed: int = 0) -> StableVideoDiffusionPipeline:
     """diffusers' test-size SVD (2 down / mid / 2 up blocks, 32x32 frames) with seeded random weights."""
     torch.manual_seed(seed)
     unet = UNetSpatioTemporalConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=8, out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        cross_attention_dim=32, num_attention_heads=8, projection_class_embeddings_input_dim=96,
+        cross_attention_dim=32,
+        num_attention_heads=8,
+        projection_class_embeddings_input_dim=96,
         addition_time_embed_dim=32,
     )
     vae = AutoencoderKLTemporalDecoder(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"], latent_channels=4,
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        latent_channels=4,
     )
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=32, projection_dim=32, num_hidden_layers=5, num_attention_heads=4, image_size=32,
-            intermediate_size=37, patch_size=1,
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=5,
+            num_attention_heads=4,
+            image_size=32,
+            intermediate_size=37,
+            patch_size=1,
         )
     )
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
-        prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
-        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
     )
     return StableVideoDiffusionPipeline(
-        vae=vae, image_encoder=encoder, unet=unet, scheduler=scheduler,
+        vae=vae,
+        image_encoder=encoder,
+        unet=unet,
+        scheduler=scheduler,
         feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
     )

@@ -77,7 +77,9 @@ class Wan(Backbone):
         encoder = self.pipe.image_encoder
         if encoder is not None:
             pixels = clip_pixels(image, encoder.config.image_size, self.pipe.image_processor)
-            hidden = encoder(pixel_values=pixels.to(encoder.dtype), output_hidden_states=True).hidden_states[-2]
+            hidden = encoder(
+                pixel_values=pixels.to(encoder.dtype), output_hidden_states=True
+            ).hidden_states[-2]
             tensors["image_embeds"] = hidden.to(self.dtype)
         # A causal VAE: latent frame 0 encodes the image alone, so the still video repeats it.
         return Conditioning(tensors=tensors, clean=latent[:, :, :1].repeat(1, 1, f, 1, 1))
@@ -103,7 +105,9 @@ class Wan(Backbone):
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
-        return normalize_wan_latents(self.pipe.vae.encode(x).latent_dist.mode(), self.pipe.vae).to(self.dtype)
+        return normalize_wan_latents(self.pipe.vae.encode(x).latent_dist.mode(), self.pipe.vae).to(
+            self.dtype
+        )
 
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
@@ -119,21 +123,45 @@ def tiny(seed: int = 0) -> WanImageToVideoPipeline:
     """diffusers' test-size Wan 2.1 I2V (2 blocks, 16x16 frames) with seeded random weights."""
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
     )
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=4,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=36,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        image_dim=4,
     )
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-            intermediate_size=16, patch_size=1,
+            hidden_size=4,
+            projection_dim=4,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            intermediate_size=16,
+            patch_size=1,
         )
     )
     processor = CLIPImageProcessor(crop_size=32, size=32)
     return WanImageToVideoPipeline(
-        tokenizer=None, text_encoder=None, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-        image_processor=processor, image_encoder=encoder, transformer=transformer,
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        image_processor=processor,
+        image_encoder=encoder,
+        transformer=transformer,
     )

@@ -39,7 +39,9 @@ class Wan22(Wan):
         b, _, _, h, w = latent.shape
         keep = latent.new_ones(b, 1, f, h, w)  # 0 where the image's latent replaces the noise
         keep[:, :, 0] = 0
-        return Conditioning(tensors={"image_latent": latent, "noise_mask": keep}, clean=latent.repeat(1, 1, f, 1, 1))
+        return Conditioning(
+            tensors={"image_latent": latent, "noise_mask": keep}, clean=latent.repeat(1, 1, f, 1, 1)
+        )
 
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
         b = noisy.shape[0]
@@ -58,16 +60,41 @@ def tiny(seed: int = 0) -> WanImageToVideoPipeline:
     """diffusers' test-size Wan 2.2 TI2V-5B layout (2 blocks, 64x64 frames) with seeded random weights."""
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(
-        base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
-        latents_mean=[0.0] * 48, latents_std=[1.0] * 48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        scale_factor_spatial=16, scale_factor_temporal=4, temperal_downsample=[False, True, True],
+        base_dim=3,
+        z_dim=48,
+        in_channels=12,
+        out_channels=12,
+        is_residual=True,
+        patch_size=2,
+        latents_mean=[0.0] * 48,
+        latents_std=[1.0] * 48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        temperal_downsample=[False, True, True],
     )
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=48, out_channels=48,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=48,
+        out_channels=48,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     )
     return WanImageToVideoPipeline(
-        tokenizer=None, text_encoder=None, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-        image_processor=None, image_encoder=None, transformer=transformer, expand_timesteps=True,
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        image_processor=None,
+        image_encoder=None,
+        transformer=transformer,
+        expand_timesteps=True,
     )

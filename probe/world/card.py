@@ -33,9 +33,13 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
     seconds = time.time() - started
     with torch.no_grad():
         src = encoder(torch.stack(sources))  # (N, D)
-        gen = torch.stack([encoder(v).mean(0) for v in generated])  # mean embedding of generated frames
+        gen = torch.stack(
+            [encoder(v).mean(0) for v in generated]
+        )  # mean embedding of generated frames
         true = torch.stack([encoder(v).mean(0) for v in truths])
-        gen_sim = torch.stack([encoder(v) @ src[i] for i, v in enumerate(generated)]).mean(1)  # (N,)
+        gen_sim = torch.stack([encoder(v) @ src[i] for i, v in enumerate(generated)]).mean(
+            1
+        )  # (N,)
         true_sim = torch.stack([encoder(v) @ src[i] for i, v in enumerate(truths)]).mean(1)
     n = len(sources)
     off = ~torch.eye(n, dtype=torch.bool)
@@ -44,13 +48,21 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
 
     def stats(x) -> dict:
         x = np.asarray(x, dtype=np.float64)
-        return {"mean": float(x.mean()), "std": float(x.std()), "p05": float(np.percentile(x, 5)),
-                "p95": float(np.percentile(x, 95))}
+        return {
+            "mean": float(x.mean()),
+            "std": float(x.std()),
+            "p05": float(np.percentile(x, 5)),
+            "p95": float(np.percentile(x, 95)),
+        }
 
     return {
-        "model": backbone.name, "heldout_identities": n, "steps": steps, "seed": seed,
+        "model": backbone.name,
+        "heldout_identities": n,
+        "steps": steps,
+        "seed": seed,
         "seconds_per_video": seconds / n,
-        "psnr_generated_vs_truth": stats(gen_psnr), "psnr_copy_first_frame": stats(copy_psnr),
+        "psnr_generated_vs_truth": stats(gen_psnr),
+        "psnr_copy_first_frame": stats(copy_psnr),
         "generated_beats_copy_fraction": float(np.mean(np.array(gen_psnr) > np.array(copy_psnr))),
         "ism_source_vs_generated": stats(gen_sim.numpy()),
         "ism_source_vs_other_identity_generated": stats(cross_gen.numpy()),
@@ -60,21 +72,27 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
 
 
 DESCRIPTIONS = {
-    "mini-cogvideox": ("mini-cogvideox-i2v", [
-        "A small CogVideoX image-to-video pipeline (diffusers `AutoencoderKLCogVideoX` +",
-        "`CogVideoXTransformer3DModel`, 8 transformer blocks, 8x8 tokens per latent frame, 64x64 frames,",
-        "9 frames) trained from scratch on the procedural mini world by `anti-i2v world train`. It has no text",
-        "encoder: `prompt_embeds.safetensors` holds the fixed null text conditioning it was trained with.",
-        "It loads through the same `CogVideoXImageToVideoPipeline.from_pretrained` path as CogVideoX-5B-I2V.",
-    ]),
-    "mini-svd": ("mini-svd-i2v", [
-        "A small Stable-Video-Diffusion pipeline (diffusers `UNetSpatioTemporalConditionModel` with 3 down",
-        "blocks, a mid block and 3 up blocks on 8x8 latents, a 2-layer CLIP vision tower, and a per-frame 8x",
-        "`AutoencoderKL` in place of SVD's temporal decoder; 64x64 frames, 9 frames) trained from scratch on",
-        "the same world, split and recipe as mini-cogvideox (`anti-i2v world train --models svd`): the UNet",
-        "counterpart for transfer. It loads through the same `StableVideoDiffusionPipeline.from_pretrained`",
-        "path as SVD (diffusers notes the VAE class differs from SVD's; it decodes either).",
-    ]),
+    "mini-cogvideox": (
+        "mini-cogvideox-i2v",
+        [
+            "A small CogVideoX image-to-video pipeline (diffusers `AutoencoderKLCogVideoX` +",
+            "`CogVideoXTransformer3DModel`, 8 transformer blocks, 8x8 tokens per latent frame, 64x64 frames,",
+            "9 frames) trained from scratch on the procedural mini world by `anti-i2v world train`. It has no text",
+            "encoder: `prompt_embeds.safetensors` holds the fixed null text conditioning it was trained with.",
+            "It loads through the same `CogVideoXImageToVideoPipeline.from_pretrained` path as CogVideoX-5B-I2V.",
+        ],
+    ),
+    "mini-svd": (
+        "mini-svd-i2v",
+        [
+            "A small Stable-Video-Diffusion pipeline (diffusers `UNetSpatioTemporalConditionModel` with 3 down",
+            "blocks, a mid block and 3 up blocks on 8x8 latents, a 2-layer CLIP vision tower, and a per-frame 8x",
+            "`AutoencoderKL` in place of SVD's temporal decoder; 64x64 frames, 9 frames) trained from scratch on",
+            "the same world, split and recipe as mini-cogvideox (`anti-i2v world train --models svd`): the UNet",
+            "counterpart for transfer. It loads through the same `StableVideoDiffusionPipeline.from_pretrained`",
+            "path as SVD (diffusers notes the VAE class differs from SVD's; it decodes either).",
+        ],
+    ),
 }
 
 
@@ -85,46 +103,57 @@ def render_card(m: dict) -> str:
         return f"| {label} | {s['mean']:.3f} | {s['std']:.3f} | {s['p05']:.3f} | {s['p95']:.3f} |"
 
     title, about = DESCRIPTIONS[m["model"]]
-    return "\n".join([
-        f"# {title}",
-        "",
-        *about,
-        "",
-        f"Measured by `anti-i2v world card` on {m['heldout_identities']} held-out identities (never seen in",
-        f"training), {m['steps']} sampling steps, seed {m['seed']}, {m['seconds_per_video']:.1f} s per video on this machine.",
-        "",
-        "## Motion: generated frames 2..N against the true rendered continuation",
-        "",
-        "| measure | mean | std | p05 | p95 |",
-        "|---|---|---|---|---|",
-        row("PSNR generated vs truth (dB)", m["psnr_generated_vs_truth"]),
-        row("PSNR copy-first-frame vs truth (dB)", m["psnr_copy_first_frame"]),
-        "",
-        f"The generated video beats the copy-the-first-frame baseline on "
-        f"{100 * m['generated_beats_copy_fraction']:.0f}% of held-out portraits.",
-        "",
-        "## Identity (mini identity encoder, cosine similarity)",
-        "",
-        "| measure | mean | std | p05 | p95 |",
-        "|---|---|---|---|---|",
-        row("source image vs its generated frames", m["ism_source_vs_generated"]),
-        row("source image vs another identity's generated frames", m["ism_source_vs_other_identity_generated"]),
-        row("same identity, true frames 2..N vs frame 1", m["ism_same_identity_true_frames"]),
-        row("different identities, true frames", m["ism_different_identity_true_frames"]),
-        "",
-        "The identity encoder (`../mini-identity/`) is the mini world's ArcFace: a small CNN trained with a",
-        "CosFace loss on renders of training identities under motion, blinks, blur and noise.",
-        "",
-        f"Regenerate: `anti-i2v world card --model {m['model']}`. Retrain: `anti-i2v world train --out artifacts/models`.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {title}",
+            "",
+            *about,
+            "",
+            f"Measured by `anti-i2v world card` on {m['heldout_identities']} held-out identities (never seen in",
+            f"training), {m['steps']} sampling steps, seed {m['seed']}, {m['seconds_per_video']:.1f} s per video on this machine.",
+            "",
+            "## Motion: generated frames 2..N against the true rendered continuation",
+            "",
+            "| measure | mean | std | p05 | p95 |",
+            "|---|---|---|---|---|",
+            row("PSNR generated vs truth (dB)", m["psnr_generated_vs_truth"]),
+            row("PSNR copy-first-frame vs truth (dB)", m["psnr_copy_first_frame"]),
+            "",
+            f"The generated video beats the copy-the-first-frame baseline on "
+            f"{100 * m['generated_beats_copy_fraction']:.0f}% of held-out portraits.",
+            "",
+            "## Identity (mini identity encoder, cosine similarity)",
+            "",
+            "| measure | mean | std | p05 | p95 |",
+            "|---|---|---|---|---|",
+            row("source image vs its generated frames", m["ism_source_vs_generated"]),
+            row(
+                "source image vs another identity's generated frames",
+                m["ism_source_vs_other_identity_generated"],
+            ),
+            row("same identity, true frames 2..N vs frame 1", m["ism_same_identity_true_frames"]),
+            row("different identities, true frames", m["ism_different_identity_true_frames"]),
+            "",
+            "The identity encoder (`../mini-identity/`) is the mini world's ArcFace: a small CNN trained with a",
+            "CosFace loss on renders of training identities under motion, blinks, blur and noise.",
+            "",
+            f"Regenerate: `anti-i2v world card --model {m['model']}`. Retrain: `anti-i2v world train --out artifacts/models`.",
+            "",
+        ]
+    )
 
 
-def write_card(model: str = "mini-cogvideox", identity: Path | None = None, count: int = 32,
-               out: Path | None = None) -> Path:
+def write_card(
+    model: str = "mini-cogvideox",
+    identity: Path | None = None,
+    count: int = 32,
+    out: Path | None = None,
+) -> Path:
     """Measure and write the card (README.md) plus the numbers (card.json) beside it."""
     if model not in MINI_MODELS:
-        raise ToolkitError(f"model cards are for the shipped mini models ({', '.join(MINI_MODELS)}), not {model!r}")
+        raise ToolkitError(
+            f"model cards are for the shipped mini models ({', '.join(MINI_MODELS)}), not {model!r}"
+        )
     m = measure(model, identity or MINI_IDENTITY, count)
     out = out or (MINI_MODELS[model] / "README.md")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,20 +28,29 @@ class IdentityEncoder(nn.Module):
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.GroupNorm(8, cout),
+                nn.SiLU(),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.GroupNorm(8, cout),
+                nn.SiLU(),
                 nn.AvgPool2d(2),
             )
 
         self.features = nn.Sequential(
-            block(3, width), block(width, width * 2), block(width * 2, width * 4), block(width * 4, width * 4)
+            block(3, width),
+            block(width, width * 2),
+            block(width * 2, width * 4),
+            block(width * 4, width * 4),
         )
         self.head = nn.Linear(width * 4 * 2, dim)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         size = self.config["size"]
         if frames.shape[-2:] != (size, size):  # any input size: differentiable resize
-            frames = F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            frames = F.interpolate(
+                frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
         h = self.features(frames * 2 - 1)
         # Mean and max pooling: position-invariant, so head motion does not change identity.
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
@@ -50,7 +59,9 @@ class IdentityEncoder(nn.Module):
     def save(self, directory: Path) -> None:
         """Write weights (safetensors) and config (JSON) into `directory`."""
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS))
+        save_file(
+            {k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS)
+        )
         (directory / CONFIG).write_text(json.dumps(self.config, indent=2))
 
 

@@ -32,7 +32,14 @@ FRAMES = 9  # frames per video (CogVideoX-style 4k+1)
 _SUPERSAMPLE = 2  # render at 2x then box-filter: anti-aliased edges
 
 _SKIN = np.array(
-    [[255, 224, 196], [241, 194, 155], [224, 172, 125], [198, 134, 86], [141, 85, 54], [95, 60, 40]],
+    [
+        [255, 224, 196],
+        [241, 194, 155],
+        [224, 172, 125],
+        [198, 134, 86],
+        [141, 85, 54],
+        [95, 60, 40],
+    ],
     dtype=np.float32,
 )
 _HAIR = np.array(
@@ -122,7 +129,9 @@ def sample_motion(seed: int, frames: int = FRAMES) -> Motion:
     )
 
 
-def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+def _ellipse(
+    x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float
+) -> np.ndarray:
     return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
 
 
@@ -153,7 +162,11 @@ def render_frame(identity: Identity, motion: Motion, t: float, blink: bool, size
 
     # Shoulders and neck do not tilt with the head.
     paint(_ellipse(xs, ys, cx, 1.08, 0.42, 0.3), idn.clothes, "clothes")
-    paint((np.abs(xs - cx) < idn.face_width * 0.45) & (ys > cy) & (ys < 0.85), np.array(idn.skin) * 0.85, "skin")
+    paint(
+        (np.abs(xs - cx) < idn.face_width * 0.45) & (ys > cy) & (ys < 0.85),
+        np.array(idn.skin) * 0.85,
+        "skin",
+    )
 
     # Head-local coordinates (rotate around the head centre).
     ca, sa = np.cos(angle), np.sin(angle)
@@ -176,7 +189,9 @@ def render_frame(identity: Identity, motion: Motion, t: float, blink: bool, size
         paint(cap, hair, "hair")
     if idn.earrings:
         for side in (-1, 1):
-            paint(_ellipse(u, v, side * fw * 1.02, fh * 0.25, 0.02, 0.02), (230, 200, 60), "accessory")
+            paint(
+                _ellipse(u, v, side * fw * 1.02, fh * 0.25, 0.02, 0.02), (230, 200, 60), "accessory"
+            )
 
     # Eyes: white with a coloured iris, a thin line while blinking.
     for side in (-1, 1):
@@ -187,15 +202,21 @@ def render_frame(identity: Identity, motion: Motion, t: float, blink: bool, size
             paint(_ellipse(u, v, ex, ey, fw * 0.22, fh * 0.09), (245, 245, 245), "eyes")
             paint(_ellipse(u, v, ex, ey, fw * 0.1, fh * 0.08), idn.eyes, "eyes")
         if idn.glasses:
-            ring = _ellipse(u, v, ex, ey, fw * 0.34, fh * 0.2) & ~_ellipse(u, v, ex, ey, fw * 0.27, fh * 0.15)
+            ring = _ellipse(u, v, ex, ey, fw * 0.34, fh * 0.2) & ~_ellipse(
+                u, v, ex, ey, fw * 0.27, fh * 0.15
+            )
             paint(ring, (25, 25, 25), "accessory")
 
     opening = 0.5 + 0.5 * np.sin(2 * np.pi * motion.mouth_speed * t + motion.mouth_phase)
-    paint(_ellipse(u, v, 0, fh * 0.5, fw * 0.35, fh * (0.04 + 0.12 * opening)), (120, 30, 40), "mouth")
+    paint(
+        _ellipse(u, v, 0, fh * 0.5, fw * 0.35, fh * (0.04 + 0.12 * opening)), (120, 30, 40), "mouth"
+    )
 
     # Box-filter down to the output size; labels take the top-left sample of each block.
     out = rgb.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE, 3).mean(axis=(1, 3))
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8), labels[::_SUPERSAMPLE, ::_SUPERSAMPLE].copy()
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8), labels[
+        ::_SUPERSAMPLE, ::_SUPERSAMPLE
+    ].copy()
 
 
 def render_video(identity: Identity, motion: Motion, frames: int = FRAMES, size: int = SIZE):
@@ -221,7 +242,9 @@ def identity_seeds(count: int, seed: int, split: str) -> list[int]:
     return out
 
 
-def write_sample(directory: Path, identity_seed: int, motion_seed: int, frames: int = FRAMES) -> Path:
+def write_sample(
+    directory: Path, identity_seed: int, motion_seed: int, frames: int = FRAMES
+) -> Path:
     """Render one sample into `directory/frames`, `directory/masks` and `identity.json`."""
     identity = sample_identity(identity_seed)
     motion = sample_motion(motion_seed, frames)
@@ -231,14 +254,23 @@ def write_sample(directory: Path, identity_seed: int, motion_seed: int, frames: 
     for f in range(frames):
         Image.fromarray(rgb[f]).save(directory / "frames" / f"{f:03d}.png", optimize=False)
         Image.fromarray(lab[f]).save(directory / "masks" / f"{f:03d}.png", optimize=False)
-    meta = {"identity": asdict(identity), "motion": asdict(motion), "labels": LABELS,
-            "split": "heldout" if is_heldout(identity_seed) else "train"}
+    meta = {
+        "identity": asdict(identity),
+        "motion": asdict(motion),
+        "labels": LABELS,
+        "split": "heldout" if is_heldout(identity_seed) else "train",
+    }
     write_text_atomic(directory / "identity.json", json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
 
 def render_dataset(
-    out: Path, count: int, seed: int, split: str = "heldout", frames: int = FRAMES, photos: Path | None = None
+    out: Path,
+    count: int,
+    seed: int,
+    split: str = "heldout",
+    frames: int = FRAMES,
+    photos: Path | None = None,
 ) -> list[Path]:
     """Render `count` samples of a split into `out/<sample>/`; finished samples are kept.
 

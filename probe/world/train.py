@@ -103,9 +103,17 @@ def mini_transformer() -> CogVideoXTransformer3DModel:
 def mini_scheduler() -> CogVideoXDDIMScheduler:
     """CogVideoX-5B's scheduler settings (v-prediction, zero terminal SNR, trailing steps)."""
     return CogVideoXDDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        num_train_timesteps=1000, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-        set_alpha_to_one=True, snr_shift_scale=1.0, steps_offset=0, timestep_spacing="trailing",
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        set_alpha_to_one=True,
+        snr_shift_scale=1.0,
+        steps_offset=0,
+        timestep_spacing="trailing",
     )
 
 
@@ -113,7 +121,8 @@ def render_clips(seeds: list[int], motions_per_identity: int = 1) -> torch.Tenso
     """Render clips as a uint8 tensor `(N, F, H, W, 3)`; identity i uses motion seeds i*k..i*k+k-1."""
     clips = [
         render_video(sample_identity(s), sample_motion(s * 7919 + m))[0]
-        for s in seeds for m in range(motions_per_identity)
+        for s in seeds
+        for m in range(motions_per_identity)
     ]
     return torch.from_numpy(np.stack(clips))
 
@@ -125,12 +134,18 @@ def to_video(clips: torch.Tensor) -> torch.Tensor:
 
 def _cosine_lr(opt: torch.optim.Optimizer, step: int, total: int, lr: float) -> None:
     warm = max(1, total // 20)
-    scale = step / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    scale = (
+        step / warm
+        if step < warm
+        else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    )
     for group in opt.param_groups:
         group["lr"] = lr * max(scale, 0.02)
 
 
-def _update(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None = 1.0) -> None:
+def _update(
+    opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None = 1.0
+) -> None:
     """One optimiser step on `loss`, gradients of `params` clipped to norm `clip` (None: unclipped)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -144,8 +159,16 @@ def _log(stage: str, step: int, total: int, loss: float, started: float) -> None
         console.log(f"{stage} step {step}/{total} loss {loss:.4f} ({time.time() - started:.0f}s)")
 
 
-def fit_vae(vae: torch.nn.Module, data: torch.Tensor, steps: int, batch: int, lr: float, seed: int, stage: str,
-            device: str) -> torch.nn.Module:
+def fit_vae(
+    vae: torch.nn.Module,
+    data: torch.Tensor,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    stage: str,
+    device: str,
+) -> torch.nn.Module:
     """Reconstruction training shared by the mini VAEs (L1 + MSE, a light KL); sets `scaling_factor`."""
     vae = vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -161,7 +184,9 @@ def fit_vae(vae: torch.nn.Module, data: torch.Tensor, steps: int, batch: int, lr
         _log(stage, step, steps, loss.item(), started)
     vae.eval()
     with torch.no_grad():  # unit-variance latents, as diffusers' scaling_factor intends
-        z = torch.cat([vae.encode(data[i : i + 8].to(device)).latent_dist.mode() for i in range(0, 64, 8)])
+        z = torch.cat(
+            [vae.encode(data[i : i + 8].to(device)).latent_dist.mode() for i in range(0, 64, 8)]
+        )
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return vae.cpu()
 
@@ -170,11 +195,15 @@ def train_vae(cfg: TrainConfig, device: str) -> AutoencoderKLCogVideoX:
     """Stage 1: reconstruct rendered clips."""
     torch.manual_seed(cfg.seed)
     data = to_video(render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train")))
-    return fit_vae(mini_vae(), data, cfg.vae_steps, cfg.vae_batch, 2 * cfg.lr, cfg.seed, "vae", device)
+    return fit_vae(
+        mini_vae(), data, cfg.vae_steps, cfg.vae_batch, 2 * cfg.lr, cfg.seed, "vae", device
+    )
 
 
 @torch.no_grad()
-def encode_clips(vae: AutoencoderKLCogVideoX, clips: torch.Tensor, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_clips(
+    vae: AutoencoderKLCogVideoX, clips: torch.Tensor, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled video latents `(N, f, C, h, w)` and first-frame image latents `(N, 1, C, h, w)`."""
     vae = vae.to(device)
     sf = vae.config.scaling_factor
@@ -197,8 +226,13 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
     pipe = CogVideoXImageToVideoPipeline(
         tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=scheduler
     )
-    rotary = pipe._prepare_rotary_positional_embeddings(SIZE, SIZE, latents.shape[1], torch.device(device))
-    null = torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(cfg.seed)) * 0.5
+    rotary = pipe._prepare_rotary_positional_embeddings(
+        SIZE, SIZE, latents.shape[1], torch.device(device)
+    )
+    null = (
+        torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(cfg.seed))
+        * 0.5
+    )
     opt = torch.optim.AdamW(transformer.parameters(), lr=cfg.lr * 0.5, weight_decay=0.01)
     alphas = scheduler.alphas_cumprod.float().to(device)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -208,7 +242,9 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
         idx = torch.randint(len(latents), (cfg.dit_batch,), generator=gen)
         x0 = latents[idx].to(device)
         cond = torch.cat([image_latents[idx], torch.zeros_like(x0[:, 1:])], dim=1).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen).to(
+            device
+        )
         noise = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -234,7 +270,11 @@ def train_identity_encoder(cfg: TrainConfig, device: str) -> IdentityEncoder:
     clips = render_clips(seeds, cfg.id_clips)  # (I*K, F, H, W, 3)
     frames = clips.reshape(len(seeds), -1, SIZE, SIZE, 3)  # (I, K*F, H, W, 3)
     model = IdentityEncoder().to(device).train()
-    classes = F.normalize(torch.randn(len(seeds), model.config["dim"]), dim=-1).to(device).requires_grad_()
+    classes = (
+        F.normalize(torch.randn(len(seeds), model.config["dim"]), dim=-1)
+        .to(device)
+        .requires_grad_()
+    )
     opt = torch.optim.AdamW([*model.parameters(), classes], lr=cfg.lr * 2, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     started = time.time()
@@ -259,7 +299,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     mix = torch.rand(n, 1, 1, 1, generator=gen).to(x)
     x = x * (1 - mix) + blurred * mix
     x = x * (1 + 0.1 * (torch.rand(n, 1, 1, 1, generator=gen).to(x) - 0.5))
-    x = x + 0.03 * torch.rand(n, 1, 1, 1, generator=gen).to(x) * torch.randn(x.shape, generator=gen).to(x)
+    x = x + 0.03 * torch.rand(n, 1, 1, 1, generator=gen).to(x) * torch.randn(
+        x.shape, generator=gen
+    ).to(x)
     return x.clamp(0, 1)
 
 
@@ -273,8 +315,9 @@ def save_pipeline(pipe: CogVideoXImageToVideoPipeline, null: torch.Tensor, out: 
 MODELS = ("cogvideox", "identity", "svd")
 
 
-def train_all(out: Path, cfg: TrainConfig, device: str | None = None,
-              models: tuple[str, ...] = MODELS) -> dict[str, float]:
+def train_all(
+    out: Path, cfg: TrainConfig, device: str | None = None, models: tuple[str, ...] = MODELS
+) -> dict[str, float]:
     """Train `models` into `out/` (each folder written atomically, skipped when present); seconds per stage."""
     from probe.world.train_svd import train_mini_svd  # the second backbone has a module of its own
 
@@ -303,6 +346,19 @@ def train_all(out: Path, cfg: TrainConfig, device: str | None = None,
 
 
 # A few steps of every stage: the smoke test CI runs (`anti-i2v world train --quick`).
-QUICK = TrainConfig(vae_videos=8, vae_steps=3, vae_batch=2, dit_videos=16, dit_steps=4, dit_batch=4,
-                    id_identities=8, id_clips=1, id_steps=4, id_batch=8, svd_vae_steps=2, svd_vae_batch=2,
-                    svd_unet_steps=2, svd_batch=2)
+QUICK = TrainConfig(
+    vae_videos=8,
+    vae_steps=3,
+    vae_batch=2,
+    dit_videos=16,
+    dit_steps=4,
+    dit_batch=4,
+    id_identities=8,
+    id_clips=1,
+    id_steps=4,
+    id_batch=8,
+    svd_vae_steps=2,
+    svd_vae_batch=2,
+    svd_unet_steps=2,
+    svd_batch=2,
+)

@@ -47,8 +47,12 @@ P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
 def mini_svd_vae() -> AutoencoderKL:
     """Per-frame VAE: 8x spatial compression (as SVD's), 8 latent channels."""
     return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=8, norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        latent_channels=8,
+        norm_num_groups=8,
         sample_size=SIZE,
     )
 
@@ -57,30 +61,51 @@ def mini_unet() -> UNetSpatioTemporalConditionModel:
     """3 down blocks, a mid block, 3 up blocks (7 in all) on 8x8 latents, 9 frames."""
     # SVD has no temporal compression: 9 latent frames of 8x8 cost what CogVideoX's 3 of 16x16 do.
     return UNetSpatioTemporalConditionModel(
-        sample_size=SIZE // 8, in_channels=16, out_channels=8,
+        sample_size=SIZE // 8,
+        in_channels=16,
+        out_channels=8,
         down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 2 + ("DownBlockSpatioTemporal",),
         up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 2,
-        block_out_channels=(64, 64, 64), layers_per_block=1, num_attention_heads=(4, 4, 4),
-        cross_attention_dim=32, addition_time_embed_dim=32, projection_class_embeddings_input_dim=96,
+        block_out_channels=(64, 64, 64),
+        layers_per_block=1,
+        num_attention_heads=(4, 4, 4),
+        cross_attention_dim=32,
+        addition_time_embed_dim=32,
+        projection_class_embeddings_input_dim=96,
         num_frames=FRAMES,
     )
 
 
 def mini_clip() -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
     """A 2-layer CLIP vision tower on 8x8 patches of the 64x64 photo, 32-d image embedding."""
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=64, projection_dim=32, num_hidden_layers=2, num_attention_heads=4, image_size=SIZE,
-        intermediate_size=128, patch_size=8,
-    ))
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=64,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=SIZE,
+            intermediate_size=128,
+            patch_size=8,
+        )
+    )
     return encoder, CLIPImageProcessor(crop_size=SIZE, size={"shortest_edge": SIZE})
 
 
 def svd_scheduler() -> EulerDiscreteScheduler:
     """SVD's own scheduler settings (Karras sigmas, continuous timesteps, v-prediction)."""
     return EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
-        prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002, steps_offset=1,
-        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
     )
 
 
@@ -88,9 +113,19 @@ def train_svd_vae(cfg: TrainConfig, device: str) -> AutoencoderKL:
     """Stage 1: reconstruct rendered frames, a batch of single frames per step."""
     torch.manual_seed(cfg.seed + 10)
     clips = render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train"))
-    data = to_video(clips).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)  # every frame of every clip
-    return fit_vae(mini_svd_vae(), data, cfg.svd_vae_steps, cfg.svd_vae_batch, 2 * cfg.lr, cfg.seed + 10,
-                   "svd vae", device)
+    data = (
+        to_video(clips).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)
+    )  # every frame of every clip
+    return fit_vae(
+        mini_svd_vae(),
+        data,
+        cfg.svd_vae_steps,
+        cfg.svd_vae_batch,
+        2 * cfg.lr,
+        cfg.seed + 10,
+        "svd vae",
+        device,
+    )
 
 
 @torch.no_grad()
@@ -136,18 +171,28 @@ def train_unet(cfg: TrainConfig, vae: AutoencoderKL, device: str) -> StableVideo
         s = sigma.view(-1, 1, 1, 1, 1)
         noisy = x0 + s * torch.randn(x0.shape, generator=gen).to(device)
         cond = image_latents[idx].to(device).unsqueeze(1).expand(-1, FRAMES, -1, -1, -1)
-        embeds = encoder(pixel_values=clip_pixels(firsts[idx].to(device), SIZE, processor)).image_embeds
+        embeds = encoder(
+            pixel_values=clip_pixels(firsts[idx].to(device), SIZE, processor)
+        ).image_embeds
         v = unet(
-            torch.cat([noisy / (s**2 + 1).sqrt(), cond], dim=2), 0.25 * sigma.log(), embeds.unsqueeze(1),
-            added_time_ids=time_ids.expand(b, -1), return_dict=False,
+            torch.cat([noisy / (s**2 + 1).sqrt(), cond], dim=2),
+            0.25 * sigma.log(),
+            embeds.unsqueeze(1),
+            added_time_ids=time_ids.expand(b, -1),
+            return_dict=False,
         )[0]
-        pred = v * (-s / (s**2 + 1).sqrt()) + noisy / (s**2 + 1)  # the same pre-conditioning as sampling
+        pred = v * (-s / (s**2 + 1).sqrt()) + noisy / (
+            s**2 + 1
+        )  # the same pre-conditioning as sampling
         weight = (s**2 + 1) / s**2  # EDM's loss weight with sigma_data = 1
         loss = (weight * (pred - x0) ** 2).mean()  # equals the MSE of v
         _update(opt, loss, params)
         _log("svd unet", step, cfg.svd_unet_steps, loss.item(), started)
     return StableVideoDiffusionPipeline(
-        vae=vae, image_encoder=encoder.cpu().eval(), unet=unet.cpu().eval(), scheduler=svd_scheduler(),
+        vae=vae,
+        image_encoder=encoder.cpu().eval(),
+        unet=unet.cpu().eval(),
+        scheduler=svd_scheduler(),
         feature_extractor=processor,
     )
 
@@ -166,4 +211,3 @@ def train_mini_svd(out: Path, cfg: TrainConfig, device: str) -> dict[str, float]
     with atomic_dir(target) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     return timings
-

@@ -40,7 +40,9 @@ def resize_back(image: torch.Tensor, factor: float) -> torch.Tensor:
     """Down-scale by `factor` and back (bicubic)."""
     img = _pil(image)
     w, h = img.size
-    small = img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BICUBIC)
+    small = img.resize(
+        (max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BICUBIC
+    )
     return _tensor(small.resize((w, h), Image.Resampling.BICUBIC))
 
 
@@ -59,7 +61,9 @@ def platform(image: torch.Tensor) -> torch.Tensor:
     return _tensor(img.resize((w, h), Image.Resampling.BICUBIC))
 
 
-def distort(image: torch.Tensor, name: str, seed: int = 0, backbone: Backbone | None = None) -> torch.Tensor:
+def distort(
+    image: torch.Tensor, name: str, seed: int = 0, backbone: Backbone | None = None
+) -> torch.Tensor:
     """Apply a named distortion to `(3, H, W)` in [0, 1] (`vae` needs the evaluated `backbone`)."""
     if name == "none":
         return image

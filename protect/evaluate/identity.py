@@ -23,7 +23,9 @@ from safetensors.torch import load_file
 from probe.common import MINI_IDENTITY, ToolkitError
 from probe.world.identity import load_identity_encoder
 
-IdentityModel = Callable[[torch.Tensor], torch.Tensor]  # frames (N, 3, H, W) in [0, 1] -> unit (N, D)
+IdentityModel = Callable[
+    [torch.Tensor], torch.Tensor
+]  # frames (N, 3, H, W) in [0, 1] -> unit (N, D)
 FACENET_SIZE = 160
 
 
@@ -35,7 +37,9 @@ class FaceNet(torch.nn.Module):
         self.net = net
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(frames.float(), size=(FACENET_SIZE, FACENET_SIZE), mode="bilinear", antialias=True)
+        x = F.interpolate(
+            frames.float(), size=(FACENET_SIZE, FACENET_SIZE), mode="bilinear", antialias=True
+        )
         # facenet-pytorch's fixed_image_standardization: (255 x - 127.5) / 128.
         return F.normalize(self.net((x * 255 - 127.5) / 128), dim=-1)
 
@@ -45,21 +49,31 @@ def load_facenet(path: Path) -> FaceNet:
     try:
         from facenet_pytorch import InceptionResnetV1
     except ImportError as exc:
-        raise ToolkitError("facenet needs facenet-pytorch: `pip install --no-deps facenet-pytorch==2.6.0` "
-                           "(its metadata pins an old torch; the model runs on this one)") from exc
+        raise ToolkitError(
+            "facenet needs facenet-pytorch: `pip install --no-deps facenet-pytorch==2.6.0` "
+            "(its metadata pins an old torch; the model runs on this one)"
+        ) from exc
     if not path.is_file():
-        raise ToolkitError(f"no FaceNet weights at {path}: pass facenet:PATH to a local .safetensors file")
+        raise ToolkitError(
+            f"no FaceNet weights at {path}: pass facenet:PATH to a local .safetensors file"
+        )
     if path.suffix != ".safetensors":
         converted = path.with_suffix(".safetensors")
-        raise ToolkitError(f"{path} is not safetensors; weights are only loaded as safetensors. Convert once with "
-                           f"python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('{path}', "
-                           f"weights_only=True), '{converted}')\"")
+        raise ToolkitError(
+            f"{path} is not safetensors; weights are only loaded as safetensors. Convert once with "
+            f"python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('{path}', "
+            f"weights_only=True), '{converted}')\""
+        )
     net = InceptionResnetV1(pretrained=None, classify=False)
-    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith("logits.")}  # the classifier head
+    state = {
+        k: v for k, v in load_file(str(path)).items() if not k.startswith("logits.")
+    }  # the classifier head
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ToolkitError(f"{path} is not an InceptionResnetV1 state dict ({len(missing)} weights missing, e.g. "
-                           f"{(missing or unexpected)[0]!r}); use facenet-pytorch's vggface2 or casia-webface weights")
+        raise ToolkitError(
+            f"{path} is not an InceptionResnetV1 state dict ({len(missing)} weights missing, e.g. "
+            f"{(missing or unexpected)[0]!r}); use facenet-pytorch's vggface2 or casia-webface weights"
+        )
     return FaceNet(net).eval().requires_grad_(False)
 
 

@@ -15,7 +15,15 @@ from skimage.metrics import structural_similarity
 
 from probe.common import psnr
 
-__all__ = ["psnr", "ssim", "ssim_video", "temporal_coherence", "delta_e", "identity_similarity", "bootstrap_ci"]
+__all__ = [
+    "psnr",
+    "ssim",
+    "ssim_video",
+    "temporal_coherence",
+    "delta_e",
+    "identity_similarity",
+    "bootstrap_ci",
+]
 
 PSNR_CAP = 100.0
 
@@ -53,7 +61,9 @@ def identity_similarity(encoder, frames: torch.Tensor, photo: torch.Tensor) -> f
         return float((encoder(frames.float()) @ encoder(photo[None].float())[0]).mean())
 
 
-def bootstrap_ci(values: np.ndarray, reps: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: np.ndarray, reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (seeded)."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:

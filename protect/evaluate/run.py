@@ -43,9 +43,26 @@ from protect.methods import METHODS
 from protect.perceptual import load_lpips
 
 console = Console(stderr=True)
-COLUMNS = ["photo", "method", "made_on", "distortion", "eval_model", "seed", "ism_clean", "ism_protected", "psnr_video",
-           "ssim_video", "temporal", "cloak_psnr", "cloak_ssim", "cloak_delta_e", "cloak_ism", "cloak_lpips", "ref_clean",
-           "ref_protected"]
+COLUMNS = [
+    "photo",
+    "method",
+    "made_on",
+    "distortion",
+    "eval_model",
+    "seed",
+    "ism_clean",
+    "ism_protected",
+    "psnr_video",
+    "ssim_video",
+    "temporal",
+    "cloak_psnr",
+    "cloak_ssim",
+    "cloak_delta_e",
+    "cloak_ism",
+    "cloak_lpips",
+    "ref_clean",
+    "ref_protected",
+]
 DEFAULT_EPS = ProtectConfig.eps
 # Measures whose model may be absent (no weights offline): NaN in the CSV, null in the summary.
 OPTIONAL = ("cloak_lpips", "ref_clean", "ref_protected")
@@ -61,16 +78,24 @@ def _method_of(folder: Path) -> tuple[str, str]:
         try:
             d = json.loads(side.read_text())
             settings = d["settings"]
-            method, space, eps = settings["method"], settings.get("space"), settings.get("eps", DEFAULT_EPS)
+            method, space, eps = (
+                settings["method"],
+                settings.get("space"),
+                settings.get("eps", DEFAULT_EPS),
+            )
         except (KeyError, json.JSONDecodeError):
             continue
         default_space = METHODS[method].space if method in METHODS else space
-        qualifiers = ([space] if space != default_space else []) + ([f"eps {eps:g}/255"] if eps != DEFAULT_EPS else [])
+        qualifiers = ([space] if space != default_space else []) + (
+            [f"eps {eps:g}/255"] if eps != DEFAULT_EPS else []
+        )
         return (f"{method} ({', '.join(qualifiers)})" if qualifiers else method), d["model"]
     return folder.name, "unknown"
 
 
-def _video(backbone: Backbone, image: torch.Tensor, seed: int, steps: int, cache: Path, key: str) -> torch.Tensor:
+def _video(
+    backbone: Backbone, image: torch.Tensor, seed: int, steps: int, cache: Path, key: str
+) -> torch.Tensor:
     path = cache / f"{key}.safetensors"
     if path.exists():
         return load_file(str(path))["video"]
@@ -92,12 +117,17 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     """Run the evaluation; writes results.csv, summary.json, index.html and strips into `out`."""
     out = Path(cfg.out)
     check_writable_dir(out)
-    for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour of videos
+    for model in [
+        cfg.model,
+        *cfg.models,
+    ]:  # an unknown model is one line now, not after an hour of videos
         resolve_model(model)
     out.mkdir(parents=True, exist_ok=True)
     encoder = load_identity(cfg.identity)
-    extra = Extras(load_vision_encoder(cfg.reference, "reference similarity") if cfg.reference else None,
-                   load_lpips(purpose="cloak_lpips is left empty"))
+    extra = Extras(
+        load_vision_encoder(cfg.reference, "reference similarity") if cfg.reference else None,
+        load_lpips(purpose="cloak_lpips is left empty"),
+    )
     clean = {p.stem: p for p in gather_images([Path(cfg.clean)])}
     methods, made_on = {}, {"clean": ""}
     for folder in map(Path, cfg.protected):
@@ -110,18 +140,26 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         methods[label], made_on[label] = files, model
     names = sorted(n for n in clean if all(n in files for files in methods.values()))
     if not names:
-        raise ToolkitError(f"no photo of {cfg.clean} has a protected version in {', '.join(cfg.protected)} "
-                           "(photos are matched by file name)")
+        raise ToolkitError(
+            f"no photo of {cfg.clean} has a protected version in {', '.join(cfg.protected)} "
+            "(photos are matched by file name)"
+        )
     unmatched = sum(len(set(files) - set(clean)) for files in methods.values())
     if unmatched:
-        console.print(f"[yellow]note:[/] {unmatched} cloak(s) have no clean photo of the same name in "
-                      f"{cfg.clean} and are left out")
+        console.print(
+            f"[yellow]note:[/] {unmatched} cloak(s) have no clean photo of the same name in "
+            f"{cfg.clean} and are left out"
+        )
     distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
     rows: list[dict] = []
     strips: dict[str, np.ndarray] = {}
     cloaks: dict[tuple[str, str], dict[str, float]] = {}
     eval_models = [cfg.model, *cfg.models]
-    total = len(names) * cfg.seeds * ((1 + len(methods) * len(distortions)) + len(cfg.models) * (1 + len(methods)))
+    total = (
+        len(names)
+        * cfg.seeds
+        * ((1 + len(methods) * len(distortions)) + len(cfg.models) * (1 + len(methods)))
+    )
     with Progress(console=console) as progress:
         task = progress.add_task("evaluate", total=total)
         for model in eval_models:
@@ -130,30 +168,76 @@ def evaluate(cfg: EvaluateConfig) -> Path:
             for name in names:
                 photo = load_photo(clean[name]).pixels
                 for seed in range(cfg.seeds):
-                    clean_video = _video(bb, photo, seed, cfg.steps, cache, f"{_sha(photo)}-s{seed}-n{cfg.steps}")
+                    clean_video = _video(
+                        bb, photo, seed, cfg.steps, cache, f"{_sha(photo)}-s{seed}-n{cfg.steps}"
+                    )
                     ism_clean = identity_similarity(encoder, clean_video[1:], photo)
                     ref_clean = extra.reference_similarity(clean_video[1:], photo)
-                    rows.append(_row(name, "clean", "", "none", bb.name, seed, ism_clean, ism_clean, clean_video,
-                                     clean_video, ref_clean, ref_clean, cloak_measures(photo, photo, encoder, extra)))
+                    rows.append(
+                        _row(
+                            name,
+                            "clean",
+                            "",
+                            "none",
+                            bb.name,
+                            seed,
+                            ism_clean,
+                            ism_clean,
+                            clean_video,
+                            clean_video,
+                            ref_clean,
+                            ref_clean,
+                            cloak_measures(photo, photo, encoder, extra),
+                        )
+                    )
                     progress.advance(task)
                     for method, files in methods.items():
                         protected = load_photo(files[name]).pixels
                         if protected.shape != photo.shape:
-                            raise ToolkitError(f"{files[name]} is {tuple(protected.shape[1:])}, the clean photo "
-                                               f"{tuple(photo.shape[1:])}: compare a photo with its own cloak")
+                            raise ToolkitError(
+                                f"{files[name]} is {tuple(protected.shape[1:])}, the clean photo "
+                                f"{tuple(photo.shape[1:])}: compare a photo with its own cloak"
+                            )
                         # The cloak against the photo: the same for every distortion, seed and eval model.
                         if (name, method) not in cloaks:
                             cloaks[name, method] = cloak_measures(protected, photo, encoder, extra)
                         for dist in distortions if model == cfg.model else ["none"]:
                             attacked = distort(protected, dist, seed, bb)
-                            video = _video(bb, attacked, seed, cfg.steps, cache,
-                                           f"{_sha(attacked)}-s{seed}-n{cfg.steps}")
+                            video = _video(
+                                bb,
+                                attacked,
+                                seed,
+                                cfg.steps,
+                                cache,
+                                f"{_sha(attacked)}-s{seed}-n{cfg.steps}",
+                            )
                             ism = identity_similarity(encoder, video[1:], photo)
-                            rows.append(_row(name, method, made_on[method], dist, bb.name, seed, ism_clean, ism,
-                                             video, clean_video, ref_clean,
-                                             extra.reference_similarity(video[1:], photo), cloaks[name, method]))
-                            if dist == "none" and seed == 0 and model == cfg.model and len(strips) < 3 * len(methods):
-                                strips[f"{name}__{method}"] = np.concatenate([strip(clean_video), strip(video)], 0)
+                            rows.append(
+                                _row(
+                                    name,
+                                    method,
+                                    made_on[method],
+                                    dist,
+                                    bb.name,
+                                    seed,
+                                    ism_clean,
+                                    ism,
+                                    video,
+                                    clean_video,
+                                    ref_clean,
+                                    extra.reference_similarity(video[1:], photo),
+                                    cloaks[name, method],
+                                )
+                            )
+                            if (
+                                dist == "none"
+                                and seed == 0
+                                and model == cfg.model
+                                and len(strips) < 3 * len(methods)
+                            ):
+                                strips[f"{name}__{method}"] = np.concatenate(
+                                    [strip(clean_video), strip(video)], 0
+                                )
                             progress.advance(task)
     _write_csv(rows, out / "results.csv")
     summary = summarise(rows, cfg)
@@ -185,10 +269,13 @@ class Extras:
             return float(self.lpips(a[None].float() * 2 - 1, b[None].float() * 2 - 1).mean())
 
 
-def cloak_measures(protected: torch.Tensor, photo: torch.Tensor, encoder, extra: Extras) -> dict[str, float]:
+def cloak_measures(
+    protected: torch.Tensor, photo: torch.Tensor, encoder, extra: Extras
+) -> dict[str, float]:
     """How visible a cloak is, and how much identity it already removes: the `cloak_*` columns."""
     return {
-        "cloak_psnr": psnr(protected, photo), "cloak_ssim": ssim(protected, photo),
+        "cloak_psnr": psnr(protected, photo),
+        "cloak_ssim": ssim(protected, photo),
         "cloak_delta_e": delta_e(protected, photo),
         # The cloak's own identity similarity: how much of the video's drop the photo already carries.
         "cloak_ism": identity_similarity(encoder, protected[None], photo),
@@ -196,13 +283,36 @@ def cloak_measures(protected: torch.Tensor, photo: torch.Tensor, encoder, extra:
     }
 
 
-def _row(name, method, made_on, dist, model, seed, ism_clean, ism_prot, video, clean_video, ref_clean: float,
-         ref_prot: float, cloak: dict[str, float]) -> dict:
+def _row(
+    name,
+    method,
+    made_on,
+    dist,
+    model,
+    seed,
+    ism_clean,
+    ism_prot,
+    video,
+    clean_video,
+    ref_clean: float,
+    ref_prot: float,
+    cloak: dict[str, float],
+) -> dict:
     return {
-        "photo": name, "method": method, "made_on": made_on, "distortion": dist, "eval_model": model, "seed": seed,
-        "ism_clean": ism_clean, "ism_protected": ism_prot, "psnr_video": psnr(video, clean_video),
-        "ssim_video": ssim_video(video, clean_video), "temporal": temporal_coherence(video),
-        **cloak, "ref_clean": ref_clean, "ref_protected": ref_prot,
+        "photo": name,
+        "method": method,
+        "made_on": made_on,
+        "distortion": dist,
+        "eval_model": model,
+        "seed": seed,
+        "ism_clean": ism_clean,
+        "ism_protected": ism_prot,
+        "psnr_video": psnr(video, clean_video),
+        "ssim_video": ssim_video(video, clean_video),
+        "temporal": temporal_coherence(video),
+        **cloak,
+        "ref_clean": ref_clean,
+        "ref_protected": ref_prot,
     }
 
 
@@ -221,8 +331,19 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 # The measures the summary averages per group, and those the paired differences compare.
-SUMMARISED = ("ism_clean", "ism_protected", "ism_drop", "psnr_video", "ssim_video", "temporal", "cloak_psnr",
-              "cloak_ssim", "cloak_delta_e", "cloak_ism", *OPTIONAL)
+SUMMARISED = (
+    "ism_clean",
+    "ism_protected",
+    "ism_drop",
+    "psnr_video",
+    "ssim_video",
+    "temporal",
+    "cloak_psnr",
+    "cloak_ssim",
+    "cloak_delta_e",
+    "cloak_ism",
+    *OPTIONAL,
+)
 PAIRED = ("ism_drop", "psnr_video", "ssim_video")
 
 
@@ -230,7 +351,9 @@ def row_value(r: dict, key: str) -> float:
     """One row's value of a summarised measure: the relative ISM drop is derived, PSNRs are capped."""
     if key == "ism_drop":
         return (r["ism_clean"] - r["ism_protected"]) / max(r["ism_clean"], 1e-6)
-    return min(r[key], PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else r[key]  # identical pairs: inf
+    return (
+        min(r[key], PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else r[key]
+    )  # identical pairs: inf
 
 
 def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
@@ -249,12 +372,22 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
             entry[k] = float(v.mean())
             entry[f"{k}_ci95"] = bootstrap_ci(v)
         table.append(entry)
-    base = {(e["method"], e["eval_model"]): e["ism_drop"] for e in table if e["distortion"] == "none"}
+    base = {
+        (e["method"], e["eval_model"]): e["ism_drop"] for e in table if e["distortion"] == "none"
+    }
     for e in table:
         b = base.get((e["method"], e["eval_model"]))
-        e["ism_drop_surviving"] = e["ism_drop"] / b if b and abs(b) > 1e-9 and e["method"] != "clean" else None
-    return {"config": asdict(cfg), "rows": len(rows), "table": table, "paired": paired_differences(rows),
-            "toolkit_version": TOOLKIT_VERSION, "psnr_cap_db": PSNR_CAP}
+        e["ism_drop_surviving"] = (
+            e["ism_drop"] / b if b and abs(b) > 1e-9 and e["method"] != "clean" else None
+        )
+    return {
+        "config": asdict(cfg),
+        "rows": len(rows),
+        "table": table,
+        "paired": paired_differences(rows),
+        "toolkit_version": TOOLKIT_VERSION,
+        "psnr_cap_db": PSNR_CAP,
+    }
 
 
 def paired_differences(rows: list[dict]) -> list[dict]:
@@ -276,6 +409,9 @@ def paired_differences(rows: list[dict]) -> list[dict]:
             entry = {"eval_model": model, "a": a, "b": b, "n": len(keys)}
             for name in PAIRED:
                 diff = np.array([row_value(ra[k], name) - row_value(rb[k], name) for k in keys])
-                entry[f"{name}_diff"], entry[f"{name}_diff_ci95"] = float(diff.mean()), bootstrap_ci(diff)
+                entry[f"{name}_diff"], entry[f"{name}_diff_ci95"] = (
+                    float(diff.mean()),
+                    bootstrap_ci(diff),
+                )
             out.append(entry)
     return out
