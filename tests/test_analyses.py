@@ -207,6 +207,7 @@ def test_profile_round_trip_and_mismatch_refusal(tmp_path):
         load_profile(tmp_path / "bad.json")
 
 
+@pytest.mark.slow
 def test_synthetic_store_recovers_the_semantic_layer(tmp_path):
     masks = _blob_masks(6)
     strengths = [0.0, 0.2, 0.9, 0.5, 0.3]

@@ -195,6 +195,7 @@ def test_exif_rotation_is_applied(tmp_path):
     assert load_photo(tmp_path / "r.jpg").size == (40, 20)  # (height, width) after rotation
 
 
+@pytest.mark.slow
 def test_huge_image_is_shrunk_while_decoding(tmp_path):
     Image.new("RGB", (6000, 4000), (10, 200, 30)).save(tmp_path / "big.png")
     photo = load_photo(tmp_path / "big.png", max_side=128)

@@ -108,6 +108,7 @@ def test_mini_model_loads_by_name_and_path():
     assert not list(MINI_PIPELINE.rglob("*.bin"))
 
 
+@pytest.mark.slow
 def test_mini_svd_loads_by_name_and_path():
     by_name = load_backbone("mini-svd")
     by_path = load_backbone(str(MINI_SVD_PIPELINE))
@@ -125,6 +126,7 @@ def test_mini_svd_loads_by_name_and_path():
 
 
 @pytest.mark.parametrize("model", ["mini-cogvideox", "mini-svd"])
+@pytest.mark.slow
 def test_mini_generation_shapes_and_determinism(model):
     bb = load_backbone(model)
     image = torch.rand(3, 80, 60)  # any size in, the model's size out
