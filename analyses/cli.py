@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from analyses.choose import ChoiceRule as R
 from probe.common import cli_command
+from probe.config import ProbeConfig as P
 
 console = Console(stderr=True)
 
@@ -43,10 +45,10 @@ def analyse(
         None, help="part masks: <dir>/<sample>/masks/000.png or <dir>/<sample>.png"
     ),
     reference: str = typer.Option(None, help="vision encoder (hub id or folder) for reference_cka"),
-    anchors: int = typer.Option(2, help="number of anchor layers"),
-    collapse: int = typer.Option(1, help="number of collapse layers"),
-    timesteps: int = typer.Option(2, help="number of recommended timesteps"),
-    min_timestep: int = typer.Option(500, help=MIN_TIMESTEP_HELP),
+    anchors: int = typer.Option(R.n_anchors, help="number of anchor layers"),
+    collapse: int = typer.Option(R.n_collapse, help="number of collapse layers"),
+    timesteps: int = typer.Option(R.n_timesteps, help="number of recommended timesteps"),
+    min_timestep: int = typer.Option(R.min_timestep, help=MIN_TIMESTEP_HELP),
 ) -> None:
     """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
     from analyses.run import analyse as run
@@ -70,10 +72,10 @@ def adapt(
     ),
     reference: str = typer.Option(None, help="vision encoder (hub id or folder) for reference_cka"),
     timesteps: str = typer.Option(None, help="timesteps to probe (default: 100,300,500,700,900)"),
-    pool: int = typer.Option(1, help="spatial pooling of stored activations"),
+    pool: int = typer.Option(P.pool, help="spatial pooling of stored activations"),
     frames: int = typer.Option(None, help="latent frames to keep"),
-    anchors: int = typer.Option(2, help="number of anchor layers"),
-    min_timestep: int = typer.Option(500, help=MIN_TIMESTEP_HELP),
+    anchors: int = typer.Option(R.n_anchors, help="number of anchor layers"),
+    min_timestep: int = typer.Option(R.min_timestep, help=MIN_TIMESTEP_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""

@@ -19,11 +19,19 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from safetensors.torch import load_file, save_file
 
 from analyses.reference import VisionEncoder, load_vision_encoder
 from probe.backbones import Backbone, load_backbone, resolve_model
-from probe.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir, pick_device, to_uint8
+from probe.common import (
+    TOOLKIT_VERSION,
+    ToolkitError,
+    atomic_write,
+    cached_tensors,
+    check_writable_dir,
+    pick_device,
+    to_uint8,
+    write_text_atomic,
+)
 from probe.images import gather_images, load_photo
 from probe.video import strip
 from protect.config import EvaluateConfig, ProtectConfig
@@ -96,15 +104,10 @@ def _method_of(folder: Path) -> tuple[str, str]:
 def _video(
     backbone: Backbone, image: torch.Tensor, seed: int, steps: int, cache: Path, key: str
 ) -> torch.Tensor:
-    path = cache / f"{key}.safetensors"
-    if path.exists():
-        return load_file(str(path))["video"]
-    video = backbone.generate(image, steps=steps, seed=seed)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"video": video.contiguous()}, str(tmp))
-    tmp.replace(path)
-    return video
+    def generate() -> dict[str, torch.Tensor]:
+        return {"video": backbone.generate(image, steps=steps, seed=seed)}
+
+    return cached_tensors(cache / f"{key}.safetensors", generate)["video"]
 
 
 def _sha(t: torch.Tensor) -> str:
@@ -241,7 +244,7 @@ def evaluate(cfg: EvaluateConfig) -> Path:
                             progress.advance(task)
     _write_csv(rows, out / "results.csv")
     summary = summarise(rows, cfg)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_num))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json_num))
     from protect.evaluate.report import write_report
 
     write_report(out, summary, strips)
@@ -321,13 +324,11 @@ def _json_num(x):
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    tmp.replace(path)
 
 
 # The measures the summary averages per group, and those the paired differences compare.
