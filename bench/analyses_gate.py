@@ -42,13 +42,13 @@ def main() -> None:
         probe_overrides={"timesteps": (100, 300, 500, 700, 900)},
     )
     a, b = profiles["A"], profiles["B"]
-    layers = a["layers"]
+    layers = a.layers
     for name, p in profiles.items():
-        mp = {k: float(np.mean(v)) for k, v in p["scores"]["mask_probe"].items()}
-        anchor = np.mean([mp[x] for x in p["anchor_layers"]])
-        collapse = np.mean([mp[x] for x in p["collapse_layers"]])
+        mp = {k: float(np.mean(v)) for k, v in p.scores["mask_probe"].items()}
+        anchor = np.mean([mp[x] for x in p.anchor_layers])
+        collapse = np.mean([mp[x] for x in p.collapse_layers])
         print(
-            f"set {name}: collapse {p['collapse_layers']} anchors {p['anchor_layers']} timesteps {p['timesteps']}"
+            f"set {name}: collapse {p.collapse_layers} anchors {p.anchor_layers} timesteps {p.timesteps}"
         )
         print("  mask_probe by depth: " + " ".join(f"{mp[x]:.3f}" for x in layers))
         print(
@@ -56,11 +56,11 @@ def main() -> None:
             f"range over depth {max(mp.values()) - min(mp.values()):.3f}"
         )
     idx = {x: i for i, x in enumerate(layers)}
-    dist = max(min(abs(idx[x] - idx[y]) for y in b["anchor_layers"]) for x in a["anchor_layers"])
+    dist = max(min(abs(idx[x] - idx[y]) for y in b.anchor_layers) for x in a.anchor_layers)
     print(
         f"anchors A {a['anchor_layers']} vs B {b['anchor_layers']}: farthest pick is {dist} block(s) from the other set's"
     )
-    same = json.dumps(a["scores"], sort_keys=True) == json.dumps(again["scores"], sort_keys=True)
+    same = json.dumps(a.scores, sort_keys=True) == json.dumps(again.scores, sort_keys=True)
     print(
         f"same seed, same profile scores and picks: {same and a['anchor_layers'] == again['anchor_layers']}"
     )
