@@ -45,7 +45,7 @@ class Photo:
     @property
     def pixels(self) -> torch.Tensor:
         """The whole photo as float `(3, H, W)` in [0, 1] (a full-size copy: small photos only)."""
-        return _chw(self.array)
+        return to_chw_float(self.array)
 
     def work_pixels(self, max_side: int) -> torch.Tensor:
         """Float `(3, h, w)` in [0, 1], shrunk (antialiased) so the long side is at most `max_side`."""
@@ -55,14 +55,15 @@ class Photo:
             return self.pixels
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         if self.array.dtype == np.uint8:  # resized as uint8: no full-size float copy
-            return _chw(
+            return to_chw_float(
                 np.asarray(Image.fromarray(self.array).resize(size, Image.Resampling.LANCZOS))
             )
         x = torch.from_numpy(self.array).permute(2, 0, 1)[None]
         return F.interpolate(x, size=size[::-1], mode="bilinear", antialias=True)[0].clamp(0, 1)
 
 
-def _chw(array: np.ndarray) -> torch.Tensor:
+def to_chw_float(array: np.ndarray) -> torch.Tensor:
+    """`(H, W, 3)` uint8 (or float in [0, 1]) -> float `(3, H, W)` in [0, 1]."""
     ok = array.flags.writeable and array.flags.c_contiguous  # PIL's arrays are read-only views
     x = torch.from_numpy(array if ok else np.array(array)).permute(2, 0, 1)
     return (x.float() / 255) if array.dtype == np.uint8 else x.float().clamp(0, 1)

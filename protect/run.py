@@ -33,9 +33,10 @@ from probe.common import (
     cached_tensors,
     check_writable_dir,
     pick_device,
+    to_uint8,
     write_text_atomic,
 )
-from probe.images import Photo, load_photo
+from probe.images import Photo, load_photo, to_chw_float
 from protect.config import MIN_SIDE, ProtectConfig
 from protect.evaluate.metrics import ssim
 from protect.inputs import SIDECAR_SCHEMA, Job, photo_lock, plan_jobs
@@ -208,9 +209,7 @@ def upsample_change(photo: np.ndarray, work: torch.Tensor, adv: torch.Tensor) ->
     delta = (adv - work)[None].float()  # (1, 3, h, w)
     big_h, big_w = photo.shape[:2]
     if (big_h, big_w) == tuple(delta.shape[-2:]):
-        base = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).float()
-        base = base / 255 if photo.dtype == np.uint8 else base
-        return _quantise(base + delta[0])
+        return to_uint8(to_chw_float(photo) + delta[0])
     out = np.empty((big_h, big_w, 3), dtype=np.uint8)
     xs = (
         torch.arange(big_w, dtype=torch.float32) + 0.5
@@ -224,14 +223,8 @@ def upsample_change(photo: np.ndarray, work: torch.Tensor, adv: torch.Tensor) ->
         band_delta = F.grid_sample(
             delta, grid, mode="bicubic", padding_mode="border", align_corners=False
         )[0]
-        base = torch.from_numpy(np.ascontiguousarray(photo[r0:r1])).permute(2, 0, 1).float()
-        base = base / 255 if photo.dtype == np.uint8 else base
-        out[r0:r1] = _quantise(base + band_delta)
+        out[r0:r1] = to_uint8(to_chw_float(photo[r0:r1]) + band_delta)
     return out
-
-
-def _quantise(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def written_fidelity(photo: np.ndarray, cloak: np.ndarray) -> tuple[float, float]:
