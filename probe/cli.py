@@ -176,7 +176,8 @@ def world_train(
 ) -> None:
     """Train the mini models: CogVideoX VAE and transformer, identity encoder, mini-svd (reproduces artifacts/models)."""
     from probe.common import pick_device
-    from probe.world.train import MODELS, QUICK, TrainConfig, train_all
+    from probe.world.train import MODELS, train_all
+    from probe.world.training import QUICK, TrainConfig
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = sorted(set(chosen) - set(MODELS))

@@ -9,12 +9,10 @@ Each stage writes its output atomically; re-running skips stages whose output ex
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import (
@@ -32,36 +30,21 @@ from probe.world.render import (
     FRAMES,
     SIZE,
     identity_seeds,
-    render_video,
-    sample_identity,
-    sample_motion,
+)
+from probe.world.train_svd import train_mini_svd
+from probe.world.training import (
+    TrainConfig,
+    cosine_lr,
+    fit_vae,
+    log_step,
+    render_clips,
+    to_video,
+    update,
 )
 
 console = Console(stderr=True)
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # the null text conditioning, saved beside the pipeline
 TEXT_TOKENS, TEXT_DIM = 8, 32
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of `anti-i2v world train`; the defaults reproduce the shipped models."""
-
-    seed: int = 0
-    vae_videos: int = 512
-    vae_steps: int = 1000
-    vae_batch: int = 4
-    dit_videos: int = 1536
-    dit_steps: int = 2500
-    dit_batch: int = 16
-    id_identities: int = 384
-    id_clips: int = 3
-    id_steps: int = 500
-    id_batch: int = 48
-    svd_vae_steps: int = 1200  # mini-svd (train_svd.py)
-    svd_vae_batch: int = 16  # single frames: its VAE works frame by frame
-    svd_unet_steps: int = 1000
-    svd_batch: int = 8
-    lr: float = 1e-3
 
 
 def mini_vae() -> AutoencoderKLCogVideoX:
@@ -117,80 +100,6 @@ def mini_scheduler() -> CogVideoXDDIMScheduler:
     )
 
 
-def render_clips(seeds: list[int], motions_per_identity: int = 1) -> torch.Tensor:
-    """Render clips as a uint8 tensor `(N, F, H, W, 3)`; identity i uses motion seeds i*k..i*k+k-1."""
-    clips = [
-        render_video(sample_identity(s), sample_motion(s * 7919 + m))[0]
-        for s in seeds
-        for m in range(motions_per_identity)
-    ]
-    return torch.from_numpy(np.stack(clips))
-
-
-def to_video(clips: torch.Tensor) -> torch.Tensor:
-    """uint8 `(N, F, H, W, 3)` -> float `(N, 3, F, H, W)` in [-1, 1] (the VAE's input)."""
-    return clips.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-
-
-def _cosine_lr(opt: torch.optim.Optimizer, step: int, total: int, lr: float) -> None:
-    warm = max(1, total // 20)
-    scale = (
-        step / warm
-        if step < warm
-        else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-    )
-    for group in opt.param_groups:
-        group["lr"] = lr * max(scale, 0.02)
-
-
-def _update(
-    opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None = 1.0
-) -> None:
-    """One optimiser step on `loss`, gradients of `params` clipped to norm `clip` (None: unclipped)."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
-
-
-def _log(stage: str, step: int, total: int, loss: float, started: float) -> None:
-    if step % max(1, total // 10) == 0 or step == total:
-        console.log(f"{stage} step {step}/{total} loss {loss:.4f} ({time.time() - started:.0f}s)")
-
-
-def fit_vae(
-    vae: torch.nn.Module,
-    data: torch.Tensor,
-    steps: int,
-    batch: int,
-    lr: float,
-    seed: int,
-    stage: str,
-    device: str,
-) -> torch.nn.Module:
-    """Reconstruction training shared by the mini VAEs (L1 + MSE, a light KL); sets `scaling_factor`."""
-    vae = vae.to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    started = time.time()
-    for step in range(1, steps + 1):
-        _cosine_lr(opt, step, steps, lr)
-        x = data[torch.randint(len(data), (batch,), generator=gen)].to(device)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
-        _update(opt, loss, vae.parameters())
-        _log(stage, step, steps, loss.item(), started)
-    vae.eval()
-    with torch.no_grad():  # unit-variance latents, as diffusers' scaling_factor intends
-        z = torch.cat(
-            [vae.encode(data[i : i + 8].to(device)).latent_dist.mode() for i in range(0, 64, 8)]
-        )
-    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
-    return vae.cpu()
-
-
 def train_vae(cfg: TrainConfig, device: str) -> AutoencoderKLCogVideoX:
     """Stage 1: reconstruct rendered clips."""
     torch.manual_seed(cfg.seed)
@@ -238,7 +147,7 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     started = time.time()
     for step in range(1, cfg.dit_steps + 1):
-        _cosine_lr(opt, step, cfg.dit_steps, cfg.lr * 0.5)
+        cosine_lr(opt, step, cfg.dit_steps, cfg.lr * 0.5)
         idx = torch.randint(len(latents), (cfg.dit_batch,), generator=gen)
         x0 = latents[idx].to(device)
         cond = torch.cat([image_latents[idx], torch.zeros_like(x0[:, 1:])], dim=1).to(device)
@@ -257,8 +166,8 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
             return_dict=False,
         )[0]
         loss = F.mse_loss(pred, target)
-        _update(opt, loss, transformer.parameters())
-        _log("transformer", step, cfg.dit_steps, loss.item(), started)
+        update(opt, loss, transformer.parameters())
+        log_step("transformer", step, cfg.dit_steps, loss.item(), started)
     pipe.transformer = transformer.cpu().eval()
     return pipe, null
 
@@ -279,7 +188,7 @@ def train_identity_encoder(cfg: TrainConfig, device: str) -> IdentityEncoder:
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     started = time.time()
     for step in range(1, cfg.id_steps + 1):
-        _cosine_lr(opt, step, cfg.id_steps, cfg.lr * 2)
+        cosine_lr(opt, step, cfg.id_steps, cfg.lr * 2)
         ids = torch.randint(len(seeds), (cfg.id_batch,), generator=gen)
         which = torch.randint(frames.shape[1], (cfg.id_batch,), generator=gen)
         x = frames[ids, which].permute(0, 3, 1, 2).float().div(255).to(device)
@@ -287,8 +196,8 @@ def train_identity_encoder(cfg: TrainConfig, device: str) -> IdentityEncoder:
         logits = model(x) @ F.normalize(classes, dim=-1).T
         margin = F.one_hot(ids, len(seeds)).to(device) * 0.2
         loss = F.cross_entropy(16.0 * (logits - margin), ids.to(device))
-        _update(opt, loss, None, clip=None)
-        _log("identity", step, cfg.id_steps, loss.item(), started)
+        update(opt, loss, None, clip=None)
+        log_step("identity", step, cfg.id_steps, loss.item(), started)
     return model.cpu().eval()
 
 
@@ -319,8 +228,6 @@ def train_all(
     out: Path, cfg: TrainConfig, device: str | None = None, models: tuple[str, ...] = MODELS
 ) -> dict[str, float]:
     """Train `models` into `out/` (each folder written atomically, skipped when present); seconds per stage."""
-    from probe.world.train_svd import train_mini_svd  # the second backbone has a module of its own
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
@@ -343,22 +250,3 @@ def train_all(
     if "svd" in models:
         timings.update(train_mini_svd(out, cfg, device))
     return timings
-
-
-# A few steps of every stage: the smoke test CI runs (`anti-i2v world train --quick`).
-QUICK = TrainConfig(
-    vae_videos=8,
-    vae_steps=3,
-    vae_batch=2,
-    dit_videos=16,
-    dit_steps=4,
-    dit_batch=4,
-    id_identities=8,
-    id_clips=1,
-    id_steps=4,
-    id_batch=8,
-    svd_vae_steps=2,
-    svd_vae_batch=2,
-    svd_unet_steps=2,
-    svd_batch=2,
-)

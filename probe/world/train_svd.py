@@ -31,14 +31,14 @@ from probe.backbones.svd import FPS, MOTION_BUCKET, NOISE_AUG
 from probe.backbones.wan import clip_pixels
 from probe.common import atomic_dir
 from probe.world.render import FRAMES, SIZE, identity_seeds
-from probe.world.train import (
+from probe.world.training import (
     TrainConfig,
-    _cosine_lr,
-    _log,
-    _update,
+    cosine_lr,
     fit_vae,
+    log_step,
     render_clips,
     to_video,
+    update,
 )
 
 P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
@@ -163,7 +163,7 @@ def train_unet(cfg: TrainConfig, vae: AutoencoderKL, device: str) -> StableVideo
     gen = torch.Generator().manual_seed(cfg.seed + 11)
     started = time.time()
     for step in range(1, cfg.svd_unet_steps + 1):
-        _cosine_lr(opt, step, cfg.svd_unet_steps, cfg.lr * 0.5)
+        cosine_lr(opt, step, cfg.svd_unet_steps, cfg.lr * 0.5)
         idx = torch.randint(len(latents), (cfg.svd_batch,), generator=gen)
         x0 = latents[idx].to(device)
         b = len(idx)
@@ -186,8 +186,8 @@ def train_unet(cfg: TrainConfig, vae: AutoencoderKL, device: str) -> StableVideo
         )  # the same pre-conditioning as sampling
         weight = (s**2 + 1) / s**2  # EDM's loss weight with sigma_data = 1
         loss = (weight * (pred - x0) ** 2).mean()  # equals the MSE of v
-        _update(opt, loss, params)
-        _log("svd unet", step, cfg.svd_unet_steps, loss.item(), started)
+        update(opt, loss, params)
+        log_step("svd unet", step, cfg.svd_unet_steps, loss.item(), started)
     return StableVideoDiffusionPipeline(
         vae=vae,
         image_encoder=encoder.cpu().eval(),
