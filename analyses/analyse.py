@@ -119,7 +119,7 @@ def analyse_store(
     """Score every layer at every timestep, streaming over samples."""
     check_store(store)
     attrs = store.attrs
-    layers, timesteps, samples = store.layers, list(attrs["timesteps"]), attrs["samples"]
+    layers, timesteps, samples = store.layers, list(attrs.timesteps), attrs.samples
     names = [s["name"] for s in samples]
     n = len(samples)
     first, last = layers[0], layers[-1]

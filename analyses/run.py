@@ -19,9 +19,9 @@ from probe.store import open_store
 
 def _photos_of(store) -> list:
     """Re-open the store's photos (for a reference encoder) by name, checking their hashes."""
-    wanted = {s["name"]: s["sha256"] for s in store.attrs["samples"]}
+    wanted = {s["name"]: s["sha256"] for s in store.attrs.samples}
     photos = []
-    for p in gather_images([Path(x) for x in store.attrs["config"]["images"]]):
+    for p in gather_images([Path(x) for x in store.attrs.config["images"]]):
         if p.stem in wanted:
             photo = load_photo(p, max_side=512)
             if photo.sha256 == wanted[p.stem]:
@@ -40,16 +40,16 @@ def analyse(
 ) -> Profile:
     """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
     store = open_store(store_path)
-    names = [s["name"] for s in store.attrs["samples"]]
+    names = [s["name"] for s in store.attrs.samples]
     mask_arrays = load_masks(Path(masks), names) if masks else None
     ref = reference_features(reference, _photos_of(store)) if reference else None
     analysis = analyse_store(store, cfg, mask_arrays, ref)
     picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
     attrs = store.attrs
     profile = Profile(
-        model=attrs["model"],
-        family=attrs["family"],
-        config_sha256=attrs["config_sha256"],
+        model=attrs.model,
+        family=attrs.family,
+        config_sha256=attrs.config_sha256,
         layers=analysis.layers,
         timesteps_probed=analysis.timesteps,
         collapse_layers=picks["collapse_layers"],

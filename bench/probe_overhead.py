@@ -20,7 +20,7 @@ from diffusers import CogVideoXTransformer3DModel
 from probe.backbones import load_backbone
 from probe.backbones.cogvideox import CogVideoX
 from probe.capture import execution_order, pool_spatial, trace_blocks
-from probe.store import CellWriter, create_or_resume
+from probe.store import CellWriter, StoreAttrs, create_or_resume
 
 
 def midsize_cogvideox():
@@ -73,11 +73,15 @@ def bench(bb, repeats: int, rounds: int = 3) -> tuple[float, float, float]:
             with torch.no_grad():
                 trace_blocks(bb, kwargs, layers)
         t1b = time.perf_counter()
-        attrs = {
-            "schema": "anti-i2v.activations/1",
-            "timesteps": list(range(repeats)),
-            "samples": [0],
-        }
+        attrs = StoreAttrs(
+            model="bench",
+            family="cogvideox",
+            config_sha256="",
+            layers=layers,
+            timesteps=list(range(repeats)),
+            seeds=[0],
+            samples=[{"name": "0"}],
+        )
         store = create_or_resume(Path(tempfile.mkdtemp()) / f"b{r}.zarr", attrs)
         with CellWriter(store, "float16") as writer, torch.no_grad():
             for i in range(repeats):

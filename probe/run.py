@@ -21,7 +21,7 @@ from probe.capture import execution_order, frame_indices, pool_spatial, trace_bl
 from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device
 from probe.config import ProbeConfig
 from probe.images import Photo, gather_images, load_photo
-from probe.store import SCHEMA, ActivationStore, CellWriter, create_or_resume, finish, mark_done
+from probe.store import ActivationStore, CellWriter, StoreAttrs, create_or_resume, finish, mark_done
 
 console = Console(stderr=True)
 
@@ -113,23 +113,22 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
         layers = execution_order(
             backbone, backbone.denoiser_kwargs(cond.clean, cond, cfg.timesteps[0])
         )
-    attrs = {
-        "schema": SCHEMA,
-        "model": backbone.name,
-        "family": backbone.family,
-        "config_sha256": backbone.config_sha256(),
-        "layers": layers,
-        "timesteps": list(cfg.timesteps),
-        "seeds": list(cfg.seeds),
-        "samples": samples,
-        "frames": cfg.frames,
-        "pool": cfg.pool,
-        "dtype": cfg.dtype,
-        "resolution": list(backbone.resolution),
-        "video_frames": cfg.video_frames or backbone.default_frames,
-        "toolkit_version": TOOLKIT_VERSION,
-        "config": {k: v for k, v in asdict(cfg).items() if k != "repair"},
-    }
+    attrs = StoreAttrs(
+        model=backbone.name,
+        family=backbone.family,
+        config_sha256=backbone.config_sha256(),
+        layers=layers,
+        timesteps=list(cfg.timesteps),
+        seeds=list(cfg.seeds),
+        samples=samples,
+        frames=cfg.frames,
+        pool=cfg.pool,
+        dtype=cfg.dtype,
+        resolution=list(backbone.resolution),
+        video_frames=cfg.video_frames or backbone.default_frames,
+        toolkit_version=TOOLKIT_VERSION,
+        config={k: v for k, v in asdict(cfg).items() if k != "repair"},
+    )
     store = create_or_resume(Path(cfg.out), attrs)
     result = ProbeResult(store=store, skipped=skipped)
     if cfg.repair:  # a damaged cell is written again, exactly as a never-written one
@@ -189,7 +188,7 @@ def summary_table(result: ProbeResult) -> Table:
     """The one-screen summary printed after a probe."""
     store = result.store
     attrs = store.attrs
-    table = Table(title=f"{attrs['model']} ({attrs['family']}) -> {store.path}", show_lines=False)
+    table = Table(title=f"{attrs.model} ({attrs.family}) -> {store.path}", show_lines=False)
     table.add_column("layer")
     table.add_column("shape (t, sample, f, h, w, c)")
     table.add_column("stored", justify="right")
@@ -200,7 +199,7 @@ def summary_table(result: ProbeResult) -> Table:
         total += nbytes
         table.add_row(name, str(tuple(arr.shape)), _human(nbytes))
     table.caption = (
-        f"{len(store.layers)} layers, {len(attrs['samples'])} samples x {len(attrs['timesteps'])} timesteps, "
+        f"{len(store.layers)} layers, {len(attrs.samples)} samples x {len(attrs.timesteps)} timesteps, "
         f"{_human(total)} on disk, {result.cells_written} cells written in {result.seconds:.1f}s"
         + (f"; skipped {len(result.skipped)} image(s)" if result.skipped else "")
     )

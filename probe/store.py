@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +30,61 @@ DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
 # could not be told apart from a lost one (`ActivationStore.read_cell`).
 WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
 COMPLETED = "completed"  # not a block name: block names always contain a dot or end in "_block"
-# Attributes that must match for a store to be resumed rather than refused.
-IDENTITY_KEYS = (
-    "schema",
-    "model",
-    "family",
-    "config_sha256",
-    "layers",
-    "timesteps",
-    "seeds",
-    "samples",
-    "frames",
-    "pool",
-    "dtype",
-)
 
 
 def _codec() -> BloscCodec:
     # zstd with bit-shuffle: activations compress well and decode fast.
     return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+@dataclass(frozen=True)
+class StoreAttrs:
+    """The run a store holds, written as the zarr group's attributes (schema `anti-i2v.activations/1`)."""
+
+    model: str
+    family: str
+    config_sha256: str  # the denoiser's config: ties the store to one architecture
+    layers: list[str]  # block module paths, in execution order
+    timesteps: list[int]  # the timestep axis, on the 0..1000 scale
+    seeds: list[int]
+    samples: list[dict[str, Any]]  # the sample axis: name, sha256, size, seed, image index
+    frames: int | None = None  # latent frames kept (None: all)
+    pool: int = 1
+    dtype: str = "float16"
+    resolution: list[int] | None = None
+    video_frames: int | None = None
+    toolkit_version: str = ""
+    config: dict[str, Any] = field(default_factory=dict)  # the probe command's settings
+    schema: str = SCHEMA
+
+    # What must match for a store to be resumed rather than refused: everything that decides
+    # which values a cell holds. The version, resolution and the command's paths may differ.
+    IDENTITY = (
+        "schema",
+        "model",
+        "family",
+        "config_sha256",
+        "layers",
+        "timesteps",
+        "seeds",
+        "samples",
+        "frames",
+        "pool",
+        "dtype",
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoreAttrs:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def differences(self, other: StoreAttrs) -> list[str]:
+        """The identity fields in which `other` differs (empty: the same run)."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [k for k in self.IDENTITY if mine[k] != theirs[k]]
 
 
 @dataclass
@@ -60,12 +96,12 @@ class ActivationStore:
     _chunk_keys: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     @property
-    def attrs(self) -> dict[str, Any]:
-        return dict(self.group.attrs)
+    def attrs(self) -> StoreAttrs:
+        return StoreAttrs.from_json(dict(self.group.attrs))
 
     @property
     def layers(self) -> list[str]:
-        return list(self.attrs["layers"])
+        return list(self.attrs.layers)
 
     def array(self, layer: str) -> zarr.Array:
         """The activations of one layer, `(timestep, sample, frame, height, width, channel)`."""
@@ -144,7 +180,7 @@ def open_store(path: Path) -> ActivationStore:
     return ActivationStore(Path(path), group)
 
 
-def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
+def create_or_resume(path: Path, attrs: StoreAttrs) -> ActivationStore:
     """Create a store with `attrs`, or reopen one written with the same settings to resume it."""
     path = Path(path)
     if path.exists():
@@ -154,8 +190,11 @@ def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
             raise ToolkitError(
                 f"{path} exists and is not an activation store; choose another --out"
             ) from None
-        old = dict(group.attrs)
-        diff = [k for k in IDENTITY_KEYS if old.get(k) != attrs.get(k)]
+        if group.attrs.get("schema") != SCHEMA:
+            raise ToolkitError(
+                f"{path} exists and is not an activation store; choose another --out"
+            )
+        diff = StoreAttrs.from_json(dict(group.attrs)).differences(attrs)
         if diff:
             raise ToolkitError(
                 f"{path} was written with other settings ({', '.join(diff)} differ); "
@@ -163,7 +202,7 @@ def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
             )
         return ActivationStore(path, group)
     group = zarr.open_group(str(path), mode="w-")
-    shape = (len(attrs["timesteps"]), len(attrs["samples"]))
+    shape = (len(attrs.timesteps), len(attrs.samples))
     group.create_array(
         COMPLETED,
         shape=shape,
@@ -172,7 +211,9 @@ def create_or_resume(path: Path, attrs: dict[str, Any]) -> ActivationStore:
         fill_value=0,
         dimension_names=DIMENSIONS[:2],
     )
-    group.attrs.update(attrs)  # written last: a store without attributes is not taken as one
+    group.attrs.update(
+        attrs.to_json()
+    )  # written last: a store without attributes is not taken as one
     return ActivationStore(path, group)
 
 
@@ -187,7 +228,8 @@ def ensure_layer(
                 f"layer {layer} in {store.path} has cells {arr.shape[2:]}, this run gives {cell_shape}"
             )
         return arr
-    t, s = len(store.attrs["timesteps"]), len(store.attrs["samples"])
+    attrs = store.attrs
+    t, s = len(attrs.timesteps), len(attrs.samples)
     return store.group.create_array(
         layer,
         shape=(t, s, *cell_shape),

@@ -26,7 +26,15 @@ from analyses.scores import (
 )
 from anti_i2v_cli import app
 from probe.common import ToolkitError
-from probe.store import SCHEMA, create_or_resume, ensure_layer, finish, mark_done, open_store
+from probe.store import (
+    SCHEMA,
+    StoreAttrs,
+    create_or_resume,
+    ensure_layer,
+    finish,
+    mark_done,
+    open_store,
+)
 
 
 def _blob_masks(n: int, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:
@@ -72,7 +80,7 @@ def _store(path, layers: dict[str, np.ndarray], timesteps=(500,)):
         "toolkit_version": "test",
         "config": {"images": []},
     }
-    store = create_or_resume(path, attrs)
+    store = create_or_resume(path, StoreAttrs.from_json(attrs))
     for ti in range(len(timesteps)):
         for s in range(n):
             for name, feats in layers.items():

@@ -60,8 +60,8 @@ def test_store_has_every_block(tmp_path, portraits, family):
     result = _probe(tmp_path, f"tiny:{family}", [portraits])
     store = open_store(result.store.path)
     attrs = store.attrs
-    assert REQUIRED_ATTRS <= set(attrs)
-    assert attrs["schema"] == SCHEMA and attrs["family"] == family
+    assert REQUIRED_ATTRS <= set(store.group.attrs)  # the on-disk schema, as other tools read it
+    assert attrs.schema == SCHEMA and attrs.family == family
     denoiser = result.store  # the store alone: count arrays against the model's own module tree
     model = load_backbone(f"tiny:{family}").denoiser
     expected = sum(
@@ -76,9 +76,9 @@ def test_store_has_every_block(tmp_path, portraits, family):
     )
     expected += int(getattr(model, "mid_block", None) is not None)
     arrays = [k for k in denoiser.group.array_keys() if k != "completed"]
-    assert len(arrays) == expected == len(attrs["layers"])
-    assert [s["name"] for s in attrs["samples"]] == ["p10", "p20", "p30"]
-    for name in attrs["layers"]:
+    assert len(arrays) == expected == len(attrs.layers)
+    assert [s["name"] for s in attrs.samples] == ["p10", "p20", "p30"]
+    for name in attrs.layers:
         arr = store.array(name)
         assert tuple(arr.metadata.dimension_names) == DIMENSIONS
         assert (
@@ -115,7 +115,7 @@ def test_pool_and_frames_give_documented_shapes(tmp_path, portraits):
 
 def test_multiple_seeds_extend_the_sample_axis(tmp_path, portraits):
     r = _probe(tmp_path, "tiny:wan", [portraits], timesteps=(500,), seeds=(0, 1))
-    samples = r.store.attrs["samples"]
+    samples = r.store.attrs.samples
     assert [(s["name"], s["seed"]) for s in samples][:2] == [("p10", 0), ("p10", 1)]
     arr = r.store.array(r.store.layers[0])[:]
     assert not np.array_equal(arr[0, 0], arr[0, 1])  # different noise
@@ -219,7 +219,7 @@ def test_bad_image_among_good_is_skipped_and_listed(tmp_path, portraits):
         [portraits / "p10.png", tmp_path / "broken.jpg"],
         timesteps=(500,),
     )
-    assert [s["name"] for s in r.store.attrs["samples"]] == ["p10"]
+    assert [s["name"] for s in r.store.attrs.samples] == ["p10"]
     assert r.skipped and "broken.jpg" in r.skipped[0][0]
 
 

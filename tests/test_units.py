@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from probe.common import ToolkitError, atomic_write, to_uint8
-from probe.store import SCHEMA, CellWriter, create_or_resume
+from probe.store import CellWriter, StoreAttrs, create_or_resume
 from protect.config import EvaluateConfig
 from protect.evaluate.run import paired_differences, summarise
 from protect.loop import DivergedError, perturb_iterative
@@ -73,20 +73,21 @@ def test_loop_abandons_a_diverging_objective(bad):
 # --- CellWriter -----------------------------------------------------------------------------------
 
 
-def _attrs(n_t: int, n_s: int) -> dict:
-    return {
-        "schema": SCHEMA,
-        "model": "m",
-        "family": "cogvideox",
-        "config_sha256": "x",
-        "layers": ["a.0", "b.1"],
-        "timesteps": list(range(0, 100 * n_t, 100)),
-        "seeds": [0],
-        "frames": None,
-        "pool": 1,
-        "dtype": "float32",
-        "samples": [{"name": f"s{i}"} for i in range(n_s)],
-    }
+def _attrs(n_t: int, n_s: int) -> StoreAttrs:
+    return StoreAttrs.from_json(
+        {
+            "model": "m",
+            "family": "cogvideox",
+            "config_sha256": "x",
+            "layers": ["a.0", "b.1"],
+            "timesteps": list(range(0, 100 * n_t, 100)),
+            "seeds": [0],
+            "frames": None,
+            "pool": 1,
+            "dtype": "float32",
+            "samples": [{"name": f"s{i}"} for i in range(n_s)],
+        }
+    )
 
 
 def test_cell_writer_writes_every_layer_then_marks_the_cell(tmp_path):
