@@ -11,7 +11,7 @@ import torch
 from probe.common import ToolkitError, atomic_write, to_uint8
 from probe.store import CellWriter, StoreAttrs, create_or_resume
 from protect.config import EvaluateConfig
-from protect.evaluate.run import paired_differences, summarise
+from protect.evaluate.run import EvalRow, paired_differences, summarise
 from protect.loop import DivergedError, perturb_iterative
 from protect.spaces import Space
 
@@ -127,26 +127,29 @@ def test_cell_writer_reraises_a_write_error_and_leaves_the_cell_undone(tmp_path,
 # --- summary and paired differences ---------------------------------------------------------------
 
 
-def _row(photo: str, method: str, ism: float, psnr: float = 30.0, dist: str = "none") -> dict:
-    return {
-        "photo": photo,
-        "method": method,
-        "distortion": dist,
-        "eval_model": "m",
-        "seed": 0,
-        "ism_clean": 0.8,
-        "ism_protected": ism,
-        "psnr_video": psnr,
-        "ssim_video": 0.9,
-        "temporal": 0.9,
-        "cloak_psnr": 35.0,
-        "cloak_ssim": 0.95,
-        "cloak_delta_e": 2.0,
-        "cloak_ism": 0.9,
-        "cloak_lpips": math.nan,
-        "ref_clean": math.nan,
-        "ref_protected": math.nan,
-    }
+def _row(photo: str, method: str, ism: float, psnr: float = 30.0, dist: str = "none") -> EvalRow:
+    return EvalRow(
+        **{
+            "photo": photo,
+            "method": method,
+            "made_on": "",
+            "distortion": dist,
+            "eval_model": "m",
+            "seed": 0,
+            "ism_clean": 0.8,
+            "ism_protected": ism,
+            "psnr_video": psnr,
+            "ssim_video": 0.9,
+            "temporal": 0.9,
+            "cloak_psnr": 35.0,
+            "cloak_ssim": 0.95,
+            "cloak_delta_e": 2.0,
+            "cloak_ism": 0.9,
+            "cloak_lpips": math.nan,
+            "ref_clean": math.nan,
+            "ref_protected": math.nan,
+        }
+    )
 
 
 def test_summary_means_and_paired_differences_have_known_values():

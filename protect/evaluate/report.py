@@ -21,6 +21,7 @@ MAIN = [
     "cloak_ssim",
     "cloak_delta_e",
     "cloak_ism",
+    "amplification",  # the video's ISM drop over the cloak photo's own (above 1: generation amplifies)
     "cloak_lpips",
     "ref_protected",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -51,29 +51,130 @@ from protect.methods import METHODS
 from protect.perceptual import load_lpips
 
 console = Console(stderr=True)
-COLUMNS = [
-    "photo",
-    "method",
-    "made_on",
-    "distortion",
-    "eval_model",
-    "seed",
-    "ism_clean",
-    "ism_protected",
-    "psnr_video",
-    "ssim_video",
-    "temporal",
-    "cloak_psnr",
-    "cloak_ssim",
-    "cloak_delta_e",
-    "cloak_ism",
-    "cloak_lpips",
-    "ref_clean",
-    "ref_protected",
-]
 DEFAULT_EPS = ProtectConfig.eps
+
+
+@dataclass(frozen=True)
+class CloakMeasures:
+    """How visible a cloak is, and how much identity it already removes (the `cloak_*` columns)."""
+
+    cloak_psnr: float  # dB against the photo (inf when identical)
+    cloak_ssim: float
+    cloak_delta_e: float  # mean CIEDE2000
+    cloak_ism: float  # the cloak photo's own identity similarity to the photo
+    cloak_lpips: float  # NaN without LPIPS weights
+
+
+@dataclass(frozen=True)
+class VideoMeasures:
+    """One generated video judged against the clean photo and the clean photo's video."""
+
+    ism: float  # mean identity similarity of frames 1.. to the clean photo
+    psnr_video: float  # dB against the clean photo's video (same seed)
+    ssim_video: float
+    temporal: float  # mean SSIM of consecutive frames
+    ref: float  # reference-encoder similarity (NaN without an encoder)
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One line of results.csv: a (photo, method, distortion, eval model, seed) video."""
+
+    photo: str
+    method: str
+    made_on: str
+    distortion: str
+    eval_model: str
+    seed: int
+    ism_clean: float
+    ism_protected: float
+    psnr_video: float
+    ssim_video: float
+    temporal: float
+    cloak_psnr: float
+    cloak_ssim: float
+    cloak_delta_e: float
+    cloak_ism: float
+    cloak_lpips: float
+    ref_clean: float
+    ref_protected: float
+
+    @classmethod
+    def of(
+        cls, key: dict, clean: VideoMeasures, video: VideoMeasures, cloak: CloakMeasures
+    ) -> EvalRow:
+        """A row from its key (photo, method, made_on, distortion, eval_model, seed) and measures."""
+        return cls(
+            **key,
+            ism_clean=clean.ism,
+            ism_protected=video.ism,
+            psnr_video=video.psnr_video,
+            ssim_video=video.ssim_video,
+            temporal=video.temporal,
+            **asdict(cloak),
+            ref_clean=clean.ref,
+            ref_protected=video.ref,
+        )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+COLUMNS = [f.name for f in fields(EvalRow)]
 # Measures whose model may be absent (no weights offline): NaN in the CSV, null in the summary.
 OPTIONAL = ("cloak_lpips", "ref_clean", "ref_protected")
+
+
+@dataclass
+class Judges:
+    """The models that judge videos and cloaks: identity (always), reference encoder and LPIPS (optional)."""
+
+    identity: object  # frames (N, 3, H, W) in [0, 1] -> unit embeddings (N, D)
+    reference: VisionEncoder | None
+    lpips: torch.nn.Module | None
+
+    @classmethod
+    def load(cls, cfg: EvaluateConfig) -> Judges:
+        return cls(
+            load_identity(cfg.identity),
+            load_vision_encoder(cfg.reference, "reference similarity") if cfg.reference else None,
+            load_lpips(purpose="cloak_lpips is left empty"),
+        )
+
+    def reference_similarity(self, frames: torch.Tensor, photo: torch.Tensor) -> float:
+        """Mean cosine of the frames' reference embeddings with the clean photo's (NaN without an encoder)."""
+        if self.reference is None:
+            return math.nan
+        return float((self.reference.embed(frames) @ self.reference.embed(photo[None])[0]).mean())
+
+    def lpips_distance(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """LPIPS of two images in [0, 1] (NaN without its weights)."""
+        if self.lpips is None:
+            return math.nan
+        with torch.no_grad():
+            return float(self.lpips(a[None].float() * 2 - 1, b[None].float() * 2 - 1).mean())
+
+    def cloak(self, protected: torch.Tensor, photo: torch.Tensor) -> CloakMeasures:
+        """Measures of a cloak `(3, H, W)` against its photo."""
+        return CloakMeasures(
+            cloak_psnr=psnr(protected, photo),
+            cloak_ssim=ssim(protected, photo),
+            cloak_delta_e=delta_e(protected, photo),
+            cloak_ism=identity_similarity(self.identity, protected[None], photo),
+            cloak_lpips=self.lpips_distance(protected, photo),
+        )
+
+    def video(
+        self, video: torch.Tensor, clean_video: torch.Tensor, photo: torch.Tensor
+    ) -> VideoMeasures:
+        """Measures of a video `(F, 3, H, W)`; frame 0 is skipped for identity (it is the input)."""
+        return VideoMeasures(
+            ism=identity_similarity(self.identity, video[1:], photo),
+            psnr_video=psnr(video, clean_video),
+            ssim_video=ssim_video(video, clean_video),
+            temporal=temporal_coherence(video),
+            ref=self.reference_similarity(video[1:], photo),
+        )
 
 
 def _method_of(folder: Path) -> tuple[str, str]:
@@ -101,13 +202,21 @@ def _method_of(folder: Path) -> tuple[str, str]:
     return folder.name, "unknown"
 
 
-def _video(
-    backbone: Backbone, image: torch.Tensor, seed: int, steps: int, cache: Path, key: str
-) -> torch.Tensor:
-    def generate() -> dict[str, torch.Tensor]:
-        return {"video": backbone.generate(image, steps=steps, seed=seed)}
+class _VideoCache:
+    """Videos one backbone generates from images at one seed, cached on disk by the image's bytes."""
 
-    return cached_tensors(cache / f"{key}.safetensors", generate)["video"]
+    def __init__(self, backbone: Backbone, seed: int, steps: int, root: Path):
+        self.backbone, self.seed, self.steps = backbone, seed, steps
+        self.folder = root / backbone.config_sha256()[:16]
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """`(3, H, W)` in [0, 1] -> `(F, 3, H, W)` in [0, 1]."""
+
+        def generate() -> dict[str, torch.Tensor]:
+            return {"video": self.backbone.generate(image, steps=self.steps, seed=self.seed)}
+
+        key = f"{_sha(image)}-s{self.seed}-n{self.steps}"
+        return cached_tensors(self.folder / f"{key}.safetensors", generate)["video"]
 
 
 def _sha(t: torch.Tensor) -> str:
@@ -125,12 +234,84 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         *cfg.models,
     ]:  # an unknown model is one line now, not after an hour of videos
         resolve_model(model)
+    clean, methods, made_on = match_photos(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    encoder = load_identity(cfg.identity)
-    extra = Extras(
-        load_vision_encoder(cfg.reference, "reference similarity") if cfg.reference else None,
-        load_lpips(purpose="cloak_lpips is left empty"),
-    )
+    judges = Judges.load(cfg)
+    distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
+    n = len(clean) * cfg.seeds
+    total = n * (1 + len(methods) * len(distortions)) + n * len(cfg.models) * (1 + len(methods))
+    rows: list[EvalRow] = []
+    strips: dict[str, np.ndarray] = {}
+    cloaks: dict[
+        tuple[str, str], CloakMeasures
+    ] = {}  # the same for every distortion, seed and model
+    with Progress(console=console) as progress:
+        task = progress.add_task("evaluate", total=total)
+        for model in [cfg.model, *cfg.models]:
+            backbone = load_backbone(model, None, "float32", pick_device(cfg.device))
+            # Transfer models see the undistorted cloaks: one video per photo and method.
+            model_distortions = distortions if model == cfg.model else ["none"]
+            for name, photo_path in clean.items():
+                photo = load_photo(photo_path).pixels
+                cloak_pixels = {m: _cloak_of(files[name], photo) for m, files in methods.items()}
+                for m, pixels in cloak_pixels.items():
+                    if (name, m) not in cloaks:
+                        cloaks[name, m] = judges.cloak(pixels, photo)
+                for seed in range(cfg.seeds):
+                    generate = _VideoCache(backbone, seed, cfg.steps, out / ".videos")
+                    clean_video = generate(photo)
+                    clean_m = judges.video(clean_video, clean_video, photo)
+                    key = dict(photo=name, eval_model=backbone.name, seed=seed)
+                    rows.append(
+                        EvalRow.of(
+                            {**key, "method": "clean", "made_on": "", "distortion": "none"},
+                            clean_m,
+                            clean_m,
+                            judges.cloak(photo, photo),
+                        )
+                    )
+                    progress.advance(task)
+                    for m, pixels in cloak_pixels.items():
+                        for dist in model_distortions:
+                            video = generate(distort(pixels, dist, seed, backbone))
+                            row_key = {
+                                **key,
+                                "method": m,
+                                "made_on": made_on[m],
+                                "distortion": dist,
+                            }
+                            rows.append(
+                                EvalRow.of(
+                                    row_key,
+                                    clean_m,
+                                    judges.video(video, clean_video, photo),
+                                    cloaks[name, m],
+                                )
+                            )
+                            if (dist, seed, model) == ("none", 0, cfg.model) and len(
+                                strips
+                            ) < 3 * len(methods):
+                                strips[f"{name}__{m}"] = np.concatenate(
+                                    [strip(clean_video), strip(video)], 0
+                                )
+                            progress.advance(task)
+    _write_csv(rows, out / "results.csv")
+    summary = summarise(rows, cfg)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json_num))
+    from protect.evaluate.report import write_report
+
+    write_report(out, summary, strips)
+    return out
+
+
+def match_photos(
+    cfg: EvaluateConfig,
+) -> tuple[dict[str, Path], dict[str, dict[str, Path]], dict[str, str]]:
+    """Clean photos that have a cloak in every protected folder, each folder's label and source model.
+
+    Returns:
+        (name -> clean photo path, label -> name -> cloak path, label -> model the cloaks were made on)
+    """
     clean = {p.stem: p for p in gather_images([Path(cfg.clean)])}
     methods, made_on = {}, {"clean": ""}
     for folder in map(Path, cfg.protected):
@@ -153,182 +334,31 @@ def evaluate(cfg: EvaluateConfig) -> Path:
             f"[yellow]note:[/] {unmatched} cloak(s) have no clean photo of the same name in "
             f"{cfg.clean} and are left out"
         )
-    distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
-    rows: list[dict] = []
-    strips: dict[str, np.ndarray] = {}
-    cloaks: dict[tuple[str, str], dict[str, float]] = {}
-    eval_models = [cfg.model, *cfg.models]
-    total = (
-        len(names)
-        * cfg.seeds
-        * ((1 + len(methods) * len(distortions)) + len(cfg.models) * (1 + len(methods)))
-    )
-    with Progress(console=console) as progress:
-        task = progress.add_task("evaluate", total=total)
-        for model in eval_models:
-            bb = load_backbone(model, None, "float32", pick_device(cfg.device))
-            cache = out / ".videos" / bb.config_sha256()[:16]
-            for name in names:
-                photo = load_photo(clean[name]).pixels
-                for seed in range(cfg.seeds):
-                    clean_video = _video(
-                        bb, photo, seed, cfg.steps, cache, f"{_sha(photo)}-s{seed}-n{cfg.steps}"
-                    )
-                    ism_clean = identity_similarity(encoder, clean_video[1:], photo)
-                    ref_clean = extra.reference_similarity(clean_video[1:], photo)
-                    rows.append(
-                        _row(
-                            name,
-                            "clean",
-                            "",
-                            "none",
-                            bb.name,
-                            seed,
-                            ism_clean,
-                            ism_clean,
-                            clean_video,
-                            clean_video,
-                            ref_clean,
-                            ref_clean,
-                            cloak_measures(photo, photo, encoder, extra),
-                        )
-                    )
-                    progress.advance(task)
-                    for method, files in methods.items():
-                        protected = load_photo(files[name]).pixels
-                        if protected.shape != photo.shape:
-                            raise ToolkitError(
-                                f"{files[name]} is {tuple(protected.shape[1:])}, the clean photo "
-                                f"{tuple(photo.shape[1:])}: compare a photo with its own cloak"
-                            )
-                        # The cloak against the photo: the same for every distortion, seed and eval model.
-                        if (name, method) not in cloaks:
-                            cloaks[name, method] = cloak_measures(protected, photo, encoder, extra)
-                        for dist in distortions if model == cfg.model else ["none"]:
-                            attacked = distort(protected, dist, seed, bb)
-                            video = _video(
-                                bb,
-                                attacked,
-                                seed,
-                                cfg.steps,
-                                cache,
-                                f"{_sha(attacked)}-s{seed}-n{cfg.steps}",
-                            )
-                            ism = identity_similarity(encoder, video[1:], photo)
-                            rows.append(
-                                _row(
-                                    name,
-                                    method,
-                                    made_on[method],
-                                    dist,
-                                    bb.name,
-                                    seed,
-                                    ism_clean,
-                                    ism,
-                                    video,
-                                    clean_video,
-                                    ref_clean,
-                                    extra.reference_similarity(video[1:], photo),
-                                    cloaks[name, method],
-                                )
-                            )
-                            if (
-                                dist == "none"
-                                and seed == 0
-                                and model == cfg.model
-                                and len(strips) < 3 * len(methods)
-                            ):
-                                strips[f"{name}__{method}"] = np.concatenate(
-                                    [strip(clean_video), strip(video)], 0
-                                )
-                            progress.advance(task)
-    _write_csv(rows, out / "results.csv")
-    summary = summarise(rows, cfg)
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json_num))
-    from protect.evaluate.report import write_report
-
-    write_report(out, summary, strips)
-    return out
+    return {n: clean[n] for n in names}, methods, made_on
 
 
-@dataclass
-class Extras:
-    """The optional measures' models: a reference vision encoder and LPIPS, each None when absent."""
-
-    reference: VisionEncoder | None
-    lpips: torch.nn.Module | None
-
-    def reference_similarity(self, frames: torch.Tensor, photo: torch.Tensor) -> float:
-        """Mean cosine of the frames' reference embeddings with the clean photo's (NaN without an encoder)."""
-        if self.reference is None:
-            return math.nan
-        return float((self.reference.embed(frames) @ self.reference.embed(photo[None])[0]).mean())
-
-    def lpips_distance(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        """LPIPS of two images in [0, 1] (NaN without its weights)."""
-        if self.lpips is None:
-            return math.nan
-        with torch.no_grad():
-            return float(self.lpips(a[None].float() * 2 - 1, b[None].float() * 2 - 1).mean())
-
-
-def cloak_measures(
-    protected: torch.Tensor, photo: torch.Tensor, encoder, extra: Extras
-) -> dict[str, float]:
-    """How visible a cloak is, and how much identity it already removes: the `cloak_*` columns."""
-    return {
-        "cloak_psnr": psnr(protected, photo),
-        "cloak_ssim": ssim(protected, photo),
-        "cloak_delta_e": delta_e(protected, photo),
-        # The cloak's own identity similarity: how much of the video's drop the photo already carries.
-        "cloak_ism": identity_similarity(encoder, protected[None], photo),
-        "cloak_lpips": extra.lpips_distance(protected, photo),
-    }
-
-
-def _row(
-    name,
-    method,
-    made_on,
-    dist,
-    model,
-    seed,
-    ism_clean,
-    ism_prot,
-    video,
-    clean_video,
-    ref_clean: float,
-    ref_prot: float,
-    cloak: dict[str, float],
-) -> dict:
-    return {
-        "photo": name,
-        "method": method,
-        "made_on": made_on,
-        "distortion": dist,
-        "eval_model": model,
-        "seed": seed,
-        "ism_clean": ism_clean,
-        "ism_protected": ism_prot,
-        "psnr_video": psnr(video, clean_video),
-        "ssim_video": ssim_video(video, clean_video),
-        "temporal": temporal_coherence(video),
-        **cloak,
-        "ref_clean": ref_clean,
-        "ref_protected": ref_prot,
-    }
+def _cloak_of(path: Path, photo: torch.Tensor) -> torch.Tensor:
+    protected = load_photo(path).pixels
+    if protected.shape != photo.shape:
+        raise ToolkitError(
+            f"{path} is {tuple(protected.shape[1:])}, the clean photo {tuple(photo.shape[1:])}: "
+            "compare a photo with its own cloak"
+        )
+    return protected
 
 
 def _json_num(x):
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
+def _write_csv(rows: list[EvalRow], path: Path) -> None:
     with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.to_json().items()}
+            )
 
 
 # The measures the summary averages per group, and those the paired differences compare.
@@ -348,20 +378,34 @@ SUMMARISED = (
 PAIRED = ("ism_drop", "psnr_video", "ssim_video")
 
 
-def row_value(r: dict, key: str) -> float:
+def row_value(r: EvalRow, key: str) -> float:
     """One row's value of a summarised measure: the relative ISM drop is derived, PSNRs are capped."""
     if key == "ism_drop":
-        return (r["ism_clean"] - r["ism_protected"]) / max(r["ism_clean"], 1e-6)
+        return (r.ism_clean - r.ism_protected) / max(r.ism_clean, 1e-6)
+    value = getattr(r, key)
     return (
-        min(r[key], PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else r[key]
+        min(value, PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else value
     )  # identical pairs: inf
 
 
-def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
-    """Means and bootstrap intervals per (method, distortion, eval model), plus robustness."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+def amplification(rows: list[EvalRow]) -> float | None:
+    """The video's identity drop over the cloak photo's own: mean(ism_clean - ism_protected) / mean(1 - cloak_ism).
+
+    Above 1, generation loses more identity than the cloak already took from the photo (the
+    effect the paper claims); below 1, the model repairs part of the cloak's change. A ratio of
+    means, so photos with a near-zero cloak drop do not dominate. None when the cloaks carry no drop.
+    """
+    cloak_drop = float(np.mean([1 - r.cloak_ism for r in rows]))
+    if abs(cloak_drop) < 1e-6:
+        return None
+    return float(np.mean([r.ism_clean - r.ism_protected for r in rows])) / cloak_drop
+
+
+def summarise(rows: list[EvalRow], cfg: EvaluateConfig) -> dict:
+    """Means and bootstrap intervals per (method, distortion, eval model), robustness and amplification."""
+    groups: dict[tuple[str, str, str], list[EvalRow]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["distortion"], r["eval_model"]), []).append(r)
+        groups.setdefault((r.method, r.distortion, r.eval_model), []).append(r)
     table = []
     for (method, dist, model), rs in groups.items():
         entry = {"method": method, "distortion": dist, "eval_model": model, "n": len(rs)}
@@ -372,6 +416,7 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
                 continue
             entry[k] = float(v.mean())
             entry[f"{k}_ci95"] = bootstrap_ci(v)
+        entry["amplification"] = amplification(rs) if method != "clean" else None
         table.append(entry)
     base = {
         (e["method"], e["eval_model"]): e["ism_drop"] for e in table if e["distortion"] == "none"
@@ -391,16 +436,16 @@ def summarise(rows: list[dict], cfg: EvaluateConfig) -> dict:
     }
 
 
-def paired_differences(rows: list[dict]) -> list[dict]:
+def paired_differences(rows: list[EvalRow]) -> list[dict]:
     """Method A minus method B on the same photos and seeds (undistorted), with bootstrap intervals.
 
     Two methods' marginal intervals can overlap while one beats the other on nearly every photo;
     the paired difference is the comparison that answers "does A protect better than B".
     """
-    by: dict[tuple[str, str], dict[tuple[str, int], dict]] = {}
+    by: dict[tuple[str, str], dict[tuple[str, int], EvalRow]] = {}
     for r in rows:
-        if r["distortion"] == "none" and r["method"] != "clean":
-            by.setdefault((r["eval_model"], r["method"]), {})[(r["photo"], r["seed"])] = r
+        if r.distortion == "none" and r.method != "clean":
+            by.setdefault((r.eval_model, r.method), {})[(r.photo, r.seed)] = r
     out = []
     for (model, a), ra in sorted(by.items()):
         for (model_b, b), rb in sorted(by.items()):
