@@ -52,13 +52,6 @@ def wrapped(denoiser: torch.nn.Module) -> NNsight:
     return _WRAPPED[denoiser]
 
 
-def _envoy(model: NNsight, name: str) -> Any:
-    node: Any = model
-    for part in name.split("."):
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
-    return node
-
-
 def trace_blocks(
     backbone: Backbone,
     kwargs: dict[str, Any],
@@ -79,7 +72,7 @@ def trace_blocks(
     with model.trace(**kwargs) as tracer:
         for name in layers:
             # nnsight hands the block's real output here; the adapter knows which element is hidden.
-            saved.append(backbone.hidden(_envoy(model, name).output).save())
+            saved.append(backbone.hidden(model.get(name).output).save())
         if with_output:
             saved.append(model.output.save())
         if stop_after_last:

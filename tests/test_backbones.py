@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import json
+import re
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,3 +172,40 @@ def test_registry_refuses_duplicates():
 
     with pytest.raises(ValueError, match="already registered"):
         register(FAMILIES["svd"], lambda seed: None, ((32, 32), 2))
+
+
+def _copies() -> list[tuple[Path, str, str]]:
+    """(file, function source, the referenced dotted path) for every `# Copied from X` mark."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted((root / "probe").rglob("*.py")) + sorted((root / "protect").rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            mark = re.match(r"\s*# Copied from ([\w.]+)$", line)
+            if mark:
+                indent = len(lines[i + 1]) - len(lines[i + 1].lstrip())
+                body = [lines[i + 1]]
+                for nxt in lines[i + 2 :]:  # the def and every line indented deeper than it
+                    if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                        break
+                    body.append(nxt)
+                tree = ast.parse(textwrap.dedent("\n".join(body)))
+                found.append((path, ast.unparse(tree.body[0]), mark.group(1)))
+    return found
+
+
+def _source_of(dotted: str) -> str:
+    module, _, qual = dotted.partition(".backbones.")
+    mod = importlib.import_module(f"{module}.backbones.{qual.split('.')[0]}")
+    obj = mod
+    for part in qual.split(".")[1:]:
+        obj = getattr(obj, part)
+    return ast.unparse(ast.parse(textwrap.dedent(inspect.getsource(obj))).body[0])
+
+
+def test_marked_copies_equal_their_source():
+    """diffusers' "Copied from" convention, checked: a marked copy may not drift from its original."""
+    copies = _copies()
+    assert copies, "no `# Copied from` marks found: the check would pass vacuously"
+    for path, source, dotted in copies:
+        assert source == _source_of(dotted), f"{path.name}: the copy of {dotted} has drifted"

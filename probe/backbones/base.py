@@ -214,3 +214,18 @@ class Backbone(ABC):
             **self.pipeline_kwargs(),
         ).frames
         return video[0].float().clamp(0, 1).cpu()
+
+
+class FlowMatchBackbone(Backbone):
+    """Families trained with rectified flow (Wan, LTX, HunyuanVideo): sigma = t / 1000.
+
+    The noisy latent is `(1 - sigma) x0 + sigma noise` and the denoiser predicts the velocity
+    `noise - x0`, so both directions are one line and shared here rather than copied per family.
+    """
+
+    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        s = t / 1000.0
+        return (1 - s) * clean + s * noise
+
+    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
+        return noisy - (t / 1000.0) * output  # the velocity is noise - x0

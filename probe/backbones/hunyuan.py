@@ -20,10 +20,10 @@ from diffusers import (
     HunyuanVideoTransformer3DModel,
 )
 
-from probe.backbones.base import Backbone, Conditioning
+from probe.backbones.base import Conditioning, FlowMatchBackbone
 
 
-class Hunyuan(Backbone):
+class Hunyuan(FlowMatchBackbone):
     family = "hunyuan"
     pipeline_class = HunyuanVideoImageToVideoPipeline
     block_containers = ("transformer_blocks", "single_transformer_blocks")
@@ -41,6 +41,7 @@ class Hunyuan(Backbone):
     def native_frames(self) -> int:
         return 129
 
+    # Copied from probe.backbones.wan.Wan.latent_frames
     def latent_frames(self, frames: int) -> int:
         return (frames - 1) // self.pipe.vae_scale_factor_temporal + 1
 
@@ -62,10 +63,6 @@ class Hunyuan(Backbone):
             clean=latent.repeat(1, 1, f, 1, 1),
         )
 
-    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
-        s = t / 1000.0
-        return (1 - s) * clean + s * noise
-
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
         b = noisy.shape[0]
         text = self.text_batch(b)
@@ -80,9 +77,6 @@ class Hunyuan(Backbone):
         if self.denoiser.config.guidance_embeds:  # distilled guidance, the pipeline's default 1.0
             kwargs["guidance"] = torch.full((b,), 1000.0, device=noisy.device, dtype=noisy.dtype)
         return kwargs
-
-    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
-        return noisy - (t / 1000.0) * output  # flow matching predicts noise - x0
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)

@@ -18,12 +18,12 @@ from diffusers import (
     LTXVideoTransformer3DModel,
 )
 
-from probe.backbones.base import Backbone, Conditioning
+from probe.backbones.base import Conditioning, FlowMatchBackbone
 
 FRAME_RATE = 25  # the pipeline's default; it scales the temporal RoPE
 
 
-class LTX(Backbone):
+class LTX(FlowMatchBackbone):
     family = "ltx"
     pipeline_class = LTXImageToVideoPipeline
     block_containers = ("transformer_blocks",)
@@ -59,10 +59,6 @@ class LTX(Backbone):
         }
         return Conditioning(tensors=tensors, clean=pipe._pack_latents(video, p, pt))
 
-    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
-        s = t / 1000.0
-        return (1 - s) * clean + s * noise
-
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
         b = noisy.shape[0]
         mask = cond.tensors["mask"].unsqueeze(-1)
@@ -83,9 +79,6 @@ class LTX(Backbone):
             ),
             "return_dict": False,
         }
-
-    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
-        return noisy - (t / 1000.0) * output  # flow matching predicts noise - x0
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         vae, pipe = self.pipe.vae, self.pipe

@@ -57,11 +57,6 @@ class SVD(Backbone):
         _, f, _, h, w = cond.clean.shape
         return f, h, w
 
-    def hidden(self, output: Any) -> torch.Tensor:
-        return (
-            output[0] if isinstance(output, (tuple, list)) else output
-        )  # down blocks: (hidden, residuals)
-
     def layout(self, hidden: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         f = cond.clean.shape[1]
         bf, c, h, w = hidden.shape

@@ -22,7 +22,7 @@ from diffusers import (
 )
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from probe.backbones.base import Backbone, Conditioning
+from probe.backbones.base import Conditioning, FlowMatchBackbone
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,7 +43,7 @@ def normalize_wan_latents(latents: torch.Tensor, vae: AutoencoderKLWan) -> torch
     return (latents - mean) / std
 
 
-class Wan(Backbone):
+class Wan(FlowMatchBackbone):
     family = "wan"
     pipeline_class = WanImageToVideoPipeline
     block_containers = ("blocks",)
@@ -84,10 +84,6 @@ class Wan(Backbone):
         # A causal VAE: latent frame 0 encodes the image alone, so the still video repeats it.
         return Conditioning(tensors=tensors, clean=latent[:, :, :1].repeat(1, 1, f, 1, 1))
 
-    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
-        s = t / 1000.0
-        return (1 - s) * clean + s * noise
-
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
         b = noisy.shape[0]
         kwargs = {
@@ -99,9 +95,6 @@ class Wan(Backbone):
         if "image_embeds" in cond.tensors:
             kwargs["encoder_hidden_states_image"] = cond.tensors["image_embeds"]
         return kwargs
-
-    def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
-        return noisy - (t / 1000.0) * output  # flow matching predicts noise - x0
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)

@@ -74,8 +74,3 @@ def load_identity_encoder(directory: Path, device: str = "cpu") -> IdentityEncod
     model = IdentityEncoder(**json.loads((directory / CONFIG).read_text()))
     model.load_state_dict(load_file(str(directory / WEIGHTS)))
     return model.to(device).eval().requires_grad_(False)
-
-
-def identity_similarity(encoder: IdentityEncoder, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of identity embeddings of frames `a (N,3,H,W)` and `b (M,3,H,W)`: `(N, M)`."""
-    return encoder(a) @ encoder(b).T
