@@ -22,7 +22,7 @@ from analyses.scores import (
     LinearCKA,
     clamp_massive,
     labels_to_grid,
-    mask_probe_score,
+    mask_readout_score,
     spatial_coherence,
     temporal_stability,
     to_grid,
@@ -142,7 +142,7 @@ def analyse_store(
                 coherence, stability = [], []
                 cka_first, cka_last, cka_ref = LinearCKA(), LinearCKA(), LinearCKA()
                 pca_rows: list[np.ndarray] = []
-                probe_rows: list[tuple[int, np.ndarray, np.ndarray]] = []
+                readout_rows: list[tuple[int, np.ndarray, np.ndarray]] = []
                 for s in range(n):
                     x = _cell(store, layer, ti, s, cfg.massive_ratio)
                     f, h, w, c = x.shape
@@ -173,7 +173,7 @@ def analyse_store(
                             torch.from_numpy(masks[names[s]]), (h, w), classes
                         ).numpy()
                         labels = np.broadcast_to(lab, (f, h, w)).reshape(-1)
-                        probe_rows.append((s, rows[pick], labels[pick]))
+                        readout_rows.append((s, rows[pick], labels[pick]))
                         analysis.mask_grids.setdefault(names[s], masks[names[s]])
                 put("spatial_coherence", layer, float(np.mean(coherence)))
                 put("temporal_stability", layer, float(np.mean(stability)))
@@ -181,8 +181,8 @@ def analyse_store(
                 put("cka_last", layer, cka_last.value())
                 if cka_ref.n:
                     put("reference_cka", layer, cka_ref.value())
-                if probe_rows:
-                    put("mask_probe", layer, _probe(probe_rows))
+                if readout_rows:
+                    put("mask_probe", layer, _mask_readout(readout_rows))
                 fit_rows = np.concatenate(pca_rows)
                 if fit_rows.shape[0] >= 3 and fit_rows.shape[1] >= 3:
                     # Randomized PCA on a bounded, seeded token subset: memory max_pca_rows x C.
@@ -201,7 +201,7 @@ def analyse_store(
     return analysis
 
 
-def _probe(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> float:
+def _mask_readout(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> float:
     """Train on even-numbered samples, test on odd ones (held-out portraits); one sample: split tokens."""
     if len(rows) >= 2:
         train = [r for r in rows if r[0] % 2 == 0]
@@ -211,5 +211,5 @@ def _probe(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> float:
     else:
         x, y = rows[0][1], rows[0][2]
         tx, ty, vx, vy = x[::2], y[::2], x[1::2], y[1::2]
-    score = mask_probe_score(tx, ty, vx, vy)
+    score = mask_readout_score(tx, ty, vx, vy)
     return 0.0 if math.isnan(score) else score

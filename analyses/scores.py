@@ -119,10 +119,12 @@ def labels_to_grid(labels: torch.Tensor, size: tuple[int, int], classes: int) ->
     return F.adaptive_avg_pool2d(onehot, size)[0].argmax(0)
 
 
-def mask_probe_score(
+def mask_readout_score(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
 ) -> float:
-    """Balanced accuracy of a ridge linear probe predicting part labels from token features.
+    """Balanced accuracy of a ridge linear readout (classifier) predicting part labels from tokens.
+
+    Stored under the measure name `mask_probe` (the name profiles already carry).
 
     Trained on some samples' tokens, scored on other samples' tokens, so a layer scores high
     only when the mapping from features to parts generalises across portraits.

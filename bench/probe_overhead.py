@@ -25,9 +25,9 @@ from probe.store import CellWriter, StoreAttrs, create_or_resume
 
 def midsize_cogvideox():
     """The tiny CogVideoX pipeline with a wider, deeper transformer (random weights): real-ish compute."""
-    bb = load_backbone("tiny:cogvideox")
+    backbone = load_backbone("tiny:cogvideox")
     torch.manual_seed(0)
-    bb.pipe.transformer = (
+    backbone.pipe.transformer = (
         CogVideoXTransformer3DModel(
             num_attention_heads=8,
             attention_head_dim=64,
@@ -48,18 +48,20 @@ def midsize_cogvideox():
         .eval()
         .requires_grad_(False)
     )
-    return CogVideoX(bb.pipe, "midsize-cogvideox(random)", resolution=(128, 128), frames=9)
+    return CogVideoX(backbone.pipe, "midsize-cogvideox(random)", resolution=(128, 128), frames=9)
 
 
-def bench(bb, repeats: int, rounds: int = 3) -> tuple[float, float, float]:
+def bench(backbone, repeats: int, rounds: int = 3) -> tuple[float, float, float]:
     """Median per-pass seconds of plain forwards, nnsight captures alone, and whole probe passes."""
-    image = torch.rand(1, 3, *bb.resolution)
+    image = torch.rand(1, 3, *backbone.resolution)
     with torch.no_grad():
-        cond = bb.condition(image)
-        noisy = bb.add_noise(cond.clean, torch.randn_like(cond.clean), 500)
-        kwargs = bb.denoiser_kwargs(noisy, cond, 500)
-        layers = execution_order(bb, kwargs)
-        trace_blocks(bb, kwargs, layers)  # builds the nnsight wrapper once, as a probe run does
+        cond = backbone.condition(image)
+        noisy = backbone.add_noise(cond.clean, torch.randn_like(cond.clean), 500)
+        kwargs = backbone.denoiser_kwargs(noisy, cond, 500)
+        layers = execution_order(backbone, kwargs)
+        trace_blocks(
+            backbone, kwargs, layers
+        )  # builds the nnsight wrapper once, as a probe run does
     plain, captured, probed = [], [], []
     for r in range(rounds):
         # Blocks, not interleaved passes: the probe's writes overlap its next pass, so a plain pass
@@ -67,11 +69,11 @@ def bench(bb, repeats: int, rounds: int = 3) -> tuple[float, float, float]:
         t0 = time.perf_counter()
         for _ in range(repeats):
             with torch.no_grad():
-                bb.denoiser(**kwargs)
+                backbone.denoiser(**kwargs)
         t1 = time.perf_counter()
         for _ in range(repeats):
             with torch.no_grad():
-                trace_blocks(bb, kwargs, layers)
+                trace_blocks(backbone, kwargs, layers)
         t1b = time.perf_counter()
         attrs = StoreAttrs(
             model="bench",
@@ -85,12 +87,12 @@ def bench(bb, repeats: int, rounds: int = 3) -> tuple[float, float, float]:
         store = create_or_resume(Path(tempfile.mkdtemp()) / f"b{r}.zarr", attrs)
         with CellWriter(store, "float16") as writer, torch.no_grad():
             for i in range(repeats):
-                hidden = trace_blocks(bb, kwargs, layers)
+                hidden = trace_blocks(backbone, kwargs, layers)
                 writer.put(
                     i,
                     0,
                     {
-                        n: pool_spatial(bb.layout(h, cond).float(), 1)[0].numpy()
+                        n: pool_spatial(backbone.layout(h, cond).float(), 1)[0].numpy()
                         for n, h in hidden.items()
                     },
                 )
@@ -111,10 +113,10 @@ def main() -> None:
         f"{'model':32s} {'blocks':>6s} {'forward ms':>11s} {'capture':>8s} {'probe ms':>9s} {'ratio':>6s}"
     )
     for name in args.models.split(","):
-        bb = midsize_cogvideox() if name == "midsize" else load_backbone(name)
-        plain, captured, probed = bench(bb, args.repeats)
+        backbone = midsize_cogvideox() if name == "midsize" else load_backbone(name)
+        plain, captured, probed = bench(backbone, args.repeats)
         print(
-            f"{bb.name:32s} {len(bb.block_names()):6d} {plain * 1e3:11.1f} {captured / plain:7.2f}x "
+            f"{backbone.name:32s} {len(backbone.block_names()):6d} {plain * 1e3:11.1f} {captured / plain:7.2f}x "
             f"{probed * 1e3:9.1f} {probed / plain:6.2f}x"
         )
 

@@ -23,7 +23,7 @@ from protect.spaces import Space
 
 
 def time_steps(
-    bb, space: str, weights: dict, layers: list[str], early_exit: bool, steps: int, x
+    backbone, space: str, weights: dict, layers: list[str], early_exit: bool, steps: int, x
 ) -> list[float]:
     """Seconds of each optimisation step after the first."""
     n = len(layers)
@@ -32,20 +32,20 @@ def time_steps(
         collapse_layers=layers[:1],
         anchor_layers=layers[n // 2 : n // 2 + 2],
         timesteps=[500],
-        clip_frames=clip_frames_for(bb, 4),
+        clip_frames=clip_frames_for(backbone, 4),
         early_exit=early_exit,
     )
     reference = (
-        bb.condition(bb.resize(x), spec.clip_frames).clean.detach()
+        backbone.condition(backbone.resize(x), spec.clip_frames).clean.detach()
         if "diffusion" in weights
         else None
     )
-    objective = ModelObjective(bb, spec, x, reference, torch.rand_like(x))
+    objective = ModelObjective(backbone, spec, x, reference, torch.rand_like(x))
     times: list[float] = []
     last = [time.perf_counter()]
 
     def tick(step: int, _terms: dict) -> None:
-        if bb.device.type == "cuda":
+        if backbone.device.type == "cuda":
             torch.cuda.synchronize()
         now = time.perf_counter()
         if step:  # the first step warms up
@@ -67,12 +67,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
     torch.manual_seed(0)
-    bb = load_backbone(args.model, dtype=args.dtype, device=args.device)
-    layers = bb.block_names()
-    x = torch.rand(1, 3, *bb.resolution, device=bb.device)
+    backbone = load_backbone(args.model, dtype=args.dtype, device=args.device)
+    layers = backbone.block_names()
+    x = torch.rand(1, 3, *backbone.resolution, device=backbone.device)
     feats = {"irc": 1.0, "ira": 1.0}
     full = {"irc": 1.0, "ira": 1.0, "diffusion": 1.0}
-    if bb.device.type == "cuda":
+    if backbone.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     configs = {
         "rgb": ("rgb", full, True),
@@ -83,14 +83,14 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in configs}
     for _ in range(args.rounds):  # rounds interleave the configurations so drifts hit all alike
         for key, (space, weights, early_exit) in configs.items():
-            times[key] += time_steps(bb, space, weights, layers, early_exit, args.steps, x)
+            times[key] += time_steps(backbone, space, weights, layers, early_exit, args.steps, x)
     rgb, dual, early, no_exit = (statistics.median(times[k]) for k in configs)
-    if bb.device.type == "cuda":
+    if backbone.device.type == "cuda":
         peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (CUDA peak allocated)"
     else:
         peak = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process peak RSS)"
     print(
-        f"model {bb.name} on {bb.device} ({args.dtype}), {len(layers)} blocks, resolution {bb.resolution}"
+        f"model {backbone.name} on {backbone.device} ({args.dtype}), {len(layers)} blocks, resolution {backbone.resolution}"
     )
     print(f"rgb step (irc+ira+diffusion)      {rgb * 1e3:9.1f} ms")
     print(f"dual step (irc+ira+diffusion)     {dual * 1e3:9.1f} ms   dual/rgb = {dual / rgb:.3f}x")

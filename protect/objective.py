@@ -119,22 +119,24 @@ class ModelObjective:
         return self
 
     def _forward(self, cond, latent, t: int, need_output: bool):
-        bb = self.backbone
-        noisy = bb.add_noise(latent, self.noise[t], t)
-        kwargs = bb.denoiser_kwargs(noisy, cond, t)
+        backbone = self.backbone
+        noisy = backbone.add_noise(latent, self.noise[t], t)
+        kwargs = backbone.denoiser_kwargs(noisy, cond, t)
         stop = self.spec.early_exit and not need_output
-        feats = trace_blocks(bb, kwargs, self.layers, stop_after_last=stop, with_output=need_output)
+        feats = trace_blocks(
+            backbone, kwargs, self.layers, stop_after_last=stop, with_output=need_output
+        )
         output = feats.pop("__output__", None)
-        laid = {k: bb.layout(v, cond) for k, v in feats.items()}
+        laid = {k: backbone.layout(v, cond) for k, v in feats.items()}
         return laid, (noisy, output)
 
     def __call__(self, adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if not self.prepared:
             self.prepare()
-        spec, bb = self.spec, self.backbone
+        spec, backbone = self.spec, self.backbone
         t = spec.timesteps[self.step % len(spec.timesteps)]
         self.step += 1
-        cond = bb.condition(bb.resize(adv), spec.clip_frames)
+        cond = backbone.condition(backbone.resize(adv), spec.clip_frames)
         latent = self.reference if self.reference is not None else cond.clean
         terms: dict[str, torch.Tensor] = {}
         if self.needs_denoiser:
@@ -150,7 +152,7 @@ class ModelObjective:
                     {k: feats[k] for k in spec.anchor_layers}, self.target_feats[t]
                 )
             if output is not None:
-                clean_hat = bb.predict_clean(noisy, bb.hidden(output), t)
+                clean_hat = backbone.predict_clean(noisy, backbone.hidden(output), t)
                 if "diffusion" in self.uses:
                     terms["diffusion"] = diffusion_loss(clean_hat, latent)
                 if "sds" in self.uses:

@@ -20,7 +20,7 @@ from analyses.scores import (
     clamp_massive,
     labels_to_grid,
     linear_cka,
-    mask_probe_score,
+    mask_readout_score,
     spatial_coherence,
     temporal_stability,
 )
@@ -120,8 +120,8 @@ def test_mask_one_hot_features_score_high_and_noise_low():
         return flat(a[::2]), flat(a[1::2])
 
     (gt, gv), (bt, bv), (lt, lv) = split(good), split(bad), split(lab)
-    assert mask_probe_score(gt, lt, gv, lv) > 0.95
-    assert mask_probe_score(bt, lt, bv, lv) < 0.5  # chance is 1/3
+    assert mask_readout_score(gt, lt, gv, lv) > 0.95
+    assert mask_readout_score(bt, lt, bv, lv) < 0.5  # chance is 1/3
 
 
 def test_spatial_coherence_orders_structure_above_noise():

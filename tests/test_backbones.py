@@ -43,53 +43,53 @@ def _count_blocks(denoiser: torch.nn.Module) -> int:
     return n + int(getattr(denoiser, "mid_block", None) is not None)
 
 
-def _kwargs(bb, image, t=500.0):
-    cond = bb.condition(image)
+def _kwargs(backbone, image, t=500.0):
+    cond = backbone.condition(image)
     noise = torch.randn(cond.clean.shape, generator=torch.Generator().manual_seed(0))
-    return cond, bb.denoiser_kwargs(bb.add_noise(cond.clean, noise, t), cond, t)
+    return cond, backbone.denoiser_kwargs(backbone.add_noise(cond.clean, noise, t), cond, t)
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_execution_order_is_golden(backbones, family):
-    bb = backbones(family)
-    _, kwargs = _kwargs(bb, torch.rand(1, 3, 40, 56))
-    order = execution_order(bb, kwargs)
+    backbone = backbones(family)
+    _, kwargs = _kwargs(backbone, torch.rand(1, 3, 40, 56))
+    order = execution_order(backbone, kwargs)
     assert order == GOLDEN[family]
-    assert len(order) == _count_blocks(bb.denoiser)
+    assert len(order) == _count_blocks(backbone.denoiser)
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_layout_and_denoiser_output(backbones, family):
-    bb = backbones(family)
-    cond, kwargs = _kwargs(bb, torch.rand(2, 3, 40, 56))
+    backbone = backbones(family)
+    cond, kwargs = _kwargs(backbone, torch.rand(2, 3, 40, 56))
     seen = {}
     handles = [
-        bb.denoiser.get_submodule(n).register_forward_hook(
-            lambda m, a, o, n=n: seen.__setitem__(n, bb.hidden(o))
+        backbone.denoiser.get_submodule(n).register_forward_hook(
+            lambda m, a, o, n=n: seen.__setitem__(n, backbone.hidden(o))
         )
-        for n in bb.block_names()
+        for n in backbone.block_names()
     ]
     try:
         with torch.no_grad():
-            out = bb.hidden(bb.denoiser(**kwargs))
+            out = backbone.hidden(backbone.denoiser(**kwargs))
     finally:
         for h in handles:
             h.remove()
     assert out.shape == cond.clean.shape  # the prediction lives in the latent's own layout
     for name, hidden in seen.items():
-        x = bb.layout(hidden, cond)
+        x = backbone.layout(hidden, cond)
         assert x.ndim == 5 and x.shape[0] == 2, name
-        assert x.shape[1] == bb.token_grid(cond)[0]
+        assert x.shape[1] == backbone.token_grid(cond)[0]
         assert torch.isfinite(x).all()
     # No hook is left behind on the denoiser.
-    assert all(not m._forward_hooks for m in bb.denoiser.modules())
+    assert all(not m._forward_hooks for m in backbone.denoiser.modules())
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_conditioning_is_differentiable(backbones, family):
-    bb = backbones(family)
+    backbone = backbones(family)
     image = torch.rand(1, 3, 37, 45, requires_grad=True)  # any size: resized inside
-    cond, kwargs = _kwargs(bb, image)
+    cond, kwargs = _kwargs(backbone, image)
     hidden = kwargs.get("hidden_states", kwargs.get("sample"))
     extra = sum(
         v.float().sum() for v in cond.tensors.values() if v.is_floating_point() and v.requires_grad
@@ -100,10 +100,13 @@ def test_conditioning_is_differentiable(backbones, family):
 
 def test_noise_schedules_move_toward_noise(backbones):
     for family in ALL_FAMILIES:
-        bb = backbones(family)
+        backbone = backbones(family)
         clean = torch.zeros(1, 4, 2, 2)
         noise = torch.ones(1, 4, 2, 2)
-        low, high = bb.add_noise(clean, noise, 50).mean(), bb.add_noise(clean, noise, 900).mean()
+        low, high = (
+            backbone.add_noise(clean, noise, 50).mean(),
+            backbone.add_noise(clean, noise, 900).mean(),
+        )
         assert 0 < low < high, family
 
 
@@ -120,19 +123,19 @@ def test_family_detection_from_model_index():
 
 def test_local_folder_loads_like_a_hub_checkpoint(tmp_path, backbones):
     """save_pretrained then load by path: same family, same config hash, same outputs."""
-    bb = backbones("cogvideox")
-    bb.pipe.save_pretrained(tmp_path / "cog", safe_serialization=True)
+    backbone = backbones("cogvideox")
+    backbone.pipe.save_pretrained(tmp_path / "cog", safe_serialization=True)
     assert json.loads((tmp_path / "cog" / "model_index.json").read_text())["text_encoder"] == [
         None,
         None,
     ]
     loaded = load_backbone(str(tmp_path / "cog"))
     assert loaded.family == "cogvideox"
-    assert loaded.config_sha256() == bb.config_sha256()
+    assert loaded.config_sha256() == backbone.config_sha256()
     assert not list((tmp_path / "cog").rglob("*.bin"))  # safetensors only
     image = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
-        a = bb.denoiser(**_kwargs(bb, image)[1])[0]
+        a = backbone.denoiser(**_kwargs(backbone, image)[1])[0]
         b = loaded.denoiser(**_kwargs(loaded, image)[1])[0]
     torch.testing.assert_close(a, b)
 

@@ -65,8 +65,8 @@ def test_known_values():
 @pytest.mark.parametrize("name", ["none", *DEFAULT])
 def test_distortions_are_deterministic_and_keep_shape(name, backbones):
     x = torch.rand(3, 40, 30, generator=torch.Generator().manual_seed(0))
-    bb = backbones("cogvideox") if name == "vae" else None
-    a, b = distort(x, name, seed=3, backbone=bb), distort(x, name, seed=3, backbone=bb)
+    backbone = backbones("cogvideox") if name == "vae" else None
+    a, b = distort(x, name, seed=3, backbone=backbone), distort(x, name, seed=3, backbone=backbone)
     assert torch.equal(a, b) and a.shape == x.shape
     assert 0 <= a.min() and a.max() <= 1
     if name != "none":
@@ -85,13 +85,13 @@ def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(fam
     from probe.backbones import load_backbone
     from probe.world.render import render_video, sample_identity, sample_motion
 
-    bb = load_backbone("mini-cogvideox" if family == "cogvideox" else "mini-svd")
+    backbone = load_backbone("mini-cogvideox" if family == "cogvideox" else "mini-svd")
     photo = (
         torch.from_numpy(render_video(sample_identity(5), sample_motion(5))[0][0]).permute(2, 0, 1)
         / 255
     )
     big = torch.nn.functional.interpolate(photo[None], size=(96, 80), mode="bilinear")[0]
-    out = distort(big, "vae", backbone=bb)
+    out = distort(big, "vae", backbone=backbone)
     assert out.shape == big.shape  # back at the photo's own size
     assert psnr(out, big) > 20  # a trained VAE reconstructs the world's portraits
     assert not torch.equal(out, big)

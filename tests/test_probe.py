@@ -36,7 +36,7 @@ REQUIRED_ATTRS = {
 }
 
 
-def _probe(tmp_path, model, images, name="s.zarr", **kw):
+def _run_probe(tmp_path, model, images, name="s.zarr", **kw):
     cfg = ProbeConfig(
         model=model,
         images=tuple(map(str, images)),
@@ -57,7 +57,7 @@ def _chunk_digest(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_store_has_every_block(tmp_path, portraits, family):
-    result = _probe(tmp_path, f"tiny:{family}", [portraits])
+    result = _run_probe(tmp_path, f"tiny:{family}", [portraits])
     store = open_store(result.store.path)
     attrs = store.attrs
     assert REQUIRED_ATTRS <= set(store.group.attrs)  # the on-disk schema, as other tools read it
@@ -91,17 +91,17 @@ def test_store_has_every_block(tmp_path, portraits, family):
 
 
 def test_same_seed_same_bytes(tmp_path, portraits):
-    a = _probe(tmp_path, "tiny:cogvideox", [portraits], "a.zarr", seeds=(3,))
-    b = _probe(tmp_path, "tiny:cogvideox", [portraits], "b.zarr", seeds=(3,))
-    c = _probe(tmp_path, "tiny:cogvideox", [portraits], "c.zarr", seeds=(4,))
+    a = _run_probe(tmp_path, "tiny:cogvideox", [portraits], "a.zarr", seeds=(3,))
+    b = _run_probe(tmp_path, "tiny:cogvideox", [portraits], "b.zarr", seeds=(3,))
+    c = _run_probe(tmp_path, "tiny:cogvideox", [portraits], "c.zarr", seeds=(4,))
     da, db, dc = (_chunk_digest(r.store.path) for r in (a, b, c))
     assert da and da == db
     assert da != dc
 
 
 def test_pool_and_frames_give_documented_shapes(tmp_path, portraits):
-    full = _probe(tmp_path, "tiny:ltx", [portraits], "full.zarr", timesteps=(500,))
-    small = _probe(
+    full = _run_probe(tmp_path, "tiny:ltx", [portraits], "full.zarr", timesteps=(500,))
+    small = _run_probe(
         tmp_path, "tiny:ltx", [portraits], "small.zarr", timesteps=(500,), pool=3, frames=2
     )
     for name in full.store.layers:
@@ -114,7 +114,7 @@ def test_pool_and_frames_give_documented_shapes(tmp_path, portraits):
 
 
 def test_multiple_seeds_extend_the_sample_axis(tmp_path, portraits):
-    r = _probe(tmp_path, "tiny:wan", [portraits], timesteps=(500,), seeds=(0, 1))
+    r = _run_probe(tmp_path, "tiny:wan", [portraits], timesteps=(500,), seeds=(0, 1))
     samples = r.store.attrs.samples
     assert [(s["name"], s["seed"]) for s in samples][:2] == [("p10", 0), ("p10", 1)]
     arr = r.store.array(r.store.layers[0])[:]
@@ -122,7 +122,7 @@ def test_multiple_seeds_extend_the_sample_axis(tmp_path, portraits):
 
 
 def test_interrupted_run_resumes_to_identical_store(tmp_path, portraits, monkeypatch):
-    whole = _probe(tmp_path, "tiny:hunyuan", [portraits], "whole.zarr", batch_size=2)
+    whole = _run_probe(tmp_path, "tiny:hunyuan", [portraits], "whole.zarr", batch_size=2)
     calls = {"n": 0}
     real = probe_store.mark_done
 
@@ -134,20 +134,20 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, portraits, monkeyp
 
     monkeypatch.setattr(probe_store, "mark_done", flaky)
     with pytest.raises(KeyboardInterrupt):
-        _probe(tmp_path, "tiny:hunyuan", [portraits], "resumed.zarr", batch_size=2)
+        _run_probe(tmp_path, "tiny:hunyuan", [portraits], "resumed.zarr", batch_size=2)
     partial = open_store(tmp_path / "resumed.zarr")
     assert 0 < partial.completed().sum() < partial.completed().size
     monkeypatch.setattr(probe_store, "mark_done", real)
-    resumed = _probe(tmp_path, "tiny:hunyuan", [portraits], "resumed.zarr", batch_size=2)
+    resumed = _run_probe(tmp_path, "tiny:hunyuan", [portraits], "resumed.zarr", batch_size=2)
     assert resumed.cells_written == 6 - 3
     for name in whole.store.layers:
         np.testing.assert_array_equal(whole.store.array(name)[:], resumed.store.array(name)[:])
 
 
 def test_store_with_other_settings_is_refused(tmp_path, portraits):
-    _probe(tmp_path, "tiny:cogvideox", [portraits], timesteps=(500,))
+    _run_probe(tmp_path, "tiny:cogvideox", [portraits], timesteps=(500,))
     with pytest.raises(ToolkitError, match="timesteps differ"):
-        _probe(tmp_path, "tiny:cogvideox", [portraits], timesteps=(400,))
+        _run_probe(tmp_path, "tiny:cogvideox", [portraits], timesteps=(400,))
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_unreadable_files_name_the_problem(tmp_path, content):
 
 def test_bad_image_among_good_is_skipped_and_listed(tmp_path, portraits):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    r = _probe(
+    r = _run_probe(
         tmp_path,
         "tiny:cogvideox",
         [portraits / "p10.png", tmp_path / "broken.jpg"],

@@ -176,16 +176,16 @@ def test_diverging_photo_is_reported_and_others_continue(
 
 def test_early_exit_equals_full_pass_features(backbones):
     for family in ("cogvideox", "svd"):
-        bb = backbones(family)
-        cond = bb.condition(torch.rand(1, 3, *bb.resolution))
-        kwargs = bb.denoiser_kwargs(
-            bb.add_noise(cond.clean, torch.randn_like(cond.clean), 400), cond, 400
+        backbone = backbones(family)
+        cond = backbone.condition(torch.rand(1, 3, *backbone.resolution))
+        kwargs = backbone.denoiser_kwargs(
+            backbone.add_noise(cond.clean, torch.randn_like(cond.clean), 400), cond, 400
         )
-        order = execution_order(bb, kwargs)
+        order = execution_order(backbone, kwargs)
         layers = order[:2]
         with torch.no_grad():
-            early = trace_blocks(bb, kwargs, layers, stop_after_last=True)
-            full = trace_blocks(bb, kwargs, layers, with_output=True)
+            early = trace_blocks(backbone, kwargs, layers, stop_after_last=True)
+            full = trace_blocks(backbone, kwargs, layers, with_output=True)
         for name in layers:
             torch.testing.assert_close(early[name], full[name])
         assert "__output__" in full
@@ -200,18 +200,18 @@ def test_clip_frames_cover_the_first_frames(backbones):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_gradients_reach_the_photo_on_every_family(backbones, family):
     """IRC and diffusion terms back-propagate through denoiser and conditioning to the pixels."""
-    bb = backbones(family)
-    layers = bb.block_names()
+    backbone = backbones(family)
+    layers = backbone.block_names()
     spec = ObjectiveSpec(
         weights={"irc": 1.0, "diffusion": 1.0},
         collapse_layers=layers[:1],
         anchor_layers=layers[-1:],
         timesteps=[500],
-        clip_frames=bb.default_frames,
+        clip_frames=backbone.default_frames,
     )
     x = torch.rand(1, 3, 24, 20)
-    reference = bb.condition(bb.resize(x), bb.default_frames).clean.detach()
-    objective = ModelObjective(bb, spec, x, reference, None)
+    reference = backbone.condition(backbone.resize(x), backbone.default_frames).clean.detach()
+    objective = ModelObjective(backbone, spec, x, reference, None)
     adv = x.clone().requires_grad_(True)
     value, terms = objective(adv)
     value.backward()
@@ -222,18 +222,18 @@ def test_predict_clean_inverts_each_family_parameterisation(backbones):
     """Feeding the exact training target as the output recovers the clean latent."""
     clean, noise, t = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2), 600.0
     for family in sorted(FAMILIES):
-        bb = backbones(family)
-        noisy = bb.add_noise(clean, noise, t)
+        backbone = backbones(family)
+        noisy = backbone.add_noise(clean, noise, t)
         if family == "cogvideox":
-            a = bb.pipe.scheduler.alphas_cumprod[600]
+            a = backbone.pipe.scheduler.alphas_cumprod[600]
             target = a.sqrt() * noise - (1 - a).sqrt() * clean
         elif family == "svd":
-            sigma = bb.sigma(t)  # v-prediction in EDM form: c_out-scaled
+            sigma = backbone.sigma(t)  # v-prediction in EDM form: c_out-scaled
             target = (noisy / (sigma**2 + 1) - clean) * ((sigma**2 + 1) ** 0.5 / sigma)
         else:
             target = noise - clean
         torch.testing.assert_close(
-            bb.predict_clean(noisy, target.float(), t), clean, atol=1e-4, rtol=1e-4
+            backbone.predict_clean(noisy, target.float(), t), clean, atol=1e-4, rtol=1e-4
         )
 
 

@@ -128,10 +128,10 @@ def test_mini_svd_loads_by_name_and_path():
 @pytest.mark.parametrize("model", ["mini-cogvideox", "mini-svd"])
 @pytest.mark.slow
 def test_mini_generation_shapes_and_determinism(model):
-    bb = load_backbone(model)
+    backbone = load_backbone(model)
     image = torch.rand(3, 80, 60)  # any size in, the model's size out
-    a = bb.generate(image, steps=3, seed=1)
-    b = bb.generate(image, steps=3, seed=1)
+    a = backbone.generate(image, steps=3, seed=1)
+    b = backbone.generate(image, steps=3, seed=1)
     assert a.shape == (9, 3, 64, 64)
     assert torch.equal(a, b)
     assert 0 <= a.min() and a.max() <= 1
@@ -177,10 +177,12 @@ def test_generate_every_tiny_family(tmp_path, backbones):
     from conftest import ALL_FAMILIES
 
     for family in ALL_FAMILIES:
-        bb = backbones(family)
-        video = bb.generate(torch.rand(3, 50, 40), steps=2, seed=0)
+        backbone = backbones(family)
+        video = backbone.generate(torch.rand(3, 50, 40), steps=2, seed=0)
         assert (
-            video.ndim == 4 and video.shape[1] == 3 and tuple(video.shape[2:]) == bb.resolution
+            video.ndim == 4
+            and video.shape[1] == 3
+            and tuple(video.shape[2:]) == backbone.resolution
         ), family
 
 
@@ -190,8 +192,8 @@ def test_training_smoke(tmp_path):
         app, ["world", "train", "--out", str(tmp_path), "--quick", "--device", "cpu"]
     )
     assert res.exit_code == 0, res.output
-    bb = load_backbone(str(tmp_path / "mini-cogvideox-i2v"))
-    assert bb.family == "cogvideox" and len(bb.block_names()) == 8
+    backbone = load_backbone(str(tmp_path / "mini-cogvideox-i2v"))
+    assert backbone.family == "cogvideox" and len(backbone.block_names()) == 8
     assert (tmp_path / "mini-cogvideox-i2v" / "prompt_embeds.safetensors").exists()
     enc = load_identity_encoder(tmp_path / "mini-identity")
     assert enc(torch.rand(2, 3, 64, 64)).shape == (2, 64)

@@ -140,13 +140,12 @@ def render_frame(identity: Identity, motion: Motion, t: float, blink: bool, size
     n = size * _SUPERSAMPLE
     ys, xs = np.mgrid[0:n, 0:n].astype(np.float32)
     xs, ys = (xs + 0.5) / n, (ys + 0.5) / n
-    idn = identity
 
     # Background: plain or diagonal stripes, static over time.
-    bg = np.array(idn.background, np.float32)
+    bg = np.array(identity.background, np.float32)
     rgb = np.broadcast_to(bg, (n, n, 3)).copy()
-    if idn.background_stripes > 0:
-        stripe = (np.sin((xs + ys) * idn.background_stripes * 2 * np.pi) > 0)[..., None]
+    if identity.background_stripes > 0:
+        stripe = (np.sin((xs + ys) * identity.background_stripes * 2 * np.pi) > 0)[..., None]
         rgb = np.where(stripe, rgb * 0.8, rgb)
     labels = np.zeros((n, n), np.uint8)
 
@@ -161,10 +160,10 @@ def render_frame(identity: Identity, motion: Motion, t: float, blink: bool, size
         labels[mask] = LABELS[label]
 
     # Shoulders and neck do not tilt with the head.
-    paint(_ellipse(xs, ys, cx, 1.08, 0.42, 0.3), idn.clothes, "clothes")
+    paint(_ellipse(xs, ys, cx, 1.08, 0.42, 0.3), identity.clothes, "clothes")
     paint(
-        (np.abs(xs - cx) < idn.face_width * 0.45) & (ys > cy) & (ys < 0.85),
-        np.array(idn.skin) * 0.85,
+        (np.abs(xs - cx) < identity.face_width * 0.45) & (ys > cy) & (ys < 0.85),
+        np.array(identity.skin) * 0.85,
         "skin",
     )
 
@@ -172,22 +171,22 @@ def render_frame(identity: Identity, motion: Motion, t: float, blink: bool, size
     ca, sa = np.cos(angle), np.sin(angle)
     u = ca * (xs - cx) + sa * (ys - cy)
     v = -sa * (xs - cx) + ca * (ys - cy)
-    fw, fh = idn.face_width, idn.face_height
+    fw, fh = identity.face_width, identity.face_height
 
-    hair = np.array(idn.hair, np.float32)
-    if idn.hair_style == "long":
+    hair = np.array(identity.hair, np.float32)
+    if identity.hair_style == "long":
         paint(_ellipse(u, v, 0, 0.05, fw * 1.3, fh * 1.25) & (v > -fh * 1.3), hair, "hair")
-    if idn.hair_style == "bun":
+    if identity.hair_style == "bun":
         paint(_ellipse(u, v, 0, -fh * 1.15, fw * 0.5, fh * 0.35), hair, "hair")
     face = _ellipse(u, v, 0, 0, fw, fh)
     # Soft shading from the top left so faces are not flat discs.
     shade = 1.0 - 0.25 * np.clip(u / fw * 0.5 + v / fh * 0.5, -1, 1)[..., None]
-    rgb = np.where(face[..., None], np.asarray(idn.skin, np.float32) * shade, rgb)
+    rgb = np.where(face[..., None], np.asarray(identity.skin, np.float32) * shade, rgb)
     labels[face] = LABELS["skin"]
-    if idn.hair_style != "bald":
+    if identity.hair_style != "bald":
         cap = _ellipse(u, v, 0, -fh * 0.25, fw * 1.1, fh * 0.95) & (v < -fh * 0.45)
         paint(cap, hair, "hair")
-    if idn.earrings:
+    if identity.earrings:
         for side in (-1, 1):
             paint(
                 _ellipse(u, v, side * fw * 1.02, fh * 0.25, 0.02, 0.02), (230, 200, 60), "accessory"
@@ -197,11 +196,11 @@ def render_frame(identity: Identity, motion: Motion, t: float, blink: bool, size
     for side in (-1, 1):
         ex, ey = side * fw * 0.42, -fh * 0.12
         if blink:
-            paint(_ellipse(u, v, ex, ey, fw * 0.22, 0.008), np.array(idn.skin) * 0.5, "eyes")
+            paint(_ellipse(u, v, ex, ey, fw * 0.22, 0.008), np.array(identity.skin) * 0.5, "eyes")
         else:
             paint(_ellipse(u, v, ex, ey, fw * 0.22, fh * 0.09), (245, 245, 245), "eyes")
-            paint(_ellipse(u, v, ex, ey, fw * 0.1, fh * 0.08), idn.eyes, "eyes")
-        if idn.glasses:
+            paint(_ellipse(u, v, ex, ey, fw * 0.1, fh * 0.08), identity.eyes, "eyes")
+        if identity.glasses:
             ring = _ellipse(u, v, ex, ey, fw * 0.34, fh * 0.2) & ~_ellipse(
                 u, v, ex, ey, fw * 0.27, fh * 0.15
             )
