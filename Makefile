@@ -13,7 +13,7 @@ N ?= 32
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,faces]'
 	# FaceNet for ISM (evaluate --identity facenet:PATH): its metadata pins torch<2.3, the code runs on this torch.
 	$(BIN)/pip install -q --no-deps 'facenet-pytorch==2.6.0'
 	touch $(STAMP)

@@ -8,6 +8,7 @@ hooks that are removed in a `finally` (hooks are global state).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from typing import Any
@@ -15,7 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nnsight import NNsight
+
+# nnsight gives every object a `.save()`; pybind11 then refuses to define a method of that name,
+# which dlib's classes have (the `--identity dlib` judge). Importing dlib first, when it is
+# installed, lets both load in one process; nothing else depends on the order.
+with contextlib.suppress(ImportError):
+    import dlib  # noqa: F401
+
+from nnsight import NNsight  # noqa: E402
 
 from probe.backbones.base import Backbone
 

@@ -221,7 +221,8 @@ MINI_PIPELINE = MODELS / "mini-cogvideox-i2v"
 MINI_SVD_PIPELINE = MODELS / "mini-svd-i2v"
 # Built-in trained models: name -> pipeline folder.
 MINI_MODELS = {"mini-cogvideox": MINI_PIPELINE, "mini-svd": MINI_SVD_PIPELINE}
-MINI_IDENTITY = MODELS / "mini-identity"
+MINI_IDENTITY = MODELS / "mini-identity"  # v2: trained with a face recogniser's augmentations
+MINI_IDENTITY_V1 = MODELS / "mini-identity-v1"  # the first judge; it reads colour as identity
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from anti_i2v_cli import app
+from probe.common import ToolkitError
 from protect.evaluate.distortions import DEFAULT, distort
 from protect.evaluate.metrics import (
     bootstrap_ci,
@@ -261,7 +262,6 @@ def test_facenet_identity_is_the_model_on_standardised_160px_frames(facenet_weig
 def test_facenet_refuses_pickles_missing_files_and_other_weights(tmp_path, facenet_weights):
     from safetensors.torch import save_file
 
-    from probe.common import ToolkitError
     from protect.evaluate.identity import load_identity
 
     (tmp_path / "w.pt").write_bytes(b"not read")
@@ -337,3 +337,58 @@ def test_evaluate_with_facenet_scores_ism_with_it(tmp_path, portraits, facenet_w
     video = load_file(str(cached))["video"]
     expected = identity_similarity(load_identity(f"facenet:{facenet_weights[0]}"), video[1:], photo)
     assert float(row["ism_clean"]) == pytest.approx(expected, abs=1e-6)
+
+
+# --- dlib's face recogniser on a real photo ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> torch.Tensor:
+    from skimage import data
+
+    return torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float() / 255
+
+
+def test_dlib_judges_a_real_face_as_a_face_recogniser_would(astronaut):
+    from protect.evaluate.identity import load_identity
+    from protect.evaluate.metrics import identity_similarity
+    from protect.evaluate.run import Judges
+
+    judge = load_identity("dlib")
+    shifted = torch.roll(astronaut, 20, dims=2)
+    sign = torch.sign(torch.randn(astronaut.shape, generator=torch.Generator().manual_seed(0)))
+    noisy = (astronaut + sign * 16 / 255).clamp(0, 1)
+    assert identity_similarity(judge, shifted[None], astronaut) > 0.97  # the same person
+    assert identity_similarity(judge, noisy[None], astronaut) > 0.9
+    faceless = torch.full_like(astronaut, 0.5)
+    assert identity_similarity(judge, faceless[None], astronaut) == 0  # no face: identity lost
+    cloak = Judges(judge, None, None).cloak(noisy, astronaut)
+    assert 0.9 < cloak.cloak_ism <= 1 and cloak.cloak_psnr < 40
+    with pytest.raises(ToolkitError, match="no face found in blank.png"):
+        judge.require_face(faceless, "blank.png")
+
+
+def test_evaluate_with_dlib_refuses_photos_without_a_face_before_generating(
+    tmp_path, portraits, monkeypatch
+):
+    import protect.evaluate.run as evaluate_run
+
+    monkeypatch.setattr(
+        evaluate_run, "load_backbone", lambda *a, **k: pytest.fail("generated before checking")
+    )
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "tiny:cogvideox",
+            "--clean",
+            str(portraits),
+            "--protected",
+            str(portraits),
+            "--identity",
+            "dlib",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert res.exit_code == 2 and "no face found in" in res.output, res.output

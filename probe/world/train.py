@@ -31,6 +31,7 @@ from probe.world.render import (
     SIZE,
     identity_seeds,
 )
+from probe.world.robust import robust_augment
 from probe.world.train_svd import train_mini_svd
 from probe.world.training import (
     TrainConfig,
@@ -172,8 +173,13 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
     return pipe, null
 
 
-def train_identity_encoder(cfg: TrainConfig, device: str) -> IdentityEncoder:
-    """Stage 3: a normalised-softmax (CosFace) classifier over training identities."""
+def train_identity_encoder(cfg: TrainConfig, device: str, robust: bool = True) -> IdentityEncoder:
+    """Stage 3: a normalised-softmax (CosFace) classifier over training identities.
+
+    With `robust` (v2, the default judge) every training view goes through a face recogniser's
+    augmentations (`probe.world.robust`: colour fields, JPEG, noise, blur, rescales), so identity
+    rests on shape and layout; v1 (`robust=False`) sees only light blur and noise.
+    """
     torch.manual_seed(cfg.seed + 2)
     seeds = identity_seeds(cfg.id_identities, cfg.seed + 2, "train")
     clips = render_clips(seeds, cfg.id_clips)  # (I*K, F, H, W, 3)
@@ -187,17 +193,19 @@ def train_identity_encoder(cfg: TrainConfig, device: str) -> IdentityEncoder:
     opt = torch.optim.AdamW([*model.parameters(), classes], lr=cfg.lr * 2, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     started = time.time()
-    for step in range(1, cfg.id_steps + 1):
-        cosine_lr(opt, step, cfg.id_steps, cfg.lr * 2)
+    steps = cfg.id_robust_steps if robust else cfg.id_steps
+    augment = robust_augment if robust else _augment
+    for step in range(1, steps + 1):
+        cosine_lr(opt, step, steps, cfg.lr * 2)
         ids = torch.randint(len(seeds), (cfg.id_batch,), generator=gen)
         which = torch.randint(frames.shape[1], (cfg.id_batch,), generator=gen)
         x = frames[ids, which].permute(0, 3, 1, 2).float().div(255).to(device)
-        x = _augment(x, gen)
+        x = augment(x.cpu(), gen).to(device)
         logits = model(x) @ F.normalize(classes, dim=-1).T
         margin = F.one_hot(ids, len(seeds)).to(device) * 0.2
         loss = F.cross_entropy(16.0 * (logits - margin), ids.to(device))
         update(opt, loss, None, clip=None)
-        log_step("identity", step, cfg.id_steps, loss.item(), started)
+        log_step("identity", step, steps, loss.item(), started)
     return model.cpu().eval()
 
 
@@ -221,7 +229,9 @@ def save_pipeline(pipe: CogVideoXImageToVideoPipeline, null: torch.Tensor, out: 
         save_file({"prompt_embeds": null.contiguous()}, str(tmp / PROMPT_EMBEDS))
 
 
-MODELS = ("cogvideox", "identity", "svd")
+MODELS = ("cogvideox", "identity", "identity-v1", "svd")
+# identity (v2, robust: the default judge) and identity-v1 (the first judge, which reads colour).
+IDENTITY_FOLDERS = {"identity": "mini-identity", "identity-v1": "mini-identity-v1"}
 
 
 def train_all(
@@ -232,7 +242,7 @@ def train_all(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
     timings: dict[str, float] = {}
-    pipe_dir, id_dir = out / "mini-cogvideox-i2v", out / "mini-identity"
+    pipe_dir = out / "mini-cogvideox-i2v"
     if "cogvideox" in models and not (pipe_dir / "model_index.json").exists():
         t = time.time()
         vae = train_vae(cfg, device)
@@ -241,12 +251,14 @@ def train_all(
         pipe, null = train_transformer(cfg, vae, device)
         timings["transformer_s"] = time.time() - t
         save_pipeline(pipe, null, pipe_dir)
-    if "identity" in models and not (id_dir / "identity_encoder.safetensors").exists():
-        t = time.time()
-        enc = train_identity_encoder(cfg, device)
-        timings["identity_s"] = time.time() - t
-        with atomic_dir(id_dir) as tmp:
-            enc.save(tmp)
+    for name, robust in (("identity", True), ("identity-v1", False)):
+        id_dir = out / IDENTITY_FOLDERS[name]
+        if name in models and not (id_dir / "identity_encoder.safetensors").exists():
+            t = time.time()
+            enc = train_identity_encoder(cfg, device, robust=robust)
+            timings[f"{name}_s"] = time.time() - t
+            with atomic_dir(id_dir) as tmp:
+                enc.save(tmp)
     if "svd" in models:
         timings.update(train_mini_svd(out, cfg, device))
     return timings

@@ -33,7 +33,8 @@ class TrainConfig:
     dit_batch: int = 16
     id_identities: int = 384
     id_clips: int = 3
-    id_steps: int = 500
+    id_steps: int = 500  # v1 identity encoder
+    id_robust_steps: int = 1200  # v2: heavy augmentations need longer training
     id_batch: int = 48
     svd_vae_steps: int = 1200  # mini-svd (train_svd.py)
     svd_vae_batch: int = 16  # single frames: its VAE works frame by frame
@@ -129,6 +130,7 @@ QUICK = TrainConfig(
     id_identities=8,
     id_clips=1,
     id_steps=4,
+    id_robust_steps=4,
     id_batch=8,
     svd_vae_steps=2,
     svd_vae_batch=2,

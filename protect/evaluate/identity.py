@@ -1,8 +1,11 @@
-"""Identity encoders for ISM: the mini world's, or FaceNet (facenet-pytorch) from local weights.
+"""Identity judges for ISM: the mini world's, dlib's face recogniser, or FaceNet from local weights.
 
 `--identity` names one of:
-- nothing: the mini identity encoder shipped in `artifacts/models/mini-identity`;
+- nothing or `mini-identity`: the mini world's v2 judge (`artifacts/models/mini-identity`),
+  trained with a face recogniser's augmentations so colour shifts do not read as identity;
+- `mini-identity-v1`: the first mini judge, which reads colour too (kept to compare);
 - a folder holding an encoder in that format (`identity_encoder.safetensors` + `.json`);
+- `dlib`: dlib's face-recognition ResNet for real photos, offline (see `DlibFace`);
 - `facenet:PATH`: facenet-pytorch's InceptionResnetV1 (512-d, the VGGFace2 or CASIA-WebFace
   weights) loaded from a local `.safetensors` file. Frames are taken as face-centred crops (as
   the mini world's and CelebV-Text's are) and resized to 160x160; crop wider shots first.
@@ -13,16 +16,20 @@ does); its model code runs unchanged on current torch.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from probe.common import MINI_IDENTITY, ToolkitError
+from probe.common import MINI_IDENTITY, MINI_IDENTITY_V1, ToolkitError, to_uint8
 from probe.world.identity import load_identity_encoder
 
+# Built-in mini-world judges by name: v2 (the default) rests on shape, v1 reads colour too.
+MINI_IDENTITY_JUDGES = {"mini-identity": MINI_IDENTITY, "mini-identity-v1": MINI_IDENTITY_V1}
 IdentityModel = Callable[
     [torch.Tensor], torch.Tensor
 ]  # frames (N, 3, H, W) in [0, 1] -> unit (N, D)
@@ -77,12 +84,76 @@ def load_facenet(path: Path) -> FaceNet:
     return FaceNet(net).eval().requires_grad_(False)
 
 
+class DlibFace:
+    """dlib's face-recognition ResNet (99.38% on LFW) as a judge: frames in, unit descriptors out.
+
+    Runs offline: the models ship inside the `face-recognition-models` package (located without
+    importing it: its `__init__` needs setuptools' pkg_resources), dlib from the `dlib-bin` wheels.
+    Per frame: the largest face dlib's HOG detector finds (one upsampling pass), aligned by the
+    5-point shape predictor, described by the ResNet (128-d), L2-normalised so ISM is the same
+    cosine as for every other judge. A frame with no detectable face gets a zero descriptor:
+    its ISM is 0, identity lost. Not differentiable: a judge, never a loss.
+    """
+
+    needs_face = True
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError as exc:
+            raise ToolkitError(
+                "--identity dlib needs dlib: `pip install dlib-bin face-recognition-models`"
+            ) from exc
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise ToolkitError(
+                "--identity dlib needs its models: `pip install face-recognition-models`"
+            )
+        models = Path(spec.submodule_search_locations[0]) / "models"
+        self.detector = dlib.get_frontal_face_detector()
+        self.landmarks = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+        self.recogniser = dlib.face_recognition_model_v1(
+            str(models / "dlib_face_recognition_resnet_model_v1.dat")
+        )
+
+    def descriptor(self, image: np.ndarray) -> np.ndarray | None:
+        """uint8 `(H, W, 3)` -> the largest face's 128-d descriptor, or None when no face is found."""
+        faces = self.detector(image, 1)
+        if not faces:
+            return None
+        face = max(faces, key=lambda r: r.width() * r.height())
+        return np.asarray(
+            self.recogniser.compute_face_descriptor(image, self.landmarks(image, face))
+        )
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames `(N, 3, H, W)` in [0, 1] -> `(N, 128)` unit descriptors (zero where no face)."""
+        out = torch.zeros(len(frames), 128)
+        for i, image in enumerate(to_uint8(frames)):
+            d = self.descriptor(np.ascontiguousarray(image))
+            if d is not None:
+                out[i] = F.normalize(torch.from_numpy(d).float(), dim=0)
+        return out
+
+    def require_face(self, photo: torch.Tensor, where: str) -> None:
+        """One line when the clean photo itself has no face: its ISM would mean nothing."""
+        if self.descriptor(np.ascontiguousarray(to_uint8(photo))) is None:
+            raise ToolkitError(
+                f"no face found in {where} by dlib's detector; crop the photo to the face, "
+                "or judge it with another --identity"
+            )
+
+
 def load_identity(spec: str | None) -> IdentityModel:
-    """The identity encoder `--identity` names (see the module docstring)."""
+    """The identity judge `--identity` names (see the module docstring)."""
+    if spec == "dlib":
+        return DlibFace()
     if spec and spec.startswith("facenet:"):
         return load_facenet(Path(spec.removeprefix("facenet:")))
-    folder = Path(spec) if spec else MINI_IDENTITY
+    folder = MINI_IDENTITY_JUDGES.get(
+        spec or "mini-identity", Path(spec) if spec else MINI_IDENTITY
+    )
     try:
         return load_identity_encoder(folder)
     except FileNotFoundError as exc:
-        raise ToolkitError(f"{exc}; or pass facenet:PATH for FaceNet weights") from exc
+        raise ToolkitError(f"{exc}; or pass dlib, or facenet:PATH for FaceNet weights") from exc

@@ -237,6 +237,11 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     clean, methods, made_on = match_photos(cfg)
     out.mkdir(parents=True, exist_ok=True)
     judges = Judges.load(cfg)
+    if getattr(
+        judges.identity, "needs_face", False
+    ):  # a face judge needs a face in every clean photo
+        for path in clean.values():
+            judges.identity.require_face(load_photo(path).pixels, str(path))
     distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
     n = len(clean) * cfg.seeds
     total = n * (1 + len(methods) * len(distortions)) + n * len(cfg.models) * (1 + len(methods))
