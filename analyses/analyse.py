@@ -116,7 +116,17 @@ def analyse_store(
     masks: dict[str, np.ndarray] | None = None,
     reference: dict[str, torch.Tensor] | None = None,
 ) -> Analysis:
-    """Score every layer at every timestep, streaming over samples."""
+    """Score every layer at every timestep, streaming over samples.
+
+    Args:
+        store: a complete activation store (checked: every completed cell's chunks exist).
+        cfg: token budgets, the massive-activation clamp and the seed of token subsets.
+        masks: sample name -> part labels `(H, W)` for the mask readout (optional).
+        reference: sample name -> reference-encoder patch features `(h, w, C')` (optional).
+
+    Returns:
+        Scores (measure -> layer -> one value per timestep) and PCA maps for the figures.
+    """
     check_store(store)
     attrs = store.attrs
     layers, timesteps, samples = store.layers, list(attrs.timesteps), attrs.samples

@@ -97,7 +97,18 @@ def choose(
     timesteps: list[int],
     rule: ChoiceRule = ChoiceRule(),
 ) -> dict:
-    """Apply the rule: returns collapse_layers, anchor_layers, timesteps and the per-layer scores used."""
+    """Apply the rule to per-layer scores.
+
+    Args:
+        scores: measure -> layer -> one value per timestep (`Analysis.scores`).
+        layers: every block, in execution order (depth is the position here).
+        timesteps: the probed timesteps, the scores' second axis.
+        rule: the rule's parameters.
+
+    Returns:
+        collapse_layers, anchor_layers and timesteps (each sorted), and the per-layer
+        `semantic` and `low_level` scores the choice used.
+    """
     n = len(layers)
     sem_t = semantic_matrix(scores, layers, rule)  # (L, T)
     semantic = sem_t.mean(axis=1)

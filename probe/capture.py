@@ -67,11 +67,20 @@ def trace_blocks(
     stop_after_last: bool = False,
     with_output: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Hidden states of `layers` (given in execution order) from one nnsight trace.
+    """Hidden states of `layers` from one nnsight trace of the denoiser.
 
-    With `stop_after_last` the forward pass ends after the last requested layer (early exit);
-    with `with_output` the denoiser's own output is returned too, under "__output__".
-    Gradients flow from the returned tensors to whatever required them in `kwargs`.
+    Args:
+        backbone: the adapter whose denoiser runs; it says which element of a block's output
+            is the hidden state.
+        kwargs: one denoiser call (`backbone.denoiser_kwargs`).
+        layers: block module paths, in execution order (`execution_order`).
+        stop_after_last: end the forward pass after the last requested layer (early exit).
+        with_output: also return the denoiser's own output, under "__output__".
+
+    Returns:
+        layer -> hidden state as the block returns it: `(B, tokens, C)` for DiTs,
+        `(B*F, C, H, W)` for UNets (`backbone.layout` gives `(B, F, H, W, C)`). Gradients flow
+        to whatever required them in `kwargs`.
     """
     if stop_after_last and with_output:
         raise ValueError("early exit and the denoiser's output exclude each other")

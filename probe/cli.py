@@ -203,7 +203,33 @@ def world_card(
     console.print(f"wrote {path}")
 
 
+def world_identity_card(
+    identity: str = typer.Option(
+        "mini-identity", help="mini-identity, mini-identity-v1 or a judge folder"
+    ),
+    count: int = typer.Option(32, help="held-out portraits to measure on"),
+) -> None:
+    """Measure an identity judge against the face-recogniser gate and write its card (README.md)."""
+    from probe.common import MINI_IDENTITY, MINI_IDENTITY_V1
+    from probe.world.identity_card import summary, write_judge_card
+
+    folder = {"mini-identity": MINI_IDENTITY, "mini-identity-v1": MINI_IDENTITY_V1}.get(
+        identity, Path(identity)
+    )
+    if not (folder / "identity_encoder.safetensors").is_file():
+        raise ToolkitError(
+            f"no identity judge in {folder}; train one with `anti-i2v world train --models identity`"
+        )
+    if count < 2:
+        raise ToolkitError(
+            f"--count {count}: at least 2 portraits (different identities are compared)"
+        )
+    path, measures = write_judge_card(folder, count)
+    console.print(f"wrote {path}: " + summary(measures))
+
+
 world_app.command("render")(cli_command(world_render))
+world_app.command("identity-card")(cli_command(world_identity_card))
 world_app.command("train")(cli_command(world_train))
 world_app.command("card")(cli_command(world_card))
 

@@ -41,7 +41,22 @@ def perturb_iterative(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     explode_at: float = 1e6,
 ) -> LoopResult:
-    """Maximise `objective(space.apply(image, params))` by projected sign-gradient steps."""
+    """Maximise `objective(space.apply(image, params))` by projected sign-gradient steps.
+
+    Args:
+        image: `(B, 3, H, W)` in [0, 1]; never modified.
+        objective: `x_adv (B, 3, H, W) -> (scalar to maximise, {term: float})`.
+        space: where the perturbation lives and its L-inf budget (in the space's own units).
+        steps: sign-gradient steps (at least 1).
+        alpha: step size, in the space's units (1/255 for the paper's alpha = 1).
+        params: a starting perturbation (default: zeros from `space.init`).
+        on_step: called after each step with (step, that step's terms).
+        explode_at: |objective| above this, or a non-finite value, raises `DivergedError`.
+
+    Returns:
+        The perturbed image `(B, 3, H, W)` in [0, 1], its parameters (inside the budget) and
+        the objective's history, one dict per step.
+    """
     image = image.detach()
     params = {k: v.detach().clone() for k, v in (params or space.init(image)).items()}
     history: list[dict[str, float]] = []

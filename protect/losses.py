@@ -30,7 +30,16 @@ def _normed(x: torch.Tensor) -> torch.Tensor:
 
 
 def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance of layer-normalised features; token-similarity structure if shapes differ."""
+    """Distance of two block outputs, differentiable in both.
+
+    Args:
+        a, b: `(B, F, H, W, C)` features (the adapters' `layout`).
+
+    Returns:
+        A scalar: the mean squared distance of layer-normalised features when the shapes agree;
+        otherwise of their token-by-token cosine-similarity matrices on a common grid (layers of
+        different width, e.g. a UNet's down and up blocks).
+    """
     if a.shape == b.shape:
         return (_normed(a) - _normed(b)).pow(2).mean()
     a, b = _common_grid(a, b)
@@ -49,6 +58,12 @@ def irc_loss(
     anchor_feats: dict[str, torch.Tensor], collapse_feats: dict[str, torch.Tensor]
 ) -> torch.Tensor:
     """Internal Representation Collapse: anchors pulled toward the collapse layers' features.
+
+    Args:
+        anchor_feats, collapse_feats: layer name -> `(B, F, H, W, C)` features.
+
+    Returns:
+        A scalar, the mean `feature_distance` over every (anchor, collapse) pair: minimised.
 
     The collapse target is detached (stop-gradient): the low-level layer is the destination,
     not something to move.

@@ -180,7 +180,21 @@ def load_backbone(
     device: str = "cpu",
     seed: int = 0,
 ) -> Backbone:
-    """Load a backbone adapter from a built-in name, a local pipeline folder or a hub id."""
+    """Load a backbone adapter from a built-in name, a local pipeline folder or a hub id.
+
+    Args:
+        model: `tiny:<family>`, `mini-cogvideox`, `mini-svd`, a pipeline folder or a hub id.
+        family: force a family instead of reading it from `model_index.json`.
+        dtype: the weights' dtype ("float32", "bfloat16", "float16" or a torch dtype).
+        device: where the pipeline lives.
+        seed: the seed of `tiny:` models' random weights.
+
+    Returns:
+        The family's adapter around the loaded pipeline (text encoders are never loaded).
+
+    Raises:
+        ToolkitError: unknown names, damaged folders, missing weights or no hub access.
+    """
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     if model.startswith("tiny:"):
         fam = _check_family(family or model.split(":", 1)[1])
