@@ -118,7 +118,7 @@ class Space:
             params["rgb"] = torch.zeros(b, 3, h, w)
         if not params:
             raise ValueError(f"unknown space {self.name!r}; use {', '.join(SPACES)}")
-        return {k: v.to(image) for k, v in params.items()}
+        return {k: v.to(image.device) for k, v in params.items()}  # float32, see `apply`
 
     def random_init(
         self, image: torch.Tensor, generator: torch.Generator
@@ -130,8 +130,13 @@ class Space:
         }
 
     def apply(self, image: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The perturbed image in [0, 1]."""
-        x = image
+        """The perturbed image in [0, 1], float32 whatever the image's dtype.
+
+        The perturbation and its transforms stay float32 even when the model runs in bfloat16:
+        bfloat16's spacing near 0.5 is 1/256, so a 1/255 step would round away.
+        """
+        x = image.float()
+        params = {k: v.float() for k, v in params.items()}
         if "dct" in params:
             x = apply_dct(x, params["dct"], lowpass_mask(*x.shape[-2:], self.cutoff, x.device))
         if "ab" in params:

@@ -116,3 +116,38 @@ def test_irc_target_is_stop_gradient():
     collapse = torch.randn(1, 1, 2, 2, 4, requires_grad=True)
     irc_loss({"a": anchor}, {"c": collapse}).backward()
     assert anchor.grad.abs().sum() > 0 and collapse.grad is None
+
+
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2}  # bfloat16 keeps 8 bits of mantissa
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_spaces_round_trip_and_perturb_in_float32(dtype):
+    x = (torch.rand(2, 3, 16, 12, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2).to(dtype)
+    tol = TOLERANCE[dtype]
+    assert rgb_to_lab(x).dtype == dtype
+    torch.testing.assert_close(lab_to_rgb(rgb_to_lab(x)), x, atol=tol, rtol=0)
+    torch.testing.assert_close(idct2(dct2(x)), x, atol=tol, rtol=0)
+    space = Space("dual", eps=8 / 255)
+    params = space.project({k: torch.randn(v.shape) for k, v in space.init(x).items()})
+    assert all(
+        v.dtype == torch.float32 and v.abs().max() <= space.eps + 1e-7 for v in params.values()
+    )
+    adv = space.apply(x, params)  # a bfloat16 photo still gets a float32 cloak
+    assert adv.dtype == torch.float32 and adv.min() >= 0 and adv.max() <= 1
+    assert 0 < (adv - x.float()).abs().max() < 0.25
+    one_step = space.apply(x, {k: torch.full_like(v, 1 / 255) for k, v in params.items()})
+    assert (
+        one_step - space.apply(x, {k: torch.zeros_like(v) for k, v in params.items()})
+    ).abs().max() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_losses_are_float32_whatever_the_feature_dtype(dtype):
+    a = torch.randn(2, 3, 4, 4, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    b = torch.randn(2, 3, 4, 4, 8, generator=torch.Generator().manual_seed(1)).to(dtype)
+    for loss in (feature_distance(a, b), diffusion_loss(a, b), irc_loss({"x": a}, {"c": b})):
+        assert loss.dtype == torch.float32 and loss > 1
+    assert feature_distance(a, a) == 0 and diffusion_loss(a, a) == 0
+    ref = feature_distance(a.float(), b.float())
+    assert abs(float(feature_distance(a, b)) - float(ref)) < 1e-4  # both computed in float32

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import ALL_FAMILIES
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -173,17 +174,13 @@ def test_generate_cli_writes_gif_and_strip(tmp_path, portraits):
     assert Image.open(tmp_path / "v.png").size == (64 * 9, 64)
 
 
-def test_generate_every_tiny_family(tmp_path, backbones):
-    from conftest import ALL_FAMILIES
-
-    for family in ALL_FAMILIES:
-        backbone = backbones(family)
-        video = backbone.generate(torch.rand(3, 50, 40), steps=2, seed=0)
-        assert (
-            video.ndim == 4
-            and video.shape[1] == 3
-            and tuple(video.shape[2:]) == backbone.resolution
-        ), family
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_generate_every_tiny_family(tmp_path, backbones, family):
+    backbone = backbones(family)
+    video = backbone.generate(torch.rand(3, 50, 40), steps=2, seed=0)
+    assert (
+        video.ndim == 4 and video.shape[1] == 3 and tuple(video.shape[2:]) == backbone.resolution
+    ), family
 
 
 @pytest.mark.slow
