@@ -130,7 +130,7 @@ def test_spatial_coherence_orders_structure_above_noise():
     noise = torch.from_numpy(_features(_blob_masks(1), 0.0)[0])
     assert spatial_coherence(smooth) > 0.2
     assert abs(spatial_coherence(noise)) < 0.1
-    assert masks.shape == (8, 8)
+    assert len(masks.unique()) > 2  # the blobs the smooth features follow are really there
 
 
 def test_temporal_stability_and_massive_clamp():
@@ -342,4 +342,7 @@ def test_reference_encoder_from_a_local_folder(tmp_path, portraits):
     )
     assert res.exit_code == 0, res.output
     ref = load_profile(tmp_path / "a" / "profile.json").scores["reference_cka"]
-    assert all(0 <= v[0] <= 1 for v in ref.values())
+    values = [v[0] for v in ref.values()]
+    assert (
+        all(np.isfinite(values)) and max(values) - min(values) > 1e-3
+    )  # a real score: it varies by layer
