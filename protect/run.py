@@ -11,6 +11,7 @@ redone. Everything a run could refuse is checked before the model loads (`Protec
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -146,6 +147,10 @@ class Run:
         for key in ("images", "out", "device", "in_place", "record_paths"):  # where, not how
             d.pop(key)
         d.update(space=self.space, timesteps=self.timesteps, weights=self.weights)
+        # Files by content, not path: a sidecar travels with its cloak, and a moved profile or
+        # target is still the same work.
+        d["profile"] = self.profile.sha256 if self.profile else None
+        d["target"] = _file_sha256(Path(self.cfg.target)) if self.cfg.target else None
         return json.loads(json.dumps(d))
 
     def matches(self, old: Sidecar, photo: Photo) -> bool:
@@ -156,6 +161,10 @@ class Run:
             and (old.collapse_layers, old.anchor_layers)
             == (self.collapse_layers, self.anchor_layers)
         )
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def default_target(size: tuple[int, int]) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 import probe.backbones
 import probe.run as probe_run
 import protect.run as protect_run
+from analyses.profile import load_profile
 from analyses.run import adapt
 from anti_i2v_cli import app
 from protect.inputs import photo_lock
@@ -497,17 +499,21 @@ def test_a_photo_locked_by_a_live_run_is_left_to_it_and_a_stale_lock_is_taken_ov
 # --- shared files carry no user paths ------------------------------------------------------------
 
 
-def test_sidecar_records_file_names_unless_asked(tmp_path, photos):
+def test_sidecar_records_file_names_unless_asked(tmp_path, photos, tiny_profile):
     cfg = ProtectConfig(
         model="tiny:cogvideox",
         images=(str(photos / "p10.png"),),
-        profile=None,
+        profile=str(tiny_profile),
+        target=str(photos / "p20.png"),
         out=str(tmp_path / "o"),
         method="random-noise",
     )
     [r] = run_protect(cfg)
     text = (tmp_path / "o" / "p10.json").read_text()
-    assert r.sidecar.photo == "p10.png" and str(tmp_path) not in text
+    assert r.sidecar.photo == "p10.png" and not re.search(
+        r'"/[^"]*"', text
+    )  # no absolute path anywhere
+    assert r.sidecar.settings["profile"] == load_profile(tiny_profile).sha256
     [r] = run_protect(
         ProtectConfig(**{**cfg.__dict__, "out": str(tmp_path / "o2"), "record_paths": True})
     )
