@@ -128,87 +128,107 @@ def analyse_store(
         Scores (measure -> layer -> one value per timestep) and PCA maps for the figures.
     """
     check_store(store)
-    attrs = store.attrs
-    layers, timesteps, samples = store.layers, list(attrs.timesteps), attrs.samples
-    names = [s["name"] for s in samples]
-    n = len(samples)
-    first, last = layers[0], layers[-1]
-    classes = 1 + max(int(m.max()) for m in masks.values()) if masks else 0
-    rng = np.random.default_rng(cfg.seed)
-    token_pick: dict[
-        tuple[int, int], np.ndarray
-    ] = {}  # (sample, tokens) -> fixed subset, same for all layers
-
-    scores: dict[str, dict[str, list[float]]] = {}
-
-    def put(score: str, layer: str, value: float) -> None:
-        scores.setdefault(score, {}).setdefault(layer, []).append(value)
-
-    analysis = Analysis(layers=layers, timesteps=timesteps, scores=scores)
+    scorer = _Scorer(store, cfg, masks, reference)
+    analysis = Analysis(layers=store.layers, timesteps=list(store.attrs.timesteps), scores={})
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("analyse", total=len(layers) * len(timesteps))
-        for layer in layers:
-            for ti in range(len(timesteps)):
-                coherence, stability = [], []
-                cka_first, cka_last, cka_ref = LinearCKA(), LinearCKA(), LinearCKA()
-                pca_rows: list[np.ndarray] = []
-                readout_rows: list[tuple[int, np.ndarray, np.ndarray]] = []
-                for s in range(n):
-                    x = _cell(store, layer, ti, s, cfg.massive_ratio)
-                    f, h, w, c = x.shape
-                    coherence.append(spatial_coherence(x))
-                    stability.append(temporal_stability(x))
-                    rows = x.reshape(-1, c).numpy()
-                    key = (s, rows.shape[0])
-                    if key not in token_pick:  # the same seeded token subset for every layer
-                        k = min(cfg.max_tokens_per_sample, rows.shape[0])
-                        token_pick[key] = np.sort(rng.choice(rows.shape[0], k, replace=False))
-                    pick = token_pick[key]
-                    if sum(len(r) for r in pca_rows) < cfg.max_pca_rows:
-                        pca_rows.append(rows[pick])
-                    for other, acc in ((first, cka_first), (last, cka_last)):
-                        y = _cell(store, other, ti, s, cfg.massive_ratio)
-                        grid = (min(h, y.shape[1]), min(w, y.shape[2]))
-                        acc.update(
-                            to_grid(x, grid).reshape(-1, c),
-                            to_grid(y, grid).reshape(-1, y.shape[-1]),
-                        )
-                    if reference is not None and names[s] in reference:
-                        ref = reference[names[s]]  # (h', w', C') patch features of the photo
-                        grid = (min(h, ref.shape[0]), min(w, ref.shape[1]))
-                        xr = to_grid(x.mean(0, keepdim=True), grid).reshape(-1, c)
-                        cka_ref.update(xr, to_grid(ref[None], grid).reshape(-1, ref.shape[-1]))
-                    if masks and names[s] in masks:
-                        lab = labels_to_grid(
-                            torch.from_numpy(masks[names[s]]), (h, w), classes
-                        ).numpy()
-                        labels = np.broadcast_to(lab, (f, h, w)).reshape(-1)
-                        readout_rows.append((s, rows[pick], labels[pick]))
-                        analysis.mask_grids.setdefault(names[s], masks[names[s]])
-                put("spatial_coherence", layer, float(np.mean(coherence)))
-                put("temporal_stability", layer, float(np.mean(stability)))
-                put("cka_first", layer, cka_first.value())
-                put("cka_last", layer, cka_last.value())
-                if cka_ref.n:
-                    put("reference_cka", layer, cka_ref.value())
-                if readout_rows:
-                    put("mask_probe", layer, _mask_readout(readout_rows))
-                fit_rows = np.concatenate(pca_rows)
-                if fit_rows.shape[0] >= 3 and fit_rows.shape[1] >= 3:
-                    # Randomized PCA on a bounded, seeded token subset: memory max_pca_rows x C.
-                    pca = PCA(n_components=3, svd_solver="randomized", random_state=cfg.seed).fit(
-                        fit_rows
-                    )
-                    maps = []
-                    for s in range(min(cfg.pca_samples, n)):
-                        x = _cell(store, layer, ti, s, cfg.massive_ratio)
-                        keep = np.unique(
-                            np.linspace(0, x.shape[0] - 1, min(cfg.pca_frames, x.shape[0])).round()
-                        )
-                        maps.append(_pca_rgb(pca, x[keep.astype(int)]))
-                    analysis.pca_maps[(layer, ti)] = np.stack(maps)
+        task = progress.add_task("analyse", total=len(analysis.layers) * len(analysis.timesteps))
+        for layer in analysis.layers:
+            for ti in range(len(analysis.timesteps)):
+                values, pca_rows = scorer.score(layer, ti)
+                for measure, value in values.items():
+                    analysis.scores.setdefault(measure, {}).setdefault(layer, []).append(value)
+                maps = scorer.pca_maps(layer, ti, pca_rows)
+                if maps is not None:
+                    analysis.pca_maps[(layer, ti)] = maps
                 progress.advance(task)
+    if masks:
+        names = [s["name"] for s in store.attrs.samples]
+        analysis.mask_grids = {n: masks[n] for n in names if n in masks}
     return analysis
+
+
+class _Scorer:
+    """Every measure of one (layer, timestep), streamed over samples; one sample's cells in memory.
+
+    Token subsets are drawn once per (sample, token count) from one seeded generator, in the
+    order layers and timesteps are visited, so every layer is scored on the same tokens.
+    """
+
+    def __init__(self, store: ActivationStore, cfg: AnalysisConfig, masks, reference):
+        self.store, self.cfg, self.masks, self.reference = store, cfg, masks, reference
+        self.names = [s["name"] for s in store.attrs.samples]
+        self.first, self.last = store.layers[0], store.layers[-1]
+        self.classes = 1 + max(int(m.max()) for m in masks.values()) if masks else 0
+        self.rng = np.random.default_rng(cfg.seed)
+        self.token_pick: dict[tuple[int, int], np.ndarray] = {}
+
+    def cell(self, layer: str, ti: int, s: int) -> torch.Tensor:
+        return _cell(self.store, layer, ti, s, self.cfg.massive_ratio)
+
+    def pick(self, s: int, tokens: int) -> np.ndarray:
+        """The seeded token subset of sample `s` (the same for every layer of its size)."""
+        if (s, tokens) not in self.token_pick:
+            k = min(self.cfg.max_tokens_per_sample, tokens)
+            self.token_pick[s, tokens] = np.sort(self.rng.choice(tokens, k, replace=False))
+        return self.token_pick[s, tokens]
+
+    def score(self, layer: str, ti: int) -> tuple[dict[str, float], list[np.ndarray]]:
+        """Measure -> value for this layer and timestep, and the token rows kept for its PCA."""
+        coherence, stability, pca_rows, readout_rows = [], [], [], []
+        cka_first, cka_last, cka_ref = LinearCKA(), LinearCKA(), LinearCKA()
+        for s, name in enumerate(self.names):
+            x = self.cell(layer, ti, s)
+            f, h, w, c = x.shape
+            coherence.append(spatial_coherence(x))
+            stability.append(temporal_stability(x))
+            rows = x.reshape(-1, c).numpy()
+            pick = self.pick(s, rows.shape[0])
+            if sum(len(r) for r in pca_rows) < self.cfg.max_pca_rows:
+                pca_rows.append(rows[pick])
+            for other, acc in ((self.first, cka_first), (self.last, cka_last)):
+                y = self.cell(other, ti, s)
+                grid = (min(h, y.shape[1]), min(w, y.shape[2]))
+                acc.update(
+                    to_grid(x, grid).reshape(-1, c), to_grid(y, grid).reshape(-1, y.shape[-1])
+                )
+            if self.reference is not None and name in self.reference:
+                ref = self.reference[name]  # (h', w', C') patch features of the photo
+                grid = (min(h, ref.shape[0]), min(w, ref.shape[1]))
+                xr = to_grid(x.mean(0, keepdim=True), grid).reshape(-1, c)
+                cka_ref.update(xr, to_grid(ref[None], grid).reshape(-1, ref.shape[-1]))
+            if self.masks and name in self.masks:
+                lab = labels_to_grid(
+                    torch.from_numpy(self.masks[name]), (h, w), self.classes
+                ).numpy()
+                labels = np.broadcast_to(lab, (f, h, w)).reshape(-1)
+                readout_rows.append((s, rows[pick], labels[pick]))
+        values = {
+            "spatial_coherence": float(np.mean(coherence)),
+            "temporal_stability": float(np.mean(stability)),
+            "cka_first": cka_first.value(),
+            "cka_last": cka_last.value(),
+        }
+        if cka_ref.n:
+            values["reference_cka"] = cka_ref.value()
+        if readout_rows:
+            values["mask_probe"] = _mask_readout(readout_rows)
+        return values, pca_rows
+
+    def pca_maps(self, layer: str, ti: int, pca_rows: list[np.ndarray]) -> np.ndarray | None:
+        """PCA-RGB maps `(samples, frames, h, w, 3)` of the first samples, or None when too small."""
+        fit_rows = np.concatenate(pca_rows)
+        if fit_rows.shape[0] < 3 or fit_rows.shape[1] < 3:
+            return None
+        # Randomized PCA on a bounded, seeded token subset: memory max_pca_rows x C.
+        pca = PCA(n_components=3, svd_solver="randomized", random_state=self.cfg.seed).fit(fit_rows)
+        maps = []
+        for s in range(min(self.cfg.pca_samples, len(self.names))):
+            x = self.cell(layer, ti, s)
+            keep = np.unique(
+                np.linspace(0, x.shape[0] - 1, min(self.cfg.pca_frames, x.shape[0])).round()
+            )
+            maps.append(_pca_rgb(pca, x[keep.astype(int)]))
+        return np.stack(maps)
 
 
 def _mask_readout(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> float:
