@@ -47,6 +47,11 @@ def protect(
     no_early_exit: bool = typer.Option(
         False, "--no-early-exit", help="always run the whole denoiser"
     ),
+    ab_unit: float = typer.Option(
+        D.ab_unit,
+        help="a*/b* points per lab unit: 128 (half-range) or 110 "
+        "(the paper's colour code); eps counts in these units",
+    ),
     in_place: bool = typer.Option(
         False,
         "--in-place",
@@ -81,6 +86,7 @@ def protect(
         timesteps=parse_ints(timesteps, "--timesteps") if timesteps else None,
         seed=seed,
         early_exit=not no_early_exit,
+        ab_unit=ab_unit,
         in_place=in_place,
         record_paths=record_paths,
         device=device,

@@ -42,6 +42,7 @@ class ProtectConfig:
     early_exit: bool = True
     work_max_side: int = 1024
     device: str = "auto"
+    ab_unit: float = 128.0  # a*/b* points per lab unit: 128 (half-range) or 110 (the paper's code)
     in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
 
@@ -71,6 +72,10 @@ class ProtectConfig:
                     f"--losses {','.join(self.losses)}: unknown term {unknown[:1]}; "
                     f"choose from {', '.join(LOSS_TERMS)}"
                 )
+        if self.ab_unit not in (128.0, 110.0):
+            raise ToolkitError(
+                f"--ab-unit {self.ab_unit:g}: choose 128 (a*/b* half-range) or 110 (the paper's code)"
+            )
         if self.frames < 1:
             raise ToolkitError(
                 f"--frames {self.frames}: the losses need at least 1 video frame (the paper uses 4)"

@@ -14,7 +14,6 @@ work instead of both doing all of it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +21,10 @@ from pathlib import Path
 
 from probe.common import ToolkitError
 from probe.images import IMAGE_SUFFIXES, gather_images
+from protect.sidecar import SIDECAR_SCHEMA
 
 ORIGINAL = ".original"  # in-place: NAME.original.EXT keeps the photo beside its cloak
 LOSS_PLOT = ".loss.png"
-SIDECAR_SCHEMA = "anti-i2v.sidecar/1"
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,16 @@ class Job:
 
 
 def is_sidecar(path: Path) -> bool:
-    """Whether `path` is a protect sidecar (so the image beside it is a cloak)."""
+    """Whether `path` is a protect sidecar (so the image beside it is a cloak), damaged or not.
+
+    Looser than `Sidecar.read` on purpose: a truncated sidecar still marks its PNG as a cloak,
+    so it is redone from the original, never taken as an input.
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
         return False
-    return isinstance(data, dict) and (
-        data.get("schema") == SIDECAR_SCHEMA or "photo_sha256" in data
-    )
+    return SIDECAR_SCHEMA in text or '"photo_sha256"' in text
 
 
 def is_toolkit_output(path: Path) -> bool:

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,65 +40,17 @@ from probe.common import (
 from probe.images import Photo, load_photo, to_chw_float
 from protect.config import MIN_SIDE, ProtectConfig
 from protect.evaluate.metrics import ssim
-from protect.inputs import SIDECAR_SCHEMA, Job, photo_lock, plan_jobs
+from protect.inputs import Job, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, PROFILE_TERMS, method_weights
 from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
 from protect.output import write_png_uint8
 from protect.perceptual import load_lpips
+from protect.sidecar import Sidecar
 from protect.spaces import Space, budget_used
 
 console = Console(stderr=True)
 BAND_ROWS = 256  # rows of the full-size photo upsampled at a time: memory flat in photo size
-
-
-@dataclass(frozen=True)
-class Sidecar:
-    """What protect records beside each cloak (`NAME.json`); its presence means the cloak is done."""
-
-    photo: str  # the input's file name (its full path only with --record-paths)
-    photo_sha256: str
-    size: list[int]  # (height, width) after EXIF rotation
-    model: str
-    family: str
-    config_sha256: str
-    profile_sha256: str | None
-    settings: dict  # every setting that shapes the cloak, see `Run.settings`
-    clip_frames: int
-    lpips_available: bool
-    collapse_layers: list[str]
-    anchor_layers: list[str]
-    budget: dict[str, float]  # L-inf used in each space's own units, and in RGB at the working size
-    linf_rgb_written: float  # the written PNG against the photo, in [0, 1] units
-    psnr: float  # dB, the written PNG against the photo at full size
-    ssim: float  # at the working size (both images shrunk alike to <= work_max_side)
-    losses: list[dict]
-    seconds: float
-    toolkit_version: str
-    original: str | None = None  # in place: where the original photo was kept
-    schema: str = SIDECAR_SCHEMA
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> Sidecar:
-        """Build from parsed JSON; raises ValueError when fields are missing (a damaged sidecar)."""
-        if not isinstance(data, dict):
-            raise ValueError("a sidecar is a JSON object")
-        known = cls.__dataclass_fields__
-        missing = [k for k, f in known.items() if k not in data and f.default is MISSING]
-        if missing:
-            raise ValueError(f"sidecar lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def read(cls, path: Path) -> Sidecar | None:
-        """The sidecar at `path`, or None when absent or damaged (the photo is then redone)."""
-        try:
-            return cls.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
 
 
 @dataclass
@@ -260,7 +212,7 @@ def cloak_photo(
     """Cloak one photo; returns the full-size uint8 cloak and its sidecar (the caller writes both)."""
     started = time.time()
     cfg, method = run.cfg, METHODS[run.cfg.method]
-    space = Space(run.space, eps=cfg.eps / 255)
+    space = Space(run.space, eps=cfg.eps / 255, ab_unit=cfg.ab_unit)
     clip = clip_frames_for(backbone, cfg.frames)
     work = photo.work_pixels(cfg.work_max_side)
     x = work[None].to(backbone.device)
@@ -310,6 +262,7 @@ def cloak_photo(
         collapse_layers=run.collapse_layers,
         anchor_layers=run.anchor_layers,
         budget=budget_used(x.cpu(), adv[None], {k: v.cpu() for k, v in params.items()}),
+        units={k: v for k, v in space.units().items() if k in params},
         linf_rgb_written=linf,
         psnr=psnr_db,
         ssim=ssim(written_work, work),

@@ -26,7 +26,10 @@ import torch_dct
 
 from protect.config import SPACES
 
-AB_SCALE = 128.0  # normalised a*/b* unit: a*/b* divided by their half-range
+AB_SCALE = 128.0  # normalised a*/b* unit: a*/b* divided by their half-range (the default)
+# The colour code the paper's code imports (as in AntiForgery's) divides a* and b* by 110:
+# the same eps is then 110/128 as many a*/b* units. Selectable with `--ab-unit 110`.
+AB_UNITS = (128.0, 110.0)
 
 
 def rgb_to_lab(image: torch.Tensor) -> torch.Tensor:
@@ -39,14 +42,14 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return kornia.color.lab_to_rgb(lab, clip=True)
 
 
-def apply_lab(image: torch.Tensor, delta_ab: torch.Tensor) -> torch.Tensor:
-    """Add `delta_ab (*, 2, H, W)` (normalised units) to a* and b*; L* is unchanged."""
+def apply_lab(image: torch.Tensor, delta_ab: torch.Tensor, unit: float = AB_SCALE) -> torch.Tensor:
+    """Add `delta_ab (*, 2, H, W)` to a* and b*, in units of `unit` a*/b* points; L* is unchanged."""
     if delta_ab.shape[-3] != 2:
         raise ValueError(
             f"delta_ab must have 2 channels (a*, b*), got shape {tuple(delta_ab.shape)}"
         )
     lab = rgb_to_lab(image)
-    shifted = torch.cat([lab[..., :1, :, :], lab[..., 1:, :, :] + AB_SCALE * delta_ab], dim=-3)
+    shifted = torch.cat([lab[..., :1, :, :], lab[..., 1:, :, :] + unit * delta_ab], dim=-3)
     return lab_to_rgb(shifted)
 
 
@@ -105,6 +108,16 @@ class Space:
     name: str
     eps: float = 16 / 255
     cutoff: float = 0.25  # DCT low-pass cutoff (dct and dual)
+    ab_unit: float = AB_SCALE  # a*/b* points per unit of the lab parameters (see AB_UNITS)
+
+    def units(self) -> dict[str, str]:
+        """What one unit of each parameter is, for the sidecar (eps is counted in these units)."""
+        return {
+            "ab": f"a*/b* divided by {self.ab_unit:g} (eps {self.eps * 255:g}/255 = "
+            f"{self.eps * self.ab_unit:.2f} a*/b* points)",
+            "dct": "orthonormal DCT-II coefficients scaled so eps bounds every pixel's change",
+            "rgb": "RGB in [0, 1]",
+        }
 
     def init(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Zero-initialised parameters (random start: see `random_init`)."""
@@ -140,7 +153,7 @@ class Space:
         if "dct" in params:
             x = apply_dct(x, params["dct"], lowpass_mask(*x.shape[-2:], self.cutoff, x.device))
         if "ab" in params:
-            x = apply_lab(x, params["ab"])
+            x = apply_lab(x, params["ab"], self.ab_unit)
         if "rgb" in params:
             x = x + params["rgb"]
         return x.clamp(0, 1)

@@ -151,3 +151,13 @@ def test_losses_are_float32_whatever_the_feature_dtype(dtype):
     assert feature_distance(a, a) == 0 and diffusion_loss(a, a) == 0
     ref = feature_distance(a.float(), b.float())
     assert abs(float(feature_distance(a, b)) - float(ref)) < 1e-4  # both computed in float32
+
+
+def test_ab_unit_110_moves_a_and_b_by_110_points_per_unit():
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    delta = torch.full((1, 2, 8, 8), 0.01)
+    for unit in (128.0, 110.0):
+        shifted = rgb_to_lab(Space("lab", ab_unit=unit).apply(x, {"ab": delta}))
+        moved = (shifted[:, 1:] - rgb_to_lab(x)[:, 1:]).mean()
+        assert float(moved) == pytest.approx(unit * 0.01, rel=0.1)
+    assert "110" in Space("lab", ab_unit=110.0).units()["ab"]

@@ -27,7 +27,8 @@ from analyses.profile import load_profile
 from analyses.run import adapt
 from anti_i2v_cli import app
 from protect.inputs import photo_lock
-from protect.run import ProtectConfig, Sidecar, run_protect
+from protect.run import ProtectConfig, run_protect
+from protect.sidecar import Sidecar
 
 
 def cli(*args: str):

@@ -49,9 +49,10 @@ from protect.evaluate.metrics import (
 )
 from protect.methods import METHODS
 from protect.perceptual import load_lpips
+from protect.sidecar import Sidecar
 
 console = Console(stderr=True)
-DEFAULT_EPS = ProtectConfig.eps
+DEFAULT_EPS, DEFAULT_AB_UNIT = ProtectConfig.eps, ProtectConfig.ab_unit
 
 
 @dataclass(frozen=True)
@@ -184,21 +185,19 @@ def _method_of(folder: Path) -> tuple[str, str]:
     e.g. `anti-i2v (lab)` or `rgb-pgd (eps 20/255)`: each variant gets a row of its own.
     """
     for side in sorted(folder.glob("*.json")):
-        try:
-            d = json.loads(side.read_text())
-            settings = d["settings"]
-            method, space, eps = (
-                settings["method"],
-                settings.get("space"),
-                settings.get("eps", DEFAULT_EPS),
-            )
-        except (KeyError, json.JSONDecodeError):
+        sidecar = Sidecar.read(side)
+        if sidecar is None:  # another JSON file, or a damaged sidecar
             continue
+        settings = sidecar.settings
+        method, space = settings["method"], settings.get("space")
+        eps, ab_unit = settings.get("eps", DEFAULT_EPS), settings.get("ab_unit", DEFAULT_AB_UNIT)
         default_space = METHODS[method].space if method in METHODS else space
-        qualifiers = ([space] if space != default_space else []) + (
-            [f"eps {eps:g}/255"] if eps != DEFAULT_EPS else []
+        qualifiers = (
+            ([space] if space != default_space else [])
+            + ([f"eps {eps:g}/255"] if eps != DEFAULT_EPS else [])
+            + ([f"a*b*/{ab_unit:g}"] if ab_unit != DEFAULT_AB_UNIT else [])
         )
-        return (f"{method} ({', '.join(qualifiers)})" if qualifiers else method), d["model"]
+        return (f"{method} ({', '.join(qualifiers)})" if qualifiers else method), sidecar.model
     return folder.name, "unknown"
 
 

@@ -1,0 +1,68 @@
+"""The sidecar (`NAME.json` beside each cloak): what protect hands to evaluate, and to people.
+
+Its presence means the cloak is done; a damaged one means the photo is redone. It records file
+names and content hashes, never paths (unless `--record-paths`): it travels with the cloak.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field
+from pathlib import Path
+
+SIDECAR_SCHEMA = "anti-i2v.sidecar/1"
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What protect records beside each cloak (`NAME.json`); its presence means the cloak is done."""
+
+    photo: str  # the input's file name (its full path only with --record-paths)
+    photo_sha256: str
+    size: list[int]  # (height, width) after EXIF rotation
+    model: str
+    family: str
+    config_sha256: str
+    profile_sha256: str | None
+    settings: dict  # every setting that shapes the cloak, see `Run.settings`
+    clip_frames: int
+    lpips_available: bool
+    collapse_layers: list[str]
+    anchor_layers: list[str]
+    budget: dict[str, float]  # L-inf used in each space's own units, and in RGB at the working size
+    linf_rgb_written: float  # the written PNG against the photo, in [0, 1] units
+    psnr: float  # dB, the written PNG against the photo at full size
+    ssim: float  # at the working size (both images shrunk alike to <= work_max_side)
+    losses: list[dict]
+    seconds: float
+    toolkit_version: str
+    # What one unit of each space's parameters is (eps counts in these units).
+    units: dict[str, str] = field(default_factory=dict)
+    original: str | None = None  # in place: where the original photo was kept
+    schema: str = SIDECAR_SCHEMA
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Sidecar:
+        """Build from parsed JSON; raises ValueError when fields are missing (a damaged sidecar)."""
+        if not isinstance(data, dict):
+            raise ValueError("a sidecar is a JSON object")
+        known = cls.__dataclass_fields__
+        missing = [
+            k
+            for k, f in known.items()
+            if k not in data and f.default is MISSING and f.default_factory is MISSING
+        ]
+        if missing:
+            raise ValueError(f"sidecar lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def read(cls, path: Path) -> Sidecar | None:
+        """The sidecar at `path`, or None when absent or damaged (the photo is then redone)."""
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
