@@ -78,27 +78,6 @@ def pick_device(device: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path | str, mode: str = "w", **open_kwargs: Any) -> Iterator[Any]:
-    """Open a temporary file beside `path`; it replaces `path` only if the block finishes.
-
-    Readers see the old file or the new one, never a part; an error or Ctrl-C leaves `path` as
-    it was. `mode` is "w" (text) or "wb".
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, mode, **open_kwargs) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """A temporary file path beside `path` for writers that take a file name (PIL, safetensors).
 
@@ -117,6 +96,17 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", **open_kwargs: Any) -> Iterator[Any]:
+    """Open a temporary file beside `path`; it replaces `path` only if the block finishes.
+
+    Readers see the old file or the new one, never a part; an error or Ctrl-C leaves `path` as
+    it was. `mode` is "w" (text) or "wb".
+    """
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
 
 
 @contextlib.contextmanager
