@@ -77,6 +77,15 @@ def pick_device(device: str) -> str:
 # --- writes that never leave a half-written file ---------------------------------------------
 
 
+def _mode_for(path: Path, default: int) -> int:
+    """The mode a replaced file keeps, or what a new one would get under the process's umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return default & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """A temporary file path beside `path` for writers that take a file name (PIL, safetensors).
@@ -91,6 +100,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(
+            tmp, _mode_for(path, 0o666)
+        )  # mkstemp makes 0600; an ordinary file follows the umask
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -117,6 +129,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        os.chmod(tmp, _mode_for(path, 0o777))  # mkdtemp makes 0700
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

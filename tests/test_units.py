@@ -189,3 +189,22 @@ def test_to_uint8_rounds_and_moves_channels_last():
     out = to_uint8(x)
     assert out.shape == (1, 4, 3) and out.dtype == np.uint8
     assert out[0, :, 0].tolist() == [0, 0, 1, 255]
+
+
+def test_atomic_writes_get_an_ordinary_files_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "new.txt") as f:
+            f.write("x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        (tmp_path / "kept.txt").write_text("y")
+        (tmp_path / "kept.txt").chmod(0o640)
+        with atomic_write(tmp_path / "kept.txt") as f:
+            f.write("z")
+        assert (
+            tmp_path / "kept.txt"
+        ).stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+    finally:
+        os.umask(old)

@@ -64,10 +64,13 @@ def jpeg(x: torch.Tensor, qualities: list[int]) -> torch.Tensor:
     return torch.stack(out).permute(0, 3, 1, 2).to(x)
 
 
-def robust_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Every augmentation above, each with its own random strength, on `(n, 3, H, W)` in [0, 1]."""
+def robust_augment(x: torch.Tensor, gen: torch.Generator, ab: float = AB_FIELD) -> torch.Tensor:
+    """Every augmentation above, each with its own random strength, on `(n, 3, H, W)` in [0, 1].
+
+    `ab` is the largest a*/b* field (units); each image draws its own peak in [0, ab].
+    """
     n, _, h, w = x.shape
-    x = colour_jitter(x, gen)
+    x = colour_jitter(x, gen, ab=ab)
     # Small rescales: down to 0.6x and back, bilinear.
     scale = 0.6 + 0.4 * torch.rand(n, generator=gen)
     x = torch.cat(

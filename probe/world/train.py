@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -194,7 +195,7 @@ def train_identity_encoder(cfg: TrainConfig, device: str, robust: bool = True) -
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     started = time.time()
     steps = cfg.id_robust_steps if robust else cfg.id_steps
-    augment = robust_augment if robust else _augment
+    augment = partial(robust_augment, ab=cfg.id_colour_field) if robust else _augment
     for step in range(1, steps + 1):
         cosine_lr(opt, step, steps, cfg.lr * 2)
         ids = torch.randint(len(seeds), (cfg.id_batch,), generator=gen)
