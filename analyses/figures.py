@@ -36,9 +36,8 @@ def _subplots(*grid: int, figsize: tuple[float, float], **kwargs) -> tuple[Figur
 
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(
-            tmp, dpi=110, metadata={"Software": None}
-        )  # no version stamp: same input, same bytes
+        # No version stamp: same input, same bytes
+        fig.savefig(tmp, dpi=110, metadata={"Software": None})
     return path
 
 

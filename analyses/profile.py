@@ -32,9 +32,8 @@ class Profile:
     anchor_layers: list[str]
     timesteps: list[int]  # the timesteps the attack optimises at (0..1000 scale)
     timesteps_probed: list[int] = field(default_factory=list)
-    scores: dict[str, dict[str, list[float]]] = field(
-        default_factory=dict
-    )  # measure -> layer -> per timestep
+    # Measure -> layer -> per timestep
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     semantic: dict[str, float] = field(default_factory=dict)
     low_level: dict[str, float] = field(default_factory=dict)
     rule: dict[str, Any] = field(default_factory=dict)

@@ -100,9 +100,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(
-            tmp, _mode_for(path, 0o666)
-        )  # mkstemp makes 0600; an ordinary file follows the umask
+        # mkstemp makes 0600; an ordinary file follows the umask.
+        os.chmod(tmp, _mode_for(path, 0o666))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -113,9 +113,8 @@ def load_photo(path: Path, max_side: int | None = None) -> Photo:
             digest.update(block)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore", Image.DecompressionBombWarning
-            )  # our own limit is below
+            # Our own limit is below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
             # Checked here, per photo, instead of setting PIL's global MAX_IMAGE_PIXELS on every load.
             if img.size[0] * img.size[1] > MAX_PIXELS:

@@ -32,9 +32,8 @@ class ProbeResult:
 
     store: ActivationStore
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    repaired: list[tuple[int, int]] = field(
-        default_factory=list
-    )  # (timestep index, sample) re-written
+    # (timestep index, sample) re-written
+    repaired: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
     cells_written: int = 0
 

@@ -211,9 +211,8 @@ def create_or_resume(path: Path, attrs: StoreAttrs) -> ActivationStore:
         fill_value=0,
         dimension_names=DIMENSIONS[:2],
     )
-    group.attrs.update(
-        attrs.to_json()
-    )  # written last: a store without attributes is not taken as one
+    # Written last: a store without attributes is not taken as one
+    group.attrs.update(attrs.to_json())
     return ActivationStore(path, group)
 
 

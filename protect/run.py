@@ -178,9 +178,8 @@ def upsample_change(photo: np.ndarray, work: torch.Tensor, adv: torch.Tensor) ->
     for r0 in range(0, big_h, BAND_ROWS):
         r1 = min(big_h, r0 + BAND_ROWS)
         ys = (torch.arange(r0, r1, dtype=torch.float32) + 0.5) * 2 / big_h - 1
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[
-            None
-        ]  # (1, rows, W, 2): x, y
+        # (1, rows, W, 2): x, y
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
         band_delta = F.grid_sample(
             delta, grid, mode="bicubic", padding_mode="border", align_corners=False
         )[0]
@@ -371,9 +370,8 @@ def _protect_one(
             return PhotoResult(
                 job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms"
             )
-        if (
-            job.keep_original_as is not None
-        ):  # in place: the original moves aside before its name is reused
+        # In place: the original moves aside before its name is reused.
+        if job.keep_original_as is not None:
             if job.keep_original_as.exists():
                 return PhotoResult(
                     job.name, "failed", f"{job.keep_original_as} already exists; move it away"
@@ -382,9 +380,8 @@ def _protect_one(
             sidecar = _with_original(sidecar, job.keep_original_as, run.cfg.record_paths)
         write_png_uint8(cloak, png_path)
         _loss_curve(sidecar.losses, out / f"{job.name}.loss.png")
-        write_text_atomic(
-            side_path, json.dumps(sidecar.to_json(), indent=1)
-        )  # last: its presence means done
+        # The sidecar is written last: its presence means done.
+        write_text_atomic(side_path, json.dumps(sidecar.to_json(), indent=1))
     return PhotoResult(job.name, "done", sidecar=sidecar)
 
 

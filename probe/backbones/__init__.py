@@ -221,7 +221,6 @@ def load_backbone(
         ) from None
     text_file = folder / PROMPT_EMBEDS
     text = load_file(str(text_file)) if text_file.exists() else None
-    builtin = {v: k for k, v in MINI_MODELS.items()}.get(
-        folder, model
-    )  # a built-in keeps its short name
+    # A built-in keeps its short name
+    builtin = {v: k for k, v in MINI_MODELS.items()}.get(folder, model)
     return adapter(pipe.to(device), builtin, text=text)

@@ -33,13 +33,11 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
     seconds = time.time() - started
     with torch.no_grad():
         src = encoder(torch.stack(sources))  # (N, D)
-        gen = torch.stack(
-            [encoder(v).mean(0) for v in generated]
-        )  # mean embedding of generated frames
+        # Mean embedding of generated frames
+        gen = torch.stack([encoder(v).mean(0) for v in generated])
         true = torch.stack([encoder(v).mean(0) for v in truths])
-        gen_sim = torch.stack([encoder(v) @ src[i] for i, v in enumerate(generated)]).mean(
-            1
-        )  # (N,)
+        # (N,)
+        gen_sim = torch.stack([encoder(v) @ src[i] for i, v in enumerate(generated)]).mean(1)
         true_sim = torch.stack([encoder(v) @ src[i] for i, v in enumerate(truths)]).mean(1)
     n = len(sources)
     off = ~torch.eye(n, dtype=torch.bool)

@@ -113,9 +113,8 @@ def train_svd_vae(cfg: TrainConfig, device: str) -> AutoencoderKL:
     """Stage 1: reconstruct rendered frames, a batch of single frames per step."""
     torch.manual_seed(cfg.seed + 10)
     clips = render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train"))
-    data = (
-        to_video(clips).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)
-    )  # every frame of every clip
+    # Every frame of every clip
+    data = to_video(clips).permute(0, 2, 1, 3, 4).reshape(-1, 3, SIZE, SIZE)
     return fit_vae(
         mini_svd_vae(),
         data,
@@ -181,9 +180,8 @@ def train_unet(cfg: TrainConfig, vae: AutoencoderKL, device: str) -> StableVideo
             added_time_ids=time_ids.expand(b, -1),
             return_dict=False,
         )[0]
-        pred = v * (-s / (s**2 + 1).sqrt()) + noisy / (
-            s**2 + 1
-        )  # the same pre-conditioning as sampling
+        # The same pre-conditioning as sampling
+        pred = v * (-s / (s**2 + 1).sqrt()) + noisy / (s**2 + 1)
         weight = (s**2 + 1) / s**2  # EDM's loss weight with sigma_data = 1
         loss = (weight * (pred - x0) ** 2).mean()  # equals the MSE of v
         update(opt, loss, params)

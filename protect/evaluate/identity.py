@@ -30,9 +30,8 @@ from probe.world.identity import load_identity_encoder
 
 # Built-in mini-world judges by name: v2 (the default) rests on shape, v1 reads colour too.
 MINI_IDENTITY_JUDGES = {"mini-identity": MINI_IDENTITY, "mini-identity-v1": MINI_IDENTITY_V1}
-IdentityModel = Callable[
-    [torch.Tensor], torch.Tensor
-]  # frames (N, 3, H, W) in [0, 1] -> unit (N, D)
+# Frames (N, 3, H, W) in [0, 1] -> unit (N, D)
+IdentityModel = Callable[[torch.Tensor], torch.Tensor]
 FACENET_SIZE = 160
 
 

@@ -119,9 +119,8 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
         parts.append("<h2>Videos: clean-photo video (top) and protected-photo video (bottom)</h2>")
         (out / "strips").mkdir(exist_ok=True)
         for key, arr in strips.items():
-            file = re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip(
-                "-"
-            )  # method labels may hold spaces and brackets
+            # Method labels may hold spaces and brackets
+            file = re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-")
             with atomic_path(out / "strips" / f"{file}.png") as tmp:
                 Image.fromarray(arr).save(tmp)
             parts.append(

@@ -387,9 +387,8 @@ def row_value(r: EvalRow, key: str) -> float:
     if key == "ism_drop":
         return (r.ism_clean - r.ism_protected) / max(r.ism_clean, 1e-6)
     value = getattr(r, key)
-    return (
-        min(value, PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else value
-    )  # identical pairs: inf
+    # Identical pairs: inf
+    return min(value, PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else value
 
 
 def amplification(rows: list[EvalRow]) -> float | None:
