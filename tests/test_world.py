@@ -210,17 +210,15 @@ def test_identity_v1_reads_colour_and_its_card_says_so():
     )  # +-8 a*/b* reads as a new identity
 
 
-def test_identity_v2_rests_on_shape_more_than_colour():
+def test_identity_v2_passes_the_face_recogniser_gate():
     """The default judge, trained with a face recogniser's augmentations, barely moves under colour.
 
-    Measured on 32 portraits (its card): 0.967 under a +-8 a*/b* field, against v1's 0.924; the
-    gate asks 0.97, so this asserts what it does reach, not the gate.
+    Measured on 32 portraits (its card): 0.978 under a +-8 a*/b* field, against v1's 0.924.
     """
     from probe.common import MINI_IDENTITY, MINI_IDENTITY_V1
     from probe.world.identity_card import measure_judge
 
     v2, v1 = measure_judge(MINI_IDENTITY, count=8), measure_judge(MINI_IDENTITY_V1, count=8)
-    assert v2["passed"]["same_identity_across_frames"] and v2["passed"]["different_identities"]
-    assert v2["passed"]["sign_noise_16"]
-    assert v2["ab_field_8"] >= 0.95 and v2["ab_field_8"] - v1["ab_field_8"] > 0.03
+    assert all(v2["passed"].values()), v2
+    assert v2["ab_field_8"] - v1["ab_field_8"] > 0.05
     assert v2["ab_field_8_min"] > v1["ab_field_8_min"] + 0.1  # its worst portrait, above all

@@ -3,7 +3,8 @@
 A judge that reads a cloak's colour shift as a new identity measures colour, not identity
 (the honest-efficacy issue). Real recognisers are trained to ignore camera and compression
 changes; these are the same changes at the mini world's scale, applied per image under a seed:
-- colour and white balance: smooth random fields on a* and b* (up to +-12 units) and L* (+-8),
+- colour and white balance: smooth random fields on a* and b* (up to +-16 units by default:
+  +-12, the first try, left the judge 0.003 short of its gate) and L* (+-8),
   in CIE L*a*b* (kornia), so the jitter is of the same kind as a colour-space cloak;
 - JPEG at quality 40..95 (Pillow);
 - Gaussian noise (sigma up to 0.04) and Gaussian blur (sigma up to 1 px);

@@ -34,8 +34,8 @@ class TrainConfig:
     id_identities: int = 384
     id_clips: int = 3
     id_steps: int = 500  # v1 identity encoder
-    id_robust_steps: int = 1200  # v2: heavy augmentations need longer training
-    id_colour_field: float = 12.0  # v2: the largest a*/b* field a training view gets (units)
+    id_robust_steps: int = 1500  # v2: heavy augmentations need longer training
+    id_colour_field: float = 16.0  # v2: the largest a*/b* field a training view gets (units)
     id_batch: int = 48
     svd_vae_steps: int = 1200  # mini-svd (train_svd.py)
     svd_vae_batch: int = 16  # single frames: its VAE works frame by frame
