@@ -24,7 +24,7 @@ test: $(STAMP)
 
 # The unit tier: everything not marked slow (under 30 s on 2 cores).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # The main job on the mini world, offline: render held-out portraits -> generate -> adapt
 # (probe + analyse) -> protect (Anti-I2V and two baselines on mini-cogvideox, Anti-I2V on mini-svd)
