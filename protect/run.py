@@ -11,6 +11,7 @@ redone. Everything a run could refuse is checked before the model loads (`Protec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -92,7 +93,7 @@ class Run:
             timesteps=list(cfg.timesteps or (profile.timesteps if profile else [500])),
         )
 
-    @property
+    @functools.cached_property  # computed once per run: it hashes the target file
     def settings(self) -> dict:
         """Every setting that shapes a cloak (the method's defaults filled in), as it reads back from JSON."""
         d = asdict(self.cfg)
