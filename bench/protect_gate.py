@@ -14,7 +14,8 @@ from pathlib import Path
 
 from analyses.run import adapt
 from probe.world.render import render_dataset
-from protect.evaluate.run import EvaluateConfig, evaluate
+from protect.config import EvaluateConfig
+from protect.evaluate.run import evaluate
 from protect.run import ProtectConfig, run_protect
 
 

@@ -176,6 +176,16 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
         ) from None
 
 
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    """Comma-separated numbers from a command-line value, or one line naming the flag."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ToolkitError(
+            f"{flag} {text!r}: expected comma-separated numbers, e.g. 4,8,16"
+        ) from None
+
+
 def check_writable_dir(path: Path, flag: str = "--out") -> Path:
     """Say in one line why `path` cannot become a writable folder; creates nothing.
 

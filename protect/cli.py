@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from probe.common import cli_command, parse_ints
+from probe.common import cli_command, parse_floats, parse_ints
 from protect.config import SPACES
 from protect.config import EvaluateConfig as E
 from protect.config import ProtectConfig as D
@@ -109,7 +109,11 @@ def protect(
 def evaluate(
     model: str = typer.Argument(..., help="the model to generate videos with"),
     clean: Path = typer.Option(..., help="folder of clean photos"),
-    protected: list[Path] = typer.Option(..., help="folder(s) of protected photos, one per method"),
+    protected: list[str] = typer.Option(
+        ...,
+        help="folder of protected photos, one per method; NAME=DIR names its row "
+        "(default: the method, read from its sidecars)",
+    ),
     out: Path = typer.Option(
         ..., "--out", help="report folder: results.csv, summary.json, index.html"
     ),
@@ -123,14 +127,22 @@ def evaluate(
         "", help="more eval models, comma-separated (transfer; undistorted cloaks)"
     ),
     identity: str = typer.Option(
-        None,
-        help="identity encoder: a folder in the mini encoder's format, or "
-        "facenet:PATH.safetensors for FaceNet (default: the mini identity encoder)",
+        ",".join(E.identity),
+        help="identity judges, comma-separated, each in every table (the first is the headline): "
+        "mini-identity, mini-identity-v1, dlib, an encoder folder, or facenet:PATH.safetensors",
     ),
     reference: str = typer.Option(
         None, help="vision encoder (DINO/CLIP; hub id or folder) for ref similarity"
     ),
     steps: int = typer.Option(E.steps, help="denoising steps per video"),
+    budgets: str = typer.Option(
+        "",
+        help="equal-visibility frontier: re-cloak every method at these budgets (1/255 units, "
+        "e.g. 4,8,12,16) and compare methods at equal cloak visibility",
+    ),
+    profile: Path = typer.Option(
+        None, help="with --budgets: the profile the cloaks were made with (to re-cloak them)"
+    ),
     device: str = typer.Option(E.device, help="auto, cpu or cuda"),
 ) -> None:
     """Measure how well cloaks protect: identity, fidelity, coherence, imperceptibility, robustness."""
@@ -139,15 +151,17 @@ def evaluate(
     cfg = E(
         model=model,
         clean=str(clean),
-        protected=tuple(map(str, protected)),
+        protected=tuple(protected),
         out=str(out),
         seeds=seeds,
         distortions=tuple(d for d in distortions.split(",") if d),
         models=tuple(m for m in models.split(",") if m),
-        identity=identity,
+        identity=tuple(j for j in identity.split(",") if j),
         reference=reference,
         steps=steps,
         device=device,
+        budgets=parse_floats(budgets, "--budgets"),
+        profile=str(profile) if profile else None,
     )
     path = run(cfg)
     console.print(f"report: {path / 'index.html'}")

@@ -16,6 +16,9 @@ from protect.methods import LOSS_TERMS, METHODS
 SPACES = ("dual", "lab", "dct", "rgb")  # see protect.spaces
 # What a cloak meets on its way to an attacker (see protect.evaluate.distortions).
 DISTORTIONS = ("jpeg90", "jpeg75", "jpeg50", "blur", "noise", "resize50", "platform", "vae")
+# Cloak visibilities (mean CIEDE2000) at which the frontier compares methods: 2 is about the
+# threshold of a noticeable colour difference, 5 clearly visible.
+EQUAL_VISIBILITY = (2.0, 3.0, 5.0)
 MIN_SIDE = 16  # px: below this a photo carries no face worth protecting, and SSIM has no window
 
 
@@ -107,10 +110,16 @@ class EvaluateConfig:
     seeds: int = 1
     distortions: tuple[str, ...] = DISTORTIONS  # the CLI's default too: API and CLI agree
     models: tuple[str, ...] = ()
-    identity: str | None = None  # an encoder folder or facenet:PATH (see protect.evaluate.identity)
+    # Identity judges, every one in every table; the first is the headline (see protect.evaluate.identity)
+    identity: tuple[str, ...] = ("mini-identity", "mini-identity-v1")
     reference: str | None = None  # a transformers vision encoder (DINO, CLIP): hub id or folder
     steps: int = 25
     device: str = "auto"
+    # The equal-visibility frontier: each method re-cloaked at these budgets (1/255 units)
+    budgets: tuple[float, ...] = ()
+    profile: str | None = (
+        None  # the profile the cloaks were made with, to re-cloak at other budgets
+    )
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.distortions if not is_distortion(d)]
@@ -125,3 +134,13 @@ class EvaluateConfig:
             )
         if not self.protected:
             raise ToolkitError("pass at least one --protected folder")
+        if not self.identity or len(set(self.identity)) != len(self.identity):
+            raise ToolkitError(
+                f"--identity {','.join(self.identity)}: name at least one judge, each once"
+            )
+        bad = [b for b in self.budgets if not (math.isfinite(b) and 0 < b <= 255)]
+        if bad or len(set(self.budgets)) != len(self.budgets) or len(self.budgets) == 1:
+            raise ToolkitError(
+                f"--budgets {','.join(f'{b:g}' for b in self.budgets)}: give two or more distinct "
+                "budgets in (0, 255] (1/255 units), e.g. 4,8,12,16"
+            )

@@ -37,4 +37,14 @@ def portraits(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def tiny_profile(tmp_path_factory, portraits) -> Path:
+    """A profile of tiny:cogvideox adapted on the portraits (two timesteps), made once per session."""
+    from analyses.run import adapt
+
+    out = tmp_path_factory.mktemp("adapt")
+    adapt("tiny:cogvideox", [portraits], out, probe_overrides={"timesteps": (300, 700)})
+    return out / "profile.json"
+
+
 ALL_FAMILIES = sorted(FAMILIES)

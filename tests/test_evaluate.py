@@ -162,7 +162,11 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
             for method, on in made.items():
                 for dist in ("none", "jpeg75", "vae") if model == "tiny:cogvideox" else ("none",):
                     assert (photo, method, on, dist, model) in keys
-    assert len(rows) == 3 * ((1 + 2 * 3) + (1 + 2))  # transfer models see the undistorted cloaks
+    # Transfer models see the undistorted cloaks; every video is judged by both mini judges.
+    assert len(rows) == 2 * 3 * ((1 + 2 * 3) + (1 + 2))
+    assert {r["judge"] for r in rows} == {"mini-identity", "mini-identity-v1"}
+    assert {r["budget"] for r in rows if r["method"] == "random-noise"} == {"16"}
+    rows = [r for r in rows if r["judge"] == "mini-identity"]
     assert set(rows[0]) >= {
         "ism_clean",
         "ism_protected",
@@ -189,10 +193,15 @@ def test_report_end_to_end_on_a_tiny_model(tmp_path, portraits):
         if e["method"] == "random-noise"
         and e["distortion"] == "none"
         and e["eval_model"] == "tiny:cogvideox"
+        and e["judge"] == "mini-identity"
     )
     assert entry["n"] == 3 and len(entry["ism_drop_ci95"]) == 2
     # Paired difference: the mean over photos of A's drop minus B's, from the same rows as the CSV.
-    [pair] = [p for p in summary["paired"] if p["eval_model"] == "tiny:cogvideox"]
+    [pair] = [
+        p
+        for p in summary["paired"]
+        if p["eval_model"] == "tiny:cogvideox" and p["judge"] == "mini-identity"
+    ]
     assert (pair["a"], pair["b"], pair["n"]) == (
         "photoguard-encoder (made on tiny:ltx)",
         "random-noise",
@@ -362,8 +371,8 @@ def test_dlib_judges_a_real_face_as_a_face_recogniser_would(astronaut):
     assert identity_similarity(judge, noisy[None], astronaut) > 0.9
     faceless = torch.full_like(astronaut, 0.5)
     assert identity_similarity(judge, faceless[None], astronaut) == 0  # no face: identity lost
-    cloak = Judges(judge, None, None).cloak(noisy, astronaut)
-    assert 0.9 < cloak.cloak_ism <= 1 and cloak.cloak_psnr < 40
+    cloak = Judges({"dlib": judge}, None, None).cloak(noisy, astronaut)
+    assert 0.9 < cloak.cloak_ism["dlib"] <= 1 and cloak.cloak_psnr < 40
     with pytest.raises(ToolkitError, match="no face found in blank.png"):
         judge.require_face(faceless, "blank.png")
 
@@ -392,3 +401,71 @@ def test_evaluate_with_dlib_refuses_photos_without_a_face_before_generating(
         ],
     )
     assert res.exit_code == 2 and "no face found in" in res.output, res.output
+
+
+@pytest.mark.slow
+def test_budgets_frontier_recloaks_each_method_and_compares_at_equal_visibility(
+    tmp_path, portraits, tiny_profile
+):
+    for method in ("anti-i2v", "random-noise"):
+        run_protect(
+            ProtectConfig(
+                model="tiny:cogvideox",
+                images=(str(portraits),),
+                profile=str(tiny_profile),
+                out=str(tmp_path / method),
+                method=method,
+                steps=2,
+                alpha=8,  # two steps reach beyond 4/255, so the budgets differ in visibility
+                reference_steps=2,
+            )
+        )
+    args = [
+        "evaluate",
+        "tiny:cogvideox",
+        "--clean",
+        str(portraits),
+        "--protected",
+        str(tmp_path / "anti-i2v"),
+        "--protected",
+        f"noise={tmp_path / 'random-noise'}",  # a row named by the user
+        "--out",
+        str(tmp_path / "report"),
+        "--distortions",
+        "",
+        "--steps",
+        "2",
+        "--budgets",
+        "4,16",
+    ]
+    # The anti-i2v cloaks name their profile by hash: without it they cannot be re-made.
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "pass that profile with --profile" in res.output
+    assert not (tmp_path / "report" / ".cloaks").exists()  # refused before any protect run
+    res = CliRunner().invoke(app, [*args, "--profile", str(tiny_profile)])
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "report"
+    # 16 is the folders' own budget: reused, not re-made; 4 is made through protect.
+    assert sorted(p.name for p in (report / ".cloaks").iterdir()) == ["anti-i2v", "noise"]
+    remade = json.loads((report / ".cloaks" / "anti-i2v" / "eps4" / "p10.json").read_text())
+    original = json.loads((tmp_path / "anti-i2v" / "p10.json").read_text())
+    assert remade["settings"] == {**original["settings"], "eps": 4.0}  # only the budget differs
+    with open(report / "frontier.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["budget"]) for r in rows if r["method"] != "clean"} == {
+        (m, b) for m in ("anti-i2v", "noise") for b in ("4", "16")
+    }
+    summary = json.loads((report / "summary.json").read_text())
+    for judge in ("mini-identity", "mini-identity-v1"):
+        entry = summary["frontier"]["judges"][judge]
+        curve = entry["curves"]["anti-i2v"]
+        assert [c["budget"] for c in curve] == [4, 16]
+        assert curve[0]["cloak_delta_e"] < curve[1]["cloak_delta_e"]  # a smaller budget is less visible
+        assert set(entry["at_delta_e"]["noise"]) == {"2", "3", "5"}
+        assert (report / f"frontier-{judge}.png").is_file()
+    page = (report / "index.html").read_text()
+    assert "Equal-visibility frontier" in page and "<td>noise</td>" in page
+    # A re-run re-makes nothing: the cloaks at 4/255 are kept.
+    stamp = (report / ".cloaks" / "anti-i2v" / "eps4" / "p10.png").stat().st_mtime_ns
+    assert CliRunner().invoke(app, [*args, "--profile", str(tiny_profile)]).exit_code == 0
+    assert (report / ".cloaks" / "anti-i2v" / "eps4" / "p10.png").stat().st_mtime_ns == stamp

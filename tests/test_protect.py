@@ -12,20 +12,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from analyses.run import adapt
 from anti_i2v_cli import app
 from probe.backbones import FAMILIES
 from probe.capture import execution_order, trace_blocks
 from protect.methods import METHODS
 from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
 from protect.run import ProtectConfig, run_protect
-
-
-@pytest.fixture(scope="module")
-def tiny_profile(tmp_path_factory, portraits):
-    out = tmp_path_factory.mktemp("adapt")
-    adapt("tiny:cogvideox", [portraits], out, probe_overrides={"timesteps": (300, 700)})
-    return out / "profile.json"
 
 
 def _cfg(tmp_path, images, profile, **kw):

@@ -24,7 +24,6 @@ import probe.backbones
 import probe.run as probe_run
 import protect.run as protect_run
 from analyses.profile import load_profile
-from analyses.run import adapt
 from anti_i2v_cli import app
 from protect.inputs import photo_lock
 from protect.run import ProtectConfig, run_protect
@@ -61,13 +60,6 @@ def photos(tmp_path, portraits) -> Path:
     d = tmp_path / "photos"
     shutil.copytree(portraits, d)
     return d
-
-
-@pytest.fixture(scope="module")
-def tiny_profile(tmp_path_factory, portraits):
-    out = tmp_path_factory.mktemp("adapt")
-    adapt("tiny:cogvideox", [portraits], out, probe_overrides={"timesteps": (300, 700)})
-    return out / "profile.json"
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:

@@ -11,7 +11,7 @@ import torch
 from probe.common import ToolkitError, atomic_write, to_uint8
 from probe.store import CellWriter, StoreAttrs, create_or_resume
 from protect.config import EvaluateConfig
-from protect.evaluate.run import EvalRow, paired_differences, summarise
+from protect.evaluate.results import EvalRow, paired_differences, summarise
 from protect.loop import DivergedError, perturb_iterative
 from protect.spaces import Space
 
@@ -127,23 +127,34 @@ def test_cell_writer_reraises_a_write_error_and_leaves_the_cell_undone(tmp_path,
 # --- summary and paired differences ---------------------------------------------------------------
 
 
-def _row(photo: str, method: str, ism: float, psnr: float = 30.0, dist: str = "none") -> EvalRow:
+def _row(
+    photo: str,
+    method: str,
+    ism: float,
+    psnr: float = 30.0,
+    dist: str = "none",
+    budget: float = 16.0,
+    delta_e: float = 2.0,
+    ism_clean: float = 0.8,
+) -> EvalRow:
     return EvalRow(
         **{
             "photo": photo,
             "method": method,
             "made_on": "",
+            "budget": budget,
             "distortion": dist,
             "eval_model": "m",
             "seed": 0,
-            "ism_clean": 0.8,
+            "judge": "j",
+            "ism_clean": ism_clean,
             "ism_protected": ism,
             "psnr_video": psnr,
             "ssim_video": 0.9,
             "temporal": 0.9,
             "cloak_psnr": 35.0,
             "cloak_ssim": 0.95,
-            "cloak_delta_e": 2.0,
+            "cloak_delta_e": delta_e,
             "cloak_ism": 0.9,
             "cloak_lpips": math.nan,
             "ref_clean": math.nan,
@@ -170,6 +181,33 @@ def test_summary_means_and_paired_differences_have_known_values():
     assert pair["ism_drop_diff"] == pytest.approx(((0.6 - 0.4) + (0.7 - 0.6)) / 0.8 / 2)
     lo, hi = pair["ism_drop_diff_ci95"]
     assert lo <= pair["ism_drop_diff"] <= hi
+
+
+def test_frontier_reads_drops_off_each_curve_at_equal_visibility():
+    from protect.evaluate.frontier import frontier_summary
+
+    # a: visibility budget/4, drop 0.1 per ΔE unit; b: budget/2, 0.05 per unit (photo scales
+    # average to 1, so the mean curves are exactly these lines).
+    rows = []
+    for photo, k in (("x", 0.8), ("y", 1.0), ("z", 1.2)):
+        for budget in (4.0, 8.0, 16.0, 24.0):
+            for method, de, slope in (("a", budget / 4, 0.1), ("b", budget / 2, 0.05)):
+                drop = slope * de * k
+                rows.append(_row(photo, method, 1 - drop, budget=budget, delta_e=de, ism_clean=1))
+    f = frontier_summary(rows, (4, 8, 16, 24))
+    j = f["judges"]["j"]
+    assert j["at_delta_e"]["a"]["3"]["ism_drop"] == pytest.approx(0.3)
+    assert j["at_delta_e"]["b"]["3"]["ism_drop"] == pytest.approx(0.15)
+    lo, hi = j["at_delta_e"]["a"]["3"]["ci95"]
+    assert lo < 0.3 < hi
+    [pair] = [p for p in j["paired"] if p["delta_e"] == 3]
+    assert (pair["a"], pair["b"]) == ("a", "b") and pair["diff"] == pytest.approx(0.15)
+    assert pair["ci95"][0] > 0  # a wins on every photo
+    # Never extrapolated: b's cloaks start at ΔE 2, a's end at 6; both reach 5, neither reaches 13.
+    assert j["at_delta_e"]["a"]["5"]["ism_drop"] == pytest.approx(0.5)
+    assert [c["budget"] for c in j["curves"]["a"]] == [4, 8, 16, 24]
+    g = frontier_summary([r for r in rows if r.budget >= 16], (16, 24))
+    assert g["judges"]["j"]["at_delta_e"]["a"]["2"]["ism_drop"] is None  # below a's range (4..6)
 
 
 # --- shared helpers -------------------------------------------------------------------------------

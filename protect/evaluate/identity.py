@@ -143,6 +143,15 @@ class DlibFace:
             )
 
 
+def judge_name(spec: str) -> str:
+    """How a judge is named in results: built-in names as given, a folder by its name (no user path)."""
+    if spec in MINI_IDENTITY_JUDGES or spec == "dlib":
+        return spec
+    if spec.startswith("facenet:"):
+        return "facenet"
+    return Path(spec).name
+
+
 def load_identity(spec: str | None) -> IdentityModel:
     """The identity judge `--identity` names (see the module docstring)."""
     if spec == "dlib":
