@@ -460,7 +460,9 @@ def test_budgets_frontier_recloaks_each_method_and_compares_at_equal_visibility(
         entry = summary["frontier"]["judges"][judge]
         curve = entry["curves"]["anti-i2v"]
         assert [c["budget"] for c in curve] == [4, 16]
-        assert curve[0]["cloak_delta_e"] < curve[1]["cloak_delta_e"]  # a smaller budget is less visible
+        assert (
+            curve[0]["cloak_delta_e"] < curve[1]["cloak_delta_e"]
+        )  # a smaller budget is less visible
         assert set(entry["at_delta_e"]["noise"]) == {"2", "3", "5"}
         assert (report / f"frontier-{judge}.png").is_file()
     page = (report / "index.html").read_text()
