@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from probe.backbones import FAMILIES, load_backbone
 from probe.world.render import render_video, sample_identity, sample_motion
 
 torch.set_num_threads(2)
+# The suite is offline by design (no weights can be fetched here or in CI): without this, LPIPS
+# waits about 8 s for a DNS failure in every process that asks for it.
+os.environ.setdefault("ANTI_I2V_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -358,6 +358,7 @@ def astronaut() -> torch.Tensor:
     return torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float() / 255
 
 
+@pytest.mark.slow  # loads dlib's detector, landmarks and ResNet: the full tier
 def test_dlib_judges_a_real_face_as_a_face_recogniser_would(astronaut):
     from protect.evaluate.identity import load_identity
     from protect.evaluate.metrics import identity_similarity

@@ -73,6 +73,7 @@ def test_objective_moves_the_right_way(tmp_path, portraits, tiny_profile):
     assert diffusion[-1] > diffusion[0]
 
 
+@pytest.mark.slow  # end to end (a whole protect run or a judge card)
 def test_same_command_same_bytes(tmp_path, portraits, tiny_profile):
     a = run_protect(_cfg(tmp_path / "a", [portraits / "p10.png"], tiny_profile, seed=1))
     b = run_protect(_cfg(tmp_path / "b", [portraits / "p10.png"], tiny_profile, seed=1))
@@ -93,6 +94,7 @@ def test_metadata_stripped_and_size_orientation_kept(tmp_path, portraits, tiny_p
     assert not out.getexif() and "exif" not in out.info and not out.text
 
 
+@pytest.mark.slow  # end to end (a whole protect run or a judge card)
 def test_large_photo_is_optimised_small_and_returned_full_size(tmp_path, portraits, tiny_profile):
     Image.open(portraits / "p10.png").resize((300, 200)).save(tmp_path / "big.png")
     cfg = _cfg(tmp_path, [tmp_path / "big.png"], tiny_profile, work_max_side=64)
@@ -141,6 +143,7 @@ def test_profile_for_another_model_is_refused_before_any_work(tmp_path, portrait
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # end to end (a whole protect run or a judge card)
 def test_diverging_photo_is_reported_and_others_continue(
     tmp_path, portraits, tiny_profile, monkeypatch
 ):
@@ -228,6 +231,7 @@ def test_predict_clean_inverts_each_family_parameterisation(backbones, family):
     )
 
 
+@pytest.mark.slow  # end to end (a whole protect run or a judge card)
 def test_cli_protect_reports_each_photo(tmp_path, portraits, tiny_profile):
     res = CliRunner().invoke(
         app,

@@ -198,6 +198,7 @@ def test_training_smoke(tmp_path):
     assert svd.generate(torch.rand(3, 64, 64), steps=2, seed=0).shape == (9, 3, 64, 64)
 
 
+@pytest.mark.slow  # end to end (a whole protect run or a judge card)
 def test_identity_v1_reads_colour_and_its_card_says_so():
     """The first judge fails the face-recogniser gate on colour: what the v2 judge fixes."""
     from probe.common import MINI_IDENTITY_V1
@@ -210,6 +211,7 @@ def test_identity_v1_reads_colour_and_its_card_says_so():
     )  # +-8 a*/b* reads as a new identity
 
 
+@pytest.mark.slow  # end to end (a whole protect run or a judge card)
 def test_identity_v2_passes_the_face_recogniser_gate():
     """The default judge, trained with a face recogniser's augmentations, barely moves under colour.
 
