@@ -52,6 +52,11 @@ def protect(
         help="a*/b* points per lab unit: 128 (half-range) or 110 "
         "(the paper's colour code); eps counts in these units",
     ),
+    eot: str = typer.Option(
+        "",
+        help="expectation over transformation: the model sees the cloak through these "
+        "distortions, one per step in turn (e.g. jpeg75,blur,resize50; straight-through)",
+    ),
     in_place: bool = typer.Option(
         False,
         "--in-place",
@@ -87,6 +92,7 @@ def protect(
         seed=seed,
         early_exit=not no_early_exit,
         ab_unit=ab_unit,
+        eot=tuple(d for d in eot.split(",") if d),
         in_place=in_place,
         record_paths=record_paths,
         device=device,

@@ -46,6 +46,7 @@ class ProtectConfig:
     work_max_side: int = 1024
     device: str = "auto"
     ab_unit: float = 128.0  # a*/b* points per lab unit: 128 (half-range) or 110 (the paper's code)
+    eot: tuple[str, ...] = ()  # distortions the model sees the cloak through, in turn (EOT)
     in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
 
@@ -85,6 +86,12 @@ class ProtectConfig:
             )
         if self.timesteps is not None:
             check_timesteps(self.timesteps)
+        unknown = [d for d in self.eot if not is_distortion(d)]
+        if unknown:
+            raise ToolkitError(
+                f"--eot {','.join(unknown)}: unknown distortion; choose from none, "
+                f"{', '.join(DISTORTIONS)}"
+            )
         if self.reference_steps < 1 or self.work_max_side < MIN_SIDE:
             raise ToolkitError("reference_steps must be >= 1 and work_max_side >= 16")
 

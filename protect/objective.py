@@ -42,6 +42,9 @@ class ObjectiveSpec:
     ira_targeted: bool = True
     seed: int = 0
     early_exit: bool = True
+    # Expectation over transformation: the model sees the cloak after these distortions, one per
+    # step in turn (see `ModelObjective.seen`); empty: the cloak as it is
+    eot: tuple[str, ...] = ()
 
 
 def clip_frames_for(backbone: Backbone, frames: int) -> int:
@@ -136,7 +139,7 @@ class ModelObjective:
         spec, backbone = self.spec, self.backbone
         t = spec.timesteps[self.step % len(spec.timesteps)]
         self.step += 1
-        cond = backbone.condition(backbone.resize(adv), spec.clip_frames)
+        cond = backbone.condition(backbone.resize(self.seen(adv)), spec.clip_frames)
         latent = self.reference if self.reference is not None else cond.clean
         terms: dict[str, torch.Tensor] = {}
         if self.needs_denoiser:
@@ -167,6 +170,29 @@ class ModelObjective:
         if not terms:
             raise ValueError(f"no loss term is active among {sorted(spec.weights)}")
         return value, {k: float(v.detach()) for k, v in terms.items()}
+
+    def seen(self, adv: torch.Tensor) -> torch.Tensor:
+        """What the model sees this step: `adv` `(B, 3, H, W)`, or it after this step's EOT distortion.
+
+        JPEG, platform recompression and VAE purification have no useful gradient, so the
+        distortion is applied straight-through (BPDA): the forward pass sees the distorted image,
+        the gradient flows as if the distortion were the identity. The distortions cycle with the
+        step and draw their noise from the seed and the step, so a run is reproducible.
+        """
+        if not self.spec.eot:
+            return adv
+        from protect.evaluate.distortions import distort
+
+        k = self.step - 1  # __call__ has already counted this step
+        name = self.spec.eot[k % len(self.spec.eot)]
+        with torch.no_grad():
+            out = torch.stack(
+                [
+                    distort(a, name, self.spec.seed + k, self.backbone)
+                    for a in adv.detach().float().cpu()
+                ]
+            ).to(adv)
+        return adv + (out - adv).detach()
 
     def sign(self, term: str) -> float:
         if term == "ira" and not self.spec.ira_targeted:

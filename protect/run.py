@@ -225,6 +225,7 @@ def cloak_photo(
         ira_targeted=not cfg.ira_untargeted,
         seed=cfg.seed,
         early_exit=cfg.early_exit,
+        eot=cfg.eot,
     )
     if method.optimises:
         reference = None

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from anti_i2v_cli import app
 from probe.backbones import FAMILIES
 from probe.capture import execution_order, trace_blocks
+from probe.common import ToolkitError
 from protect.methods import METHODS
 from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
 from protect.run import ProtectConfig, run_protect
@@ -285,3 +286,32 @@ def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
     diffusion = [h["diffusion"] for h in r.sidecar.losses]
     assert np.mean(irc[-3:]) < irc[0]
     assert np.mean(diffusion[-3:]) > diffusion[0]
+
+
+def test_eot_shows_the_model_each_distortion_in_turn_and_passes_the_gradient_straight_through(
+    backbones,
+):
+    from protect.evaluate.distortions import distort
+
+    backbone = backbones("cogvideox")
+    layers = backbone.block_names()
+    spec = ObjectiveSpec(
+        weights={"irc": 1.0},
+        collapse_layers=layers[:1],
+        anchor_layers=layers[-1:],
+        timesteps=[500],
+        clip_frames=backbone.default_frames,
+        eot=("jpeg50", "none"),
+    )
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    objective = ModelObjective(backbone, spec, x, None, None).prepare()
+    adv = x.clone().requires_grad_(True)
+    objective.step = 1  # as __call__ counts it: the first step sees jpeg50
+    seen = objective.seen(adv)
+    torch.testing.assert_close(seen.detach()[0], distort(x[0], "jpeg50", 0))
+    (grad,) = torch.autograd.grad((seen * 3).sum(), adv)
+    torch.testing.assert_close(grad, torch.full_like(adv, 3.0))  # identity backward (BPDA)
+    objective.step = 2  # the second sees the cloak as it is
+    assert torch.equal(objective.seen(adv).detach(), x)
+    with pytest.raises(ToolkitError, match="--eot jpeg500"):
+        ProtectConfig(model="m", images=("a",), profile=None, out="o", eot=("jpeg500",))

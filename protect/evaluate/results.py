@@ -130,6 +130,7 @@ def method_label(settings: dict, with_eps: bool = True) -> str:
         ([space] if space != default_space else [])
         + ([f"eps {eps:g}/255"] if with_eps and eps != DEFAULT_EPS else [])
         + ([f"a*b*/{ab_unit:g}"] if ab_unit != DEFAULT_AB_UNIT else [])
+        + ([f"eot {'+'.join(settings['eot'])}"] if settings.get("eot") else [])
     )
     return f"{method} ({', '.join(qualifiers)})" if qualifiers else method
 
