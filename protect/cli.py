@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from probe.common import cli_command, parse_floats, parse_ints
+from probe.config import MODEL_DTYPES
 from protect.config import SPACES
 from protect.config import EvaluateConfig as E
 from protect.config import ProtectConfig as D
@@ -52,6 +53,15 @@ def protect(
         help="a*/b* points per lab unit: 128 (half-range) or 110 "
         "(the paper's colour code); eps counts in these units",
     ),
+    dtype: str = typer.Option(
+        D.dtype,
+        help=f"model weights and forward: {', '.join(MODEL_DTYPES)} (the perturbation stays float32)",
+    ),
+    checkpointing: bool = typer.Option(
+        D.checkpointing,
+        "--checkpointing",
+        help="recompute block activations in the backward (less memory, same cloak)",
+    ),
     eot: str = typer.Option(
         "",
         help="expectation over transformation: the model sees the cloak through these "
@@ -93,6 +103,8 @@ def protect(
         early_exit=not no_early_exit,
         ab_unit=ab_unit,
         eot=tuple(d for d in eot.split(",") if d),
+        dtype=dtype,
+        checkpointing=checkpointing,
         in_place=in_place,
         record_paths=record_paths,
         device=device,

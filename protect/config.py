@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from probe.common import ToolkitError
-from probe.config import check_timesteps
+from probe.config import MODEL_DTYPES, check_timesteps
 from protect.methods import LOSS_TERMS, METHODS
 
 SPACES = ("dual", "lab", "dct", "rgb")  # see protect.spaces
@@ -47,6 +47,11 @@ class ProtectConfig:
     device: str = "auto"
     ab_unit: float = 128.0  # a*/b* points per lab unit: 128 (half-range) or 110 (the paper's code)
     eot: tuple[str, ...] = ()  # distortions the model sees the cloak through, in turn (EOT)
+    # The model's weights and forward; the perturbation, its spaces and projection stay float32
+    dtype: str = "float32"
+    checkpointing: bool = (
+        False  # recompute block activations in the backward: less memory, same cloak
+    )
     in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
 
@@ -86,6 +91,8 @@ class ProtectConfig:
             )
         if self.timesteps is not None:
             check_timesteps(self.timesteps)
+        if self.dtype not in MODEL_DTYPES:
+            raise ToolkitError(f"--dtype {self.dtype}: choose from {', '.join(MODEL_DTYPES)}")
         unknown = [d for d in self.eot if not is_distortion(d)]
         if unknown:
             raise ToolkitError(

@@ -166,7 +166,8 @@ class ModelObjective:
             terms["latent_pull"] = diffusion_loss(cond.clean, self.target_latent)
         if "lpips" in self.uses:
             terms["lpips"] = self.lpips(adv * 2 - 1, self.clean * 2 - 1).mean()
-        value = sum(self.sign(k) * spec.weights[k] * v for k, v in terms.items())
+        # float32 whatever the model's dtype: the loop's sign step and history read it
+        value = sum(self.sign(k) * spec.weights[k] * v.float() for k, v in terms.items())
         if not terms:
             raise ValueError(f"no loss term is active among {sorted(spec.weights)}")
         return value, {k: float(v.detach()) for k, v in terms.items()}

@@ -97,7 +97,8 @@ class Run:
     def settings(self) -> dict:
         """Every setting that shapes a cloak (the method's defaults filled in), as it reads back from JSON."""
         d = asdict(self.cfg)
-        for key in ("images", "out", "device", "in_place", "record_paths"):  # where, not how
+        # Where and how fast, not what: checkpointing gives the same cloak with less memory
+        for key in ("images", "out", "device", "in_place", "record_paths", "checkpointing"):
             d.pop(key)
         d.update(space=self.space, timesteps=self.timesteps, weights=self.weights)
         # Files by content, not path: a sidecar travels with its cloak, and a moved profile or
@@ -305,7 +306,9 @@ def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone | None]:
         load_photo(Path(cfg.target))  # readable, or one line now
     if not jobs:
         return run, jobs, None
-    backbone = load_backbone(cfg.model, None, "float32", pick_device(cfg.device))
+    backbone = load_backbone(cfg.model, None, cfg.dtype, pick_device(cfg.device))
+    if cfg.checkpointing:
+        backbone.enable_checkpointing()
     if profile is not None:
         profile.check_model(backbone.name, backbone.block_names(), backbone.config_sha256())
     return run, jobs, backbone

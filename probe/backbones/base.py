@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probe.common import ToolkitError
+
 
 @dataclass
 class Conditioning:
@@ -124,6 +126,26 @@ class Backbone(ABC):
         if n != f * h * w:
             raise ValueError(f"{self.family}: block output has {n} tokens, expected {f}x{h}x{w}")
         return hidden.reshape(b, f, h, w, c)
+
+    def enable_checkpointing(self) -> list[str]:
+        """Activation checkpointing (diffusers' own) in the denoiser's blocks and the VAE.
+
+        The backward of protect then recomputes each block's activations instead of keeping
+        them: peak memory falls, the gradient is the same. Returns the parts it is on.
+
+        Raises:
+            ToolkitError: neither part supports it.
+        """
+        on = []
+        for name, module in (("denoiser", self.denoiser), ("vae", self.pipe.vae)):
+            if getattr(module, "_supports_gradient_checkpointing", False):
+                module.enable_gradient_checkpointing()
+                on.append(name)
+        if not on:
+            raise ToolkitError(
+                f"{self.name}: neither its denoiser nor its VAE supports checkpointing"
+            )
+        return on
 
     # --- images in -----------------------------------------------------------------------
     def resize(self, image: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ _RECIPE_FIELDS = set(ProtectConfig.__dataclass_fields__) - {
     "device",
     "in_place",
     "record_paths",
+    "checkpointing",
 }
 
 
