@@ -234,8 +234,76 @@ world_app.command("train")(cli_command(world_train))
 world_app.command("card")(cli_command(world_card))
 
 
+def plan(
+    model: str = typer.Argument(..., help="model: name, folder or hub id"),
+    task: str = typer.Option(
+        "protect", help="protect or probe: one optimisation step or one probe cell"
+    ),
+    resolution: str = typer.Option(None, help="HxW in pixels, e.g. 480x720 (default: the model's)"),
+    frames: int = typer.Option(None, help="video frames of the clip (default: the model's)"),
+    batch_size: int = typer.Option(1, help="photos per step (protect) or samples per cell (probe)"),
+    dtype: str = typer.Option("bfloat16", help=f"weights and forward: {', '.join(MODEL_DTYPES)}"),
+    checkpointing: bool = typer.Option(False, "--checkpointing", help="activation checkpointing"),
+    pool: int = typer.Option(P.pool, help="probe: spatial pooling of stored blocks"),
+    gpu: str = typer.Option(None, help="highlight one GPU of the table, e.g. a100-40gb"),
+    json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Plan peak accelerator memory and FLOPs of a probe cell or a protect step (no GPU needed)."""
+    import json
+
+    from probe.plan import GPUS, UTILISATION, PlanRequest
+    from probe.plan import plan as make_plan
+
+    if gpu is not None and gpu not in GPUS:
+        raise ToolkitError(f"--gpu {gpu}: choose from {', '.join(GPUS)}")
+    size = None
+    if resolution:
+        try:
+            h, w = (int(v) for v in resolution.lower().split("x"))
+        except ValueError:
+            raise ToolkitError(f"--resolution {resolution}: expected HxW, e.g. 480x720") from None
+        size = (h, w)
+    req = PlanRequest(
+        model=model,
+        task=task,
+        resolution=size,
+        frames=frames,
+        batch_size=batch_size,
+        dtype=dtype,
+        checkpointing=checkpointing,
+        pool=pool,
+    )
+    p = make_plan(req)
+    if json_out:
+        typer.echo(json.dumps(p.to_json(), indent=2))
+        return
+    gib = 1024**3
+    head = (
+        f"{task} on {model}: {p.resolution[0]}x{p.resolution[1]}, {p.frames} frames, batch "
+        f"{batch_size}, {dtype}{', checkpointing' if checkpointing else ''}\n"
+        f"parameters {p.params / 1e9:.3f} B, weights {p.weights_bytes / gib:.2f} GiB, "
+        f"peak {p.peak_bytes / gib:.3f} GiB, {p.flops_per_step / 1e12:.3f} TFLOPs per step"
+    )
+    if p.store_bytes_per_sample is not None:
+        head += f", store {p.store_bytes_per_sample / 2**20:.2f} MiB per sample and timestep"
+    Console().print(head)
+    table = Table(title=f"per GPU (seconds at {UTILISATION:.0%} of dense bf16 peak, an assumption)")
+    for col in ("gpu", "memory", "fits", "s / step"):
+        table.add_column(col)
+    for name, g in p.gpus.items():
+        style = "bold" if name == gpu else None
+        table.add_row(
+            name,
+            f"{g['memory_gib']} GiB",
+            "yes" if g["fits"] else "[red]no[/]",
+            f"{g['seconds_per_step']:.3g}",
+            style=style,
+        )
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add the probe stage's commands to the toolkit's app."""
-    for command in (models, probe, generate):
+    for command in (models, probe, generate, plan):
         app.command()(cli_command(command))
     app.add_typer(world_app, name="world")

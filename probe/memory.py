@@ -40,7 +40,7 @@ class LiveBytes(TorchDispatchMode):
             storage = t.untyped_storage()
         except (NotImplementedError, RuntimeError):  # tensors without storage (sparse, nested)
             return
-        key = id(storage) if forever else storage._cdata
+        key = storage._cdata  # the StorageImpl: views and every Python wrapper share it
         if key in self._seen:
             return
         self._seen.add(key)

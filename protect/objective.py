@@ -9,9 +9,11 @@ when no term needs the denoiser's output the pass stops after the deepest profil
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from probe.backbones import Backbone
 from probe.capture import execution_order, trace_blocks
@@ -45,6 +47,12 @@ class ObjectiveSpec:
     # Expectation over transformation: the model sees the cloak after these distortions, one per
     # step in turn (see `ModelObjective.seen`); empty: the cloak as it is
     eot: tuple[str, ...] = ()
+
+
+def _scalar(v: torch.Tensor) -> float:
+    """A term's value for the history; NaN for a fake tensor (`anti-i2v plan` runs this code
+    under FakeTensorMode, where tensors have shapes and no values)."""
+    return math.nan if is_fake(v) else float(v.detach())
 
 
 def clip_frames_for(backbone: Backbone, frames: int) -> int:
@@ -170,7 +178,7 @@ class ModelObjective:
         value = sum(self.sign(k) * spec.weights[k] * v.float() for k, v in terms.items())
         if not terms:
             raise ValueError(f"no loss term is active among {sorted(spec.weights)}")
-        return value, {k: float(v.detach()) for k, v in terms.items()}
+        return value, {k: _scalar(v) for k, v in terms.items()}
 
     def seen(self, adv: torch.Tensor) -> torch.Tensor:
         """What the model sees this step: `adv` `(B, 3, H, W)`, or it after this step's EOT distortion.

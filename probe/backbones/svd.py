@@ -23,6 +23,7 @@ from diffusers import (
     StableVideoDiffusionPipeline,
     UNetSpatioTemporalConditionModel,
 )
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from probe.backbones.base import Backbone, Conditioning
@@ -88,7 +89,10 @@ class SVD(Backbone):
 
     def sigma(self, t: float) -> float:
         """Karras/EDM sigma of training timestep t: sqrt((1 - abar) / abar)."""
-        abar = float(self.pipe.scheduler.alphas_cumprod[int(round(min(t, 999)))])
+        # A number from the real schedule even under FakeTensorMode (`anti-i2v plan`), where a
+        # tensor read would have no value.
+        with unset_fake_temporarily():
+            abar = float(self.pipe.scheduler.alphas_cumprod[int(round(min(t, 999)))])
         return math.sqrt((1 - abar) / abar)
 
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:

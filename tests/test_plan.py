@@ -1,0 +1,91 @@
+"""`anti-i2v plan`: FakeTensorMode planning agrees with real execution, and its CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from anti_i2v_cli import app
+from probe.plan import PlanRequest, plan, prepared_backbone, run_step
+
+MEASURE = """
+import json, sys
+from probe.plan import PlanRequest, prepared_backbone, run_step
+req = PlanRequest(**json.loads(sys.argv[1]))
+peak, flops, store = run_step(prepared_backbone(req), req, fake=False)
+print(json.dumps({"peak": peak, "flops": flops, "store": store}))
+"""
+
+
+def _measured(req: PlanRequest) -> dict:
+    """The same step on real tensors, in a fresh process (nothing cached from the plan)."""
+    args = {k: v for k, v in req.__dict__.items()}
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # a fresh process per case imports torch and diffusers (about 10 s)
+@pytest.mark.parametrize(
+    "model,task,checkpointing",
+    [
+        ("tiny:cogvideox", "protect", False),
+        ("tiny:cogvideox", "protect", True),
+        ("tiny:cogvideox", "probe", False),
+        ("tiny:svd", "protect", False),
+        ("mini-cogvideox", "protect", False),
+        ("mini-cogvideox", "protect", True),
+        ("mini-cogvideox", "probe", False),
+    ],
+)
+def test_plan_agrees_with_the_peak_measured_in_a_fresh_process(model, task, checkpointing):
+    req = PlanRequest(model=model, task=task, dtype="float32", checkpointing=checkpointing)
+    planned = plan(req)
+    measured = _measured(req)
+    assert 0.8 <= planned.peak_bytes / measured["peak"] <= 1.2
+    assert planned.flops_per_step == pytest.approx(measured["flops"], rel=0.01)
+    assert planned.peak_bytes > planned.weights_bytes > 0
+    if task == "probe":
+        assert planned.store_bytes_per_sample == measured["store"] > 0
+
+
+def test_plan_counts_what_the_same_step_allocates_on_real_tensors():
+    req = PlanRequest(model="tiny:cogvideox", dtype="float32")
+    peak, flops, _ = run_step(prepared_backbone(req), req, fake=False)
+    planned = plan(req)
+    assert planned.peak_bytes == pytest.approx(peak, rel=0.05)
+    assert planned.flops_per_step == pytest.approx(flops, rel=1e-6)
+
+
+def test_checkpointing_lowers_the_planned_peak_and_bfloat16_halves_the_weights():
+    base = plan(PlanRequest(model="tiny:cogvideox", dtype="float32"))
+    ckpt = plan(PlanRequest(model="tiny:cogvideox", dtype="float32", checkpointing=True))
+    half = plan(PlanRequest(model="tiny:cogvideox", dtype="bfloat16"))
+    assert ckpt.peak_bytes < base.peak_bytes
+    assert ckpt.flops_per_step > base.flops_per_step  # the recomputed forward
+    assert half.weights_bytes * 2 == base.weights_bytes
+    assert all(g["fits"] for g in base.gpus.values())
+
+
+def test_plan_cli_prints_json_and_refuses_bad_values_in_one_line():
+    res = CliRunner().invoke(app, ["plan", "tiny:cogvideox", "--json", "--task", "probe"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    assert out["request"]["task"] == "probe" and out["store_bytes_per_sample"] > 0
+    assert set(out["gpus"]) >= {"h100-80gb", "a100-40gb", "rtx4090-24gb"}
+    for args, why in (
+        (["--task", "train"], "--task train"),
+        (["--gpu", "tpu"], "--gpu tpu"),
+        (["--resolution", "480by720"], "expected HxW"),
+        (["--dtype", "int8"], "--dtype int8"),
+    ):
+        res = CliRunner().invoke(app, ["plan", "tiny:cogvideox", *args])
+        assert res.exit_code == 2 and why in res.output, res.output
