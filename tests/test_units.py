@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -246,3 +247,21 @@ def test_atomic_writes_get_an_ordinary_files_permissions(tmp_path):
         ).stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
     finally:
         os.umask(old)
+
+
+def test_summary_records_folder_names_not_user_paths(tmp_path):
+    from protect.evaluate.results import shareable_config
+
+    cfg = EvaluateConfig(
+        model="m",
+        clean=str(tmp_path / "photos"),
+        protected=(str(tmp_path / "cloaks"), f"mine={tmp_path / 'other'}"),
+        out=str(tmp_path / "report"),
+        identity=("mini-identity", str(tmp_path / "my-judge")),
+        profile=str(tmp_path / "profile.json"),
+        budgets=(4, 8),
+    )
+    d = shareable_config(cfg)
+    assert str(tmp_path) not in json.dumps(d)
+    assert d["protected"] == ["cloaks", "mine=other"] and d["clean"] == "photos"
+    assert d["identity"] == ["mini-identity", "my-judge"] and d["profile"] == "profile.json"

@@ -188,6 +188,22 @@ def amplification(rows: list[EvalRow]) -> float | None:
     return float(np.mean([r.ism_clean - r.ism_protected for r in rows])) / cloak_drop
 
 
+def shareable_config(cfg: EvaluateConfig) -> dict:
+    """The settings as summary.json records them: folder and file names, never a user's paths."""
+
+    def name(spec: str) -> str:
+        label, sep, folder = spec.partition("=")
+        return f"{label}={Path(folder).name}" if sep and not Path(spec).exists() else Path(spec).name
+
+    d = asdict(cfg)
+    d.pop("out")
+    d["clean"] = Path(cfg.clean).name
+    d["protected"] = [name(p) for p in cfg.protected]
+    d["identity"] = [judge_name(j) for j in cfg.identity]
+    d["profile"] = Path(cfg.profile).name if cfg.profile else None
+    return d
+
+
 def summarise(rows: list[EvalRow], cfg: EvaluateConfig) -> dict:
     """Means and bootstrap intervals per (method, distortion, eval model, judge), robustness and amplification."""
     groups: dict[tuple[str, str, str, str], list[EvalRow]] = {}
@@ -222,7 +238,7 @@ def summarise(rows: list[EvalRow], cfg: EvaluateConfig) -> dict:
             e["ism_drop"] / b if b and abs(b) > 1e-9 and e["method"] != "clean" else None
         )
     return {
-        "config": asdict(cfg),
+        "config": shareable_config(cfg),
         "judges": [judge_name(j) for j in cfg.identity],  # the first is the headline judge
         "rows": len(rows),
         "table": table,
