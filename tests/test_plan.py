@@ -57,6 +57,7 @@ def test_plan_agrees_with_the_peak_measured_in_a_fresh_process(model, task, chec
         assert planned.store_bytes_per_sample == measured["store"] > 0
 
 
+@pytest.mark.slow  # each plan traces the model under fake tensors (about 3 s)
 def test_plan_counts_what_the_same_step_allocates_on_real_tensors():
     req = PlanRequest(model="tiny:cogvideox", dtype="float32")
     peak, flops, _ = run_step(prepared_backbone(req), req, fake=False)
@@ -65,6 +66,7 @@ def test_plan_counts_what_the_same_step_allocates_on_real_tensors():
     assert planned.flops_per_step == pytest.approx(flops, rel=1e-6)
 
 
+@pytest.mark.slow  # each plan traces the model under fake tensors (about 3 s)
 def test_checkpointing_lowers_the_planned_peak_and_bfloat16_halves_the_weights():
     base = plan(PlanRequest(model="tiny:cogvideox", dtype="float32"))
     ckpt = plan(PlanRequest(model="tiny:cogvideox", dtype="float32", checkpointing=True))
