@@ -112,6 +112,7 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
         layers = execution_order(
             backbone, backbone.denoiser_kwargs(cond.clean, cond, cfg.timesteps[0])
         )
+        kept = frame_indices(cond.clean.shape[1], cfg.frames)  # the store's frame coordinate
     attrs = StoreAttrs(
         model=backbone.name,
         family=backbone.family,
@@ -138,7 +139,7 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
     todo = [
         (ti, j) for ti in range(len(cfg.timesteps)) for j in range(len(cells)) if not done[ti, j]
     ]
-    with _progress() as progress, CellWriter(store, cfg.dtype) as writer:
+    with _progress() as progress, CellWriter(store, cfg.dtype, frames=kept) as writer:
         task = progress.add_task(f"probe {backbone.name}", total=len(todo))
         for ti, t in enumerate(cfg.timesteps):
             pending = [j for j in range(len(cells)) if not done[ti, j]]

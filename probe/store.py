@@ -29,7 +29,8 @@ DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
 # zarr skips chunks equal to the fill value; a cell of zeros must still exist as an object, or it
 # could not be told apart from a lost one (`ActivationStore.read_cell`).
 WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
-COMPLETED = "completed"  # not a block name: block names always contain a dot or end in "_block"
+# Not block names: block names always contain a dot or end in "_block"
+COMPLETED = "completed"
 
 
 def _codec() -> BloscCodec:
@@ -211,15 +212,56 @@ def create_or_resume(path: Path, attrs: StoreAttrs) -> ActivationStore:
         fill_value=0,
         dimension_names=DIMENSIONS[:2],
     )
+    # Coordinates by label, the way xarray reads zarr: an array named like its one dimension.
+    _coordinate(group, "timestep", np.asarray(attrs.timesteps, dtype="int32"))
+    _coordinate(group, "sample", np.asarray([s["name"] for s in attrs.samples], dtype=str))
     # Written last: a store without attributes is not taken as one
     group.attrs.update(attrs.to_json())
     return ActivationStore(path, group)
 
 
+def _coordinate(group: zarr.Group, name: str, values: np.ndarray) -> None:
+    arr = group.create_array(
+        name,
+        shape=values.shape,
+        dtype=str if values.dtype.kind == "U" else values.dtype,
+        dimension_names=[name],
+    )
+    arr[:] = values
+
+
+def _dimensions(group: zarr.Group, cell_shape: tuple[int, ...], frames: list[int]) -> list[str]:
+    """The dimension names of a layer with cells `(frame, height, width, channel)`.
+
+    xarray needs one size per dimension name across a store. DiT blocks all share one token grid;
+    a UNet's blocks do not, so a size met for the second time under another size gets its own
+    name (`height_16`), each with a coordinate array (frames: the latent frame indices kept).
+    """
+    names = []
+    for base, size in zip(DIMENSIONS[2:], cell_shape, strict=True):
+        # Frame indices when they describe this layer's frames (a family may lay out more)
+        given = base == "frame" and len(frames) == size
+        values = np.asarray(frames if given else range(size), dtype="int32")
+        for name in (base, f"{base}_{size}"):
+            if name not in group:
+                _coordinate(group, name, values)
+            if group[name].shape == (size,):
+                names.append(name)
+                break
+    return [*DIMENSIONS[:2], *names]
+
+
 def ensure_layer(
-    store: ActivationStore, layer: str, cell_shape: tuple[int, ...], dtype: str
+    store: ActivationStore,
+    layer: str,
+    cell_shape: tuple[int, ...],
+    dtype: str,
+    frames: list[int] | None = None,
 ) -> zarr.Array:
-    """The array of `layer`, created on first use with one chunk per (timestep, sample)."""
+    """The array of `layer`, created on first use with one chunk per (timestep, sample).
+
+    `frames`: the latent frame indices the cells keep (default: 0, 1, ...), its coordinate.
+    """
     if layer in store.group:
         arr = store.group[layer].with_config(WRITE_EVERY_CHUNK)
         if tuple(arr.shape[2:]) != tuple(cell_shape):
@@ -236,7 +278,9 @@ def ensure_layer(
         dtype=dtype,
         fill_value=0,
         compressors=_codec(),
-        dimension_names=DIMENSIONS,
+        dimension_names=_dimensions(
+            store.group, tuple(cell_shape), frames or list(range(cell_shape[0]))
+        ),
         config=WRITE_EVERY_CHUNK,
     )
 
@@ -254,8 +298,14 @@ class CellWriter:
     bounded. Leaving the `with` block (also on Ctrl-C) waits for the cells already handed over.
     """
 
-    def __init__(self, store: ActivationStore, dtype: str, depth: int = 1):
-        self.store, self.dtype, self.depth = store, dtype, depth
+    def __init__(
+        self,
+        store: ActivationStore,
+        dtype: str,
+        depth: int = 1,
+        frames: list[int] | None = None,
+    ):
+        self.store, self.dtype, self.depth, self.frames = store, dtype, depth, frames
         self._arrays: dict[str, zarr.Array] = {}
         self._pending: deque[Future] = deque()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zarr-writer")
@@ -264,7 +314,9 @@ class CellWriter:
         """Queue cell (t, s): one array per layer, already in the store's layout."""
         for name, cell in cells.items():  # arrays are created here, in order, not on the writer
             if name not in self._arrays:
-                self._arrays[name] = ensure_layer(self.store, name, cell.shape, self.dtype)
+                self._arrays[name] = ensure_layer(
+                    self.store, name, cell.shape, self.dtype, self.frames
+                )
         while len(self._pending) >= self.depth:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._write, t, s, cells))

@@ -75,12 +75,18 @@ def test_store_has_every_block(tmp_path, portraits, family):
         )
     )
     expected += int(getattr(model, "mid_block", None) is not None)
-    arrays = [k for k in denoiser.group.array_keys() if k != "completed"]
+    coordinates = {k for k, a in denoiser.group.arrays() if a.metadata.dimension_names == (k,)}
+    assert {"timestep", "sample", "frame", "height", "width", "channel"} <= coordinates
+    arrays = [k for k in denoiser.group.array_keys() if k not in coordinates | {"completed"}]
     assert len(arrays) == expected == len(attrs.layers)
     assert [s["name"] for s in attrs.samples] == ["p10", "p20", "p30"]
     for name in attrs.layers:
         arr = store.array(name)
-        assert tuple(arr.metadata.dimension_names) == DIMENSIONS
+        # A UNet's blocks differ in size: those get their own names, e.g. height_8
+        assert all(
+            d == base or d.startswith(f"{base}_")
+            for d, base in zip(arr.metadata.dimension_names, DIMENSIONS, strict=True)
+        )
         assert (
             arr.shape[:2] == (2, 3) and arr.chunks[:2] == (1, 1) and arr.chunks[2:] == arr.shape[2:]
         )
@@ -272,3 +278,20 @@ def test_cli_models_lists_builtins():
     assert res.exit_code == 0
     for name in ("mini-cogvideox", "tiny:svd", "tiny:wan22", "opensora"):
         assert name in res.output
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "svd"])
+def test_xarray_reads_a_store_by_label(tmp_path, portraits, family):
+    """Coordinates as xarray's zarr convention expects: select by timestep value and sample name."""
+    import xarray as xr
+
+    result = _run_probe(tmp_path, f"tiny:{family}", [portraits], frames=1)
+    store = open_store(result.store.path)
+    ds = xr.open_zarr(str(result.store.path))
+    assert list(ds["timestep"].values) == [200, 800]
+    assert list(ds["sample"].values) == ["p10", "p20", "p30"]
+    layer = store.layers[-1]
+    cell = ds[layer].sel(timestep=800, sample="p20").values
+    np.testing.assert_array_equal(cell, store.read_cell(layer, 1, 1))
+    assert ds[layer].dims[:2] == ("timestep", "sample")
+    assert ds["completed"].sel(timestep=200).values.all()
