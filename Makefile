@@ -44,7 +44,8 @@ demo: $(STAMP)
 		--models mini-svd --distortions jpeg75,platform,vae --out $(DEMO)/report
 	@echo "demo done: open $(DEMO)/adapt/index.html and $(DEMO)/report/index.html"
 
-# The shipped mini-world report (N held-out portraits, every distortion, both models; long on CPU).
+# The shipped mini-world report (N held-out portraits, every distortion, both models, both judges,
+# the equal-visibility frontier; many hours on 2 CPU cores).
 # Every step resumes: photos already cloaked and videos already generated are kept.
 report: $(STAMP)
 	$(BIN)/anti-i2v world render --out out/report/world --count $(N) --seed 7 --photos out/report/photos
@@ -60,9 +61,11 @@ report: $(STAMP)
 		--out out/report/anti-i2v-svd
 	$(BIN)/anti-i2v evaluate mini-cogvideox --clean out/report/photos --protected out/report/anti-i2v \
 		--protected out/report/rgb-pgd --protected out/report/rgb-pgd-eps20 --protected out/report/random-noise \
-		--protected out/report/anti-i2v-svd --models mini-svd --out out/report/eval
+		--protected out/report/anti-i2v-svd --models mini-svd --budgets $(FRONTIER_BUDGETS) \
+		--profile out/report/adapt/profile.json --out out/report/eval
 	rm -rf $(REPORT).tmp && mkdir -p $(REPORT).tmp && cp -r out/report/eval/index.html out/report/eval/summary.json \
-		out/report/eval/results.csv out/report/eval/strips $(REPORT).tmp/ && rm -rf $(REPORT) && mv $(REPORT).tmp $(REPORT)
+		out/report/eval/results.csv out/report/eval/frontier.csv out/report/eval/frontier-*.png out/report/eval/strips \
+		$(REPORT).tmp/ && rm -rf $(REPORT) && mv $(REPORT).tmp $(REPORT)
 
 # The equal-visibility frontier on mini-cogvideox (protect/evaluate/frontier.py): Anti-I2V at its
 # default 16/255, RGB PGD and random noise at the published baseline budget (16/255 on [-1, 1]
