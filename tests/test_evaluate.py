@@ -437,7 +437,7 @@ def test_budgets_frontier_recloaks_each_method_and_compares_at_equal_visibility(
         "--steps",
         "2",
         "--budgets",
-        "4,16",
+        "4,8,16",
     ]
     # The anti-i2v cloaks name their profile by hash: without it they cannot be re-made.
     res = CliRunner().invoke(app, args)
@@ -446,7 +446,7 @@ def test_budgets_frontier_recloaks_each_method_and_compares_at_equal_visibility(
     res = CliRunner().invoke(app, [*args, "--profile", str(tiny_profile)])
     assert res.exit_code == 0, res.output
     report = tmp_path / "report"
-    # 16 is the folders' own budget: reused, not re-made; 4 is made through protect.
+    # 16 is the folders' own budget: reused, not re-made; 4 and 8 are made through protect.
     assert sorted(p.name for p in (report / ".cloaks").iterdir()) == ["anti-i2v", "noise"]
     remade = json.loads((report / ".cloaks" / "anti-i2v" / "eps4" / "p10.json").read_text())
     original = json.loads((tmp_path / "anti-i2v" / "p10.json").read_text())
@@ -454,16 +454,16 @@ def test_budgets_frontier_recloaks_each_method_and_compares_at_equal_visibility(
     with open(report / "frontier.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["method"], r["budget"]) for r in rows if r["method"] != "clean"} == {
-        (m, b) for m in ("anti-i2v", "noise") for b in ("4", "16")
+        (m, b) for m in ("anti-i2v", "noise") for b in ("4", "8", "16")
     }
     summary = json.loads((report / "summary.json").read_text())
     for judge in ("mini-identity", "mini-identity-v1"):
         entry = summary["frontier"]["judges"][judge]
         curve = entry["curves"]["anti-i2v"]
-        assert [c["budget"] for c in curve] == [4, 16]
-        assert (
-            curve[0]["cloak_delta_e"] < curve[1]["cloak_delta_e"]
-        )  # a smaller budget is less visible
+        assert [c["budget"] for c in curve] == [4, 8, 16]
+        # Each budget is measured on its own cloaks: a smaller budget is less visible
+        visibility = [c["cloak_delta_e"] for c in curve]
+        assert visibility[0] < visibility[1] < visibility[2]
         assert set(entry["at_delta_e"]["noise"]) == {"2", "3", "5"}
         assert (report / f"frontier-{judge}.png").is_file()
     page = (report / "index.html").read_text()

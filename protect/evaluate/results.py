@@ -193,7 +193,9 @@ def shareable_config(cfg: EvaluateConfig) -> dict:
 
     def name(spec: str) -> str:
         label, sep, folder = spec.partition("=")
-        return f"{label}={Path(folder).name}" if sep and not Path(spec).exists() else Path(spec).name
+        return (
+            f"{label}={Path(folder).name}" if sep and not Path(spec).exists() else Path(spec).name
+        )
 
     d = asdict(cfg)
     d.pop("out")

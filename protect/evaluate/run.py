@@ -193,10 +193,11 @@ class _Measurer:
         rows: list[EvalRow] = []
         for name, photo_path in clean.items():
             photo = load_photo(photo_path).pixels
-            pixels = {s.label: _cloak_of(s.files[name], photo) for s in sets}
-            for s in sets:
+            # By position: a frontier's sets share one label across budgets
+            pixels = [_cloak_of(s.files[name], photo) for s in sets]
+            for s, px in zip(sets, pixels, strict=True):
                 if (name, s.label, s.budget) not in self.cloaks:
-                    self.cloaks[name, s.label, s.budget] = self.judges.cloak(pixels[s.label], photo)
+                    self.cloaks[name, s.label, s.budget] = self.judges.cloak(px, photo)
             for seed in range(self.cfg.seeds):
                 generate = _VideoCache(backbone, seed, self.cfg.steps, self.out / ".videos")
                 clean_video = generate(photo)
@@ -209,9 +210,9 @@ class _Measurer:
                     self.judges.cloak(photo, photo),
                 )
                 advance()
-                for s in sets:
+                for s, px in zip(sets, pixels, strict=True):
                     for dist in distortions:
-                        video = generate(distort(pixels[s.label], dist, seed, backbone))
+                        video = generate(distort(px, dist, seed, backbone))
                         row_key = {**key, "method": s.label, "made_on": s.made_on}
                         rows += EvalRow.rows(
                             {**row_key, "budget": s.budget, "distortion": dist},
