@@ -18,11 +18,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps 'facenet-pytorch==2.6.0'
 	touch $(STAMP)
 
-# Everything: unit tests, the slow end-to-end, training and memory tests (about 2 minutes on 2 cores).
+# Everything: unit tests, the slow end-to-end, training, memory and plan tests (about 6 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# The unit tier: everything not marked slow (28 s of tests on 2 cores, plus ~12 s importing torch and diffusers).
+# The unit tier: everything not marked slow (36 s of tests on 2 cores, plus ~12 s importing torch and diffusers).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
