@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -174,6 +175,11 @@ def parse_ints(text: str, flag: str) -> tuple[int, ...]:
         raise ToolkitError(
             f"{flag} {text!r}: expected comma-separated integers, e.g. 100,500,900"
         ) from None
+
+
+def file_slug(label: str) -> str:
+    """A label (method, judge, photo and method) as a safe file name: `rgb-pgd (eps 8/255)` -> `rgb-pgd-eps-8-255`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
 
 
 def parse_floats(text: str, flag: str) -> tuple[float, ...]:

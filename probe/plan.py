@@ -20,6 +20,7 @@ FLOPs are exact for the code that ran, the utilisation is an assumption and says
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -128,7 +129,7 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
 
     frames = req.frames or backbone.default_frames
     weights = module_tensors(backbone.denoiser, backbone.pipe.vae)
-    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else _Nothing()
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
     if fake:  # the fake twins the mode will use for the weights, so their views are not new bytes
         weights = [mode.from_tensor(w) for w in weights]
     with mode:
@@ -142,14 +143,6 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
                 per = sum(v[0].numel() for v in out.values())
                 store = per * req.store_dtype_bytes
     return live.peak, float(flops.get_total_flops()), store
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def prepared_backbone(req: PlanRequest):
@@ -174,11 +167,9 @@ def plan(req: PlanRequest) -> Plan:
             f"{req.model} cannot run a {req.task} step at {backbone.resolution[0]}x"
             f"{backbone.resolution[1]}: {str(exc).splitlines()[0][:200]}"
         ) from None
-    weights = sum(
-        t.numel() * t.element_size()
-        for t in (*backbone.denoiser.parameters(), *backbone.pipe.vae.parameters())
-    )
-    params = sum(t.numel() for m in (backbone.denoiser, backbone.pipe.vae) for t in m.parameters())
+    parameters = [*backbone.denoiser.parameters(), *backbone.pipe.vae.parameters()]
+    weights = sum(t.numel() * t.element_size() for t in parameters)
+    params = sum(t.numel() for t in parameters)
     gpus = {
         name: {
             "memory_gib": mem,

@@ -103,6 +103,12 @@ class ProtectConfig:
             raise ToolkitError("reference_steps must be >= 1 and work_max_side >= 16")
 
 
+# ProtectConfig fields that say where and how fast, not what: they are left out of the settings a
+# sidecar records (checkpointing gives the same cloak with less memory), and a run that differs
+# only in them is the same work.
+NOT_SETTINGS = ("images", "out", "device", "in_place", "record_paths", "checkpointing")
+
+
 def is_distortion(name: str) -> bool:
     """Whether `distort` knows `name` (checked before any video is generated)."""
     return name in ("none", "vae", "blur", "noise", "platform") or bool(

@@ -39,7 +39,7 @@ from probe.common import (
     write_text_atomic,
 )
 from probe.images import Photo, load_photo, to_chw_float
-from protect.config import MIN_SIDE, ProtectConfig
+from protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
 from protect.evaluate.metrics import ssim
 from protect.inputs import Job, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
@@ -97,8 +97,7 @@ class Run:
     def settings(self) -> dict:
         """Every setting that shapes a cloak (the method's defaults filled in), as it reads back from JSON."""
         d = asdict(self.cfg)
-        # Where and how fast, not what: checkpointing gives the same cloak with less memory
-        for key in ("images", "out", "device", "in_place", "record_paths", "checkpointing"):
+        for key in NOT_SETTINGS:
             d.pop(key)
         d.update(space=self.space, timesteps=self.timesteps, weights=self.weights)
         # Files by content, not path: a sidecar travels with its cloak, and a moved profile or

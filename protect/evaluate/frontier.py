@@ -18,7 +18,6 @@ paired curves.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,8 +25,8 @@ import numpy as np
 from rich.console import Console
 
 from analyses.profile import load_profile
-from probe.common import ToolkitError, atomic_path
-from protect.config import EQUAL_VISIBILITY, EvaluateConfig, ProtectConfig
+from probe.common import ToolkitError, atomic_path, file_slug
+from protect.config import EQUAL_VISIBILITY, NOT_SETTINGS, EvaluateConfig, ProtectConfig
 from protect.evaluate.results import CloakSet, method_label, row_value
 
 console = Console(stderr=True)
@@ -38,19 +37,13 @@ AXES = (
     ("cloak_ssim", "cloak visibility: 1 - SSIM", lambda v: 1 - v),
     ("cloak_lpips", "cloak visibility: LPIPS", lambda v: v),
 )
-# ProtectConfig fields a sidecar's settings carry (the rest say where, not how)
-_RECIPE_FIELDS = set(ProtectConfig.__dataclass_fields__) - {
-    "images",
-    "out",
-    "device",
-    "in_place",
-    "record_paths",
-    "checkpointing",
-}
+# ProtectConfig fields a sidecar's settings carry
+_RECIPE_FIELDS = set(ProtectConfig.__dataclass_fields__) - set(NOT_SETTINGS)
 
 
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
+def figure_name(judge: str) -> str:
+    """The file of a judge's frontier figure, as the report links it."""
+    return f"frontier-{file_slug(judge)}.png"
 
 
 @dataclass
@@ -62,7 +55,7 @@ class FrontierPlan:
 
     @classmethod
     def make(
-        cls, cfg: EvaluateConfig, clean: dict[str, Path], sets: list, out: Path
+        cls, cfg: EvaluateConfig, clean: dict[str, Path], sets: list[CloakSet], out: Path
     ) -> FrontierPlan:
         """Check every recipe and build every protect config now, before any model work.
 
@@ -116,7 +109,7 @@ class FrontierPlan:
                 if math.isclose(budget, s.budget):
                     reused.append(replace(s, label=label))
                     continue
-                folder = out / ".cloaks" / _slug(label) / f"eps{budget:g}"
+                folder = out / ".cloaks" / file_slug(label) / f"eps{budget:g}"
                 pc = ProtectConfig(
                     **kwargs,
                     eps=float(budget),
@@ -290,7 +283,7 @@ def write_frontier_figures(rows: list, summary: dict, out: Path) -> list[Path]:
         fig.axes[0].legend(fontsize=8)
         fig.suptitle(f"equal-visibility frontier, judge {judge}, {len(photos)} photos")
         fig.tight_layout()
-        path = out / f"frontier-{_slug(judge)}.png"
+        path = out / figure_name(judge)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=100, metadata={"Software": None})
         paths.append(path)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from probe.common import atomic_path, write_text_atomic
+from probe.common import atomic_path, file_slug, write_text_atomic
+from protect.evaluate.frontier import figure_name
 
 MAIN = [
     "ism_protected",
@@ -106,7 +106,7 @@ def _frontier(frontier: dict) -> list[str]:
         "between methods. This, not the same budget value, is the fair comparison.</p>"
     ]
     for judge, entry in frontier["judges"].items():
-        file = "frontier-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", judge).strip("-") + ".png"
+        file = figure_name(judge)
         parts.append(
             f"<h3>judge: {html.escape(judge)} ({entry['n_photos']} photos)</h3>"
             f"<img src='{file}' style='max-width:100%'>"
@@ -182,7 +182,7 @@ def write_report(out: Path, summary: dict, strips: dict[str, np.ndarray]) -> Pat
         (out / "strips").mkdir(exist_ok=True)
         for key, arr in strips.items():
             # Method labels may hold spaces and brackets
-            file = re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-")
+            file = file_slug(key)
             with atomic_path(out / "strips" / f"{file}.png") as tmp:
                 Image.fromarray(arr).save(tmp)
             parts.append(

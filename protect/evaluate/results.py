@@ -188,14 +188,23 @@ def amplification(rows: list[EvalRow]) -> float | None:
     return float(np.mean([r.ism_clean - r.ism_protected for r in rows])) / cloak_drop
 
 
+def protected_spec(spec: str) -> tuple[str | None, Path]:
+    """A `--protected` argument, `DIR` or `NAME=DIR`: (the user's row name or None, the folder).
+
+    A folder whose own name holds `=` is taken whole when it exists.
+    """
+    name, sep, folder = spec.partition("=")
+    if sep and not Path(spec).exists():
+        return name, Path(folder)
+    return None, Path(spec)
+
+
 def shareable_config(cfg: EvaluateConfig) -> dict:
     """The settings as summary.json records them: folder and file names, never a user's paths."""
 
     def name(spec: str) -> str:
-        label, sep, folder = spec.partition("=")
-        return (
-            f"{label}={Path(folder).name}" if sep and not Path(spec).exists() else Path(spec).name
-        )
+        label, folder = protected_spec(spec)
+        return folder.name if label is None else f"{label}={folder.name}"
 
     d = asdict(cfg)
     d.pop("out")

@@ -54,6 +54,7 @@ from protect.evaluate.results import (
     VideoMeasures,
     json_num,
     method_label,
+    protected_spec,
     summarise,
     write_csv,
 )
@@ -128,8 +129,7 @@ class Judges:
 
 def _read_set(spec: str, main_model: str) -> CloakSet:
     """A `--protected` argument, `DIR` or `NAME=DIR`: its cloaks, label and provenance from a sidecar."""
-    name, sep, folder_s = spec.partition("=")
-    folder = Path(folder_s if sep and not Path(spec).exists() else spec)
+    name, folder = protected_spec(spec)
     if not folder.is_dir():
         raise ToolkitError(f"--protected {spec}: no such folder (pass DIR or NAME=DIR)")
     files = {p.stem: p for p in gather_images([folder]) if not p.name.endswith(".loss.png")}
@@ -141,13 +141,12 @@ def _read_set(spec: str, main_model: str) -> CloakSet:
     else:
         label, model = method_label(recipe.settings), recipe.model
         budget = float(recipe.settings.get("eps", DEFAULT_EPS))
-    named = bool(sep) and folder != Path(spec)
-    if named:
+    if name is not None:
         label = name
     elif model not in (main_model, "unknown"):
         # Cloaks made on another model than the main one are a transfer row of their own.
         label = f"{label} (made on {model})"
-    return CloakSet(label, files, model, budget, recipe, named)
+    return CloakSet(label, files, model, budget, recipe, named=name is not None)
 
 
 class _VideoCache:
