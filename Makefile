@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# The unit tier: everything not marked slow (36 s of tests on 2 cores, plus ~12 s importing torch and diffusers).
+# The unit tier: everything not marked slow (26-29 s of tests on 2 cores, plus ~14 s starting Python and importing torch and diffusers).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 

@@ -254,6 +254,7 @@ def facenet_weights(tmp_path_factory):
     return path, net
 
 
+@pytest.mark.slow  # builds the 23M-parameter InceptionResnetV1 twice
 def test_facenet_identity_is_the_model_on_standardised_160px_frames(facenet_weights):
     from protect.evaluate.identity import load_identity
 

@@ -381,6 +381,7 @@ def probed(tmp_path, portraits):
     return store
 
 
+@pytest.mark.slow  # end to end: analyse, probe --repair, analyse again
 @pytest.mark.parametrize("damage", ["missing", "truncated", "random"])
 def test_damaged_chunk_is_named_and_probe_repair_restores_the_same_profile(
     tmp_path, portraits, probed, damage

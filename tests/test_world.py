@@ -153,6 +153,7 @@ def test_mini_identity_encoder_separates_identities():
     assert same > diff + 0.2
 
 
+@pytest.mark.slow  # end to end: the generate command
 def test_generate_cli_writes_gif_and_strip(tmp_path, portraits):
     res = CliRunner().invoke(
         app,
