@@ -79,7 +79,8 @@ def load_masks(masks_dir: Path, names: list[str]) -> dict[str, np.ndarray]:
     return found
 
 
-def _cell(store: ActivationStore, layer: str, ti: int, s: int, ratio: float) -> torch.Tensor:
+def clamped_cell(store: ActivationStore, layer: str, ti: int, s: int, ratio: float) -> torch.Tensor:
+    """Cell (ti, s) of `layer`, `(frame, h, w, C)` float32, massive channels clamped (`clamp_massive`)."""
     return clamp_massive(torch.from_numpy(store.read_cell(layer, ti, s).astype(np.float32)), ratio)
 
 
@@ -163,7 +164,7 @@ class _Scorer:
         self.token_pick: dict[tuple[int, int], np.ndarray] = {}
 
     def cell(self, layer: str, ti: int, s: int) -> torch.Tensor:
-        return _cell(self.store, layer, ti, s, self.cfg.massive_ratio)
+        return clamped_cell(self.store, layer, ti, s, self.cfg.massive_ratio)
 
     def pick(self, s: int, tokens: int) -> np.ndarray:
         """The seeded token subset of sample `s` (the same for every layer of its size)."""

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 
 from analyses.choose import ChoiceRule as R
-from probe.common import cli_command
+from analyses.explore import ExploreConfig as X
+from probe.common import ToolkitError, cli_command
 from probe.config import ProbeConfig as P
 
 console = Console(stderr=True)
@@ -91,7 +92,36 @@ def adapt(
     console.print(f"report: {out / 'index.html'}")
 
 
+def explore(
+    store: Path = typer.Argument(..., help="activation store written by `anti-i2v probe`"),
+    out: Path = typer.Option(..., "--out", help="folder to write: index.html and data/"),
+    profile: Path = typer.Option(
+        None, help="the store's profile (default: score the store here with the default rule)"
+    ),
+    masks: Path = typer.Option(
+        None, help="part masks for the overlay: <dir>/<sample>/masks/000.png or <dir>/<sample>.png"
+    ),
+    dims: int = typer.Option(X.dims, help="PCA components kept per token (float16)"),
+    samples: int = typer.Option(X.samples, help="the store's first N samples"),
+    frames: int = typer.Option(X.frames, help="latent frames kept per sample, evenly spaced"),
+    serve: int = typer.Option(
+        None, help="after writing, serve the folder on 127.0.0.1:PORT until Ctrl-C"
+    ),
+) -> None:
+    """Write an interactive layer explorer (opens from file://): maps, token similarity, scores."""
+    from analyses.explore import ExploreConfig, serve_folder
+    from analyses.run import explore as run
+
+    cfg = ExploreConfig(dims=dims, samples=samples, frames=frames)
+    if serve is not None and not 0 < serve < 65536:
+        raise ToolkitError(f"--serve {serve}: give a TCP port in 1..65535")
+    index = run(store, out, profile, masks, cfg)
+    Console().print(f"explorer: {index} (open it in a browser; no server needed)")
+    if serve is not None:
+        serve_folder(out, serve)
+
+
 def register(app: typer.Typer) -> None:
     """Add the analyses stage's commands to the toolkit's app."""
-    for command in (analyse, adapt):
+    for command in (analyse, adapt, explore):
         app.command()(cli_command(command))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from analyses.analyse import AnalysisConfig, analyse_store, load_masks
+from analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
 from analyses.choose import ChoiceRule, choose
+from analyses.explore import ExploreConfig, build_explorer, check_profile_matches
 from analyses.figures import mask_overlays, pca_grid, score_curves
-from analyses.profile import Profile, save_profile
+from analyses.profile import Profile, load_profile, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
 from probe.common import TOOLKIT_VERSION
@@ -29,16 +30,14 @@ def _photos_of(store) -> list:
     return photos
 
 
-def analyse(
+def score_store(
     store_path: Path,
-    out: Path,
-    figures: Path | None = None,
     masks: Path | None = None,
     reference: str | None = None,
     rule: ChoiceRule = ChoiceRule(),
     cfg: AnalysisConfig = AnalysisConfig(),
-) -> Profile:
-    """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
+) -> tuple[Profile, Analysis, dict]:
+    """Score a store and choose layers: the profile, the analysis behind it, and the rule's picks."""
     store = open_store(store_path)
     names = [s["name"] for s in store.attrs.samples]
     mask_arrays = load_masks(Path(masks), names) if masks else None
@@ -66,6 +65,20 @@ def analyse(
         reference=reference if ref is not None else None,
         toolkit_version=TOOLKIT_VERSION,
     )
+    return profile, analysis, picks
+
+
+def analyse(
+    store_path: Path,
+    out: Path,
+    figures: Path | None = None,
+    masks: Path | None = None,
+    reference: str | None = None,
+    rule: ChoiceRule = ChoiceRule(),
+    cfg: AnalysisConfig = AnalysisConfig(),
+) -> Profile:
+    """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
+    profile, analysis, picks = score_store(store_path, masks, reference, rule, cfg)
     save_profile(profile, out)
     if figures is not None:
         figs = {
@@ -101,6 +114,33 @@ def adapt(
         **{"timesteps": ADAPT_TIMESTEPS, **(probe_overrides or {})},
     )
     run_probe(cfg)
-    return analyse(
+    profile = analyse(
         out / "activations.zarr", out / "profile.json", out / "figures", masks, reference, rule
     )
+    explore(out / "activations.zarr", out / "explorer", out / "profile.json", masks)
+    return profile
+
+
+def explore(
+    store_path: Path,
+    out: Path,
+    profile_path: Path | None = None,
+    masks: Path | None = None,
+    cfg: ExploreConfig = ExploreConfig(),
+) -> Path:
+    """Write the layer explorer for a store (`analyses.explore`); returns `out/index.html`.
+
+    Without a profile, the store is analysed here with the default rule, as `anti-i2v analyse`
+    would. Either way the folder holds the profile it shows (`out/profile.json`). Every input
+    is checked before the first layer is read.
+    """
+    store = open_store(store_path)
+    names = [s["name"] for s in store.attrs.samples]
+    mask_arrays = load_masks(Path(masks), names) if masks else None
+    if profile_path is not None:
+        profile = load_profile(profile_path)
+        check_profile_matches(profile, store, str(profile_path))
+    else:
+        profile = score_store(store_path, masks)[0]
+    photos = {p.name: p for p in _photos_of(store)}
+    return build_explorer(store, profile, out, photos, mask_arrays, cfg)
