@@ -8,7 +8,7 @@ DEMO ?= out/demo
 REPORT ?= artifacts/reports/mini-world
 N ?= 32
 
-.PHONY: test test-fast demo report frontier lint format bench clean-venv
+.PHONY: browser test test-fast demo report frontier lint format bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps 'facenet-pytorch==2.6.0'
 	touch $(STAMP)
 
+# The explorer's browser tests drive Debian's Chromium through Playwright. Installed here when missing
+# and apt-get is usable (root); otherwise those tests skip with a one-line reason and the rest run.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium with apt-get (for the explorer's browser tests)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+				|| echo "chromium: apt-get failed; the browser tests will be skipped"; \
+		else echo "chromium: missing and apt-get is not usable here; the browser tests will be skipped"; fi; }
+
 # Everything: unit tests, the slow end-to-end, training, memory and plan tests (about 6 minutes on 2 cores).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
 # The unit tier: everything not marked slow (26-29 s of tests on 2 cores, plus ~14 s starting Python and importing torch and diffusers).

@@ -103,7 +103,7 @@ def explorer_bytes(
     """
     s, f = min(samples, cfg.samples), min(frames, cfg.frames)
     per_cell = f * tokens * (cfg.dims * 2 + 3)
-    thumbs = 2 * s * cfg.thumbnail**2 * 4  # photo and mask, RGBA at worst
+    thumbs = s * cfg.thumbnail**2 * (3 + 4)  # photo (RGB) and mask (RGBA), PNG at worst stored
     return math.ceil((layers * timesteps * s * per_cell + thumbs) * BASE64)
 
 

@@ -1,0 +1,295 @@
+"""The layer explorer: its data (bounded, deterministic, faithful to the store) and its page in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from analyses.analyse import AnalysisConfig, clamped_cell
+from analyses.choose import ChoiceRule, choose
+from analyses.explore import ExploreConfig, explorer_bytes, kept_frames, serve_folder
+from analyses.profile import load_profile
+from analyses.run import explore
+from anti_i2v_cli import app
+from probe.capture import pooled_size
+from probe.store import open_store
+from probe.world.render import render_video, sample_identity, sample_motion
+
+MB = 1 << 20
+
+
+def _layer_file(folder: Path, i: int) -> dict:
+    text = (folder / "data" / f"layer-{i:03d}.js").read_text()
+    prefix = f"explorerLayer({i}, "
+    assert text.startswith(prefix) and text.endswith(");\n")
+    return json.loads(text[len(prefix) : -3])
+
+
+def _manifest(folder: Path) -> dict:
+    text = (folder / "data" / "manifest.js").read_text()
+    return json.loads(text[len("window.EXPLORER = ") : -2])
+
+
+def _decode_png(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def test_stated_size_limits_hold_for_the_mini_model_and_cogvideox_5b():
+    cfg = ExploreConfig()
+    # mini-cogvideox as `make demo` probes it: 8 blocks, 5 timesteps, 3 latent frames of 8x8 tokens
+    assert explorer_bytes(8, 5, 4, 3, 8 * 8, cfg) <= 6 * MB
+    # CogVideoX-5B at 480x720 with --pool 3: 42 blocks, 13 latent frames of 30x45 tokens
+    # (60x90 latents, patch 2), pooled to 10x15; 5 timesteps; any number of samples
+    tokens = pooled_size(30, 3) * pooled_size(45, 3)
+    assert tokens == 150
+    total = explorer_bytes(42, 5, 1000, 13, tokens, cfg)
+    assert total <= 48 * MB
+    assert (total - explorer_bytes(0, 5, 1000, 13, tokens, cfg)) / 42 <= 1.2 * MB  # one layer file
+
+
+def test_adapt_writes_a_self_contained_bounded_deterministic_explorer(tiny_profile, tmp_path):
+    adapted = tiny_profile.parent
+    folder = adapted / "explorer"
+    store = open_store(adapted / "activations.zarr")
+    m = _manifest(folder)
+    assert m["layers"] == store.layers and m["timesteps"] == store.attrs.timesteps
+    assert sorted(p.name for p in (folder / "data").iterdir()) == sorted(
+        ["manifest.js"] + [f"layer-{i:03d}.js" for i in range(len(store.layers))]
+    )
+    assert load_profile(folder / "profile.json") == load_profile(tiny_profile)
+    # the page's own files are relative: it opens from file:// anywhere
+    html = (folder / "index.html").read_text()
+    assert 'src="data/manifest.js"' in html and "http" not in html
+    # bounded by the stated formula
+    _, n_s, f, h, w, _ = store.array(store.layers[0]).shape
+    data = sum(p.stat().st_size for p in (folder / "data").iterdir())
+    assert data <= explorer_bytes(len(store.layers), 2, n_s, f, h * w)
+    # the same command gives the same bytes, and no user path is in a shared file
+    again = explore(adapted / "activations.zarr", tmp_path / "again", tiny_profile)
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            twin = again.parent / p.relative_to(folder)
+            assert p.read_bytes() == twin.read_bytes(), p.name
+            text = p.read_text()
+            assert str(adapted) not in text and str(tmp_path) not in text, p.name
+
+
+def test_reduced_features_keep_each_layers_token_similarities(tiny_profile):
+    adapted = tiny_profile.parent
+    store = open_store(adapted / "activations.zarr")
+    m = _manifest(adapted / "explorer")
+    frames = kept_frames(store.array(store.layers[0]).shape[2], ExploreConfig().frames)
+    assert m["frames"] == frames
+    for i, layer in enumerate(store.layers):
+        payload = _layer_file(adapted / "explorer", i)
+        h, w = payload["grid"]
+        cells = [
+            [
+                clamped_cell(store, layer, t, s, AnalysisConfig().massive_ratio)[frames].numpy()
+                for s in range(len(m["samples"]))
+            ]
+            for t in range(len(m["timesteps"]))
+        ]
+        c = cells[0][0].shape[-1]
+        assert payload["dims"] == min(ExploreConfig().dims, c)
+        mean = np.concatenate([x.reshape(-1, c) for per_t in cells for x in per_t]).mean(0)
+        for t, per_t in enumerate(payload["timesteps"]):
+            sprite = _decode_png(per_t["sprite"])
+            assert sprite.shape == (len(m["samples"]) * h, len(frames) * w, 3)
+            z = np.frombuffer(base64.b64decode(per_t["features"]), dtype="<f2").astype(np.float32)
+            z = z.reshape(len(m["samples"]), len(frames), h * w, payload["dims"])
+            full = cells[t][0].reshape(len(frames), h * w, c) - mean
+
+            def cos(a):
+                a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+                return a @ a.T
+
+            # all components kept (tiny: C <= 64): a rotation of the centred features
+            np.testing.assert_allclose(cos(z[0, 0]), cos(full[0]), atol=2e-2)
+
+
+def test_explore_refuses_bad_inputs_in_one_line_and_writes_nothing(tiny_profile, tmp_path):
+    store = str(tiny_profile.parent / "activations.zarr")
+    other = json.loads(tiny_profile.read_text())
+    other["layers"] = other["layers"][:-1]
+    other["collapse_layers"], other["anchor_layers"] = other["layers"][:1], other["layers"][-1:]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    out = tmp_path / "explorer"
+    for args, why in (
+        (["--dims", "2"], "--dims 2"),
+        (["--serve", "70000"], "--serve 70000"),
+        (["--profile", str(tmp_path / "other.json")], "was made for"),
+        (["--profile", str(tmp_path / "none.json")], "no profile at"),
+        (["--masks", str(tmp_path)], "no masks for any sample"),
+    ):
+        res = CliRunner().invoke(app, ["explore", store, "--out", str(out), *args])
+        assert res.exit_code == 2 and why in res.output, res.output
+        assert len(res.output.strip().splitlines()) <= 2  # one line (rich may wrap it)
+        assert not out.exists()
+
+
+def test_serve_folder_serves_the_page_on_localhost(tiny_profile):
+    started = threading.Event()
+    servers = []
+
+    def ready(server):
+        servers.append(server)
+        started.set()
+
+    thread = threading.Thread(
+        target=serve_folder, args=(tiny_profile.parent / "explorer", 0, ready), daemon=True
+    )
+    thread.start()
+    assert started.wait(10)
+    port = servers[0].server_address[1]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/manifest.js") as r:
+            assert r.status == 200 and r.read().startswith(b"window.EXPLORER = ")
+    finally:
+        servers[0].shutdown()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+# --- the page in a real browser ------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium")
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - the dev extra installs it
+    sync_playwright = None
+browser_only = pytest.mark.skipif(
+    CHROMIUM is None or sync_playwright is None,
+    reason="needs Debian's chromium and playwright (make test installs both where apt-get works)",
+)
+
+
+@pytest.fixture(scope="module")
+def masked_explorer(tiny_profile, tmp_path_factory) -> Path:
+    """The explorer of the tiny store with part masks and no --profile (scored here), via the CLI."""
+    root = tmp_path_factory.mktemp("explore")
+    masks = root / "masks"
+    masks.mkdir()
+    for s in (10, 20, 30):  # the conftest portraits' identities
+        _, labels = render_video(sample_identity(s), sample_motion(s), frames=1)
+        Image.fromarray(labels[0]).save(masks / f"p{s}.png")
+    store = tiny_profile.parent / "activations.zarr"
+    res = CliRunner().invoke(
+        app, ["explore", str(store), "--masks", str(masks), "--out", str(root / "explorer")]
+    )
+    assert res.exit_code == 0, res.output
+    return root / "explorer"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, masked_explorer):
+    """The explorer opened from file://, with every console error and page error collected."""
+    pg = browser.new_page(accept_downloads=True)
+    pg.errors = []
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto((masked_explorer / "index.html").as_uri())
+    pg.wait_for_function("window.explorer !== undefined")
+    pg.evaluate("window.explorer.ready")
+    yield pg
+    pg.close()
+
+
+def _pixels(page, canvas: str) -> str:
+    page.evaluate("window.explorer.show()")
+    return page.evaluate(f"document.getElementById('{canvas}').toDataURL()")
+
+
+@pytest.mark.slow  # a real browser
+@browser_only
+def test_page_loads_without_errors_and_changing_the_layer_or_mask_changes_the_map(page):
+    assert page.title() == "anti-i2v layer explorer"
+    first = page.evaluate("window.explorer.state.layer")
+    before = _pixels(page, "map")
+    page.keyboard.press("ArrowRight" if first == 0 else "ArrowLeft")
+    assert page.evaluate("window.explorer.state.layer") != first
+    after = _pixels(page, "map")
+    assert after != before
+    page.check("#mask")
+    assert _pixels(page, "map") != after
+    assert page.errors == []
+
+
+@pytest.mark.slow  # a real browser
+@browser_only
+def test_clicked_token_is_the_maximum_of_its_similarity_map(page):
+    box = page.locator("#map").bounding_box()
+    layer = page.evaluate("window.explorer.state.layer")
+    for u, v in ((0.1, 0.1), (0.6, 0.3), (0.9, 0.85)):
+        page.mouse.click(box["x"] + box["width"] * u, box["y"] + box["height"] * v)
+        page.evaluate("window.explorer.show()")
+        sim = page.evaluate("window.explorer.lastSimilarity")
+        h, w = page.evaluate(f"window.EXPLORER.grids[{layer}]")
+        assert sim["token"] == int(v * h) * w + int(u * w)
+        assert sim["same"]["argmax"] == sim["token"]
+        assert max(sim["same"]["values"]) == pytest.approx(1.0, abs=1e-3)
+        assert sim["second"]["argmax"] == sim["token2"]
+    assert page.errors == []
+
+
+@pytest.mark.slow  # a real browser
+@browser_only
+def test_rule_recomputed_in_the_page_matches_the_profile_and_python(page, masked_explorer):
+    profile = load_profile(masked_explorer / "profile.json")
+    measures = [m for m in profile.rule["measures"] if m in profile.scores]
+    assert len(measures) >= 2  # masks give mask_probe beside spatial_coherence
+    keys = ("collapse_layers", "anchor_layers", "timesteps")
+    picked = page.evaluate(f"window.explorer.recompute({json.dumps(measures)})")
+    assert {k: picked[k] for k in keys} == {k: getattr(profile, k) for k in keys}
+    rule = {k: v for k, v in profile.rule.items() if k != "measures"}
+    for dropped in measures:
+        kept = [m for m in measures if m != dropped]
+        python = choose(
+            profile.scores,
+            profile.layers,
+            profile.timesteps_probed,
+            ChoiceRule(**rule, measures=tuple(kept)),
+        )
+        page.uncheck(f"#measures input[value={dropped}]")
+        shown = page.evaluate(f"window.explorer.recompute({json.dumps(kept)})")
+        assert {k: shown[k] for k in keys} == {k: python[k] for k in keys}, dropped
+        page.check(f"#measures input[value={dropped}]")
+    assert page.errors == []
+
+
+@pytest.mark.slow  # a real browser
+@browser_only
+def test_export_downloads_the_current_view_as_png(page):
+    box = page.locator("#map").bounding_box()
+    page.mouse.click(box["x"] + 5, box["y"] + 5)
+    page.evaluate("window.explorer.show()")
+    with page.expect_download() as download:
+        page.click("#export")
+    name = download.value.suggested_filename
+    state = page.evaluate("window.explorer.state")
+    m = page.evaluate("window.EXPLORER")
+    assert name == (
+        f"explorer-{m['layers'][state['layer']]}-t{m['timesteps'][state['timestep']]}"
+        f"-{m['samples'][state['sample']]}-f{m['frames'][state['frame']]}.png"
+    )
+    image = Image.open(download.value.path())
+    assert image.format == "PNG" and image.width > 5 * 320 and image.height > 320
+    assert page.errors == []
