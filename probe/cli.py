@@ -11,6 +11,7 @@ from rich.table import Table
 from probe.common import ToolkitError, cli_command, parse_ints
 from probe.config import MODEL_DTYPES, STORAGE_DTYPES
 from probe.config import ProbeConfig as P
+from probe.distributed import Ranks
 
 console = Console(stderr=True)
 
@@ -90,6 +91,8 @@ def probe(
         repair=repair,
     )
     result = run_probe(cfg)
+    if not Ranks.from_env().is_main:  # under torchrun, rank 0 speaks for the run
+        return
     Console().print(summary_table(result))
     if result.repaired:
         console.print(f"repaired {len(result.repaired)} damaged cell(s)")

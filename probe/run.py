@@ -7,6 +7,7 @@ timestep with noise drawn from (seed, sample) so batch size never changes a valu
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +21,17 @@ from probe.backbones import Backbone, load_backbone
 from probe.capture import execution_order, frame_indices, pool_spatial, trace_blocks
 from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device
 from probe.config import ProbeConfig
+from probe.distributed import Ranks, process_group
 from probe.images import Photo, gather_images, load_photo
-from probe.store import ActivationStore, CellWriter, StoreAttrs, create_or_resume, finish, mark_done
+from probe.store import (
+    ActivationStore,
+    CellWriter,
+    StoreAttrs,
+    create_or_resume,
+    ensure_layer,
+    finish,
+    mark_done,
+)
 
 console = Console(stderr=True)
 
@@ -81,9 +91,19 @@ def probe_cells(
 
 
 def run_probe(cfg: ProbeConfig) -> ProbeResult:
-    """Run (or resume) a probe; returns the store and what was skipped."""
+    """Run (or resume) a probe; returns the store and what was skipped.
+
+    Under torchrun every rank probes its shard of the pending (timestep, sample) cells; rank 0
+    creates the store and its arrays first and consolidates it last (`probe.distributed`).
+    """
+    ranks = Ranks.from_env()
+    device = ranks.device(pick_device(cfg.device))
+    with process_group(ranks, device):
+        return _run_probe(cfg, ranks, device)
+
+
+def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
     started = time.time()
-    device = pick_device(cfg.device)
     backbone = load_backbone(cfg.model, cfg.family, cfg.model_dtype, device)
     photos, skipped = load_photos(
         gather_images([Path(p) for p in cfg.images]), 2 * max(backbone.resolution)
@@ -129,37 +149,59 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
         toolkit_version=TOOLKIT_VERSION,
         config={k: v for k, v in asdict(cfg).items() if k != "repair"},
     )
-    store = create_or_resume(Path(cfg.out), attrs)
-    result = ProbeResult(store=store, skipped=skipped)
-    if cfg.repair:  # a damaged cell is written again, exactly as a never-written one
-        for t, s in store.damaged_cells():
-            mark_done(store, t, s, done=False)
-            result.repaired.append((t, s))
-    done = store.completed()
-    todo = [
-        (ti, j) for ti in range(len(cfg.timesteps)) for j in range(len(cells)) if not done[ti, j]
-    ]
-    with _progress() as progress, CellWriter(store, cfg.dtype, frames=kept) as writer:
-        task = progress.add_task(f"probe {backbone.name}", total=len(todo))
+    probe = functools.partial(
+        probe_cells,
+        backbone,
+        layers=layers,
+        frames=cfg.frames,
+        pool=cfg.pool,
+        video_frames=cfg.video_frames,
+    )
+    repaired: list[tuple[int, int]] = []
+    todo: list[tuple[int, int]] = []
+    if ranks.is_main:
+        store = create_or_resume(Path(cfg.out), attrs)
+        if cfg.repair:  # a damaged cell is written again, exactly as a never-written one
+            for t, s in store.damaged_cells():
+                mark_done(store, t, s, done=False)
+                repaired.append((t, s))
+        if ranks.distributed and any(name not in store.group for name in layers):
+            # Other ranks must not create arrays: rank 0 makes them all, from one cell's shapes.
+            acts = probe(pixels[:1], float(cfg.timesteps[0]), [(cells[0][1], cells[0][0])])
+            for name in layers:
+                ensure_layer(store, name, tuple(acts[name].shape[1:]), cfg.dtype, kept)
+        done = store.completed()
+        todo = [
+            (ti, j)
+            for ti in range(len(cfg.timesteps))
+            for j in range(len(cells))
+            if not done[ti, j]
+        ]
+    # Rank 0's list of pending cells, read before any rank writes: one list, sharded alike.
+    todo = ranks.broadcast(todo)
+    if not ranks.is_main:
+        store = create_or_resume(Path(cfg.out), attrs)  # rank 0's store, its settings checked
+    result = ProbeResult(store=store, skipped=skipped, repaired=repaired)
+    mine = ranks.shard(todo)
+    with _progress(ranks) as progress, CellWriter(store, cfg.dtype, frames=kept) as writer:
+        task = progress.add_task(f"probe {backbone.name}", total=len(mine))
         for ti, t in enumerate(cfg.timesteps):
-            pending = [j for j in range(len(cells)) if not done[ti, j]]
+            pending = [j for tj, j in mine if tj == ti]
             for k in range(0, len(pending), cfg.batch_size):
                 batch = pending[k : k + cfg.batch_size]
-                acts = probe_cells(
-                    backbone,
+                acts = probe(
                     pixels[[cells[j][0] for j in batch]],
                     float(t),
                     [(cells[j][1], cells[j][0]) for j in batch],
-                    layers,
-                    cfg.frames,
-                    cfg.pool,
-                    cfg.video_frames,
                 )
                 for b, j in enumerate(batch):
                     writer.put(ti, j, {name: acts[name][b].numpy() for name in layers})
                     result.cells_written += 1
                 progress.advance(task, len(batch))
-    finish(store)
+    ranks.barrier()  # every rank's cells are written before rank 0 consolidates the store
+    if ranks.is_main:
+        finish(store)
+    result.cells_written = sum(ranks.gather(result.cells_written))
     result.seconds = time.time() - started
     return result
 
@@ -173,7 +215,8 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _progress() -> Progress:
+def _progress(ranks: Ranks) -> Progress:
+    """A progress bar; under torchrun, rank 0's alone (its shard), so lines do not interleave."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -181,6 +224,7 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=not ranks.is_main,
     )
 
 

@@ -38,6 +38,7 @@ from probe.common import (
     to_uint8,
     write_text_atomic,
 )
+from probe.distributed import Ranks, process_group
 from probe.images import Photo, load_photo, to_chw_float
 from protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
 from protect.evaluate.metrics import ssim
@@ -291,8 +292,12 @@ def _loss_curve(history: list[dict], path: Path) -> None:
         fig.savefig(tmp, dpi=90, metadata={"Software": None})
 
 
-def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone | None]:
+def prepare_run(
+    cfg: ProtectConfig, device: str | None = None
+) -> tuple[Run, list[Job], Backbone | None]:
     """Everything checkable before cloaking: inputs, outputs, profile, target; then the model.
+
+    `device`: where the model goes (default: `cfg.device` resolved); each torchrun rank passes its own.
 
     Raises:
         ToolkitError: with one line, before any photo is touched.
@@ -305,7 +310,7 @@ def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone | None]:
         load_photo(Path(cfg.target))  # readable, or one line now
     if not jobs:
         return run, jobs, None
-    backbone = load_backbone(cfg.model, None, cfg.dtype, pick_device(cfg.device))
+    backbone = load_backbone(cfg.model, None, cfg.dtype, device or pick_device(cfg.device))
     if cfg.checkpointing:
         backbone.enable_checkpointing()
     if profile is not None:
@@ -316,34 +321,46 @@ def prepare_run(cfg: ProtectConfig) -> tuple[Run, list[Job], Backbone | None]:
 def run_protect(
     cfg: ProtectConfig, on_result: Callable[[PhotoResult], None] | None = None
 ) -> list[PhotoResult]:
-    """Cloak every photo; a failing photo is reported (through `on_result`, as it finishes) and the others go on."""
-    run, jobs, backbone = prepare_run(cfg)
-    if not jobs:
-        console.print(
-            f"nothing to cloak in {', '.join(cfg.images)}: every image there is a cloak or another "
-            "output of this toolkit"
-        )
-        return []
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    target = load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side) if cfg.target else None
-    lpips_model = load_lpips() if run.weights.get("lpips") else None
-    results: list[PhotoResult] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(jobs))
-        for job in jobs:
-            result = _protect_one(job, backbone, run, out, target, lpips_model)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-            progress.advance(task)
-    return results
+    """Cloak every photo; a failing photo is reported (through `on_result`, as it finishes) and the others go on.
+
+    Under torchrun each rank cloaks its shard of the photos (`probe.distributed`): every output is
+    one photo's own files, so no two ranks write the same file; the results of every rank are
+    returned on each, in the photos' order.
+    """
+    ranks = Ranks.from_env()
+    device = ranks.device(pick_device(cfg.device))
+    with process_group(ranks, device):
+        run, jobs, backbone = prepare_run(cfg, device)
+        if not jobs:
+            if ranks.is_main:
+                console.print(
+                    f"nothing to cloak in {', '.join(cfg.images)}: every image there is a cloak "
+                    "or another output of this toolkit"
+                )
+            return []
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        target = load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side) if cfg.target else None
+        lpips_model = load_lpips() if run.weights.get("lpips") else None
+        mine = ranks.shard(jobs)
+        results: list[PhotoResult] = []
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not ranks.is_main,
+        ) as progress:
+            task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(mine))
+            for job in mine:
+                result = _protect_one(job, backbone, run, out, target, lpips_model)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                progress.advance(task)
+        by_name = {r.name: r for part in ranks.gather(results) for r in part}
+        return [by_name[job.name] for job in jobs]
 
 
 def _protect_one(

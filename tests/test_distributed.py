@@ -1,0 +1,152 @@
+"""Scale-out through torch.distributed: real `torchrun` ranks on gloo give a single process's bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe.common import ToolkitError
+from probe.distributed import Ranks
+from probe.store import open_store
+
+BIN = Path(sys.executable).parent
+# One thread per process in both runs: torchrun's default, and a float sum's order depends on it.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ANTI_I2V_OFFLINE": "1"}
+
+
+def _anti_i2v(args: list[str], nproc: int = 1, env: dict | None = None, check: bool = True):
+    """`anti-i2v ARGS`, alone or as `torchrun --standalone --nproc-per-node N anti-i2v ARGS`."""
+    launch = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        + [f"--nproc-per-node={nproc}", "--no-python"]
+        if nproc > 1
+        else []
+    )
+    res = subprocess.run(
+        [*launch, str(BIN / "anti-i2v"), *args],
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
+
+
+def _same_store(a: Path, b: Path) -> None:
+    """Every chunk, array and coordinate byte-identical; root attributes equal but for --out."""
+    fa, fb = _files(a), _files(b)
+    assert sorted(fa) == sorted(fb)
+    assert {k: v for k, v in fa.items() if k != "zarr.json"} == {
+        k: v for k, v in fb.items() if k != "zarr.json"
+    }
+    ja, jb = (json.loads((p / "zarr.json").read_text()) for p in (a, b))
+    for j in (ja, jb):
+        j["attributes"]["config"].pop("out")
+        j.pop("consolidated_metadata", None)  # holds the same array metadata, compared above
+    assert ja == jb
+
+
+PROBE = ["tiny:cogvideox", "--timesteps", "200,500,800", "--seeds", "0,1"]
+
+
+@pytest.fixture(scope="module")
+def single_store(portraits, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "acts.zarr"
+    _anti_i2v(["probe", *PROBE[:1], str(portraits), "--out", str(out), *PROBE[1:]])
+    return out
+
+
+def test_ranks_read_torchrun_environment_and_shard_alike(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    alone = Ranks.from_env()
+    assert alone == Ranks() and not alone.distributed and alone.is_main
+    assert alone.shard(list(range(5))) == [0, 1, 2, 3, 4] and alone.device("cuda") == "cuda"
+    assert alone.gather(7) == [7] and alone.broadcast("x") == "x"
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    r = Ranks.from_env()
+    assert (r.rank, r.world_size, r.local_rank) == (3, 4, 1) and not r.is_main
+    assert r.device("cuda") == "cuda:1" and r.device("cpu") == "cpu"
+    items = list(range(10))
+    shards = [Ranks(k, 4).shard(items) for k in range(4)]
+    assert sorted(sum(shards, [])) == items and r.shard(items) == [3, 7]
+    for rank, world in (("4", "4"), ("x", "2")):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", world)
+        with pytest.raises(ToolkitError, match="torchrun"):
+            Ranks.from_env()
+
+
+@pytest.mark.slow  # two torchrun launches of two ranks each (each rank imports torch)
+def test_torchrun_probe_writes_the_single_process_store(portraits, single_store, tmp_path):
+    out = tmp_path / "acts.zarr"
+    _anti_i2v(["probe", *PROBE[:1], str(portraits), "--out", str(out), *PROBE[1:]], nproc=2)
+    _same_store(single_store, out)
+    assert open_store(out).is_complete()
+
+
+@pytest.mark.slow  # a torchrun launch whose rank 1 dies, then a one-process resume
+def test_a_dead_rank_leaves_a_store_that_any_world_size_finishes(portraits, single_store, tmp_path):
+    # Rank 1 dies (os._exit, as a kill would end it) right after writing its first cell.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    from probe import store\n"
+        "    _write = store.CellWriter._write\n"
+        "    def _dying(self, t, s, cells):\n"
+        "        _write(self, t, s, cells)\n"
+        "        os._exit(17)\n"
+        "    store.CellWriter._write = _dying\n"
+    )
+    out = tmp_path / "acts.zarr"
+    args = ["probe", *PROBE[:1], str(portraits), "--out", str(out), *PROBE[1:]]
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hook), ENV.get("PYTHONPATH", "")])}
+    res = _anti_i2v(args, nproc=2, env=env, check=False)
+    assert res.returncode != 0  # torchrun reports the dead rank and stops the other
+    done = open_store(out).completed()
+    assert 0 < done.sum() < done.size
+    _anti_i2v(args)  # the same command, one process
+    _same_store(single_store, out)
+
+
+@pytest.mark.slow  # two protect runs, one of them a torchrun launch of two ranks
+def test_torchrun_protect_writes_the_single_process_cloaks(portraits, tiny_profile, tmp_path):
+    common = ["tiny:cogvideox", str(portraits), "--profile", str(tiny_profile), "--steps", "2"]
+    _anti_i2v(["protect", *common, "--out", str(tmp_path / "one")])
+    _anti_i2v(["protect", *common, "--out", str(tmp_path / "two")], nproc=2)
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    pngs = sorted(k for k in one if k.endswith(".png") and not k.endswith(".loss.png"))
+    assert pngs == ["p10.png", "p20.png", "p30.png"]
+    assert {k: one[k] for k in pngs} == {k: two[k] for k in pngs}
+    for name in pngs:
+        a, b = (
+            json.loads((tmp_path / d / name.replace(".png", ".json")).read_text())
+            for d in ("one", "two")
+        )
+        assert a.pop("seconds") > 0 and b.pop("seconds") > 0
+        assert a == b
+    # every rank's photos, and no lock or temporary file left behind
+    assert sorted(one) == sorted(two)
+    assert not [k for k in two if ".tmp" in k or k.endswith(".lock")]
+    assert np.all([(tmp_path / "two" / k).stat().st_size > 0 for k in two])
