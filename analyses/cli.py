@@ -88,6 +88,8 @@ def adapt(
     profile = run(
         model, images, out, masks, reference, overrides, _rule(anchors, 1, 2, min_timestep)
     )
+    if profile is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     _report(profile, out / "profile.json")
     console.print(f"report: {out / 'index.html'}")
 

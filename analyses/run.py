@@ -13,6 +13,7 @@ from analyses.profile import Profile, load_profile, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
 from probe.common import TOOLKIT_VERSION
+from probe.distributed import Ranks
 from probe.images import gather_images, load_photo
 from probe.run import ProbeConfig, run_probe
 from probe.store import open_store
@@ -104,8 +105,9 @@ def adapt(
     reference: str | None = None,
     probe_overrides: dict | None = None,
     rule: ChoiceRule = ChoiceRule(),
-) -> Profile:
-    """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/, index.html."""
+) -> Profile | None:
+    """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/,
+    index.html and explorer/. Under torchrun, rank 0 returns the profile and the others None."""
     out.mkdir(parents=True, exist_ok=True)
     cfg = ProbeConfig(
         model=model,
@@ -113,7 +115,9 @@ def adapt(
         out=str(out / "activations.zarr"),
         **{"timesteps": ADAPT_TIMESTEPS, **(probe_overrides or {})},
     )
-    run_probe(cfg)
+    run_probe(cfg)  # under torchrun: every rank probes its shard, then the ranks part
+    if not Ranks.from_env().is_main:
+        return None  # rank 0 alone writes the profile, figures and explorer
     profile = analyse(
         out / "activations.zarr", out / "profile.json", out / "figures", masks, reference, rule
     )

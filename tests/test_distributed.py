@@ -130,8 +130,10 @@ def test_a_dead_rank_leaves_a_store_that_any_world_size_finishes(portraits, sing
     _same_store(single_store, out)
 
 
-@pytest.mark.slow  # two protect runs, one of them a torchrun launch of two ranks
-def test_torchrun_protect_writes_the_single_process_cloaks(portraits, tiny_profile, tmp_path):
+@pytest.mark.slow  # protect and evaluate, each alone and as a torchrun launch of two ranks
+def test_torchrun_protect_and_evaluate_write_the_single_process_outputs(
+    portraits, tiny_profile, tmp_path
+):
     common = ["tiny:cogvideox", str(portraits), "--profile", str(tiny_profile), "--steps", "2"]
     _anti_i2v(["protect", *common, "--out", str(tmp_path / "one")])
     _anti_i2v(["protect", *common, "--out", str(tmp_path / "two")], nproc=2)
@@ -150,3 +152,51 @@ def test_torchrun_protect_writes_the_single_process_cloaks(portraits, tiny_profi
     assert sorted(one) == sorted(two)
     assert not [k for k in two if ".tmp" in k or k.endswith(".lock")]
     assert np.all([(tmp_path / "two" / k).stat().st_size > 0 for k in two])
+    # evaluate those cloaks: the same results.csv, written by rank 0 alone
+    for name, nproc in (("eval-one", 1), ("eval-two", 2)):
+        _anti_i2v(
+            [
+                "evaluate",
+                "tiny:cogvideox",
+                "--clean",
+                str(portraits),
+                "--protected",
+                str(tmp_path / "one"),
+                "--seeds",
+                "2",
+                "--steps",
+                "2",
+                "--distortions",
+                "jpeg75",
+                "--identity",
+                "mini-identity",
+                "--out",
+                str(tmp_path / name),
+            ],
+            nproc=nproc,
+        )
+    csv_one, csv_two = (
+        (tmp_path / n / "results.csv").read_text() for n in ("eval-one", "eval-two")
+    )
+    assert csv_one == csv_two and csv_one.count("\n") == 1 + 3 * 2 * (1 + 2)
+
+
+@pytest.mark.slow  # a torchrun launch of two ranks
+def test_torchrun_world_render_writes_the_single_process_samples(tmp_path):
+    for name, nproc in (("one", 1), ("two", 2)):
+        d = tmp_path / name
+        _anti_i2v(
+            [
+                "world",
+                "render",
+                "--out",
+                str(d / "world"),
+                "--count",
+                "3",
+                "--photos",
+                str(d / "p"),
+            ],
+            nproc=nproc,
+        )
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert one == two and len([k for k in one if k.startswith("p/")]) == 3

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from probe.common import write_text_atomic
+from probe.common import atomic_write, write_text_atomic
+from probe.distributed import Ranks
 
 # Part labels written in masks/*.png (uint8 values).
 LABELS: dict[str, int] = {
@@ -275,14 +276,17 @@ def render_dataset(
 
     With `photos`, each sample's first frame is also copied there as `<sample>.png`: the
     photo a user would protect, in a flat folder the other commands take directly.
+
+    Under torchrun each rank renders its shard of the samples (every sample is its own folder,
+    so no two ranks write one file; no collective is needed). Returns every sample's folder.
     """
-    paths = []
-    for s in identity_seeds(count, seed, split):
+    seeds = identity_seeds(count, seed, split)
+    for s in Ranks.from_env().shard(seeds):
         d = out / f"id{s:09d}"
         if not (d / "identity.json").exists():  # identity.json is written last: its presence = done
             write_sample(d, s, motion_seed=s, frames=frames)
         if photos is not None:
             photos.mkdir(parents=True, exist_ok=True)
-            (photos / f"{d.name}.png").write_bytes((d / "frames" / "000.png").read_bytes())
-        paths.append(d)
-    return paths
+            with atomic_write(photos / f"{d.name}.png", "wb") as f:
+                f.write((d / "frames" / "000.png").read_bytes())
+    return [out / f"id{s:09d}" for s in seeds]

@@ -32,6 +32,7 @@ from probe.common import (
     to_uint8,
     write_text_atomic,
 )
+from probe.distributed import Ranks, process_group
 from probe.images import gather_images, load_photo
 from probe.video import strip
 from protect.config import EvaluateConfig
@@ -237,7 +238,19 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     With `cfg.budgets`, also the equal-visibility frontier: every main-model method re-cloaked at
     each budget through protect (cached under `out/.cloaks/`), in frontier.csv, the summary's
     `frontier` and a figure per judge.
+
+    Under torchrun each rank generates and judges the videos of its shard of the photos (every
+    method, seed, distortion and eval model of a photo on one rank, so its clean video is made
+    once); rank 0 gathers the rows in the single-process order and alone writes the tables,
+    figures and report.
     """
+    ranks = Ranks.from_env()
+    device = ranks.device(pick_device(cfg.device))
+    with process_group(ranks, device):
+        return _evaluate(cfg, ranks, device)
+
+
+def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     out = Path(cfg.out)
     check_writable_dir(out)
     for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour
@@ -247,28 +260,29 @@ def evaluate(cfg: EvaluateConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     judges = Judges.load(cfg)
     judges.require_faces(list(clean.values()))
-    frontier_sets = plan.cloak() if plan else []
+    frontier_sets = plan.cloak() if plan else []  # protect shards these over the ranks itself
+    mine = {name: clean[name] for name in ranks.shard(list(clean))}
     distortions = ["none", *[d for d in cfg.distortions if d != "none"]]
-    n = len(clean) * cfg.seeds
+    n = len(mine) * cfg.seeds
     total = n * (1 + len(sets) * len(distortions)) + n * len(cfg.models) * (1 + len(sets))
     total += n * (1 + len(frontier_sets)) if plan else 0
     rows: list[EvalRow] = []
     frontier_rows: list[EvalRow] = []
     strips: dict[str, np.ndarray] = {}
     measure = _Measurer(cfg, judges, out)
-    with Progress(console=console) as progress:
+    with Progress(console=console, disable=not ranks.is_main) as progress:
         task = progress.add_task("evaluate", total=total)
 
         def advance() -> None:
             progress.advance(task)
 
         for model in [cfg.model, *cfg.models]:
-            backbone = load_backbone(model, None, "float32", pick_device(cfg.device))
+            backbone = load_backbone(model, None, "float32", device)
             # Transfer models see the undistorted cloaks: one video per photo and method.
             model_distortions = distortions if model == cfg.model else ["none"]
             rows += measure.rows(
                 backbone,
-                clean,
+                mine,
                 sets,
                 model_distortions,
                 advance,
@@ -276,8 +290,14 @@ def evaluate(cfg: EvaluateConfig) -> Path:
             )
             if plan and model == cfg.model:
                 frontier_rows = measure.rows(
-                    backbone, _complete(clean, frontier_sets), frontier_sets, ["none"], advance
+                    backbone, _complete(mine, frontier_sets), frontier_sets, ["none"], advance
                 )
+    order = list(clean)
+    rows = _in_order(ranks.gather(rows), order)
+    frontier_rows = _in_order(ranks.gather(frontier_rows), order)
+    strips = _first_strips(ranks.gather(strips), order, 3 * len(sets))
+    if not ranks.is_main:
+        return out
     write_csv(rows, out / "results.csv")
     summary = summarise(rows, cfg)
     if plan:
@@ -289,6 +309,33 @@ def evaluate(cfg: EvaluateConfig) -> Path:
 
     write_report(out, summary, strips)
     return out
+
+
+def _in_order(parts: list[list[EvalRow]], photos: list[str]) -> list[EvalRow]:
+    """Every rank's rows in the single-process order: by eval model, then photo.
+
+    Within one (model, photo) the rows come from one rank in the order it made them, and a
+    stable sort keeps that order. Rows carry the backbone's name, so models are ranked by their
+    first appearance among the first photo's rows, which follows the loop over eval models.
+    """
+    rows = [r for part in parts for r in part]
+    seen: dict[str, int] = {}
+    for r in sorted(rows, key=lambda r: photos.index(r.photo)):  # first photo: every model
+        seen.setdefault(r.eval_model, len(seen))
+    return sorted(rows, key=lambda r: (seen[r.eval_model], photos.index(r.photo)))
+
+
+def _first_strips(
+    parts: list[dict[str, np.ndarray]], photos: list[str], limit: int
+) -> dict[str, np.ndarray]:
+    """The strips of the first photos, as one process keeps them (`limit` in all)."""
+    merged = {k: v for part in parts for k, v in part.items()}  # keys: "<photo>__<set label>"
+
+    def photo_index(key: str) -> int:
+        return next(i for i, p in enumerate(photos) if key.startswith(f"{p}__"))
+
+    keys = sorted(merged, key=photo_index)  # stable: each photo's sets stay in set order
+    return {k: merged[k] for k in keys[:limit]}
 
 
 def match_photos(cfg: EvaluateConfig) -> tuple[dict[str, Path], list[CloakSet]]:
