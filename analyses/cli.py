@@ -39,7 +39,9 @@ def _report(profile, out: Path) -> None:
 
 
 def analyse(
-    store: Path = typer.Argument(..., help="activation store written by `anti-i2v probe`"),
+    store: str = typer.Argument(
+        ..., help="activation store written by `anti-i2v probe` (a path or fsspec URL)"
+    ),
     out: Path = typer.Option(..., "--out", help="profile JSON to write"),
     figures: Path = typer.Option(None, help="folder for PNG figures and index.html"),
     masks: Path = typer.Option(
@@ -95,7 +97,9 @@ def adapt(
 
 
 def explore(
-    store: Path = typer.Argument(..., help="activation store written by `anti-i2v probe`"),
+    store: str = typer.Argument(
+        ..., help="activation store written by `anti-i2v probe` (a path or fsspec URL)"
+    ),
     out: Path = typer.Option(..., "--out", help="folder to write: index.html and data/"),
     profile: Path = typer.Option(
         None, help="the store's profile (default: score the store here with the default rule)"

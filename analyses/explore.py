@@ -207,7 +207,7 @@ def check_profile_matches(profile: Profile, store: ActivationStore, source: str)
     attrs = store.attrs
     if profile.config_sha256 != attrs.config_sha256 or profile.layers != attrs.layers:
         raise ToolkitError(
-            f"{source} was made for {profile.model}, not the {attrs.model} in {store.path.name}; "
+            f"{source} was made for {profile.model}, not the {attrs.model} in {store.name}; "
             "give that model's profile, or leave out --profile to score the store here"
         )
     if profile.timesteps_probed and profile.timesteps_probed != attrs.timesteps:
@@ -233,7 +233,7 @@ def manifest(
         "schema": "anti-i2v.explorer/1",
         "model": attrs.model,
         "family": attrs.family,
-        "store": store.path.name,  # a folder name, never a user path: the folder is shared
+        "store": store.name,  # a folder name, never a user path: the folder is shared
         "layers": attrs.layers,
         "timesteps": attrs.timesteps,
         "samples": names,

@@ -32,7 +32,7 @@ def _photos_of(store) -> list:
 
 
 def score_store(
-    store_path: Path,
+    store_path: str | Path,
     masks: Path | None = None,
     reference: str | None = None,
     rule: ChoiceRule = ChoiceRule(),
@@ -60,7 +60,7 @@ def score_store(
         scores=analysis.scores,
         rule=rule.to_dict(),
         analysis=asdict(cfg),
-        store=Path(store_path).name,
+        store=store.name,
         samples=len(names),
         masks=mask_arrays is not None,
         reference=reference if ref is not None else None,
@@ -70,7 +70,7 @@ def score_store(
 
 
 def analyse(
-    store_path: Path,
+    store_path: str | Path,
     out: Path,
     figures: Path | None = None,
     masks: Path | None = None,
@@ -126,7 +126,7 @@ def adapt(
 
 
 def explore(
-    store_path: Path,
+    store_path: str | Path,
     out: Path,
     profile_path: Path | None = None,
     masks: Path | None = None,

@@ -51,7 +51,9 @@ def probe(
         ..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"
     ),
     images: list[Path] = typer.Argument(..., help="image files or folders"),
-    out: Path = typer.Option(..., "--out", help="zarr store to write (resumed if it exists)"),
+    out: str = typer.Option(
+        ..., "--out", help="zarr store to write (resumed if it exists): a path or fsspec URL"
+    ),
     timesteps: str = typer.Option(_csv(P.timesteps), help="timesteps on the 0..1000 scale"),
     seeds: str = typer.Option(_csv(P.seeds), help="noise seeds"),
     frames: int = typer.Option(None, help="latent frames to keep (evenly spaced); default all"),

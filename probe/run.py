@@ -27,6 +27,7 @@ from probe.store import (
     ActivationStore,
     CellWriter,
     StoreAttrs,
+    check_location,
     create_or_resume,
     ensure_layer,
     finish,
@@ -104,6 +105,7 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
 
 def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
     started = time.time()
+    check_location(cfg.out)  # a missing bucket or unwritable folder: one line, no model loaded
     backbone = load_backbone(cfg.model, cfg.family, cfg.model_dtype, device)
     photos, skipped = load_photos(
         gather_images([Path(p) for p in cfg.images]), 2 * max(backbone.resolution)
@@ -160,7 +162,7 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
     repaired: list[tuple[int, int]] = []
     todo: list[tuple[int, int]] = []
     if ranks.is_main:
-        store = create_or_resume(Path(cfg.out), attrs)
+        store = create_or_resume(cfg.out, attrs)
         if cfg.repair:  # a damaged cell is written again, exactly as a never-written one
             for t, s in store.damaged_cells():
                 mark_done(store, t, s, done=False)
@@ -180,7 +182,7 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
     # Rank 0's list of pending cells, read before any rank writes: one list, sharded alike.
     todo = ranks.broadcast(todo)
     if not ranks.is_main:
-        store = create_or_resume(Path(cfg.out), attrs)  # rank 0's store, its settings checked
+        store = create_or_resume(cfg.out, attrs)  # rank 0's store, its settings checked
     result = ProbeResult(store=store, skipped=skipped, repaired=repaired)
     mine = ranks.shard(todo)
     with _progress(ranks) as progress, CellWriter(store, cfg.dtype, frames=kept) as writer:
@@ -239,7 +241,7 @@ def summary_table(result: ProbeResult) -> Table:
     total = 0
     for name in store.layers:
         arr = store.array(name)
-        nbytes = _stored_bytes(store.path / name)
+        nbytes = store.stored_bytes(name)
         total += nbytes
         table.add_row(name, str(tuple(arr.shape)), _human(nbytes))
     table.caption = (
@@ -248,10 +250,6 @@ def summary_table(result: ProbeResult) -> Table:
         + (f"; skipped {len(result.skipped)} image(s)" if result.skipped else "")
     )
     return table
-
-
-def _stored_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _human(n: float) -> str:

@@ -6,6 +6,17 @@ module path, shaped `(timestep, sample, frame, height, width, channel)`; one chu
 (timestep, sample) so every write is a whole chunk and no two writers share one (zarr issue
 3682). A `completed` array of the same (timestep, sample) grid is set only after every layer's
 chunk is written, so an interrupted run never takes a half-written chunk as done.
+
+Where a store lives: a local path, or any fsspec URL (`s3://bucket/acts.zarr`, `gs://...`,
+`memory://...`), opened through zarr's fsspec store. Credentials and endpoints come from the
+file system's own configuration (for S3: the AWS variables and files, `AWS_ENDPOINT_URL` for an
+S3-compatible server), so nothing here is S3-specific.
+
+Who writes what (under torchrun, `probe.distributed`): rank 0 alone creates the group, its
+attributes, the `completed` array, every layer array and every coordinate array; after that, each
+chunk of a layer array and of `completed` belongs to one (timestep, sample) cell, and a cell is
+written, chunks first and its `completed` flag last, by the one rank whose shard holds it. So no
+chunk is ever written by two ranks, and rank 0 consolidates the metadata once every rank is done.
 """
 
 from __future__ import annotations
@@ -14,15 +25,17 @@ import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
+import fsspec
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
-from probe.common import ToolkitError
+from probe.common import ToolkitError, check_writable_dir
 
 SCHEMA = "anti-i2v.activations/1"
 DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
@@ -88,11 +101,55 @@ class StoreAttrs:
         return [k for k in self.IDENTITY if mine[k] != theirs[k]]
 
 
+def is_url(where: str | Path) -> bool:
+    """Whether a store argument is an fsspec URL (`s3://...`) rather than a local path."""
+    return "://" in str(where)
+
+
+def store_name(where: str | Path) -> str:
+    """The store's own name (`acts.zarr`), never the folder or bucket it is in: safe to share."""
+    return PurePosixPath(urlsplit(str(where)).path).name if is_url(where) else Path(where).name
+
+
+# Object stores have buckets, not folders: a prefix exists only once an object is under it.
+BUCKETED = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
+
+def check_location(where: str | Path, flag: str = "--out") -> None:
+    """Say in one line why a store cannot be written at `where`, before any model work.
+
+    Local: the folder must be writable. URL: the protocol's file system must be installed, and
+    on an object store the bucket must exist and be reachable with the configured credentials.
+    """
+    if not is_url(where):
+        check_writable_dir(Path(where).parent, flag)
+        return
+    try:
+        fs, path = fsspec.core.url_to_fs(str(where))
+    except (ImportError, ValueError) as exc:  # unknown protocol, or its package is missing
+        raise ToolkitError(f"{flag} {where}: {exc}") from None
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if not set(protocols) & set(BUCKETED):
+        return
+    bucket = path.strip("/").split("/")[0]
+    try:
+        found = fs.exists(bucket)
+    except Exception as exc:  # credentials, endpoint, network: the file system's own error
+        raise ToolkitError(
+            f"{flag} {where}: cannot reach it ({type(exc).__name__}: {exc})"
+        ) from None
+    if not found:
+        raise ToolkitError(f"{flag} {where}: bucket {bucket} does not exist; create it first")
+
+
 @dataclass
 class ActivationStore:
-    """An open store; `attrs` is the run description, `group` the zarr group."""
+    """An open store; `attrs` is the run description, `group` the zarr group.
 
-    path: Path
+    `path` is where it lives as given: a local path or an fsspec URL.
+    """
+
+    path: str
     group: zarr.Group
     _chunk_keys: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
@@ -103,6 +160,15 @@ class ActivationStore:
     @property
     def layers(self) -> list[str]:
         return list(self.attrs.layers)
+
+    @property
+    def name(self) -> str:
+        return store_name(self.path)
+
+    def stored_bytes(self, layer: str) -> int:
+        """Bytes of one layer's objects as stored (compressed), local or at a URL."""
+        fs, root = fsspec.core.url_to_fs(str(self.path))
+        return int(fs.du(f"{root.rstrip('/')}/{layer}", total=True))
 
     def array(self, layer: str) -> zarr.Array:
         """The activations of one layer, `(timestep, sample, frame, height, width, channel)`."""
@@ -168,41 +234,46 @@ async def _collect(iterator: Any) -> list[str]:
     return [k async for k in iterator]
 
 
-def open_store(path: Path) -> ActivationStore:
-    """Open an existing store for reading; refuses anything that is not one."""
+def open_store(where: str | Path) -> ActivationStore:
+    """Open an existing store (local path or fsspec URL) for reading; refuses anything else."""
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(str(where), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
         raise ToolkitError(
-            f"{path} is not an activation store; make one with `anti-i2v probe`"
+            f"{where} is not an activation store; make one with `anti-i2v probe`"
         ) from None
     if group.attrs.get("schema") != SCHEMA:
-        raise ToolkitError(f"{path} has schema {group.attrs.get('schema')!r}, expected {SCHEMA!r}")
-    return ActivationStore(Path(path), group)
+        raise ToolkitError(f"{where} has schema {group.attrs.get('schema')!r}, expected {SCHEMA!r}")
+    return ActivationStore(str(where), group)
 
 
-def create_or_resume(path: Path, attrs: StoreAttrs) -> ActivationStore:
+def _exists(where: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(where)
+    return bool(fs.exists(path))
+
+
+def create_or_resume(where: str | Path, attrs: StoreAttrs) -> ActivationStore:
     """Create a store with `attrs`, or reopen one written with the same settings to resume it."""
-    path = Path(path)
-    if path.exists():
+    where = str(where)
+    if _exists(where):
         try:
-            group = zarr.open_group(str(path), mode="r+")
+            group = zarr.open_group(where, mode="r+")
         except Exception:
             raise ToolkitError(
-                f"{path} exists and is not an activation store; choose another --out"
+                f"{where} exists and is not an activation store; choose another --out"
             ) from None
         if group.attrs.get("schema") != SCHEMA:
             raise ToolkitError(
-                f"{path} exists and is not an activation store; choose another --out"
+                f"{where} exists and is not an activation store; choose another --out"
             )
         diff = StoreAttrs.from_json(dict(group.attrs)).differences(attrs)
         if diff:
             raise ToolkitError(
-                f"{path} was written with other settings ({', '.join(diff)} differ); "
+                f"{where} was written with other settings ({', '.join(diff)} differ); "
                 "use a new --out, or delete it to start over"
             )
-        return ActivationStore(path, group)
-    group = zarr.open_group(str(path), mode="w-")
+        return ActivationStore(where, group)
+    group = zarr.open_group(where, mode="w-")
     shape = (len(attrs.timesteps), len(attrs.samples))
     group.create_array(
         COMPLETED,
@@ -217,7 +288,7 @@ def create_or_resume(path: Path, attrs: StoreAttrs) -> ActivationStore:
     _coordinate(group, "sample", np.asarray([s["name"] for s in attrs.samples], dtype=str))
     # Written last: a store without attributes is not taken as one
     group.attrs.update(attrs.to_json())
-    return ActivationStore(path, group)
+    return ActivationStore(where, group)
 
 
 def _coordinate(group: zarr.Group, name: str, values: np.ndarray) -> None:
@@ -345,4 +416,4 @@ def finish(store: ActivationStore) -> None:
     """Consolidate metadata once all cells are written, so readers open the store in one read."""
     with warnings.catch_warnings():  # zarr notes that consolidation is not yet in the v3 spec
         warnings.simplefilter("ignore", category=UserWarning)
-        zarr.consolidate_metadata(str(store.path))
+        zarr.consolidate_metadata(store.path)

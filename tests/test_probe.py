@@ -100,7 +100,7 @@ def test_same_seed_same_bytes(tmp_path, portraits):
     a = _run_probe(tmp_path, "tiny:cogvideox", [portraits], "a.zarr", seeds=(3,))
     b = _run_probe(tmp_path, "tiny:cogvideox", [portraits], "b.zarr", seeds=(3,))
     c = _run_probe(tmp_path, "tiny:cogvideox", [portraits], "c.zarr", seeds=(4,))
-    da, db, dc = (_chunk_digest(r.store.path) for r in (a, b, c))
+    da, db, dc = (_chunk_digest(Path(r.store.path)) for r in (a, b, c))
     assert da and da == db
     assert da != dc
 
