@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,7 +29,10 @@ from analyses.scores import (
     to_grid,
 )
 from probe.common import ToolkitError
-from probe.store import ActivationStore
+from probe.store import ActivationStore, open_store
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 console = Console(stderr=True)
 
@@ -111,11 +115,57 @@ def _pca_rgb(pca: PCA, x: torch.Tensor) -> np.ndarray:
     return z.reshape(f, h, w, 3)
 
 
+def token_picks(store: ActivationStore, cfg: AnalysisConfig) -> dict[tuple[int, int], np.ndarray]:
+    """The seeded token subset of every (sample, token count), drawn before any cell is read.
+
+    One generator is consumed in the order layers, timesteps and samples are visited, so every
+    layer of one grid is scored on the same tokens; the counts come from the arrays' shapes
+    alone. Drawn up front, the subsets are the same whether tasks run here or on Dask workers.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    picks: dict[tuple[int, int], np.ndarray] = {}
+    n_samples = len(store.attrs.samples)
+    for layer in store.layers:
+        tokens = math.prod(store.array(layer).shape[2:5])  # frames x height x width
+        for _ in store.attrs.timesteps:
+            for s in range(n_samples):
+                if (s, tokens) not in picks:
+                    k = min(cfg.max_tokens_per_sample, tokens)
+                    picks[s, tokens] = np.sort(rng.choice(tokens, k, replace=False))
+    return picks
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """Everything one (layer, timestep) task needs; small enough to ship to a Dask worker."""
+
+    store: str  # where the store lives (path or URL): each task reads its own cells
+    cfg: AnalysisConfig
+    picks: dict[tuple[int, int], np.ndarray]
+    masks: dict[str, np.ndarray] | None = None
+    reference: dict[str, torch.Tensor] | None = None
+
+
+def score_layer(
+    task: ScoreTask, layer: str, ti: int, store: ActivationStore | None = None
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """Every measure of one (layer, timestep), and its PCA maps; reads one sample's cells at a time.
+
+    `store`: the open store to read (the serial path passes its own, which keeps its chunk
+    listings); a Dask task opens `task.store` itself.
+    """
+    store = store if store is not None else open_store(task.store)
+    scorer = _Scorer(store, task.cfg, task.masks, task.reference, task.picks)
+    values, pca_rows = scorer.score(layer, ti)
+    return values, scorer.pca_maps(layer, ti, pca_rows)
+
+
 def analyse_store(
     store: ActivationStore,
     cfg: AnalysisConfig = AnalysisConfig(),
     masks: dict[str, np.ndarray] | None = None,
     reference: dict[str, torch.Tensor] | None = None,
+    client: Client | None = None,
 ) -> Analysis:
     """Score every layer at every timestep, streaming over samples.
 
@@ -124,24 +174,38 @@ def analyse_store(
         cfg: token budgets, the massive-activation clamp and the seed of token subsets.
         masks: sample name -> part labels `(H, W)` for the mask readout (optional).
         reference: sample name -> reference-encoder patch features `(h, w, C')` (optional).
+        client: a dask.distributed client: one task per (layer, timestep), each reading the
+            store itself; the result is the serial one's (same token subsets, same order).
 
     Returns:
         Scores (measure -> layer -> one value per timestep) and PCA maps for the figures.
     """
     check_store(store)
-    scorer = _Scorer(store, cfg, masks, reference)
+    task = ScoreTask(store.path, cfg, token_picks(store, cfg), masks, reference)
     analysis = Analysis(layers=store.layers, timesteps=list(store.attrs.timesteps), scores={})
+    cells = [(layer, ti) for layer in analysis.layers for ti in range(len(analysis.timesteps))]
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("analyse", total=len(analysis.layers) * len(analysis.timesteps))
-        for layer in analysis.layers:
-            for ti in range(len(analysis.timesteps)):
-                values, pca_rows = scorer.score(layer, ti)
-                for measure, value in values.items():
-                    analysis.scores.setdefault(measure, {}).setdefault(layer, []).append(value)
-                maps = scorer.pca_maps(layer, ti, pca_rows)
-                if maps is not None:
-                    analysis.pca_maps[(layer, ti)] = maps
-                progress.advance(task)
+        bar = progress.add_task("analyse", total=len(cells))
+        if client is None:
+            results = []
+            for layer, ti in cells:
+                results.append(score_layer(task, layer, ti, store))
+                progress.advance(bar)
+        else:
+            from distributed import as_completed
+
+            shared = client.scatter(task, broadcast=True)  # sent to each worker once
+            futures = [
+                client.submit(score_layer, shared, layer, ti, pure=False) for layer, ti in cells
+            ]
+            for _ in as_completed(futures):
+                progress.advance(bar)
+            results = client.gather(futures)
+    for (layer, ti), (values, maps) in zip(cells, results, strict=True):
+        for measure, value in values.items():
+            analysis.scores.setdefault(measure, {}).setdefault(layer, []).append(value)
+        if maps is not None:
+            analysis.pca_maps[(layer, ti)] = maps
     if masks:
         names = [s["name"] for s in store.attrs.samples]
         analysis.mask_grids = {n: masks[n] for n in names if n in masks}
@@ -151,26 +215,21 @@ def analyse_store(
 class _Scorer:
     """Every measure of one (layer, timestep), streamed over samples; one sample's cells in memory.
 
-    Token subsets are drawn once per (sample, token count) from one seeded generator, in the
-    order layers and timesteps are visited, so every layer is scored on the same tokens.
+    Token subsets come from `token_picks`, so every layer of one grid is scored on the same tokens.
     """
 
-    def __init__(self, store: ActivationStore, cfg: AnalysisConfig, masks, reference):
+    def __init__(self, store: ActivationStore, cfg: AnalysisConfig, masks, reference, picks):
         self.store, self.cfg, self.masks, self.reference = store, cfg, masks, reference
         self.names = [s["name"] for s in store.attrs.samples]
         self.first, self.last = store.layers[0], store.layers[-1]
         self.classes = 1 + max(int(m.max()) for m in masks.values()) if masks else 0
-        self.rng = np.random.default_rng(cfg.seed)
-        self.token_pick: dict[tuple[int, int], np.ndarray] = {}
+        self.token_pick = picks
 
     def cell(self, layer: str, ti: int, s: int) -> torch.Tensor:
         return clamped_cell(self.store, layer, ti, s, self.cfg.massive_ratio)
 
     def pick(self, s: int, tokens: int) -> np.ndarray:
         """The seeded token subset of sample `s` (the same for every layer of its size)."""
-        if (s, tokens) not in self.token_pick:
-            k = min(self.cfg.max_tokens_per_sample, tokens)
-            self.token_pick[s, tokens] = np.sort(self.rng.choice(tokens, k, replace=False))
         return self.token_pick[s, tokens]
 
     def score(self, layer: str, ti: int) -> tuple[dict[str, float], list[np.ndarray]]:

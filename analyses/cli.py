@@ -52,13 +52,21 @@ def analyse(
     collapse: int = typer.Option(R.n_collapse, help="number of collapse layers"),
     timesteps: int = typer.Option(R.n_timesteps, help="number of recommended timesteps"),
     min_timestep: int = typer.Option(R.min_timestep, help=MIN_TIMESTEP_HELP),
+    workers: int = typer.Option(
+        None,
+        help="score on a local Dask cluster of N worker processes (one task per layer and timestep)",
+    ),
+    scheduler: str = typer.Option(
+        None, help="score on an existing Dask cluster, e.g. tcp://HOST:8786"
+    ),
 ) -> None:
     """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
     from analyses.run import analyse as run
+    from analyses.run import dask_client
 
-    profile = run(
-        store, out, figures, masks, reference, _rule(anchors, collapse, timesteps, min_timestep)
-    )
+    rule = _rule(anchors, collapse, timesteps, min_timestep)
+    with dask_client(workers, scheduler) as client:
+        profile = run(store, out, figures, masks, reference, rule, client=client)
     _report(profile, out)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from analyses.figures import mask_overlays, pca_grid, score_curves
 from analyses.profile import Profile, load_profile, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
-from probe.common import TOOLKIT_VERSION
+from probe.common import TOOLKIT_VERSION, ToolkitError
 from probe.distributed import Ranks
 from probe.images import gather_images, load_photo
 from probe.run import ProbeConfig, run_probe
@@ -37,13 +39,17 @@ def score_store(
     reference: str | None = None,
     rule: ChoiceRule = ChoiceRule(),
     cfg: AnalysisConfig = AnalysisConfig(),
+    client=None,
 ) -> tuple[Profile, Analysis, dict]:
-    """Score a store and choose layers: the profile, the analysis behind it, and the rule's picks."""
+    """Score a store and choose layers: the profile, the analysis behind it, and the rule's picks.
+
+    `client`: a dask.distributed client to score on (`dask_client`); None scores here.
+    """
     store = open_store(store_path)
     names = [s["name"] for s in store.attrs.samples]
     mask_arrays = load_masks(Path(masks), names) if masks else None
     ref = reference_features(reference, _photos_of(store)) if reference else None
-    analysis = analyse_store(store, cfg, mask_arrays, ref)
+    analysis = analyse_store(store, cfg, mask_arrays, ref, client)
     picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
     attrs = store.attrs
     profile = Profile(
@@ -77,9 +83,10 @@ def analyse(
     reference: str | None = None,
     rule: ChoiceRule = ChoiceRule(),
     cfg: AnalysisConfig = AnalysisConfig(),
+    client=None,
 ) -> Profile:
     """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
-    profile, analysis, picks = score_store(store_path, masks, reference, rule, cfg)
+    profile, analysis, picks = score_store(store_path, masks, reference, rule, cfg, client)
     save_profile(profile, out)
     if figures is not None:
         figs = {
@@ -148,3 +155,47 @@ def explore(
         profile = score_store(store_path, masks)[0]
     photos = {p.name: p for p in _photos_of(store)}
     return build_explorer(store, profile, out, photos, mask_arrays, cfg)
+
+
+@contextlib.contextmanager
+def dask_client(
+    workers: int | None = None, scheduler: str | None = None
+) -> Iterator[object | None]:
+    """A dask.distributed client for `analyse`: a LocalCluster of `workers` processes, or the
+    cluster at `scheduler`; None (score in this process) when neither is given.
+
+    Each local worker is one process with one thread (torch's too), so N workers use N cores.
+    """
+    if workers is not None and scheduler is not None:
+        raise ToolkitError("give --workers or --scheduler, not both")
+    if workers is not None and workers < 1:
+        raise ToolkitError(f"--workers {workers}: give at least 1")
+    if workers is None and scheduler is None:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise ToolkitError(
+                f"--scheduler {scheduler}: cannot connect ({exc}); is `dask scheduler` running there?"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(_one_thread)
+        yield client
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from anti_i2v_cli import app
 from probe.common import ToolkitError
 from probe.distributed import Ranks
 from probe.store import open_store
@@ -200,3 +202,44 @@ def test_torchrun_world_render_writes_the_single_process_samples(tmp_path):
         )
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert one == two and len([k for k in one if k.startswith("p/")]) == 3
+
+
+# --- analyses on Dask ------------------------------------------------------------------------------
+
+
+def test_analyse_refuses_bad_cluster_options_in_one_line(tiny_profile, tmp_path):
+    store = str(tiny_profile.parent / "activations.zarr")
+    for args, why in (
+        (["--workers", "0"], "--workers 0"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+    ):
+        res = CliRunner().invoke(app, ["analyse", store, "--out", str(tmp_path / "p.json"), *args])
+        assert res.exit_code == 2 and why in res.output, res.output
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.slow  # starts two 2-worker Dask clusters (about 10 s each)
+def test_analyse_on_dask_gives_the_serial_profile(tiny_profile, tmp_path):
+    from distributed import LocalCluster
+
+    store = str(tiny_profile.parent / "activations.zarr")
+    serial = tiny_profile.read_text()  # adapt scored it serially
+    res = CliRunner().invoke(
+        app, ["analyse", store, "--out", str(tmp_path / "local.json"), "--workers", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        res = CliRunner().invoke(
+            app,
+            [
+                "analyse",
+                store,
+                "--out",
+                str(tmp_path / "remote.json"),
+                "--scheduler",
+                cluster.scheduler_address,
+            ],
+        )
+        assert res.exit_code == 0, res.output
+    assert (tmp_path / "local.json").read_text() == serial
+    assert (tmp_path / "remote.json").read_text() == serial
