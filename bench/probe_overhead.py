@@ -3,17 +3,24 @@
 For each model, the same denoiser inputs are run (a) as a plain forward pass and (b) through the
 probe's nnsight trace of every block plus layout, pooling and the zarr chunk writes. Plain and
 probe passes run in alternating blocks (the probe's writes overlap its next pass) and the ratio of
-median per-pass times is printed, with the nnsight capture alone (no storage) as `capture`. Usage: python bench/probe_overhead.py [--repeats N]
+median per-pass times is printed, with the nnsight capture alone (no storage) as `capture`, for
+each `--codec`. Then the store's write throughput: the same cells (12 blocks of the midsize
+model, float16) written through `CellWriter` to local disk and to an S3-protocol server (moto)
+on 127.0.0.1, in MiB/s of float16 data. Usage:
+    python bench/probe_overhead.py [--repeats N] [--codecs zstd,lz4,none] [--models mini-cogvideox,midsize]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import CogVideoXTransformer3DModel
 
@@ -51,7 +58,9 @@ def midsize_cogvideox():
     return CogVideoX(backbone.pipe, "midsize-cogvideox(random)", resolution=(128, 128), frames=9)
 
 
-def bench(backbone, repeats: int, rounds: int = 3) -> tuple[float, float, float]:
+def bench(
+    backbone, repeats: int, rounds: int = 3, codec: str = "zstd"
+) -> tuple[float, float, float]:
     """Median per-pass seconds of plain forwards, nnsight captures alone, and whole probe passes."""
     image = torch.rand(1, 3, *backbone.resolution)
     with torch.no_grad():
@@ -85,7 +94,7 @@ def bench(backbone, repeats: int, rounds: int = 3) -> tuple[float, float, float]
             samples=[{"name": "0"}],
         )
         store = create_or_resume(Path(tempfile.mkdtemp()) / f"b{r}.zarr", attrs)
-        with CellWriter(store, "float16") as writer, torch.no_grad():
+        with CellWriter(store, "float16", codec=codec) as writer, torch.no_grad():
             for i in range(repeats):
                 hidden = trace_blocks(backbone, kwargs, layers)
                 writer.put(
@@ -103,22 +112,76 @@ def bench(backbone, repeats: int, rounds: int = 3) -> tuple[float, float, float]
     return statistics.median(plain), statistics.median(captured), statistics.median(probed)
 
 
+def write_throughput(where: str, codec: str, cells: int = 20) -> float:
+    """MiB/s of float16 data through `CellWriter` at `where` (a path or URL), 12 midsize blocks a cell."""
+    layers = [f"transformer_blocks.{i}" for i in range(12)]
+    rng = np.random.default_rng(0)
+    cell = {n: rng.standard_normal((3, 8, 8, 512), dtype=np.float32) for n in layers}
+    attrs = StoreAttrs(
+        model="bench",
+        family="cogvideox",
+        config_sha256="",
+        layers=layers,
+        timesteps=list(range(cells + 1)),
+        seeds=[0],
+        samples=[{"name": "0"}],
+    )
+    store = create_or_resume(where, attrs)
+    with CellWriter(store, "float16", codec=codec) as writer:
+        writer.put(cells, 0, cell)  # creates the arrays: not timed
+    t0 = time.perf_counter()
+    with CellWriter(store, "float16", codec=codec) as writer:
+        for i in range(cells):
+            writer.put(i, 0, cell)
+    seconds = time.perf_counter() - t0
+    return cells * sum(x.size * 2 for x in cell.values()) / 2**20 / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--models", default="mini-cogvideox,midsize")
+    parser.add_argument("--codecs", default="zstd,lz4,none")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    codecs = args.codecs.split(",")
     print(
-        f"{'model':32s} {'blocks':>6s} {'forward ms':>11s} {'capture':>8s} {'probe ms':>9s} {'ratio':>6s}"
+        f"{'model':32s} {'blocks':>6s} {'codec':>5s} {'forward ms':>11s} {'capture':>8s} "
+        f"{'probe ms':>9s} {'ratio':>6s}"
     )
     for name in args.models.split(","):
         backbone = midsize_cogvideox() if name == "midsize" else load_backbone(name)
-        plain, captured, probed = bench(backbone, args.repeats)
-        print(
-            f"{backbone.name:32s} {len(backbone.block_names()):6d} {plain * 1e3:11.1f} {captured / plain:7.2f}x "
-            f"{probed * 1e3:9.1f} {probed / plain:6.2f}x"
-        )
+        for codec in codecs:
+            plain, captured, probed = bench(backbone, args.repeats, codec=codec)
+            print(
+                f"{backbone.name:32s} {len(backbone.block_names()):6d} {codec:>5s} {plain * 1e3:11.1f} "
+                f"{captured / plain:7.2f}x {probed * 1e3:9.1f} {probed / plain:6.2f}x"
+            )
+    import s3fs
+    from moto.server import ThreadedMotoServer  # the dev extra's S3-protocol server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    s3fs.S3FileSystem().mkdir("bench")
+    print(
+        f"{'store writes (12 midsize blocks a cell)':40s} " + " ".join(f"{c:>10s}" for c in codecs)
+    )
+    local = Path(tempfile.mkdtemp())
+    for label, where in (
+        ("local disk, MiB/s", str(local / "{codec}.zarr")),
+        ("S3 on 127.0.0.1 (moto), MiB/s", "s3://bench/{codec}.zarr"),
+    ):
+        rates = [write_throughput(where.format(codec=c), c) for c in codecs]
+        print(f"{label:40s} " + " ".join(f"{r:10.0f}" for r in rates))
+    server.stop()
 
 
 if __name__ == "__main__":

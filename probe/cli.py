@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probe.common import ToolkitError, cli_command, parse_ints
-from probe.config import MODEL_DTYPES, STORAGE_DTYPES
+from probe.config import MODEL_DTYPES, STORAGE_CODECS, STORAGE_DTYPES
 from probe.config import ProbeConfig as P
 from probe.distributed import Ranks
 
@@ -60,6 +60,9 @@ def probe(
     video_frames: int = typer.Option(None, help="video frames the model runs at; default its own"),
     pool: int = typer.Option(P.pool, help="spatial average pooling factor"),
     dtype: str = typer.Option(P.dtype, help=f"storage dtype: {' or '.join(STORAGE_DTYPES)}"),
+    codec: str = typer.Option(
+        P.codec, help=f"chunk compressor: {', '.join(STORAGE_CODECS)} (zstd: smallest)"
+    ),
     batch_size: int = typer.Option(P.batch_size, help="images per denoiser call"),
     family: str = typer.Option(None, help="override the family detected from model_index.json"),
     model_dtype: str = typer.Option(
@@ -86,6 +89,7 @@ def probe(
         video_frames=video_frames,
         pool=pool,
         dtype=dtype,
+        codec=codec,
         batch_size=batch_size,
         family=family,
         model_dtype=model_dtype,

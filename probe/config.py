@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from probe.common import ToolkitError
 
 STORAGE_DTYPES = ("float16", "float32")  # zarr has no bfloat16
+STORAGE_CODECS = ("zstd", "lz4", "none")  # chunk compressors (`probe.store.compressors`)
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 TIMESTEP_RANGE = (0, 1000)  # the 0..1000 training scale every family maps to its own noise level
 
@@ -27,6 +28,7 @@ class ProbeConfig:
     video_frames: int | None = None  # video frames the model runs at (default: the model's own)
     pool: int = 1  # spatial average pooling factor
     dtype: str = "float16"  # storage dtype
+    codec: str = "zstd"  # chunk compressor; the values stored do not depend on it
     batch_size: int = 1
     family: str | None = None
     model_dtype: str = "float32"
@@ -52,6 +54,8 @@ class ProbeConfig:
             raise ToolkitError(
                 f"--dtype {self.dtype}: choose {' or '.join(STORAGE_DTYPES)} (zarr has no bfloat16)"
             )
+        if self.codec not in STORAGE_CODECS:
+            raise ToolkitError(f"--codec {self.codec}: choose {', '.join(STORAGE_CODECS)}")
         if self.model_dtype not in MODEL_DTYPES:
             raise ToolkitError(
                 f"--model-dtype {self.model_dtype}: choose from {', '.join(MODEL_DTYPES)}"

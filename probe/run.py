@@ -171,7 +171,7 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
             # Other ranks must not create arrays: rank 0 makes them all, from one cell's shapes.
             acts = probe(pixels[:1], float(cfg.timesteps[0]), [(cells[0][1], cells[0][0])])
             for name in layers:
-                ensure_layer(store, name, tuple(acts[name].shape[1:]), cfg.dtype, kept)
+                ensure_layer(store, name, tuple(acts[name].shape[1:]), cfg.dtype, kept, cfg.codec)
         done = store.completed()
         todo = [
             (ti, j)
@@ -185,7 +185,10 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
         store = create_or_resume(cfg.out, attrs)  # rank 0's store, its settings checked
     result = ProbeResult(store=store, skipped=skipped, repaired=repaired)
     mine = ranks.shard(todo)
-    with _progress(ranks) as progress, CellWriter(store, cfg.dtype, frames=kept) as writer:
+    with (
+        _progress(ranks) as progress,
+        CellWriter(store, cfg.dtype, frames=kept, codec=cfg.codec) as writer,
+    ):
         task = progress.add_task(f"probe {backbone.name}", total=len(mine))
         for ti, t in enumerate(cfg.timesteps):
             pending = [j for tj, j in mine if tj == ti]
