@@ -17,6 +17,7 @@ from anti_i2v_cli import app
 from probe.common import ToolkitError
 from probe.distributed import Ranks
 from probe.store import open_store
+from probe.world.render import render_dataset
 
 BIN = Path(sys.executable).parent
 # One thread per process in both runs: torchrun's default, and a float sum's order depends on it.
@@ -183,25 +184,22 @@ def test_torchrun_protect_and_evaluate_write_the_single_process_outputs(
     assert csv_one == csv_two and csv_one.count("\n") == 1 + 3 * 2 * (1 + 2)
 
 
-@pytest.mark.slow  # a torchrun launch of two ranks
-def test_torchrun_world_render_writes_the_single_process_samples(tmp_path):
-    for name, nproc in (("one", 1), ("two", 2)):
-        d = tmp_path / name
-        _anti_i2v(
-            [
-                "world",
-                "render",
-                "--out",
-                str(d / "world"),
-                "--count",
-                "3",
-                "--photos",
-                str(d / "p"),
-            ],
-            nproc=nproc,
-        )
-    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
-    assert one == two and len([k for k in one if k.startswith("p/")]) == 3
+def test_world_render_ranks_each_write_their_shard_and_together_the_whole(tmp_path, monkeypatch):
+    # render needs no collective: each rank's part is run here in turn, as torchrun would run them
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    one = tmp_path / "one"
+    render_dataset(one / "world", 3, seed=5, photos=one / "p")
+    two = tmp_path / "two"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        before = set(_files(two)) if two.exists() else set()
+        paths = render_dataset(two / "world", 3, seed=5, photos=two / "p")
+        assert [p.name for p in paths] == sorted(p.name for p in (one / "world").iterdir())
+        mine = {k for k in set(_files(two)) - before if k.startswith("p/")}
+        assert len(mine) == (2 if rank == "0" else 1)  # samples 0 and 2, then 1
+    assert _files(one) == _files(two)
 
 
 # --- analyses on Dask ------------------------------------------------------------------------------

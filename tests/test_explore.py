@@ -138,6 +138,7 @@ def test_explore_refuses_bad_inputs_in_one_line_and_writes_nothing(tiny_profile,
         assert not out.exists()
 
 
+@pytest.mark.slow  # starts an HTTP server
 def test_serve_folder_serves_the_page_on_localhost(tiny_profile):
     started = threading.Event()
     servers = []

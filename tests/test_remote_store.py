@@ -81,11 +81,13 @@ def test_interrupted_probe_to_s3_resumes_to_the_same_store(s3, portraits, monkey
         np.testing.assert_array_equal(whole.store.array(name)[:], resumed.store.array(name)[:])
 
 
+@pytest.mark.slow  # a whole probe run
 def test_memory_url_works_like_a_folder(portraits):
     r = run_probe(ProbeConfig(images=(str(portraits),), out="memory://m/acts.zarr", **PROBE))
     assert open_store("memory://m/acts.zarr").is_complete() and r.cells_written == 18
 
 
+@pytest.mark.slow  # starts the S3 server
 def test_missing_bucket_or_protocol_is_one_line_before_the_model_loads(s3, portraits):
     for url, why in (
         ("s3://no-such-bucket/acts.zarr", "bucket no-such-bucket does not exist"),
