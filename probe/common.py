@@ -249,3 +249,26 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
     mse = float(((a.float() - b.float()) ** 2).mean())
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def progress_bar(console: Any, show: bool = True) -> Any:
+    """The toolkit's progress bar (description, bar, done/total, time left) on `console`.
+
+    `show=False` under torchrun on ranks other than 0, so bars do not interleave.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+    )

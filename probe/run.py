@@ -14,12 +14,11 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from probe.backbones import Backbone, load_backbone
 from probe.capture import execution_order, frame_indices, pool_spatial, trace_blocks
-from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device
+from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device, progress_bar
 from probe.config import ProbeConfig
 from probe.distributed import Ranks, process_group
 from probe.images import Photo, gather_images, load_photo
@@ -186,7 +185,7 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
     result = ProbeResult(store=store, skipped=skipped, repaired=repaired)
     mine = ranks.shard(todo)
     with (
-        _progress(ranks) as progress,
+        progress_bar(console, ranks.is_main) as progress,
         CellWriter(store, cfg.dtype, frames=kept, codec=cfg.codec) as writer,
     ):
         task = progress.add_task(f"probe {backbone.name}", total=len(mine))
@@ -218,19 +217,6 @@ def _unique_names(names: list[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
     return out
-
-
-def _progress(ranks: Ranks) -> Progress:
-    """A progress bar; under torchrun, rank 0's alone (its shard), so lines do not interleave."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-        disable=not ranks.is_main,
-    )
 
 
 def summary_table(result: ProbeResult) -> Table:

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from analyses.profile import Profile, load_profile
 from probe.backbones import Backbone, load_backbone
@@ -35,6 +34,7 @@ from probe.common import (
     cached_tensors,
     check_writable_dir,
     pick_device,
+    progress_bar,
     to_uint8,
     write_text_atomic,
 )
@@ -344,14 +344,7 @@ def run_protect(
         lpips_model = load_lpips() if run.weights.get("lpips") else None
         mine = ranks.shard(jobs)
         results: list[PhotoResult] = []
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not ranks.is_main,
-        ) as progress:
+        with progress_bar(console, ranks.is_main) as progress:
             task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(mine))
             for job in mine:
                 result = _protect_one(job, backbone, run, out, target, lpips_model)
