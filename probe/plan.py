@@ -145,6 +145,38 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
     return live.peak, float(flops.get_total_flops()), store
 
 
+_MEASURE = """
+import json, sys, time
+from probe.plan import PlanRequest, prepared_backbone, run_step
+req = PlanRequest(**json.loads(sys.argv[1]))
+backbone = prepared_backbone(req)
+run_step(backbone, req, fake=False)  # warm-up: first-call allocations and lazy set-up
+t0 = time.perf_counter()
+peak, flops, store = run_step(backbone, req, fake=False)
+print(json.dumps({"peak": peak, "flops": flops, "store": store, "seconds": time.perf_counter() - t0}))
+"""
+
+
+def measure(req: PlanRequest) -> dict:
+    """The same step on real tensors in a fresh process (nothing cached from a plan).
+
+    Returns:
+        peak (live bytes, as `run_step` counts them), flops, store (bytes per sample for probe)
+        and seconds (wall time of the counted step, after one warm-up step).
+    """
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, json.dumps(asdict(req))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def prepared_backbone(req: PlanRequest):
     """The request's model with its resolution, frames and levers applied (weights loaded as-is)."""
     from probe.backbones import load_backbone

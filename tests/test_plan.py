@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from anti_i2v_cli import app
-from probe.plan import PlanRequest, plan, prepared_backbone, run_step
-
-MEASURE = """
-import json, sys
-from probe.plan import PlanRequest, prepared_backbone, run_step
-req = PlanRequest(**json.loads(sys.argv[1]))
-peak, flops, store = run_step(prepared_backbone(req), req, fake=False)
-print(json.dumps({"peak": peak, "flops": flops, "store": store}))
-"""
-
-
-def _measured(req: PlanRequest) -> dict:
-    """The same step on real tensors, in a fresh process (nothing cached from the plan)."""
-    args = {k: v for k, v in req.__dict__.items()}
-    out = subprocess.run(
-        [sys.executable, "-c", MEASURE, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+from probe.plan import PlanRequest, measure, plan, prepared_backbone, run_step
 
 
 @pytest.mark.slow  # a fresh process per case imports torch and diffusers (about 10 s)
@@ -49,7 +27,7 @@ def _measured(req: PlanRequest) -> dict:
 def test_plan_agrees_with_the_peak_measured_in_a_fresh_process(model, task, checkpointing):
     req = PlanRequest(model=model, task=task, dtype="float32", checkpointing=checkpointing)
     planned = plan(req)
-    measured = _measured(req)
+    measured = measure(req)
     assert 0.8 <= planned.peak_bytes / measured["peak"] <= 1.2
     assert planned.flops_per_step == pytest.approx(measured["flops"], rel=0.01)
     assert planned.peak_bytes > planned.weights_bytes > 0
