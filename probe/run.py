@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,30 +159,10 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
         pool=cfg.pool,
         video_frames=cfg.video_frames,
     )
-    repaired: list[tuple[int, int]] = []
-    todo: list[tuple[int, int]] = []
-    if ranks.is_main:
-        store = create_or_resume(cfg.out, attrs)
-        if cfg.repair:  # a damaged cell is written again, exactly as a never-written one
-            for t, s in store.damaged_cells():
-                mark_done(store, t, s, done=False)
-                repaired.append((t, s))
-        if ranks.distributed and any(name not in store.group for name in layers):
-            # Other ranks must not create arrays: rank 0 makes them all, from one cell's shapes.
-            acts = probe(pixels[:1], float(cfg.timesteps[0]), [(cells[0][1], cells[0][0])])
-            for name in layers:
-                ensure_layer(store, name, tuple(acts[name].shape[1:]), cfg.dtype, kept, cfg.codec)
-        done = store.completed()
-        todo = [
-            (ti, j)
-            for ti in range(len(cfg.timesteps))
-            for j in range(len(cells))
-            if not done[ti, j]
-        ]
-    # Rank 0's list of pending cells, read before any rank writes: one list, sharded alike.
-    todo = ranks.broadcast(todo)
-    if not ranks.is_main:
-        store = create_or_resume(cfg.out, attrs)  # rank 0's store, its settings checked
+    first_cell = functools.partial(
+        probe, pixels[:1], float(cfg.timesteps[0]), [(cells[0][1], cells[0][0])]
+    )
+    store, repaired, todo = _shared_store(cfg, attrs, ranks, first_cell, kept, len(cells))
     result = ProbeResult(store=store, skipped=skipped, repaired=repaired)
     mine = ranks.shard(todo)
     with (
@@ -208,6 +189,43 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
     result.cells_written = sum(ranks.gather(result.cells_written))
     result.seconds = time.time() - started
     return result
+
+
+def _shared_store(
+    cfg: ProbeConfig,
+    attrs: StoreAttrs,
+    ranks: Ranks,
+    first_cell: Callable[[], dict[str, torch.Tensor]],
+    kept: list[int],
+    n_samples: int,
+) -> tuple[ActivationStore, list[tuple[int, int]], list[tuple[int, int]]]:
+    """The store every rank writes into, the cells repaired, and the pending cells in order.
+
+    Rank 0 creates (or resumes) the store, marks damaged cells for repair, creates every layer
+    array under torchrun (from `first_cell`'s shapes; no other rank creates arrays), and reads the
+    pending list before any rank writes; the list is broadcast, then the others open the store.
+    """
+    repaired: list[tuple[int, int]] = []
+    todo: list[tuple[int, int]] = []
+    if ranks.is_main:
+        store = create_or_resume(cfg.out, attrs)
+        if cfg.repair:  # a damaged cell is written again, exactly as a never-written one
+            for t, s in store.damaged_cells():
+                mark_done(store, t, s, done=False)
+                repaired.append((t, s))
+        if ranks.distributed and any(name not in store.group for name in attrs.layers):
+            acts = first_cell()
+            for name in attrs.layers:
+                ensure_layer(store, name, tuple(acts[name].shape[1:]), cfg.dtype, kept, cfg.codec)
+        done = store.completed()
+        todo = [
+            (ti, j) for ti in range(len(cfg.timesteps)) for j in range(n_samples) if not done[ti, j]
+        ]
+    # Read before any rank writes: reading it on every rank would race with rank 0's first cells.
+    todo = ranks.broadcast(todo)
+    if not ranks.is_main:
+        store = create_or_resume(cfg.out, attrs)  # rank 0's store, its settings checked
+    return store, repaired, todo
 
 
 def _unique_names(names: list[str]) -> list[str]:
