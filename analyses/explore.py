@@ -23,6 +23,9 @@ and similarities compare across timesteps and samples. Similarity in the page is
 these centred, reduced features: it is the cosine of the full features after removing the
 layer's mean token, up to the variance the `dims` components leave out (recorded per layer as
 `explained`).
+
+Memory while building: one layer's kept cells at a time (timesteps x kept samples x kept frames
+x tokens x channels, float32), never the store.
 """
 
 from __future__ import annotations
