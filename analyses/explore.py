@@ -206,13 +206,12 @@ def _mask_thumbnail(labels: np.ndarray, side: int) -> str:
 
 
 def check_profile_matches(profile: Profile, store: ActivationStore, source: str) -> None:
-    """Refuse a profile made from another model or another probe's timesteps, in one line."""
+    """Refuse a profile made from another model or another probe's timesteps, in one line.
+
+    The model check is the profile's own (`Profile.check_model`, as protect uses it).
+    """
     attrs = store.attrs
-    if profile.config_sha256 != attrs.config_sha256 or profile.layers != attrs.layers:
-        raise ToolkitError(
-            f"{source} was made for {profile.model}, not the {attrs.model} in {store.name}; "
-            "give that model's profile, or leave out --profile to score the store here"
-        )
+    profile.check_model(attrs.model, attrs.layers, attrs.config_sha256)
     if profile.timesteps_probed and profile.timesteps_probed != attrs.timesteps:
         raise ToolkitError(
             f"{source} scores timesteps {profile.timesteps_probed}, the store holds "
@@ -263,6 +262,7 @@ def build_explorer(
     photos: dict[str, Photo] | None = None,
     masks: dict[str, np.ndarray] | None = None,
     cfg: ExploreConfig = ExploreConfig(),
+    source: str = "the profile",
 ) -> Path:
     """Write the explorer folder for a complete store and its profile.
 
@@ -273,12 +273,13 @@ def build_explorer(
         photos: sample name -> the probed photo, shown under the maps (optional).
         masks: sample name -> part labels `(H, W)` for the overlay (optional).
         cfg: what is kept (components, samples, frames) and the seed of the PCA subsets.
+        source: how a refusal names the profile (its file, when it came from one).
 
     Returns:
         `out/index.html`.
     """
     check_store(store)
-    check_profile_matches(profile, store, "the profile")
+    check_profile_matches(profile, store, source)
     page = manifest(store, profile, cfg, photos or {}, masks or {})
     frames = page["frames"]
     reducer = _LayerReducer(store, cfg, len(page["samples"]), frames)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
 from analyses.choose import ChoiceRule, choose
-from analyses.explore import ExploreConfig, build_explorer, check_profile_matches
+from analyses.explore import ExploreConfig, build_explorer
 from analyses.figures import mask_overlays, pca_grid, score_curves
 from analyses.profile import Profile, load_profile, save_profile
 from analyses.reference import reference_features
@@ -149,12 +149,11 @@ def explore(
     names = [s["name"] for s in store.attrs.samples]
     mask_arrays = load_masks(Path(masks), names) if masks else None
     if profile_path is not None:
-        profile = load_profile(profile_path)
-        check_profile_matches(profile, store, str(profile_path))
+        profile, source = load_profile(profile_path), str(profile_path)
     else:
-        profile = score_store(store_path, masks)[0]
+        profile, source = score_store(store_path, masks)[0], "the profile"
     photos = {p.name: p for p in _photos_of(store)}
-    return build_explorer(store, profile, out, photos, mask_arrays, cfg)
+    return build_explorer(store, profile, out, photos, mask_arrays, cfg, source)
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
 from probe.common import ToolkitError, check_writable_dir
+from probe.config import STORAGE_CODECS
 
 SCHEMA = "anti-i2v.activations/1"
 DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
@@ -60,7 +61,7 @@ def compressors(codec: str) -> list[BloscCodec] | None:
         return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
     if codec == "none":
         return None
-    raise ToolkitError(f"--codec {codec}: choose zstd, lz4 or none")
+    raise ToolkitError(f"--codec {codec}: choose {', '.join(STORAGE_CODECS)}")
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     frontier_rows: list[EvalRow] = []
     strips: dict[str, np.ndarray] = {}
     measure = _Measurer(cfg, judges, out)
+    ran: list[str] = []  # the eval models' names, in the order their rows were made
     with Progress(console=console, disable=not ranks.is_main) as progress:
         task = progress.add_task("evaluate", total=total)
 
@@ -278,6 +279,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
 
         for model in [cfg.model, *cfg.models]:
             backbone = load_backbone(model, None, "float32", device)
+            ran.append(backbone.name)
             # Transfer models see the undistorted cloaks: one video per photo and method.
             model_distortions = distortions if model == cfg.model else ["none"]
             rows += measure.rows(
@@ -293,8 +295,8 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
                     backbone, _complete(mine, frontier_sets), frontier_sets, ["none"], advance
                 )
     order = list(clean)
-    rows = _in_order(ranks.gather(rows), order)
-    frontier_rows = _in_order(ranks.gather(frontier_rows), order)
+    rows = _in_order(ranks.gather(rows), order, ran)
+    frontier_rows = _in_order(ranks.gather(frontier_rows), order, ran)
     strips = _first_strips(ranks.gather(strips), order, 3 * len(sets))
     if not ranks.is_main:
         return out
@@ -311,18 +313,17 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     return out
 
 
-def _in_order(parts: list[list[EvalRow]], photos: list[str]) -> list[EvalRow]:
-    """Every rank's rows in the single-process order: by eval model, then photo.
+def _in_order(parts: list[list[EvalRow]], photos: list[str], models: list[str]) -> list[EvalRow]:
+    """Every rank's rows in the single-process order: by eval model (`models`, the backbones'
+    names in the order they ran), then photo.
 
     Within one (model, photo) the rows come from one rank in the order it made them, and a
-    stable sort keeps that order. Rows carry the backbone's name, so models are ranked by their
-    first appearance among the first photo's rows, which follows the loop over eval models.
+    stable sort keeps that order.
     """
+    photo_at = {p: i for i, p in enumerate(photos)}
+    model_at = {m: i for i, m in enumerate(models)}
     rows = [r for part in parts for r in part]
-    seen: dict[str, int] = {}
-    for r in sorted(rows, key=lambda r: photos.index(r.photo)):  # first photo: every model
-        seen.setdefault(r.eval_model, len(seen))
-    return sorted(rows, key=lambda r: (seen[r.eval_model], photos.index(r.photo)))
+    return sorted(rows, key=lambda r: (model_at[r.eval_model], photo_at[r.photo]))
 
 
 def _first_strips(
