@@ -28,13 +28,18 @@ world_app = typer.Typer(
 
 def models() -> None:
     """List the built-in models and the supported families."""
-    from probe.backbones import BUILTINS, FAMILIES, UNSUPPORTED
+    from probe.backbones import BUILTINS, FAMILIES, UNSUPPORTED, real_configs
+    from probe.backbones.empty import source_hub
 
     table = Table(title="built-in models")
     table.add_column("name")
     table.add_column("what it is")
     for name, what in BUILTINS.items():
         table.add_row(name, what)
+    for name, folder in real_configs().items():
+        table.add_row(
+            name, f"{source_hub(folder)}: published configs, no weights (`anti-i2v plan`)"
+        )
     Console().print(table)
     fams = Table(title="families (auto-detected from model_index.json, or --family)")
     fams.add_column("family")
@@ -244,27 +249,32 @@ world_app.command("card")(cli_command(world_card))
 
 
 def plan(
-    model: str = typer.Argument(..., help="model: name, folder or hub id"),
+    model: str = typer.Argument(..., help="model: name (`anti-i2v models`), folder or hub id"),
     task: str = typer.Option(
-        "protect", help="protect or probe: one optimisation step or one probe cell"
+        "protect",
+        help="protect, probe or generate: an optimisation step, a probe cell, a sampling step",
     ),
     resolution: str = typer.Option(None, help="HxW in pixels, e.g. 480x720 (default: the model's)"),
-    frames: int = typer.Option(None, help="video frames of the clip (default: the model's)"),
+    frames: int = typer.Option(None, help="probe, generate: video frames (default: the model's)"),
+    clip_frames: int = typer.Option(
+        None, help="protect: first video frames the losses see (default: protect's --frames)"
+    ),
     batch_size: int = typer.Option(1, help="photos per step (protect) or samples per cell (probe)"),
     dtype: str = typer.Option("bfloat16", help=f"weights and forward: {', '.join(MODEL_DTYPES)}"),
     checkpointing: bool = typer.Option(False, "--checkpointing", help="activation checkpointing"),
+    offload: str = typer.Option("none", help="none, model or sequential: diffusers' CPU offload"),
     pool: int = typer.Option(P.pool, help="probe: spatial pooling of stored blocks"),
-    gpu: str = typer.Option(None, help="highlight one GPU of the table, e.g. a100-40gb"),
+    gpu: str = typer.Option(
+        None, help="also find the fewest levers that fit this GPU, e.g. a100-40gb"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
-    """Plan peak accelerator memory and FLOPs of a probe cell or a protect step (no GPU needed)."""
+    """Plan peak accelerator memory and FLOPs of a protect step, probe cell or sampling step (no GPU needed)."""
     import json
 
-    from probe.plan import GPUS, UTILISATION, PlanRequest
+    from probe.plan import UTILISATION, PlanRequest
     from probe.plan import plan as make_plan
 
-    if gpu is not None and gpu not in GPUS:
-        raise ToolkitError(f"--gpu {gpu}: choose from {', '.join(GPUS)}")
     size = None
     if resolution:
         try:
@@ -277,21 +287,25 @@ def plan(
         task=task,
         resolution=size,
         frames=frames,
+        clip_frames=clip_frames,
         batch_size=batch_size,
         dtype=dtype,
         checkpointing=checkpointing,
+        offload=offload,
         pool=pool,
     )
-    p = make_plan(req)
+    p = make_plan(req, gpu=gpu)
     if json_out:
         typer.echo(json.dumps(p.to_json(), indent=2))
         return
     gib = 1024**3
+    levers = [f"offload {offload}"] * (offload != "none") + ["checkpointing"] * checkpointing
     head = (
         f"{task} on {model}: {p.resolution[0]}x{p.resolution[1]}, {p.frames} frames, batch "
-        f"{batch_size}, {dtype}{', checkpointing' if checkpointing else ''}\n"
-        f"parameters {p.params / 1e9:.3f} B, weights {p.weights_bytes / gib:.2f} GiB, "
-        f"peak {p.peak_bytes / gib:.3f} GiB, {p.flops_per_step / 1e12:.3f} TFLOPs per step"
+        f"{batch_size}, {dtype}{''.join(', ' + lever for lever in levers)}\n"
+        f"parameters {p.params / 1e9:.3f} B, weights {p.weights_bytes / gib:.2f} GiB "
+        f"({p.resident_weights_bytes / gib:.2f} GiB on the GPU), peak {p.peak_bytes / gib:.3f} GiB, "
+        f"{p.flops_per_step / 1e12:.3f} TFLOPs per step"
     )
     if p.store_bytes_per_sample is not None:
         head += f", store {p.store_bytes_per_sample / 2**20:.2f} MiB per sample and timestep"
@@ -300,15 +314,27 @@ def plan(
     for col in ("gpu", "memory", "fits", "s / step"):
         table.add_column(col)
     for name, g in p.gpus.items():
-        style = "bold" if name == gpu else None
         table.add_row(
             name,
             f"{g['memory_gib']} GiB",
             "yes" if g["fits"] else "[red]no[/]",
             f"{g['seconds_per_step']:.3g}",
-            style=style,
+            style="bold" if name == gpu else None,
         )
     Console().print(table)
+    if gpu is not None:
+        if p.fit is None:
+            Console().print(
+                f"{gpu}: does not fit with any of checkpointing and offload; lower --resolution, "
+                "--frames/--clip-frames or --batch-size, or shard the model over GPUs"
+            )
+        else:
+            found = [f"--offload {p.fit['offload']}"] * (p.fit["offload"] != "none")
+            found += ["--checkpointing"] * p.fit["checkpointing"]
+            Console().print(
+                f"{gpu}: fits with {' '.join(found) or 'no levers'} "
+                f"(peak {p.fit['peak_bytes'] / gib:.2f} GiB)"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -239,6 +239,8 @@ MINI_PIPELINE = MODELS / "mini-cogvideox-i2v"
 MINI_SVD_PIPELINE = MODELS / "mini-svd-i2v"
 # Built-in trained models: name -> pipeline folder.
 MINI_MODELS = {"mini-cogvideox": MINI_PIPELINE, "mini-svd": MINI_SVD_PIPELINE}
+# Published configs of real models (no weights): name -> folder, for `plan` on the meta device.
+REAL_CONFIGS = ARTIFACTS / "configs"
 MINI_IDENTITY = MODELS / "mini-identity"  # v2: trained with a face recogniser's augmentations
 MINI_IDENTITY_V1 = MODELS / "mini-identity-v1"  # the first judge; it reads colour as identity
 

@@ -21,14 +21,15 @@ FLOPs are exact for the code that ran, the utilisation is an assumption and says
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from probe.common import ToolkitError
 from probe.config import MODEL_DTYPES
 
-TASKS = ("protect", "probe")
+TASKS = ("protect", "probe", "generate")
+OFFLOADS = ("none", "model", "sequential")  # diffusers' CPU-offload hooks (see `plan_offload`)
 # Dense bf16 tensor-core peak and memory, from the vendors' datasheets (no sparsity).
 GPUS: dict[str, tuple[float, float, str]] = {
     "h100-80gb": (80, 989.0, "NVIDIA H100 SXM datasheet: 989 TFLOP/s bf16 dense"),
@@ -38,6 +39,7 @@ GPUS: dict[str, tuple[float, float, str]] = {
     "rtx4090-24gb": (24, 165.2, "NVIDIA Ada (AD102) whitepaper: 165.2 TFLOP/s bf16, fp32 acc."),
 }
 UTILISATION = 0.35  # an assumed model-FLOPs utilisation for a diffusion step (stated in every plan)
+HEADROOM = 0.9  # of a GPU's memory usable by tensors: the rest is CUDA context, allocator, caches
 GIB = 1024**3
 
 
@@ -48,10 +50,12 @@ class PlanRequest:
     model: str
     task: str = "protect"
     resolution: tuple[int, int] | None = None  # (height, width); default: the model's own
-    frames: int | None = None  # video frames of the clip; default: the model's own
+    frames: int | None = None  # probe and generate: video frames; default: the model's own
+    clip_frames: int | None = None  # protect: first video frames the losses see; default protect's
     batch_size: int = 1
     dtype: str = "bfloat16"
     checkpointing: bool = False
+    offload: str = "none"
     pool: int = 1  # probe: spatial pooling of stored blocks
     store_dtype_bytes: int = 2  # probe: float16 store
 
@@ -60,8 +64,13 @@ class PlanRequest:
             raise ToolkitError(f"--task {self.task}: choose from {', '.join(TASKS)}")
         if self.dtype not in MODEL_DTYPES:
             raise ToolkitError(f"--dtype {self.dtype}: choose from {', '.join(MODEL_DTYPES)}")
-        if self.batch_size < 1 or (self.frames is not None and self.frames < 1) or self.pool < 1:
-            raise ToolkitError("--batch-size, --frames and --pool must each be at least 1")
+        if self.offload not in OFFLOADS:
+            raise ToolkitError(f"--offload {self.offload}: choose from {', '.join(OFFLOADS)}")
+        counts = (self.batch_size, self.frames or 1, self.clip_frames or 1, self.pool)
+        if min(counts) < 1:
+            raise ToolkitError(
+                "--batch-size, --frames, --clip-frames and --pool must each be at least 1"
+            )
         if self.resolution is not None and min(self.resolution) < 8:
             raise ToolkitError(f"--resolution {self.resolution}: at least 8x8 pixels")
 
@@ -72,14 +81,16 @@ class Plan:
 
     request: PlanRequest
     resolution: tuple[int, int]
-    frames: int
+    frames: int  # video frames the step runs (protect: the clip that covers `clip_frames`)
     params: int
-    weights_bytes: int
-    peak_bytes: int  # weights + activations + gradients (+ captured blocks) at the high-water mark
+    weights_bytes: int  # every component the step runs (denoiser, VAE, image encoder)
+    resident_weights_bytes: int  # of those, on the GPU at the peak (less with --offload)
+    peak_bytes: int  # resident weights + activations + gradients (+ captured blocks)
     flops_per_step: float
     store_bytes_per_sample: int | None  # probe: one sample's cell in the store
     utilisation: float = UTILISATION
     gpus: dict[str, dict] = field(default_factory=dict)
+    fit: dict | None = None  # for --gpu: the fewest levers that fit it (None: nothing fits)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -117,31 +128,87 @@ def _probe_cell(backbone, x: torch.Tensor, frames: int, pool: int) -> dict[str, 
     )
 
 
+def _generate_step(backbone, x: torch.Tensor, frames: int) -> None:
+    # The pipeline call itself cannot run under FakeTensorMode (its schedulers read tensor
+    # values with `.item()`), so this is the step's dominant part: one denoiser pass over the
+    # whole clip, batched for classifier-free guidance as the pipelines batch it.
+    with torch.no_grad():
+        cond = backbone.condition(x.repeat(backbone.guidance_passes, 1, 1, 1), frames)
+        backbone.denoiser(**backbone.denoiser_kwargs(cond.clean, cond, 500))
+
+
+def step_frames(backbone, req: PlanRequest) -> int:
+    """Video frames the step runs: protect's clip covering `clip_frames`, else `frames`."""
+    if req.task == "protect":
+        from protect.config import ProtectConfig
+        from protect.objective import clip_frames_for
+
+        return clip_frames_for(backbone, req.clip_frames or ProtectConfig.frames)
+    return req.frames or backbone.default_frames
+
+
+def step_modules(backbone) -> dict[str, torch.nn.Module]:
+    """The components a step runs, by name (the text encoders never are: embeddings are saved)."""
+    encoder = getattr(backbone.pipe, "image_encoder", None)
+    mods = {"denoiser": backbone.denoiser, "vae": backbone.pipe.vae, "image_encoder": encoder}
+    return {k: m for k, m in mods.items() if m is not None}
+
+
+@contextlib.contextmanager
+def _fake_weights(modules: list[torch.nn.Module], mode):
+    """Swap meta-device weights for fake CPU tensors of `mode` for the duration, then back.
+
+    Config-only models are built on the meta device; code that makes its own CPU tensors (a
+    scheduler's tables, `torch.ones(..., device=x.device)`) must meet weights on one device.
+    """
+    saved = []
+    for module in {id(m): m for root in modules for m in root.modules()}.values():
+        for table in (module._parameters, module._buffers):
+            for name, t in table.items():
+                if t is None or t.device.type != "meta":
+                    continue
+                saved.append((table, name, t))
+                with mode:
+                    fake = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+                param = table is module._parameters
+                table[name] = torch.nn.Parameter(fake, t.requires_grad) if param else fake
+    try:
+        yield
+    finally:
+        for table, name, t in saved:
+            table[name] = t
+
+
 def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | None]:
     """Run one step of `req.task` and count it: (peak bytes, FLOPs, store bytes per sample).
 
-    With `fake`, under FakeTensorMode (planning); otherwise on real tensors (measuring).
+    With `fake`, under FakeTensorMode (planning); otherwise on real tensors (measuring). The
+    peak counts every weight of `step_modules` as resident (no offload).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
     from probe.memory import LiveBytes, module_tensors
 
-    frames = req.frames or backbone.default_frames
-    weights = module_tensors(backbone.denoiser, backbone.pipe.vae)
+    frames = step_frames(backbone, req)
+    modules = list(step_modules(backbone).values())
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
-    if fake:  # the fake twins the mode will use for the weights, so their views are not new bytes
-        weights = [mode.from_tensor(w) for w in weights]
-    with mode:
-        x = torch.rand(req.batch_size, 3, *backbone.resolution, device=backbone.device)
-        with LiveBytes(weights) as live, FlopCounterMode(display=False) as flops:
-            if req.task == "protect":
-                _protect_step(backbone, x, frames)
+    swap = _fake_weights(modules, mode) if fake else contextlib.nullcontext()
+    with swap:
+        weights = module_tensors(*modules)
+        if fake:  # the fake twins the mode will use for the weights, so views are not new bytes
+            weights = [mode.from_tensor(w) for w in weights]
+        with mode:
+            x = torch.rand(req.batch_size, 3, *backbone.resolution, device=backbone.device)
+            with LiveBytes(weights) as live, FlopCounterMode(display=False) as flops:
                 store = None
-            else:
-                out = _probe_cell(backbone, x, frames, req.pool)
-                per = sum(v[0].numel() for v in out.values())
-                store = per * req.store_dtype_bytes
+                if req.task == "protect":
+                    _protect_step(backbone, x, frames)
+                elif req.task == "generate":
+                    _generate_step(backbone, x, frames)
+                else:
+                    out = _probe_cell(backbone, x, frames, req.pool)
+                    store = sum(v[0].numel() for v in out.values()) * req.store_dtype_bytes
     return live.peak, float(flops.get_total_flops()), store
 
 
@@ -177,11 +244,11 @@ def measure(req: PlanRequest) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def prepared_backbone(req: PlanRequest):
+def prepared_backbone(req: PlanRequest, weights: bool = True):
     """The request's model with its resolution, frames and levers applied (weights loaded as-is)."""
     from probe.backbones import load_backbone
 
-    backbone = load_backbone(req.model, None, req.dtype, "cpu")
+    backbone = load_backbone(req.model, None, req.dtype, "cpu", weights=weights)
     if req.resolution is not None:
         backbone.resolution = tuple(req.resolution)
     if req.checkpointing:
@@ -189,36 +256,119 @@ def prepared_backbone(req: PlanRequest):
     return backbone
 
 
-def plan(req: PlanRequest) -> Plan:
-    """Plan one step of `req.task` on `req.model` (see the module docstring)."""
-    backbone = prepared_backbone(req)
-    try:
-        peak, flops, store = run_step(backbone, req, fake=True)
-    except (ValueError, RuntimeError) as exc:  # e.g. learned position embeddings fix the size
-        raise ToolkitError(
-            f"{req.model} cannot run a {req.task} step at {backbone.resolution[0]}x"
-            f"{backbone.resolution[1]}: {str(exc).splitlines()[0][:200]}"
-        ) from None
-    parameters = [*backbone.denoiser.parameters(), *backbone.pipe.vae.parameters()]
-    weights = sum(t.numel() * t.element_size() for t in parameters)
-    params = sum(t.numel() for t in parameters)
+def resident_weights(req: PlanRequest, sizes: dict[str, int], largest_leaf: int) -> int:
+    """Weight bytes on the GPU at the peak under `req.offload` (diffusers' CPU-offload hooks).
+
+    - `none`: every component the step runs.
+    - `model` (`enable_model_cpu_offload`): one whole component at a time, so the largest.
+    - `sequential` (`enable_sequential_cpu_offload`): one leaf module's weights at a time.
+    For `protect` offload saves nothing: the backward to the photo needs every weight the forward
+    used, and autograd keeps the GPU copies the hooks made alive until then.
+    """
+    if req.offload == "none" or req.task == "protect":
+        return sum(sizes.values())
+    if req.offload == "model":
+        return max(sizes.values())
+    return largest_leaf
+
+
+def _sizes(backbone) -> tuple[dict[str, int], int, int]:
+    """Per-component weight bytes, the largest leaf module's bytes, and the parameter count."""
+    sizes, leaf, params = {}, 0, 0
+    for name, module in step_modules(backbone).items():
+        sizes[name] = sum(
+            t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())
+        )
+        params += sum(t.numel() for t in module.parameters())
+        for m in module.modules():
+            own = [*m.parameters(recurse=False), *m.buffers(recurse=False)]
+            leaf = max(leaf, sum(t.numel() * t.element_size() for t in own))
+    return sizes, leaf, params
+
+
+# Lever sets tried for --gpu, cheapest first (each costs speed: recomputation, PCIe transfers).
+LEVER_SETS = (
+    (False, "none"),
+    (True, "none"),
+    (False, "model"),
+    (True, "model"),
+    (False, "sequential"),
+    (True, "sequential"),
+)
+
+
+def plan(req: PlanRequest, gpu: str | None = None) -> Plan:
+    """Plan one step of `req.task` on `req.model` (see the module docstring).
+
+    Args:
+        req: the model, task and levers.
+        gpu: a key of `GPUS`; the plan then also names the fewest levers that fit it.
+
+    Returns:
+        The plan; its peaks and FLOPs come from running the real modules under FakeTensorMode.
+    """
+    if gpu is not None and gpu not in GPUS:
+        raise ToolkitError(f"--gpu {gpu}: choose from {', '.join(GPUS)}")
+    backbone = prepared_backbone(req, weights=False)
+    sizes, leaf, params = _sizes(backbone)
+    weights = sum(sizes.values())
+    activations: dict[bool, tuple[int, float, int | None]] = {}
+
+    def counted(checkpointing: bool) -> tuple[int, float, int | None]:
+        if checkpointing not in activations:
+            if checkpointing and not req.checkpointing:
+                backbone.enable_checkpointing()
+            try:
+                peak, flops, store = run_step(backbone, req, fake=True)
+            except (ValueError, RuntimeError) as exc:  # e.g. learned position embeddings
+                raise ToolkitError(
+                    f"{req.model} cannot run a {req.task} step at {backbone.resolution[0]}x"
+                    f"{backbone.resolution[1]}: {str(exc).splitlines()[0][:200]}"
+                ) from None
+            activations[checkpointing] = (peak - weights, flops, store)
+        return activations[checkpointing]
+
+    act, flops, store = counted(req.checkpointing)
+    resident = resident_weights(req, sizes, leaf)
+    peak = act + resident
     gpus = {
         name: {
             "memory_gib": mem,
-            "fits": peak <= mem * GIB * 0.9,  # 10% for the allocator, CUDA context and caches
+            "fits": peak <= mem * GIB * HEADROOM,
             "seconds_per_step": flops / (tflops * 1e12 * UTILISATION),
             "source": source,
         }
         for name, (mem, tflops, source) in GPUS.items()
     }
+    fit = None
+    if gpu is not None:
+        for checkpointing, offload in LEVER_SETS:
+            if req.task == "protect" and offload != "none":
+                continue  # offload cannot lower protect's peak (see resident_weights)
+            if req.checkpointing and not checkpointing:
+                continue  # never plan without a lever the user asked for
+            if checkpointing and req.task != "protect":
+                continue  # no backward, so nothing for checkpointing to recompute
+            try_req = replace(req, checkpointing=checkpointing, offload=offload)
+            need = counted(checkpointing)[0] + resident_weights(try_req, sizes, leaf)
+            if need <= GPUS[gpu][0] * GIB * HEADROOM:
+                fit = {
+                    "gpu": gpu,
+                    "checkpointing": checkpointing,
+                    "offload": offload,
+                    "peak_bytes": need,
+                }
+                break
     return Plan(
         request=req,
         resolution=tuple(backbone.resolution),
-        frames=req.frames or backbone.default_frames,
+        frames=step_frames(backbone, req),
         params=params,
         weights_bytes=weights,
+        resident_weights_bytes=resident,
         peak_bytes=peak,
         flops_per_step=flops,
         store_bytes_per_sample=store,
         gpus=gpus,
+        fit=fit,
     )

@@ -51,7 +51,8 @@ def test_checkpointing_lowers_the_planned_peak_and_bfloat16_halves_the_weights()
     half = plan(PlanRequest(model="tiny:cogvideox", dtype="bfloat16"))
     assert ckpt.peak_bytes < base.peak_bytes
     assert ckpt.flops_per_step > base.flops_per_step  # the recomputed forward
-    assert half.weights_bytes * 2 == base.weights_bytes
+    assert half.params == base.params  # weights count buffers too; integer buffers keep their size
+    assert 0.49 < half.weights_bytes / base.weights_bytes < 0.55
     assert all(g["fits"] for g in base.gpus.values())
 
 

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
 from probe.backbones.base import Backbone, Conditioning
-from probe.common import MINI_MODELS, ToolkitError
+from probe.backbones.empty import build_empty, has_weights, weights_needed
+from probe.common import MINI_MODELS, REAL_CONFIGS, ToolkitError
 
 __all__ = [
     "Backbone",
@@ -27,6 +28,7 @@ __all__ = [
     "load_backbone",
     "family_of",
     "resolve_model",
+    "real_configs",
 ]
 
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # saved text conditioning beside a pipeline folder
@@ -67,6 +69,14 @@ BUILTINS: dict[str, str] = {
     **{f"tiny:{f}": f"{f} at diffusers' test size with seeded random weights" for f in FAMILIES},
 }
 
+
+def real_configs() -> dict[str, Path]:
+    """Shipped configs of real models (no weights, for `plan`): name -> folder."""
+    if not REAL_CONFIGS.is_dir():
+        return {}
+    return {p.name: p for p in sorted(REAL_CONFIGS.iterdir()) if (p / "model_index.json").is_file()}
+
+
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -75,6 +85,7 @@ _PIPELINE_FAMILY = {
     "LTXConditionPipeline": "ltx",
     "HunyuanVideoImageToVideoPipeline": "hunyuan",
     "StableVideoDiffusionPipeline": "svd",
+    "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 
 
@@ -84,6 +95,8 @@ def family_of(index: dict[str, Any]) -> str:
     family = _PIPELINE_FAMILY.get(cls)
     if family == "wan" and index.get("expand_timesteps"):
         family = "wan22"
+    elif cls == "WanPipeline":
+        family = None  # Wan's text-to-video models
     if family is None:
         raise ToolkitError(
             f"pipeline class {cls!r} is not a supported image-to-video family; supported: "
@@ -124,11 +137,21 @@ def _hub_folder(model: str) -> Path:
         ) from None
 
 
-def resolve_model(model: str) -> Path | None:
+def resolve_model(model: str, weights: bool = True) -> Path | None:
     """Where MODEL's pipeline lives (None for `tiny:*`), or one line saying why there is none.
 
     Cheap for built-in names and local folders, so commands call it before any model work.
+    With `weights`, a folder of configs only (`artifacts/configs`) is refused: it can be planned,
+    not run.
     """
+    folder = _resolve(model)
+    if weights and folder is not None and not has_weights(folder):
+        name = {v: k for k, v in real_configs().items()}.get(folder, model)
+        raise weights_needed(folder, name)
+    return folder
+
+
+def _resolve(model: str) -> Path | None:
     if model.startswith("tiny:"):
         _check_family(model.split(":", 1)[1])
         return None
@@ -141,6 +164,8 @@ def resolve_model(model: str) -> Path | None:
                 "`anti-i2v world train --out artifacts/models`"
             )
         return folder
+    if name in real_configs():
+        return real_configs()[name]
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "model_index.json").exists():
@@ -179,6 +204,7 @@ def load_backbone(
     dtype: str | torch.dtype = "float32",
     device: str = "cpu",
     seed: int = 0,
+    weights: bool = True,
 ) -> Backbone:
     """Load a backbone adapter from a built-in name, a local pipeline folder or a hub id.
 
@@ -188,6 +214,8 @@ def load_backbone(
         dtype: the weights' dtype ("float32", "bfloat16", "float16" or a torch dtype).
         device: where the pipeline lives.
         seed: the seed of `tiny:` models' random weights.
+        weights: False builds pipeline folders on the meta device from their configs, with no
+            weights read (for `plan`); True needs weights and refuses a config-only folder.
 
     Returns:
         The family's adapter around the loaded pipeline (text encoders are never loaded).
@@ -204,10 +232,15 @@ def load_backbone(
         size, frames = TINY_SIZES[fam]
         return FAMILIES[fam](pipe, model, resolution=size, frames=frames)
 
-    folder = resolve_model(model)
+    folder = resolve_model(model, weights=weights)
     index = read_model_index(folder)
     fam = _check_family(family) if family else family_of(index)
     adapter = FAMILIES[fam]
+    text_file = folder / PROMPT_EMBEDS
+    text = load_file(str(text_file)) if text_file.exists() else None
+    builtin = {v: k for k, v in {**MINI_MODELS, **real_configs()}.items()}.get(folder, model)
+    if not weights:
+        return adapter(build_empty(folder, index, adapter, torch_dtype), builtin, text=text)
     # Text encoders are never loaded: text conditioning comes from saved embeddings.
     skipped = {name: None for name in adapter.skip_components if name in index}
     try:
@@ -219,8 +252,4 @@ def load_backbone(
             f"cannot load {model!r} as a {fam} pipeline ({str(exc).splitlines()[0][:200]}); "
             "the folder needs safetensors weights for every component"
         ) from None
-    text_file = folder / PROMPT_EMBEDS
-    text = load_file(str(text_file)) if text_file.exists() else None
-    # A built-in keeps its short name
-    builtin = {v: k for k, v in MINI_MODELS.items()}.get(folder, model)
     return adapter(pipe.to(device), builtin, text=text)

@@ -35,6 +35,9 @@ class Conditioning:
 
     tensors: dict[str, torch.Tensor]
     clean: torch.Tensor
+    # (frames, height, width) in tokens, for layouts whose shape does not show it (packed
+    # tokens); plain ints, so shape logic never reads tensor values (fake tensors have none).
+    grid: tuple[int, int, int] | None = None
 
 
 class Backbone(ABC):
@@ -46,6 +49,9 @@ class Backbone(ABC):
     block_containers: ClassVar[tuple[str, ...]]
     # Pipeline components never loaded: text conditioning comes from saved embeddings.
     skip_components: ClassVar[tuple[str, ...]] = ("text_encoder", "tokenizer")
+    # Denoiser passes per sampling step in the published pipeline: 2 with classifier-free
+    # guidance (conditional and unconditional, batched). Used by `plan --task generate`.
+    guidance_passes: ClassVar[int] = 2
 
     def __init__(
         self,

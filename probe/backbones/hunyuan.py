@@ -34,6 +34,7 @@ class Hunyuan(FlowMatchBackbone):
         "tokenizer_2",
         "image_processor",
     )
+    guidance_passes = 1  # HunyuanVideo-I2V's pipeline defaults to no true CFG (true_cfg_scale 1)
 
     def native_resolution(self) -> tuple[int, int]:
         return 720, 1280

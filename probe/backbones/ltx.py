@@ -38,8 +38,7 @@ class LTX(FlowMatchBackbone):
         return (frames - 1) // self.pipe.vae_temporal_compression_ratio + 1
 
     def token_grid(self, cond: Conditioning) -> tuple[int, int, int]:
-        f, h, w = cond.tensors["grid"].tolist()
-        return f, h, w
+        return cond.grid
 
     def condition(self, image: torch.Tensor, frames: int | None = None) -> Conditioning:
         f = self.latent_frames(frames or self.default_frames)
@@ -53,11 +52,11 @@ class LTX(FlowMatchBackbone):
         mask = video.new_zeros(b, 1, f, h, w)
         mask[:, :, 0] = 1  # frame 0 is the image, kept clean
         p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
-        tensors = {
-            "mask": pipe._pack_latents(mask, p, pt).squeeze(-1),  # [B, N]
-            "grid": torch.tensor([f // pt, h // p, w // p]),
-        }
-        return Conditioning(tensors=tensors, clean=pipe._pack_latents(video, p, pt))
+        return Conditioning(
+            tensors={"mask": pipe._pack_latents(mask, p, pt).squeeze(-1)},  # [B, N]
+            clean=pipe._pack_latents(video, p, pt),
+            grid=(f // pt, h // p, w // p),
+        )
 
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
         b = noisy.shape[0]

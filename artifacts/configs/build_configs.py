@@ -1,0 +1,435 @@
+"""Write the published component configs of six real image-to-video models (no weights).
+
+Run from the project root: `python artifacts/configs/build_configs.py`. It writes one diffusers
+pipeline folder per model (`model_index.json`, one `config.json` per component, the image
+processor's `preprocessor_config.json`) and a `SOURCE` line naming where the values come from.
+Text encoders and tokenizers are listed in `model_index.json` as published but get no folder:
+the toolkit never loads them (text conditioning comes from saved embeddings).
+
+The values are the ones diffusers' own conversion scripts (`scripts/convert_*_to_diffusers.py`)
+build the published checkpoints with; where a script takes a class's defaults, the defaults are
+written out here so that a later diffusers release cannot change a shipped config silently.
+The hub itself cannot be reached from here, so no hub revision is pinned: `SOURCE` names the
+hub id and the script the values were read from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import diffusers
+from accelerate import init_empty_weights
+from transformers import CLIPImageProcessor, CLIPVisionConfig
+
+HERE = Path(__file__).resolve().parent
+
+# laion/CLIP-ViT-H-14-laion2B-s32B-b79K, the image encoder of Wan2.1-I2V and SVD.
+CLIP_VIT_H = dict(
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    projection_dim=1024,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+)
+CLIP_PROCESSOR = dict(
+    size={"shortest_edge": 224},
+    crop_size={"height": 224, "width": 224},
+    do_center_crop=True,
+    do_normalize=True,
+    do_rescale=True,
+    do_resize=True,
+    resample=3,
+    image_mean=[0.48145466, 0.4578275, 0.40821073],
+    image_std=[0.26862954, 0.26130258, 0.27577711],
+)
+WAN22_LATENTS_MEAN = [
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+]  # fmt: skip
+WAN22_LATENTS_STD = [
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+]  # fmt: skip
+FLOW_UNIPC = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000)
+
+# name -> (hub id, source of the values, pipeline class, extra model_index keys, components).
+# A component is (library, class, config) or (library, class) for one that gets no folder.
+MODELS: dict[str, tuple] = {
+    "cogvideox-5b-i2v": (
+        "THUDM/CogVideoX-5b-I2V",
+        "diffusers scripts/convert_cogvideox_to_diffusers.py (--transformer 5b --i2v) and the model card",
+        "CogVideoXImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "CogVideoXTransformer3DModel",
+                dict(
+                    num_attention_heads=48,
+                    attention_head_dim=64,
+                    num_layers=42,
+                    in_channels=32,
+                    out_channels=16,
+                    text_embed_dim=4096,
+                    time_embed_dim=512,
+                    max_text_seq_length=226,
+                    patch_size=2,
+                    sample_frames=49,
+                    sample_height=60,
+                    sample_width=90,
+                    temporal_compression_ratio=4,
+                    spatial_interpolation_scale=1.875,
+                    use_rotary_positional_embeddings=True,
+                    use_learned_positional_embeddings=True,
+                    attention_bias=True,
+                    activation_fn="gelu-approximate",
+                    flip_sin_to_cos=True,
+                    freq_shift=0,
+                    norm_eps=1e-5,
+                    norm_elementwise_affine=True,
+                    timestep_activation_fn="silu",
+                ),
+            ),
+            "vae": (
+                "diffusers",
+                "AutoencoderKLCogVideoX",
+                dict(
+                    latent_channels=16,
+                    scaling_factor=0.7,
+                    invert_scale_latents=False,
+                    block_out_channels=(128, 256, 256, 512),
+                    layers_per_block=3,
+                    norm_eps=1e-6,
+                    temporal_compression_ratio=4,
+                    sample_height=480,
+                    sample_width=720,
+                ),
+            ),
+            "scheduler": (
+                "diffusers",
+                "CogVideoXDDIMScheduler",
+                dict(
+                    beta_schedule="scaled_linear",
+                    beta_start=0.00085,
+                    beta_end=0.012,
+                    prediction_type="v_prediction",
+                    rescale_betas_zero_snr=True,
+                    snr_shift_scale=1.0,
+                    timestep_spacing="trailing",
+                    clip_sample=False,
+                    set_alpha_to_one=True,
+                    steps_offset=0,
+                ),
+            ),
+            "text_encoder": ("transformers", "T5EncoderModel"),
+            "tokenizer": ("transformers", "T5Tokenizer"),
+        },
+    ),
+    "wan2.1-i2v-14b-480p": (
+        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+        "diffusers scripts/convert_wan_to_diffusers.py (--model_type Wan-I2V-14B-480p)",
+        "WanImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "WanTransformer3DModel",
+                dict(
+                    image_dim=1280,
+                    added_kv_proj_dim=5120,
+                    attention_head_dim=128,
+                    cross_attn_norm=True,
+                    eps=1e-6,
+                    ffn_dim=13824,
+                    freq_dim=256,
+                    in_channels=36,
+                    num_attention_heads=40,
+                    num_layers=40,
+                    out_channels=16,
+                    patch_size=(1, 2, 2),
+                    qk_norm="rms_norm_across_heads",
+                    text_dim=4096,
+                ),
+            ),
+            "vae": ("diffusers", "AutoencoderKLWan", dict(base_dim=96, z_dim=16)),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler", dict(FLOW_UNIPC, flow_shift=3.0)),
+            "image_encoder": ("transformers", "CLIPVisionModelWithProjection", CLIP_VIT_H),
+            "image_processor": ("transformers", "CLIPImageProcessor", CLIP_PROCESSOR),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+        },
+    ),
+    "wan2.2-ti2v-5b": (
+        "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        "diffusers scripts/convert_wan_to_diffusers.py (--model_type Wan2.2-TI2V-5B, vae22_diffusers_config)",
+        "WanPipeline",
+        {"expand_timesteps": True, "boundary_ratio": None},
+        {
+            "transformer": (
+                "diffusers",
+                "WanTransformer3DModel",
+                dict(
+                    added_kv_proj_dim=None,
+                    attention_head_dim=128,
+                    cross_attn_norm=True,
+                    eps=1e-6,
+                    ffn_dim=14336,
+                    freq_dim=256,
+                    in_channels=48,
+                    num_attention_heads=24,
+                    num_layers=30,
+                    out_channels=48,
+                    patch_size=(1, 2, 2),
+                    qk_norm="rms_norm_across_heads",
+                    text_dim=4096,
+                ),
+            ),
+            "vae": (
+                "diffusers",
+                "AutoencoderKLWan",
+                dict(
+                    base_dim=160,
+                    z_dim=48,
+                    is_residual=True,
+                    in_channels=12,
+                    out_channels=12,
+                    decoder_base_dim=256,
+                    scale_factor_temporal=4,
+                    scale_factor_spatial=16,
+                    patch_size=2,
+                    latents_mean=WAN22_LATENTS_MEAN,
+                    latents_std=WAN22_LATENTS_STD,
+                ),
+            ),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler", dict(FLOW_UNIPC, flow_shift=5.0)),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+        },
+    ),
+    "ltx-video-0.9.0": (
+        "Lightricks/LTX-Video (0.9.0, the release LTXImageToVideoPipeline loads)",
+        "diffusers scripts/convert_ltx_to_diffusers.py (--version 0.9.0: get_transformer_config, get_vae_config)",
+        "LTXImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "LTXVideoTransformer3DModel",
+                dict(
+                    in_channels=128,
+                    out_channels=128,
+                    patch_size=1,
+                    patch_size_t=1,
+                    num_attention_heads=32,
+                    attention_head_dim=64,
+                    cross_attention_dim=2048,
+                    num_layers=28,
+                    activation_fn="gelu-approximate",
+                    qk_norm="rms_norm_across_heads",
+                    norm_elementwise_affine=False,
+                    norm_eps=1e-6,
+                    caption_channels=4096,
+                    attention_bias=True,
+                    attention_out_bias=True,
+                ),
+            ),
+            "vae": (
+                "diffusers",
+                "AutoencoderKLLTXVideo",
+                dict(
+                    in_channels=3,
+                    out_channels=3,
+                    latent_channels=128,
+                    block_out_channels=(128, 256, 512, 512),
+                    decoder_block_out_channels=(128, 256, 512, 512),
+                    layers_per_block=(4, 3, 3, 3, 4),
+                    decoder_layers_per_block=(4, 3, 3, 3, 4),
+                    spatio_temporal_scaling=(True, True, True, False),
+                    decoder_spatio_temporal_scaling=(True, True, True, False),
+                    decoder_inject_noise=(False, False, False, False, False),
+                    upsample_residual=(False, False, False, False),
+                    upsample_factor=(1, 1, 1, 1),
+                    patch_size=4,
+                    patch_size_t=1,
+                    resnet_norm_eps=1e-6,
+                    scaling_factor=1.0,
+                    encoder_causal=True,
+                    decoder_causal=False,
+                    timestep_conditioning=False,
+                ),
+            ),
+            "scheduler": (
+                "diffusers",
+                "FlowMatchEulerDiscreteScheduler",
+                dict(
+                    base_image_seq_len=1024,
+                    base_shift=0.95,
+                    max_image_seq_len=4096,
+                    max_shift=2.05,
+                    shift_terminal=0.1,
+                    use_dynamic_shifting=True,
+                ),
+            ),
+            "text_encoder": ("transformers", "T5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+        },
+    ),
+    "hunyuanvideo-i2v": (
+        "hunyuanvideo-community/HunyuanVideo-I2V (tencent/HunyuanVideo-I2V, converted)",
+        "diffusers scripts/convert_hunyuan_video_to_diffusers.py (--transformer_type HYVideo-T/2-I2V-33ch)",
+        "HunyuanVideoImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "HunyuanVideoTransformer3DModel",
+                dict(
+                    in_channels=33,
+                    out_channels=16,
+                    num_attention_heads=24,
+                    attention_head_dim=128,
+                    num_layers=20,
+                    num_single_layers=40,
+                    num_refiner_layers=2,
+                    mlp_ratio=4.0,
+                    patch_size=2,
+                    patch_size_t=1,
+                    qk_norm="rms_norm",
+                    guidance_embeds=False,
+                    text_embed_dim=4096,
+                    pooled_projection_dim=768,
+                    rope_theta=256.0,
+                    rope_axes_dim=(16, 56, 56),
+                    image_condition_type="latent_concat",
+                ),
+            ),
+            "vae": (
+                "diffusers",
+                "AutoencoderKLHunyuanVideo",
+                dict(
+                    in_channels=3,
+                    out_channels=3,
+                    latent_channels=16,
+                    block_out_channels=(128, 256, 512, 512),
+                    layers_per_block=2,
+                    spatial_compression_ratio=8,
+                    temporal_compression_ratio=4,
+                    scaling_factor=0.476986,
+                ),
+            ),
+            "scheduler": ("diffusers", "FlowMatchEulerDiscreteScheduler", dict(shift=7.0)),
+            "text_encoder": ("transformers", "LlavaForConditionalGeneration"),
+            "tokenizer": ("transformers", "LlamaTokenizerFast"),
+            "text_encoder_2": ("transformers", "CLIPTextModel"),
+            "tokenizer_2": ("transformers", "CLIPTokenizer"),
+            "image_processor": ("transformers", "CLIPImageProcessor"),
+        },
+    ),
+    "svd-xt": (
+        "stabilityai/stable-video-diffusion-img2vid-xt",
+        "the model card and diffusers' UNetSpatioTemporalConditionModel / AutoencoderKLTemporalDecoder "
+        "(their defaults are SVD's published values; sample_size 96, num_frames 25 for XT)",
+        "StableVideoDiffusionPipeline",
+        {},
+        {
+            "unet": (
+                "diffusers",
+                "UNetSpatioTemporalConditionModel",
+                dict(
+                    sample_size=96,
+                    in_channels=8,
+                    out_channels=4,
+                    block_out_channels=(320, 640, 1280, 1280),
+                    addition_time_embed_dim=256,
+                    projection_class_embeddings_input_dim=768,
+                    layers_per_block=2,
+                    cross_attention_dim=1024,
+                    transformer_layers_per_block=1,
+                    num_attention_heads=(5, 10, 20, 20),
+                    num_frames=25,
+                ),
+            ),
+            "vae": (
+                "diffusers",
+                "AutoencoderKLTemporalDecoder",
+                dict(
+                    in_channels=3,
+                    out_channels=3,
+                    down_block_types=("DownEncoderBlock2D",) * 4,
+                    block_out_channels=(128, 256, 512, 512),
+                    layers_per_block=2,
+                    latent_channels=4,
+                    sample_size=768,
+                    scaling_factor=0.18215,
+                ),
+            ),
+            "scheduler": (
+                "diffusers",
+                "EulerDiscreteScheduler",
+                dict(
+                    beta_schedule="scaled_linear",
+                    beta_start=0.00085,
+                    beta_end=0.012,
+                    interpolation_type="linear",
+                    num_train_timesteps=1000,
+                    prediction_type="v_prediction",
+                    sigma_max=700.0,
+                    sigma_min=0.002,
+                    steps_offset=1,
+                    timestep_spacing="leading",
+                    timestep_type="continuous",
+                    use_karras_sigmas=True,
+                ),
+            ),
+            "image_encoder": ("transformers", "CLIPVisionModelWithProjection", CLIP_VIT_H),
+            "feature_extractor": ("transformers", "CLIPImageProcessor", CLIP_PROCESSOR),
+        },
+    ),
+}
+
+
+def write(name: str) -> Path:
+    hub, source, pipeline, extra, components = MODELS[name]
+    folder = HERE / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__, **extra}
+    for comp, spec in components.items():
+        lib, cls = spec[0], spec[1]
+        index[comp] = [lib, cls]
+        if len(spec) == 2:
+            continue  # listed as published, never loaded here (no folder)
+        sub = folder / comp
+        if cls == "CLIPVisionModelWithProjection":
+            CLIPVisionConfig(**spec[2]).save_pretrained(sub)
+        elif cls == "CLIPImageProcessor":
+            CLIPImageProcessor(**spec[2]).save_pretrained(sub)
+        else:  # models are built on the meta device: configs only, no memory for weights
+            with init_empty_weights():
+                getattr(diffusers, cls).from_config(dict(spec[2])).save_config(sub)
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    (folder / "SOURCE").write_text(
+        f"hub id: {hub}\nvalues from: {source}\n"
+        "revision: not pinned (the hub is unreachable where these were written)\n"
+        "weights: none here; download them (`hf download <hub id> --local-dir DIR`) and pass DIR\n"
+    )
+    return folder
+
+
+if __name__ == "__main__":
+    for name in MODELS:
+        print("wrote", write(name))
