@@ -22,6 +22,8 @@ from probe.plan import PlanRequest, measure, plan, prepared_backbone, run_step
         ("mini-cogvideox", "protect", False),
         ("mini-cogvideox", "protect", True),
         ("mini-cogvideox", "probe", False),
+        ("mini-cogvideox", "generate", False),
+        ("tiny:svd", "generate", False),
     ],
 )
 def test_plan_agrees_with_the_peak_measured_in_a_fresh_process(model, task, checkpointing):

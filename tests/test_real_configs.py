@@ -1,0 +1,106 @@
+"""Real model configs (artifacts/configs): built on the meta device, planned, refused to run."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from anti_i2v_cli import app
+from probe.backbones import load_backbone, real_configs
+from probe.plan import PlanRequest, plan, resident_weights
+
+# Denoiser parameters of the published checkpoints (model cards; billions).
+PUBLISHED = {
+    "cogvideox-5b-i2v": ("cogvideox", 5.57),
+    "wan2.1-i2v-14b-480p": ("wan", 16.39),  # the 14B model plus its image cross-attention
+    "wan2.2-ti2v-5b": ("wan22", 5.00),
+    "ltx-video-0.9.0": ("ltx", 1.92),
+    "hunyuanvideo-i2v": ("hunyuan", 12.81),
+    "svd-xt": ("svd", 1.52),
+}
+
+
+def test_six_real_configs_ship_and_models_lists_them():
+    assert set(real_configs()) == set(PUBLISHED)
+    for folder in real_configs().values():
+        assert (folder / "SOURCE").read_text().startswith("hub id: ")
+        assert not any(folder.rglob("*.safetensors"))  # configs only
+    res = CliRunner().invoke(app, ["models"])
+    assert res.exit_code == 0
+    for name in PUBLISHED:
+        assert name in res.output
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_a_real_config_builds_the_real_architecture_on_the_meta_device(name):
+    family, billions = PUBLISHED[name]
+    backbone = load_backbone(name, dtype="bfloat16", weights=False)
+    params = list(backbone.denoiser.parameters())
+    assert backbone.family == family and backbone.device.type == "meta"
+    assert sum(p.numel() for p in params) / 1e9 == pytest.approx(billions, abs=0.01)
+    assert {p.dtype for p in params} == {__import__("torch").bfloat16}
+    assert backbone.block_names()  # the probe's view of the model works without weights
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["protect", "cogvideox-5b-i2v", "PHOTOS", "--method", "rgb-pgd", "--out", "OUT"],
+        ["probe", "svd-xt", "PHOTOS", "--out", "OUT"],
+        ["generate", "wan2.1-i2v-14b-480p", "PHOTO", "--out", "OUT/v.gif"],
+        [
+            "evaluate",
+            "ltx-video-0.9.0",
+            "--clean",
+            "PHOTOS",
+            "--protected",
+            "PHOTOS",
+            "--out",
+            "OUT",
+        ],
+    ],
+)
+def test_running_a_config_only_model_says_weights_are_needed_in_one_line(args, tmp_path, portraits):
+    photo = sorted(portraits.iterdir())[0]
+    subs = {"PHOTOS": str(portraits), "PHOTO": str(photo), "OUT": str(tmp_path / "out")}
+    argv = [subs.get(a, a.replace("OUT", str(tmp_path / "out"))) for a in args]
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert "has configs but no weights" in res.output and "hf download" in res.output, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_offload_keeps_the_weights_a_step_needs_on_the_gpu():
+    sizes = {"denoiser": 10, "vae": 3, "image_encoder": 2}
+    for task, offload, resident in (
+        ("generate", "none", 15),
+        ("generate", "model", 10),  # one whole component at a time
+        ("probe", "sequential", 4),  # one leaf module at a time
+        ("protect", "model", 15),  # the backward needs every weight: no saving
+        ("protect", "sequential", 15),
+    ):
+        req = PlanRequest(model="tiny:cogvideox", task=task, offload=offload)
+        assert resident_weights(req, sizes, largest_leaf=4) == resident
+
+
+@pytest.mark.slow  # traces CogVideoX-5B twice under fake tensors (about 40 s)
+def test_plan_finds_the_levers_that_fit_cogvideox_5b_protect_on_a_24gb_gpu():
+    req = PlanRequest(model="cogvideox-5b-i2v", task="protect")  # 4 frames at 480x720, bf16
+    p = plan(req, gpu="rtx4090-24gb")
+    assert p.params > 5.5e9 and p.frames == 5 and p.resolution == (480, 720)
+    assert p.gpus["a100-40gb"]["fits"] and not p.gpus["rtx4090-24gb"]["fits"]
+    assert p.fit == {
+        "gpu": "rtx4090-24gb",
+        "checkpointing": True,
+        "offload": "none",
+        "peak_bytes": p.fit["peak_bytes"],
+    }
+    assert p.fit["peak_bytes"] < p.peak_bytes
+
+
+@pytest.mark.slow  # traces a 16B-parameter model under fake tensors (about 20 s)
+def test_plan_of_a_model_larger_than_the_gpu_offloads_generation_but_not_protection():
+    gen = plan(PlanRequest(model="wan2.1-i2v-14b-480p", task="generate"), gpu="rtx4090-24gb")
+    assert gen.weights_bytes > 24 * 2**30 and gen.fit["offload"] == "sequential"
+    assert gen.fit["peak_bytes"] < 24 * 2**30
