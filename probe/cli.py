@@ -73,6 +73,10 @@ def probe(
     model_dtype: str = typer.Option(
         P.model_dtype, help=f"weights dtype: {', '.join(MODEL_DTYPES)}"
     ),
+    offload: str = typer.Option(
+        P.offload,
+        help="none, model or sequential: keep weights in host memory, move each component (or each leaf module) to the GPU as it runs; for models larger than the GPU",
+    ),
     repair: bool = typer.Option(
         False,
         "--repair",
@@ -98,6 +102,7 @@ def probe(
         batch_size=batch_size,
         family=family,
         model_dtype=model_dtype,
+        offload=offload,
         device=device,
         repair=repair,
     )
@@ -122,9 +127,20 @@ def generate(
     seed: int = typer.Option(0, help="sampling seed"),
     strip: bool = typer.Option(False, "--strip", help="also write a PNG strip of the frames"),
     family: str = typer.Option(None, help="override the detected family"),
+    dtype: str = typer.Option("float32", help=f"weights and forward: {', '.join(MODEL_DTYPES)}"),
+    offload: str = typer.Option(
+        "none",
+        help="none, model or sequential: keep weights in host memory, move each component (or each leaf module) to the GPU as it runs; for models larger than the GPU",
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Generate a video from one photo with the model's own pipeline."""
+    from probe.config import OFFLOADS
+
+    if dtype not in MODEL_DTYPES:
+        raise ToolkitError(f"--dtype {dtype}: choose from {', '.join(MODEL_DTYPES)}")
+    if offload not in OFFLOADS:
+        raise ToolkitError(f"--offload {offload}: choose from {', '.join(OFFLOADS)}")
     if steps < 1:
         raise ToolkitError(f"--steps {steps}: at least 1 denoising step (25 is a good start)")
     if frames is not None and frames < 1:
@@ -142,7 +158,7 @@ def generate(
     from probe.common import pick_device
     from probe.video import write_strip, write_video
 
-    backbone = load_backbone(model, family, "float32", pick_device(device))
+    backbone = load_backbone(model, family, dtype, pick_device(device), offload=offload)
     photo = load_photo(image, max_side=2 * max(backbone.resolution))
     video = backbone.generate(photo.pixels, frames=frames, steps=steps, seed=seed)
     write_video(video, out)

@@ -12,6 +12,8 @@ from probe.common import ToolkitError
 STORAGE_DTYPES = ("float16", "float32")  # zarr has no bfloat16
 STORAGE_CODECS = ("zstd", "lz4", "none")  # chunk compressors (`probe.store.compressors`)
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
+# diffusers' CPU-offload hooks: one whole component on the GPU at a time, or one leaf module
+OFFLOADS = ("none", "model", "sequential")
 TIMESTEP_RANGE = (0, 1000)  # the 0..1000 training scale every family maps to its own noise level
 
 
@@ -32,6 +34,7 @@ class ProbeConfig:
     batch_size: int = 1
     family: str | None = None
     model_dtype: str = "float32"
+    offload: str = "none"  # a model larger than the GPU: see OFFLOADS
     device: str = "auto"
     repair: bool = False  # re-write completed cells whose chunks are missing or damaged
 
@@ -56,6 +59,8 @@ class ProbeConfig:
             )
         if self.codec not in STORAGE_CODECS:
             raise ToolkitError(f"--codec {self.codec}: choose {', '.join(STORAGE_CODECS)}")
+        if self.offload not in OFFLOADS:
+            raise ToolkitError(f"--offload {self.offload}: choose from {', '.join(OFFLOADS)}")
         if self.model_dtype not in MODEL_DTYPES:
             raise ToolkitError(
                 f"--model-dtype {self.model_dtype}: choose from {', '.join(MODEL_DTYPES)}"

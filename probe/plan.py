@@ -26,10 +26,9 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from probe.common import ToolkitError
-from probe.config import MODEL_DTYPES
+from probe.config import MODEL_DTYPES, OFFLOADS
 
 TASKS = ("protect", "probe", "generate")
-OFFLOADS = ("none", "model", "sequential")  # diffusers' CPU-offload hooks (see `plan_offload`)
 # Dense bf16 tensor-core peak and memory, from the vendors' datasheets (no sparsity).
 GPUS: dict[str, tuple[float, float, str]] = {
     "h100-80gb": (80, 989.0, "NVIDIA H100 SXM datasheet: 989 TFLOP/s bf16 dense"),

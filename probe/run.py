@@ -106,7 +106,7 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
 def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
     started = time.time()
     check_location(cfg.out)  # a missing bucket or unwritable folder: one line, no model loaded
-    backbone = load_backbone(cfg.model, cfg.family, cfg.model_dtype, device)
+    backbone = load_backbone(cfg.model, cfg.family, cfg.model_dtype, device, offload=cfg.offload)
     photos, skipped = load_photos(
         gather_images([Path(p) for p in cfg.images]), 2 * max(backbone.resolution)
     )

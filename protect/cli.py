@@ -62,6 +62,11 @@ def protect(
         "--checkpointing",
         help="recompute block activations in the backward (less memory, same cloak)",
     ),
+    offload: str = typer.Option(
+        D.offload,
+        help="none, model or sequential: diffusers' CPU offload (needs a GPU; `anti-i2v plan` "
+        "shows it saves no memory for protect, whose backward needs every weight)",
+    ),
     eot: str = typer.Option(
         "",
         help="expectation over transformation: the model sees the cloak through these "
@@ -105,6 +110,7 @@ def protect(
         eot=tuple(d for d in eot.split(",") if d),
         dtype=dtype,
         checkpointing=checkpointing,
+        offload=offload,
         in_place=in_place,
         record_paths=record_paths,
         device=device,

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from probe.common import ToolkitError
-from probe.config import MODEL_DTYPES, check_timesteps
+from probe.config import MODEL_DTYPES, OFFLOADS, check_timesteps
 from protect.methods import LOSS_TERMS, METHODS
 
 SPACES = ("dual", "lab", "dct", "rgb")  # see protect.spaces
@@ -52,6 +52,7 @@ class ProtectConfig:
     checkpointing: bool = (
         False  # recompute block activations in the backward: less memory, same cloak
     )
+    offload: str = "none"  # diffusers' CPU offload (OFFLOADS); saves nothing for the backward
     in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
 
@@ -91,6 +92,8 @@ class ProtectConfig:
             )
         if self.timesteps is not None:
             check_timesteps(self.timesteps)
+        if self.offload not in OFFLOADS:
+            raise ToolkitError(f"--offload {self.offload}: choose from {', '.join(OFFLOADS)}")
         if self.dtype not in MODEL_DTYPES:
             raise ToolkitError(f"--dtype {self.dtype}: choose from {', '.join(MODEL_DTYPES)}")
         unknown = [d for d in self.eot if not is_distortion(d)]
@@ -106,7 +109,15 @@ class ProtectConfig:
 # ProtectConfig fields that say where and how fast, not what: they are left out of the settings a
 # sidecar records (checkpointing gives the same cloak with less memory), and a run that differs
 # only in them is the same work.
-NOT_SETTINGS = ("images", "out", "device", "in_place", "record_paths", "checkpointing")
+NOT_SETTINGS = (
+    "images",
+    "out",
+    "device",
+    "in_place",
+    "record_paths",
+    "checkpointing",
+    "offload",
+)
 
 
 def is_distortion(name: str) -> bool:

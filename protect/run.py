@@ -310,7 +310,9 @@ def prepare_run(
         load_photo(Path(cfg.target))  # readable, or one line now
     if not jobs:
         return run, jobs, None
-    backbone = load_backbone(cfg.model, None, cfg.dtype, device or pick_device(cfg.device))
+    backbone = load_backbone(
+        cfg.model, None, cfg.dtype, device or pick_device(cfg.device), offload=cfg.offload
+    )
     if cfg.checkpointing:
         backbone.enable_checkpointing()
     if profile is not None:

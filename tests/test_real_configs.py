@@ -104,3 +104,53 @@ def test_plan_of_a_model_larger_than_the_gpu_offloads_generation_but_not_protect
     gen = plan(PlanRequest(model="wan2.1-i2v-14b-480p", task="generate"), gpu="rtx4090-24gb")
     assert gen.weights_bytes > 24 * 2**30 and gen.fit["offload"] == "sequential"
     assert gen.fit["peak_bytes"] < 24 * 2**30
+
+
+@pytest.mark.parametrize(
+    "args,why",
+    [
+        (
+            ["protect", "tiny:cogvideox", "PHOTOS", "--method", "rgb-pgd", "--offload", "model"],
+            "needs a GPU",
+        ),
+        (["probe", "tiny:cogvideox", "PHOTOS", "--offload", "sequential"], "needs a GPU"),
+        (["generate", "tiny:cogvideox", "PHOTO", "--offload", "model"], "needs a GPU"),
+        (["generate", "tiny:cogvideox", "PHOTO", "--offload", "disk"], "--offload disk"),
+        (
+            ["protect", "tiny:cogvideox", "PHOTOS", "--method", "rgb-pgd", "--offload", "disk"],
+            "--offload disk",
+        ),
+    ],
+)
+def test_offload_on_cpu_is_refused_in_one_line_before_anything_is_written(
+    args, why, tmp_path, portraits
+):
+    photo = sorted(portraits.iterdir())[0]
+    subs = {"PHOTOS": str(portraits), "PHOTO": str(photo)}
+    out = tmp_path / "out"
+    argv = [subs.get(a, a) for a in args] + [
+        "--out",
+        str(out / "v.gif" if "generate" in args else out),
+    ]
+    res = CliRunner().invoke(app, [*argv, "--device", "cpu"])
+    assert res.exit_code == 2 and why in res.output, res.output
+    assert not out.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_model_offload_on_a_gpu_gives_the_same_cloak(tmp_path, portraits):
+    for offload in ("none", "model"):
+        res = CliRunner().invoke(
+            app,
+            ["protect", "tiny:cogvideox", str(portraits), "--method", "rgb-pgd", "--steps", "3",
+             "--offload", offload, "--device", "cuda", "--out", str(tmp_path / offload)],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+    import numpy as np
+    from PIL import Image
+
+    for a in sorted((tmp_path / "none").glob("*.png")):
+        b = tmp_path / "model" / a.name
+        diff = np.abs(np.asarray(Image.open(a), int) - np.asarray(Image.open(b), int))
+        assert diff.max() <= 1

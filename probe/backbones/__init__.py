@@ -205,6 +205,7 @@ def load_backbone(
     device: str = "cpu",
     seed: int = 0,
     weights: bool = True,
+    offload: str = "none",
 ) -> Backbone:
     """Load a backbone adapter from a built-in name, a local pipeline folder or a hub id.
 
@@ -216,6 +217,9 @@ def load_backbone(
         seed: the seed of `tiny:` models' random weights.
         weights: False builds pipeline folders on the meta device from their configs, with no
             weights read (for `plan`); True needs weights and refuses a config-only folder.
+        offload: "model" or "sequential" keeps the weights in host memory and moves each
+            component (or each leaf module) to `device` as it runs, with diffusers' offload
+            hooks; for models larger than the GPU. Needs a GPU `device`.
 
     Returns:
         The family's adapter around the loaded pipeline (text encoders are never loaded).
@@ -224,6 +228,11 @@ def load_backbone(
         ToolkitError: unknown names, damaged folders, missing weights or no hub access.
     """
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if offload != "none" and torch.device(device).type == "cpu":
+        raise ToolkitError(
+            f"--offload {offload} needs a GPU: on CPU the weights already live in host memory; "
+            "drop --offload (or pass --device cuda)"
+        )
     if model.startswith("tiny:"):
         fam = _check_family(family or model.split(":", 1)[1])
         pipe = TINY[fam](seed).to(device)
@@ -252,4 +261,12 @@ def load_backbone(
             f"cannot load {model!r} as a {fam} pipeline ({str(exc).splitlines()[0][:200]}); "
             "the folder needs safetensors weights for every component"
         ) from None
-    return adapter(pipe.to(device), builtin, text=text)
+    if offload == "none":
+        return adapter(pipe.to(device), builtin, text=text)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.enable_sequential_cpu_offload(device=device)
+    backbone = adapter(pipe, builtin, text=text)
+    backbone.execution_device = torch.device(device)
+    return backbone

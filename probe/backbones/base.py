@@ -63,6 +63,7 @@ class Backbone(ABC):
     ):
         self.pipe = pipe
         self.name = name
+        self.execution_device: torch.device | None = None  # set under CPU offload
         self.text = text if text is not None else self.null_text()
         self.resolution = resolution or self.native_resolution()
         self.default_frames = frames or self.native_frames()
@@ -82,6 +83,9 @@ class Backbone(ABC):
 
     @property
     def device(self) -> torch.device:
+        """Where inputs go: the GPU the offload hooks run on, else where the weights are."""
+        if self.execution_device is not None:
+            return self.execution_device
         return next(self.denoiser.parameters()).device
 
     @property
