@@ -62,6 +62,10 @@ def protect(
         "--checkpointing",
         help="recompute block activations in the backward (less memory, same cloak)",
     ),
+    batch_size: int = typer.Option(
+        D.batch_size,
+        help="photos per optimisation step (photos of one working size; same cloaks as one at a time)",
+    ),
     offload: str = typer.Option(
         D.offload,
         help="none, model or sequential: diffusers' CPU offload (needs a GPU; `anti-i2v plan` "
@@ -111,6 +115,7 @@ def protect(
         dtype=dtype,
         checkpointing=checkpointing,
         offload=offload,
+        batch_size=batch_size,
         in_place=in_place,
         record_paths=record_paths,
         device=device,

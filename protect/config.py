@@ -53,6 +53,7 @@ class ProtectConfig:
         False  # recompute block activations in the backward: less memory, same cloak
     )
     offload: str = "none"  # diffusers' CPU offload (OFFLOADS); saves nothing for the backward
+    batch_size: int = 1  # photos per optimisation step (equal working sizes only)
     in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
 
@@ -92,6 +93,8 @@ class ProtectConfig:
             )
         if self.timesteps is not None:
             check_timesteps(self.timesteps)
+        if self.batch_size < 1:
+            raise ToolkitError(f"--batch-size {self.batch_size}: at least 1 photo per step")
         if self.offload not in OFFLOADS:
             raise ToolkitError(f"--offload {self.offload}: choose from {', '.join(OFFLOADS)}")
         if self.dtype not in MODEL_DTYPES:
@@ -117,6 +120,7 @@ NOT_SETTINGS = (
     "record_paths",
     "checkpointing",
     "offload",
+    "batch_size",
 )
 
 

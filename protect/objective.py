@@ -104,9 +104,13 @@ class ModelObjective:
         with torch.no_grad():
             cond = backbone.condition(backbone.resize(self.clean), spec.clip_frames)
             latent = self.reference if self.reference is not None else cond.clean
-            gen = torch.Generator().manual_seed(spec.seed)
+            # Each photo of a batch draws the noise it would draw alone (its own generator from
+            # the seed), so a batch of photos gets the cloaks one-at-a-time runs give.
+            gens = [torch.Generator().manual_seed(spec.seed) for _ in range(latent.shape[0])]
             for t in spec.timesteps:
-                self.noise[t] = torch.randn(latent.shape, generator=gen).to(latent)
+                self.noise[t] = torch.cat(
+                    [torch.randn((1, *latent.shape[1:]), generator=g) for g in gens]
+                ).to(latent)
             if self.needs_denoiser:
                 t0 = spec.timesteps[0]
                 kwargs = backbone.denoiser_kwargs(

@@ -11,6 +11,7 @@ redone. Everything a run could refuse is checked before the model loads (`Protec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -211,12 +212,34 @@ def cloak_photo(
     lpips_model=None,
 ) -> tuple[np.ndarray, Sidecar]:
     """Cloak one photo; returns the full-size uint8 cloak and its sidecar (the caller writes both)."""
+    return cloak_photos([photo], backbone, run, out, target, lpips_model)[0]
+
+
+def cloak_photos(
+    photos: list[Photo],
+    backbone: Backbone,
+    run: Run,
+    out: Path,
+    target: torch.Tensor | None,
+    lpips_model=None,
+) -> list[tuple[np.ndarray, Sidecar]]:
+    """Cloak photos of one working size together, one optimisation for the batch.
+
+    Every loss is a mean over the batch and the model treats its samples independently, so each
+    photo's sign-gradient is the one it has alone; its noise is drawn from its own generator.
+    The cloaks match one-at-a-time runs within float error (batched kernels round differently).
+
+    Returns:
+        Per photo, in order: the full-size uint8 cloak and its sidecar (the caller writes both).
+    """
     started = time.time()
     cfg, method = run.cfg, METHODS[run.cfg.method]
     space = Space(run.space, eps=cfg.eps / 255, ab_unit=cfg.ab_unit)
     clip = clip_frames_for(backbone, cfg.frames)
-    work = photo.work_pixels(cfg.work_max_side)
-    x = work[None].to(backbone.device)
+    works = [photo.work_pixels(cfg.work_max_side) for photo in photos]
+    if len({tuple(w.shape) for w in works}) != 1:
+        raise ValueError("a batch holds photos of one working size")
+    x = torch.stack(works).to(backbone.device)
     spec = ObjectiveSpec(
         weights=run.weights,
         collapse_layers=run.collapse_layers,
@@ -231,48 +254,62 @@ def cloak_photo(
     if method.optimises:
         reference = None
         if run.weights.get("diffusion"):
-            reference = reference_latent(
-                backbone, work, photo.sha256, clip, cfg, out / ".reference"
+            reference = torch.cat(
+                [
+                    reference_latent(backbone, w, p.sha256, clip, cfg, out / ".reference")
+                    for p, w in zip(photos, works, strict=True)
+                ]
             )
         pattern = target if target is not None else default_target(tuple(x.shape[-2:]))
         pattern = (
             F.interpolate(pattern[None], size=x.shape[-2:], mode="bilinear", antialias=True)
             .clamp(0, 1)
             .to(x)
+            .expand_as(x)
         )
         objective = ModelObjective(backbone, spec, x, reference, pattern, lpips_model)
         objective.prepare()
         result = perturb_iterative(x, objective, space, cfg.steps, cfg.alpha / 255)
-        adv, history, params = result.adv[0].cpu(), result.history, result.params
-    else:
-        params = space.random_init(x, torch.Generator().manual_seed(cfg.seed))
-        adv, history = space.apply(x, params)[0].detach().cpu(), []
-    cloak = upsample_change(photo.array, work, adv)
-    psnr_db, linf = written_fidelity(photo.array, cloak)
-    written_work = Photo(photo.path, cloak, "", "RGB").work_pixels(cfg.work_max_side)
-    sidecar = Sidecar(
-        photo=str(photo.path) if cfg.record_paths else photo.path.name,
-        photo_sha256=photo.sha256,
-        size=list(photo.size),
-        model=backbone.name,
-        family=backbone.family,
-        config_sha256=backbone.config_sha256(),
-        profile_sha256=run.profile.sha256 if run.profile else None,
-        settings=run.settings,
-        clip_frames=clip,
-        lpips_available=lpips_model is not None,
-        collapse_layers=run.collapse_layers,
-        anchor_layers=run.anchor_layers,
-        budget=budget_used(x.cpu(), adv[None], {k: v.cpu() for k, v in params.items()}),
-        units={k: v for k, v in space.units().items() if k in params},
-        linf_rgb_written=linf,
-        psnr=psnr_db,
-        ssim=ssim(written_work, work),
-        losses=history,
-        seconds=time.time() - started,
-        toolkit_version=TOOLKIT_VERSION,
-    )
-    return cloak, sidecar
+        advs, history, params = result.adv.cpu(), result.history, result.params
+    else:  # each photo its own generator, as alone
+        parts = [
+            space.random_init(x[i : i + 1], torch.Generator().manual_seed(cfg.seed))
+            for i in range(len(photos))
+        ]
+        params = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        advs, history = space.apply(x, params).detach().cpu(), []
+    seconds = (time.time() - started) / len(photos)
+    done = []
+    for i, (photo, work) in enumerate(zip(photos, works, strict=True)):
+        adv, mine = advs[i], {k: v[i : i + 1].cpu() for k, v in params.items()}
+        cloak = upsample_change(photo.array, work, adv)
+        psnr_db, linf = written_fidelity(photo.array, cloak)
+        written_work = Photo(photo.path, cloak, "", "RGB").work_pixels(cfg.work_max_side)
+        sidecar = Sidecar(
+            photo=str(photo.path) if cfg.record_paths else photo.path.name,
+            photo_sha256=photo.sha256,
+            size=list(photo.size),
+            model=backbone.name,
+            family=backbone.family,
+            config_sha256=backbone.config_sha256(),
+            profile_sha256=run.profile.sha256 if run.profile else None,
+            settings=run.settings,
+            clip_frames=clip,
+            lpips_available=lpips_model is not None,
+            collapse_layers=run.collapse_layers,
+            anchor_layers=run.anchor_layers,
+            budget=budget_used(work[None], adv[None], mine),
+            units={k: v for k, v in space.units().items() if k in params},
+            linf_rgb_written=linf,
+            psnr=psnr_db,
+            ssim=ssim(written_work, work),
+            losses=history,
+            seconds=seconds,
+            toolkit_version=TOOLKIT_VERSION,
+            batch_size=len(photos),
+        )
+        done.append((cloak, sidecar))
+    return done
 
 
 def _loss_curve(history: list[dict], path: Path) -> None:
@@ -346,22 +383,24 @@ def run_protect(
         lpips_model = load_lpips() if run.weights.get("lpips") else None
         mine = ranks.shard(jobs)
         results: list[PhotoResult] = []
+
+        def report(result: PhotoResult) -> None:
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            progress.advance(task)
+
         with progress_bar(console, ranks.is_main) as progress:
             task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(mine))
-            for job in mine:
-                result = _protect_one(job, backbone, run, out, target, lpips_model)
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-                progress.advance(task)
+            for start in range(0, len(mine), cfg.batch_size):
+                chunk = mine[start : start + cfg.batch_size]
+                _protect_batch(chunk, backbone, run, out, target, lpips_model, report)
         by_name = {r.name: r for part in ranks.gather(results) for r in part}
         return [by_name[job.name] for job in jobs]
 
 
-def _protect_one(
-    job: Job, backbone: Backbone, run: Run, out: Path, target, lpips_model
-) -> PhotoResult:
-    """One photo, start to finish: skip, refuse, or cloak and write; never raises for a photo's own fault."""
+def _ready(job: Job, run: Run, out: Path) -> Photo | PhotoResult:
+    """The job's photo if it is to be cloaked now, else why not (unreadable, too small, done)."""
     try:
         photo = load_photo(job.source)
     except ToolkitError as exc:
@@ -377,27 +416,74 @@ def _protect_one(
     old = Sidecar.read(side_path) if png_path.exists() else None
     if old is not None and run.matches(old, photo):
         return PhotoResult(job.name, "skipped", "already cloaked with these settings", old)
-    with photo_lock(out, job.name) as mine:
-        if not mine:
-            return PhotoResult(job.name, "skipped", "another run is cloaking it now")
-        try:
-            cloak, sidecar = cloak_photo(photo, backbone, run, out, target, lpips_model)
-        except DivergedError as exc:
-            return PhotoResult(
-                job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms"
-            )
-        # In place: the original moves aside before its name is reused.
-        if job.keep_original_as is not None:
-            if job.keep_original_as.exists():
-                return PhotoResult(
-                    job.name, "failed", f"{job.keep_original_as} already exists; move it away"
+    return photo
+
+
+def _protect_batch(
+    jobs: list[Job], backbone: Backbone, run: Run, out: Path, target, lpips_model, report
+) -> None:
+    """Up to --batch-size photos: skip, refuse, or cloak (photos of one working size together)
+    and write; each photo's result goes to `report` as it is known. Never raises for a photo's
+    own fault."""
+    with contextlib.ExitStack() as locks:
+        groups: dict[tuple, list[tuple[Job, Photo]]] = {}
+        for job in jobs:
+            photo = _ready(job, run, out)
+            if isinstance(photo, PhotoResult):
+                report(photo)
+                continue
+            if not locks.enter_context(photo_lock(out, job.name)):
+                report(PhotoResult(job.name, "skipped", "another run is cloaking it now"))
+                continue
+            size = tuple(photo.work_pixels(run.cfg.work_max_side).shape)
+            groups.setdefault(size, []).append((job, photo))
+        for group in groups.values():
+            photos = [photo for _, photo in group]
+            try:
+                if len(photos) == 1:
+                    done = [cloak_photo(photos[0], backbone, run, out, target, lpips_model)]
+                else:
+                    done = cloak_photos(photos, backbone, run, out, target, lpips_model)
+            except DivergedError as exc:
+                if len(group) > 1:  # one photo's divergence must not fail its batch-mates
+                    for job, photo in group:
+                        _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report)
+                    continue
+                report(
+                    PhotoResult(
+                        group[0][0].name,
+                        "failed",
+                        f"{exc}; try a smaller --alpha or fewer loss terms",
+                    )
                 )
-            job.source.rename(job.keep_original_as)
-            sidecar = _with_original(sidecar, job.keep_original_as, run.cfg.record_paths)
-        write_png_uint8(cloak, png_path)
-        _loss_curve(sidecar.losses, out / f"{job.name}.loss.png")
-        # The sidecar is written last: its presence means done.
-        write_text_atomic(side_path, json.dumps(sidecar.to_json(), indent=1))
+                continue
+            for (job, _), (cloak, sidecar) in zip(group, done, strict=True):
+                report(_write(job, cloak, sidecar, run, out))
+
+
+def _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report) -> None:
+    try:
+        cloak, sidecar = cloak_photo(photo, backbone, run, out, target, lpips_model)
+    except DivergedError as exc:
+        report(PhotoResult(job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms"))
+        return
+    report(_write(job, cloak, sidecar, run, out))
+
+
+def _write(job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, out: Path) -> PhotoResult:
+    """Write one cloak (PNG, loss curve, then the sidecar, whose presence means done)."""
+    # In place: the original moves aside before its name is reused.
+    if job.keep_original_as is not None:
+        if job.keep_original_as.exists():
+            return PhotoResult(
+                job.name, "failed", f"{job.keep_original_as} already exists; move it away"
+            )
+        job.source.rename(job.keep_original_as)
+        sidecar = _with_original(sidecar, job.keep_original_as, run.cfg.record_paths)
+    write_png_uint8(cloak, out / f"{job.name}.png")
+    _loss_curve(sidecar.losses, out / f"{job.name}.loss.png")
+    # The sidecar is written last: its presence means done.
+    write_text_atomic(out / f"{job.name}.json", json.dumps(sidecar.to_json(), indent=1))
     return PhotoResult(job.name, "done", sidecar=sidecar)
 
 

@@ -33,12 +33,13 @@ class Sidecar:
     linf_rgb_written: float  # the written PNG against the photo, in [0, 1] units
     psnr: float  # dB, the written PNG against the photo at full size
     ssim: float  # at the working size (both images shrunk alike to <= work_max_side)
-    losses: list[dict]
-    seconds: float
+    losses: list[dict]  # per step; with --batch-size > 1, the means over the batch's photos
+    seconds: float  # with --batch-size > 1, the batch's time shared equally
     toolkit_version: str
     # What one unit of each space's parameters is (eps counts in these units).
     units: dict[str, str] = field(default_factory=dict)
     original: str | None = None  # in place: where the original photo was kept
+    batch_size: int = 1  # photos optimised together in one step (same cloak, within float error)
     schema: str = SIDECAR_SCHEMA
 
     def to_json(self) -> dict:

@@ -365,3 +365,40 @@ def test_bfloat16_cloak_stays_close_to_the_float32_one(tmp_path, portraits):
     diff = np.abs(cloaks["float32"] - cloaks["bfloat16"])
     # One sign step moves each pixel by 1/255: only a flipped sign (a near-zero gradient) differs.
     assert diff.max() <= 2 and (diff > 0).mean() < 0.1
+
+
+@pytest.mark.slow  # two protect runs of four photos (about 30 s)
+@pytest.mark.parametrize("method", ["anti-i2v", "random-noise"])
+def test_a_batch_of_photos_gets_the_cloaks_one_at_a_time_runs_give(
+    tmp_path, portraits, tiny_profile, method
+):
+    photos = sorted(portraits.glob("*.png"))
+    big = tmp_path / "big.png"  # another working size: it is cloaked in its own group
+    Image.open(photos[0]).resize((96, 80)).save(big)
+    cloaks = {}
+    for batch in (1, 4):
+        results = run_protect(
+            _cfg(
+                tmp_path / f"b{batch}",
+                [*photos, big],
+                tiny_profile,
+                method=method,
+                batch_size=batch,
+            )
+        )
+        assert [r.status for r in results] == ["done"] * 4
+        sizes = {r.name: r.sidecar.batch_size for r in results}
+        assert sizes == (
+            {r.name: 1 for r in results}
+            if batch == 1
+            else {**{p.stem: 3 for p in photos}, "big": 1}
+        )
+        for r in results:
+            png = tmp_path / f"b{batch}" / "out" / f"{r.name}.png"
+            cloaks.setdefault(r.name, []).append(np.asarray(Image.open(png), np.int16))
+        if batch > 1:  # the batch's loss history is the mean of its photos' (one number a step)
+            assert len(results[0].sidecar.losses) == (3 if method == "anti-i2v" else 0)
+    for name, (alone, batched) in cloaks.items():
+        diff = np.abs(alone - batched)
+        # batched kernels round differently: only a near-zero gradient's sign may flip
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.02, name

@@ -146,6 +146,7 @@ def resolve_model(model: str, weights: bool = True) -> Path | None:
     """
     folder = _resolve(model)
     if weights and folder is not None and not has_weights(folder):
+        read_model_index(folder)  # a damaged folder says so first
         name = {v: k for k, v in real_configs().items()}.get(folder, model)
         raise weights_needed(folder, name)
     return folder

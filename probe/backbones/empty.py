@@ -10,6 +10,7 @@ one line, naming where to get them.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def weights_needed(folder: Path, model: str) -> ToolkitError:
     )
 
 
-def _component(folder: Path, library: str, cls: str, dtype: torch.dtype) -> Any:
+def _component(folder: Path, library: str, cls: str, dtype: torch.dtype, empty: bool) -> Any:
     import diffusers
     import transformers
     from accelerate import init_empty_weights
@@ -56,7 +57,7 @@ def _component(folder: Path, library: str, cls: str, dtype: torch.dtype) -> Any:
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with init_empty_weights(include_buffers=True):
+        with init_empty_weights(include_buffers=True) if empty else contextlib.nullcontext():
             if library == "diffusers":
                 return klass.from_config(klass.load_config(folder))
             return klass._from_config(transformers.AutoConfig.from_pretrained(folder))
@@ -64,8 +65,13 @@ def _component(folder: Path, library: str, cls: str, dtype: torch.dtype) -> Any:
         torch.set_default_dtype(default)
 
 
-def build_empty(folder: Path, index: dict[str, Any], adapter, dtype: torch.dtype) -> Any:
+def build_empty(
+    folder: Path, index: dict[str, Any], adapter, dtype: torch.dtype, seed: int | None = None
+) -> Any:
     """The adapter's pipeline class over meta-device components read from `folder`'s configs.
+
+    With a `seed`, the components get real random weights instead (diffusers' own initialisation,
+    seeded): a random-weight instance has the real cost, for measuring what `plan` predicts.
 
     Args:
         folder: a pipeline folder of configs (`model_index.json`, `<component>/config.json`).
@@ -90,7 +96,9 @@ def build_empty(folder: Path, index: dict[str, Any], adapter, dtype: torch.dtype
             kwargs[name] = None
             continue
         try:
-            kwargs[name] = _component(sub, library, cls, dtype)
+            if seed is not None:
+                torch.manual_seed(seed)
+            kwargs[name] = _component(sub, library, cls, dtype, empty=seed is None)
         except (OSError, ValueError, AttributeError) as exc:
             raise ToolkitError(
                 f"{sub}: cannot build {cls} from its config ({str(exc).splitlines()[0][:160]}); "
