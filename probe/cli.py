@@ -327,7 +327,7 @@ def plan(
         head += f", store {p.store_bytes_per_sample / 2**20:.2f} MiB per sample and timestep"
     Console().print(head)
     table = Table(title=f"per GPU (seconds at {UTILISATION:.0%} of dense bf16 peak, an assumption)")
-    for col in ("gpu", "memory", "fits", "s / step"):
+    for col in ("gpu", "memory", "fits", "s / step", "fewest levers that fit"):
         table.add_column(col)
     for name, g in p.gpus.items():
         table.add_row(
@@ -335,22 +335,24 @@ def plan(
             f"{g['memory_gib']} GiB",
             "yes" if g["fits"] else "[red]no[/]",
             f"{g['seconds_per_step']:.3g}",
+            lever_text(g["levers"]),
             style="bold" if name == gpu else None,
         )
     Console().print(table)
-    if gpu is not None:
-        if p.fit is None:
-            Console().print(
-                f"{gpu}: does not fit with any of checkpointing and offload; lower --resolution, "
-                "--frames/--clip-frames or --batch-size, or shard the model over GPUs"
-            )
-        else:
-            found = [f"--offload {p.fit['offload']}"] * (p.fit["offload"] != "none")
-            found += ["--checkpointing"] * p.fit["checkpointing"]
-            Console().print(
-                f"{gpu}: fits with {' '.join(found) or 'no levers'} "
-                f"(peak {p.fit['peak_bytes'] / gib:.2f} GiB)"
-            )
+    if gpu is not None and p.fit is None:
+        Console().print(
+            f"{gpu}: does not fit with any of checkpointing and offload; lower --resolution, "
+            "--frames/--clip-frames or --batch-size, or shard the model over GPUs"
+        )
+
+
+def lever_text(levers: dict | None) -> str:
+    """`--checkpointing --offload model (20.96 GiB)`, `none needed (...)` or `does not fit`."""
+    if levers is None:
+        return "does not fit"
+    found = [f"--offload {levers['offload']}"] * (levers["offload"] != "none")
+    found += ["--checkpointing"] * levers["checkpointing"]
+    return f"{' '.join(found) or 'none needed'} ({levers['peak_bytes'] / 1024**3:.1f} GiB)"
 
 
 def register(app: typer.Typer) -> None:

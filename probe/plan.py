@@ -89,7 +89,7 @@ class Plan:
     store_bytes_per_sample: int | None  # probe: one sample's cell in the store
     utilisation: float = UTILISATION
     gpus: dict[str, dict] = field(default_factory=dict)
-    fit: dict | None = None  # for --gpu: the fewest levers that fit it (None: nothing fits)
+    fit: dict | None = None  # for --gpu: its fewest levers that fit (None: nothing fits)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -301,7 +301,7 @@ def plan(req: PlanRequest, gpu: str | None = None) -> Plan:
 
     Args:
         req: the model, task and levers.
-        gpu: a key of `GPUS`; the plan then also names the fewest levers that fit it.
+        gpu: a key of `GPUS`, whose fewest levers that fit become `Plan.fit`.
 
     Returns:
         The plan; its peaks and FLOPs come from running the real modules under FakeTensorMode.
@@ -330,17 +330,8 @@ def plan(req: PlanRequest, gpu: str | None = None) -> Plan:
     act, flops, store = counted(req.checkpointing)
     resident = resident_weights(req, sizes, leaf)
     peak = act + resident
-    gpus = {
-        name: {
-            "memory_gib": mem,
-            "fits": peak <= mem * GIB * HEADROOM,
-            "seconds_per_step": flops / (tflops * 1e12 * UTILISATION),
-            "source": source,
-        }
-        for name, (mem, tflops, source) in GPUS.items()
-    }
-    fit = None
-    if gpu is not None:
+
+    def fewest_levers(memory_gib: float) -> dict | None:
         for checkpointing, offload in LEVER_SETS:
             if req.task == "protect" and offload != "none":
                 continue  # offload cannot lower protect's peak (see resident_weights)
@@ -350,14 +341,23 @@ def plan(req: PlanRequest, gpu: str | None = None) -> Plan:
                 continue  # no backward, so nothing for checkpointing to recompute
             try_req = replace(req, checkpointing=checkpointing, offload=offload)
             need = counted(checkpointing)[0] + resident_weights(try_req, sizes, leaf)
-            if need <= GPUS[gpu][0] * GIB * HEADROOM:
-                fit = {
-                    "gpu": gpu,
-                    "checkpointing": checkpointing,
-                    "offload": offload,
-                    "peak_bytes": need,
-                }
-                break
+            if need <= memory_gib * GIB * HEADROOM:
+                return {"checkpointing": checkpointing, "offload": offload, "peak_bytes": need}
+        return None
+
+    gpus = {
+        name: {
+            "memory_gib": mem,
+            "fits": peak <= mem * GIB * HEADROOM,
+            "seconds_per_step": flops / (tflops * 1e12 * UTILISATION),
+            "levers": fewest_levers(mem),  # the fewest levers that fit (None: none do)
+            "source": source,
+        }
+        for name, (mem, tflops, source) in GPUS.items()
+    }
+    fit = (
+        None if gpu is None or gpus[gpu]["levers"] is None else {"gpu": gpu, **gpus[gpu]["levers"]}
+    )
     return Plan(
         request=req,
         resolution=tuple(backbone.resolution),

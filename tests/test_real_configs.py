@@ -154,3 +154,65 @@ def test_model_offload_on_a_gpu_gives_the_same_cloak(tmp_path, portraits):
         b = tmp_path / "model" / a.name
         diff = np.abs(np.asarray(Image.open(a), int) - np.asarray(Image.open(b), int))
         assert diff.max() <= 1
+
+
+@pytest.mark.slow  # one real-width protect step on CPU (about 100 s on 2 cores)
+def test_a_full_width_cogvideox_protect_step_runs_and_matches_its_plan(tmp_path):
+    """CogVideoX-5B's width (48 heads x 64) cut to 2 blocks, random weights, 480x720, the 5-frame
+    clip of protect's 4 frames, checkpointing on: one step runs and its peak is the planned one.
+
+    Two cuts keep it in `make test` on 2 CPU cores, and both are said here. The VAE keeps the real
+    compression (8x space, 4x time, 16 latent channels) at 32 channels a level: the real encoder's
+    backward at 480x720 takes 5 minutes here, and width is what this test is about. The step runs
+    in float32: this CPU has no bfloat16 units (AVX2 only), and its bf16 matmuls run at under 1
+    GFLOP/s against 154 in float32. bfloat16 itself is tested on the tiny model (test_protect), and
+    on a GPU by the `gpu`-marked twin below.
+    """
+    step = _full_width_step(tmp_path, "float32", "cpu")
+    assert 0.8 <= step["planned"] / step["measured"] <= 1.2
+    assert step["planned_flops"] == pytest.approx(step["measured_flops"], rel=0.01)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_a_full_width_cogvideox_protect_step_in_bfloat16_on_a_gpu(tmp_path):
+    step = _full_width_step(tmp_path, "bfloat16", "cuda")
+    assert 0.8 <= step["planned"] / step["measured"] <= 1.2
+
+
+def _full_width_step(tmp_path, dtype: str, device: str) -> dict:
+    import json
+    import shutil
+
+    import torch
+
+    from probe.backbones import FAMILIES, read_model_index
+    from probe.backbones.empty import build_empty
+    from probe.plan import run_step
+
+    folder = tmp_path / "cogvideox-5b-2-blocks"
+    shutil.copytree(real_configs()["cogvideox-5b-i2v"], folder)
+    for part, changes in (
+        ("transformer", {"num_layers": 2}),
+        ("vae", {"block_out_channels": [32, 32, 32, 32], "norm_num_groups": 8}),
+    ):
+        config = json.loads((folder / part / "config.json").read_text())
+        (folder / part / "config.json").write_text(json.dumps({**config, **changes}))
+    req = PlanRequest(model=str(folder), task="protect", dtype=dtype, checkpointing=True)
+    planned = plan(req)
+    assert planned.resolution == (480, 720) and planned.frames == 5
+    adapter = FAMILIES["cogvideox"]
+    pipe = build_empty(folder, read_model_index(folder), adapter, getattr(torch, dtype), seed=0)
+    backbone = adapter(pipe.to(device), "cogvideox-5b-2-blocks")
+    assert (
+        backbone.denoiser.config.num_attention_heads * backbone.denoiser.config.attention_head_dim
+        == 3072
+    )
+    backbone.enable_checkpointing()
+    peak, flops, _ = run_step(backbone, req, fake=False)
+    return {
+        "planned": planned.peak_bytes,
+        "measured": peak,
+        "planned_flops": planned.flops_per_step,
+        "measured_flops": flops,
+    }
