@@ -2,7 +2,9 @@
 
 Prints: a dual-space step against an RGB step (same objective), an early-exit step (IRC/IRA only,
 stopping after the deepest profile layer) against a full step, steps per second, and peak memory
-(CUDA peak allocation on a GPU, process peak RSS on CPU).
+(CUDA peak allocation on a GPU, process peak RSS on CPU). Then the levers: the dual full step in
+float32 and bfloat16, each with and without activation checkpointing, as time and live-tensor
+peak (`probe.memory.LiveBytes`) ratios to float32 without checkpointing.
 Configurations are interleaved over several rounds and the median step of each is compared.
 Usage: python bench/protect_step.py [--model mini-cogvideox] [--steps 8] [--rounds 5] [--device cpu]
 """
@@ -100,6 +102,57 @@ def main() -> None:
     )
     print(f"steps per second (dual, all terms) {1 / dual:8.2f}")
     print(f"peak memory {peak}")
+    levers(args)
+
+
+def step_peak(backbone, x) -> int:
+    """Live tensor bytes at the peak of one dual full step (weights included)."""
+    from probe.memory import LiveBytes, module_tensors
+
+    layers = backbone.block_names()
+    n = len(layers)
+    spec = ObjectiveSpec(
+        weights={"irc": 1.0, "ira": 1.0, "diffusion": 1.0},
+        collapse_layers=layers[:1],
+        anchor_layers=layers[n // 2 : n // 2 + 2],
+        timesteps=[500],
+        clip_frames=clip_frames_for(backbone, 4),
+    )
+    objective = ModelObjective(backbone, spec, x, None, torch.rand_like(x)).prepare()
+    space = Space("dual")
+    params = {k: v.requires_grad_(True) for k, v in space.init(x).items()}
+    with LiveBytes(module_tensors(backbone.denoiser, backbone.pipe.vae)) as live:
+        value, _ = objective(space.apply(x, params))
+        torch.autograd.grad(value, list(params.values()))
+    return live.peak
+
+
+def levers(args) -> None:
+    """dtype x checkpointing, side by side: step time and peak as ratios to float32 alone."""
+    full = {"irc": 1.0, "ira": 1.0, "diffusion": 1.0}
+    models = {}
+    for dtype in ("float32", "bfloat16"):
+        for ckpt in (False, True):
+            backbone = load_backbone(args.model, dtype=dtype, device=args.device)
+            if ckpt:
+                backbone.enable_checkpointing()
+            models[dtype, ckpt] = backbone
+    x = torch.rand(1, 3, *models["float32", False].resolution, device=args.device)
+    times: dict = {k: [] for k in models}
+    for _ in range(args.rounds):
+        for key, backbone in models.items():
+            times[key] += time_steps(
+                backbone, "dual", full, backbone.block_names(), True, args.steps, x
+            )
+    peaks = {key: step_peak(backbone, x) for key, backbone in models.items()}
+    base_t, base_p = statistics.median(times["float32", False]), peaks["float32", False]
+    print("levers (dual, irc+ira+diffusion)   ms/step   time ratio   peak MiB   peak ratio")
+    for (dtype, ckpt), t in times.items():
+        med, peak = statistics.median(t), peaks[dtype, ckpt]
+        print(
+            f"  {dtype:9s} {'checkpointing' if ckpt else '':13s} {med * 1e3:9.1f}   "
+            f"{med / base_t:9.3f}x   {peak / 2**20:8.1f}   {peak / base_p:9.3f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ FLOPs are exact for the code that ran, the utilisation is an assumption and says
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -214,37 +215,53 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
 _MEASURE = """
 import json, sys, time
 from probe.plan import PlanRequest, prepared_backbone, run_step
-req = PlanRequest(**json.loads(sys.argv[1]))
-backbone = prepared_backbone(req)
-run_step(backbone, req, fake=False)  # warm-up: first-call allocations and lazy set-up
-t0 = time.perf_counter()
-peak, flops, store = run_step(backbone, req, fake=False)
-print(json.dumps({"peak": peak, "flops": flops, "store": store, "seconds": time.perf_counter() - t0}))
+args = json.loads(sys.argv[1])
+for fields in args["requests"]:
+    req = PlanRequest(**fields)
+    backbone = prepared_backbone(req, weights=args["weights"])
+    if args["warmup"]:
+        run_step(backbone, req, fake=False)  # first-call allocations and lazy set-up
+    t0 = time.perf_counter()
+    peak, flops, store = run_step(backbone, req, fake=False)
+    took = time.perf_counter() - t0
+    print(json.dumps({"peak": peak, "flops": flops, "store": store, "seconds": took}), flush=True)
 """
 
 
-def measure(req: PlanRequest) -> dict:
+def measure(
+    req: PlanRequest | list[PlanRequest], weights: bool | str = True, warmup: bool = True
+) -> dict | list[dict]:
     """The same step on real tensors in a fresh process (nothing cached from a plan).
 
+    Args:
+        req: one request, or several measured one after another in the same fresh process
+            (peaks are live tensor bytes inside each step, so they do not add up).
+        weights: as `load_backbone`'s; "random" gives a config-only model seeded random weights.
+        warmup: run each step once before the counted one (first-call allocations, timing).
+
     Returns:
-        peak (live bytes, as `run_step` counts them), flops, store (bytes per sample for probe)
-        and seconds (wall time of the counted step, after one warm-up step).
+        Per request: peak (live bytes, as `run_step` counts them), flops, store (bytes per
+        sample for probe) and seconds (wall time of the counted step).
     """
     import json
     import subprocess
     import sys
 
+    reqs = req if isinstance(req, list) else [req]
+    payload = {"requests": [asdict(r) for r in reqs], "weights": weights, "warmup": warmup}
     out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, json.dumps(asdict(req))],
+        [sys.executable, "-c", _MEASURE, json.dumps(payload)],
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return rows if isinstance(req, list) else rows[0]
 
 
-def prepared_backbone(req: PlanRequest, weights: bool = True):
-    """The request's model with its resolution, frames and levers applied (weights loaded as-is)."""
+def prepared_backbone(req: PlanRequest, weights: bool | str = True):
+    """The request's model with its resolution, frames and levers applied (see `load_backbone`'s
+    `weights`: True loads them, False builds on the meta device, "random" seeds random ones)."""
     from probe.backbones import load_backbone
 
     backbone = load_backbone(req.model, None, req.dtype, "cpu", weights=weights)
@@ -285,7 +302,7 @@ def _sizes(backbone) -> tuple[dict[str, int], int, int]:
     return sizes, leaf, params
 
 
-# Lever sets tried for --gpu, cheapest first (each costs speed: recomputation, PCIe transfers).
+# Lever sets tried per GPU, cheapest first (each costs speed: recomputation, PCIe transfers).
 LEVER_SETS = (
     (False, "none"),
     (True, "none"),
@@ -294,6 +311,30 @@ LEVER_SETS = (
     (False, "sequential"),
     (True, "sequential"),
 )
+
+
+def fewest_levers(
+    req: PlanRequest, need: Callable[[bool, str], int], memory_gib: float
+) -> dict | None:
+    """The first of `LEVER_SETS` whose peak fits `memory_gib` (with `HEADROOM`), or None.
+
+    Args:
+        req: the request; levers it already asks for stay on, and only those that can lower
+            its peak are tried (offload cannot for protect, checkpointing only for protect).
+        need: peak bytes for (checkpointing, offload).
+        memory_gib: the GPU's memory.
+    """
+    for checkpointing, offload in LEVER_SETS:
+        if req.task == "protect" and offload != "none":
+            continue  # offload cannot lower protect's peak (see resident_weights)
+        if req.checkpointing and not checkpointing:
+            continue  # never plan without a lever the user asked for
+        if checkpointing and req.task != "protect":
+            continue  # no backward, so nothing for checkpointing to recompute
+        peak = need(checkpointing, offload)
+        if peak <= memory_gib * GIB * HEADROOM:
+            return {"checkpointing": checkpointing, "offload": offload, "peak_bytes": peak}
+    return None
 
 
 def plan(req: PlanRequest, gpu: str | None = None) -> Plan:
@@ -331,26 +372,16 @@ def plan(req: PlanRequest, gpu: str | None = None) -> Plan:
     resident = resident_weights(req, sizes, leaf)
     peak = act + resident
 
-    def fewest_levers(memory_gib: float) -> dict | None:
-        for checkpointing, offload in LEVER_SETS:
-            if req.task == "protect" and offload != "none":
-                continue  # offload cannot lower protect's peak (see resident_weights)
-            if req.checkpointing and not checkpointing:
-                continue  # never plan without a lever the user asked for
-            if checkpointing and req.task != "protect":
-                continue  # no backward, so nothing for checkpointing to recompute
-            try_req = replace(req, checkpointing=checkpointing, offload=offload)
-            need = counted(checkpointing)[0] + resident_weights(try_req, sizes, leaf)
-            if need <= memory_gib * GIB * HEADROOM:
-                return {"checkpointing": checkpointing, "offload": offload, "peak_bytes": need}
-        return None
+    def need(checkpointing: bool, offload: str) -> int:
+        levered = replace(req, checkpointing=checkpointing, offload=offload)
+        return counted(checkpointing)[0] + resident_weights(levered, sizes, leaf)
 
     gpus = {
         name: {
             "memory_gib": mem,
             "fits": peak <= mem * GIB * HEADROOM,
             "seconds_per_step": flops / (tflops * 1e12 * UTILISATION),
-            "levers": fewest_levers(mem),  # the fewest levers that fit (None: none do)
+            "levers": fewest_levers(req, need, mem),  # None: no lever set fits
             "source": source,
         }
         for name, (mem, tflops, source) in GPUS.items()

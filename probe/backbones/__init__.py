@@ -205,7 +205,7 @@ def load_backbone(
     dtype: str | torch.dtype = "float32",
     device: str = "cpu",
     seed: int = 0,
-    weights: bool = True,
+    weights: bool | str = True,
     offload: str = "none",
 ) -> Backbone:
     """Load a backbone adapter from a built-in name, a local pipeline folder or a hub id.
@@ -216,8 +216,10 @@ def load_backbone(
         dtype: the weights' dtype ("float32", "bfloat16", "float16" or a torch dtype).
         device: where the pipeline lives.
         seed: the seed of `tiny:` models' random weights.
-        weights: False builds pipeline folders on the meta device from their configs, with no
-            weights read (for `plan`); True needs weights and refuses a config-only folder.
+        weights: True needs weights and refuses a config-only folder; False builds pipeline
+            folders on the meta device from their configs, with no weights read (for `plan`);
+            "random" builds them with diffusers' own initialisation seeded by `seed` (a
+            random-weight instance has the real cost, to measure what `plan` predicts).
         offload: "model" or "sequential" keeps the weights in host memory and moves each
             component (or each leaf module) to `device` as it runs, with diffusers' offload
             hooks; for models larger than the GPU. Needs a GPU `device`.
@@ -242,15 +244,17 @@ def load_backbone(
         size, frames = TINY_SIZES[fam]
         return FAMILIES[fam](pipe, model, resolution=size, frames=frames)
 
-    folder = resolve_model(model, weights=weights)
+    folder = resolve_model(model, weights=weights is True)
     index = read_model_index(folder)
     fam = _check_family(family) if family else family_of(index)
     adapter = FAMILIES[fam]
     text_file = folder / PROMPT_EMBEDS
     text = load_file(str(text_file)) if text_file.exists() else None
     builtin = {v: k for k, v in {**MINI_MODELS, **real_configs()}.items()}.get(folder, model)
-    if not weights:
-        return adapter(build_empty(folder, index, adapter, torch_dtype), builtin, text=text)
+    if weights == "random" or not weights:  # configs only: meta, or seeded random weights
+        seed_or_none = seed if weights == "random" else None
+        pipe = build_empty(folder, index, adapter, torch_dtype, seed=seed_or_none)
+        return adapter(pipe if seed_or_none is None else pipe.to(device), builtin, text=text)
     # Text encoders are never loaded: text conditioning comes from saved embeddings.
     skipped = {name: None for name in adapter.skip_components if name in index}
     try:
