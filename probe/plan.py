@@ -116,13 +116,18 @@ def _protect_step(backbone, x: torch.Tensor, frames: int) -> None:
     torch.autograd.grad(value, adv)
 
 
-def _probe_cell(backbone, x: torch.Tensor, frames: int, pool: int) -> dict[str, torch.Tensor]:
+def _probe_layers(backbone, x: torch.Tensor, frames: int) -> list[str]:
+    """The block order, found once per probe run (not per cell), so outside what is counted."""
     from probe.capture import execution_order
-    from probe.run import probe_cells
 
     with torch.no_grad():
         cond = backbone.condition(x[:1], frames)
-        layers = execution_order(backbone, backbone.denoiser_kwargs(cond.clean, cond, 500))
+        return execution_order(backbone, backbone.denoiser_kwargs(cond.clean, cond, 500))
+
+
+def _probe_cell(backbone, x: torch.Tensor, frames: int, pool: int, layers: list[str]) -> dict:
+    from probe.run import probe_cells
+
     return probe_cells(
         backbone, x, 500, [(0, i) for i in range(len(x))], layers, None, pool, frames
     )
@@ -200,6 +205,7 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
             weights = [mode.from_tensor(w) for w in weights]
         with mode:
             x = torch.rand(req.batch_size, 3, *backbone.resolution, device=backbone.device)
+            layers = _probe_layers(backbone, x, frames) if req.task == "probe" else []
             with LiveBytes(weights) as live, FlopCounterMode(display=False) as flops:
                 store = None
                 if req.task == "protect":
@@ -207,7 +213,7 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
                 elif req.task == "generate":
                     _generate_step(backbone, x, frames)
                 else:
-                    out = _probe_cell(backbone, x, frames, req.pool)
+                    out = _probe_cell(backbone, x, frames, req.pool, layers)
                     store = sum(v[0].numel() for v in out.values()) * req.store_dtype_bytes
     return live.peak, float(flops.get_total_flops()), store
 
@@ -250,11 +256,10 @@ def measure(
     reqs = req if isinstance(req, list) else [req]
     payload = {"requests": [asdict(r) for r in reqs], "weights": weights, "warmup": warmup}
     out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, json.dumps(payload)],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", _MEASURE, json.dumps(payload)], capture_output=True, text=True
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"measuring in a fresh process failed:\n{out.stderr[-3000:]}")
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     return rows if isinstance(req, list) else rows[0]
 
