@@ -16,6 +16,12 @@ from probe.distributed import Ranks
 console = Console(stderr=True)
 
 
+OFFLOAD_HELP = (
+    "none, model or sequential: keep the weights in host memory and move each component (or "
+    "each leaf module) to the GPU as it runs; for models larger than the GPU"
+)
+
+
 def _csv(values: tuple[int, ...]) -> str:
     return ",".join(map(str, values))
 
@@ -75,7 +81,7 @@ def probe(
     ),
     offload: str = typer.Option(
         P.offload,
-        help="none, model or sequential: keep weights in host memory, move each component (or each leaf module) to the GPU as it runs; for models larger than the GPU",
+        help=OFFLOAD_HELP,
     ),
     repair: bool = typer.Option(
         False,
@@ -128,9 +134,9 @@ def generate(
     strip: bool = typer.Option(False, "--strip", help="also write a PNG strip of the frames"),
     family: str = typer.Option(None, help="override the detected family"),
     dtype: str = typer.Option("float32", help=f"weights and forward: {', '.join(MODEL_DTYPES)}"),
-    offload: str = typer.Option(
-        "none",
-        help="none, model or sequential: keep weights in host memory, move each component (or each leaf module) to the GPU as it runs; for models larger than the GPU",
+    offload: str = typer.Option("none", help=OFFLOAD_HELP),
+    vae_tiling: bool = typer.Option(
+        False, "--vae-tiling", help="decode the video in overlapping tiles (less memory)"
     ),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
@@ -159,6 +165,14 @@ def generate(
     from probe.video import write_strip, write_video
 
     backbone = load_backbone(model, family, dtype, pick_device(device), offload=offload)
+    if vae_tiling:
+        try:  # diffusers' VAE mixin has the method and raises where a VAE cannot tile
+            backbone.pipe.vae.enable_tiling()
+        except (AttributeError, NotImplementedError):
+            raise ToolkitError(
+                f"--vae-tiling: {backbone.name}'s VAE ({type(backbone.pipe.vae).__name__}) "
+                "cannot tile; drop the flag"
+            ) from None
     photo = load_photo(image, max_side=2 * max(backbone.resolution))
     video = backbone.generate(photo.pixels, frames=frames, steps=steps, seed=seed)
     write_video(video, out)

@@ -217,3 +217,17 @@ def _full_width_request(tmp_path, dtype: str) -> PlanRequest:
     transformer = json.loads((folder / "transformer" / "config.json").read_text())
     assert transformer["num_attention_heads"] * transformer["attention_head_dim"] == 3072
     return PlanRequest(model=str(folder), task="protect", dtype=dtype, checkpointing=True)
+
+
+def test_generate_tiles_the_vae_decode_where_the_vae_can(tmp_path, portraits):
+    photo = str(sorted(portraits.iterdir())[0])
+    ok = CliRunner().invoke(
+        app,
+        ["generate", "tiny:cogvideox", photo, "--steps", "1", "--vae-tiling", "--out", str(tmp_path / "v.gif")],
+    )  # fmt: skip
+    assert ok.exit_code == 0 and (tmp_path / "v.gif").stat().st_size > 0, ok.output
+    no = CliRunner().invoke(
+        app,
+        ["generate", "tiny:svd", photo, "--steps", "1", "--vae-tiling", "--out", str(tmp_path / "s.gif")],
+    )  # fmt: skip
+    assert no.exit_code == 2 and "cannot tile" in no.output and not (tmp_path / "s.gif").exists()
