@@ -96,9 +96,10 @@ def build_empty(
             kwargs[name] = None
             continue
         try:
-            if seed is not None:
-                torch.manual_seed(seed)
-            kwargs[name] = _component(sub, library, cls, dtype, empty=seed is None)
+            with torch.random.fork_rng(devices=[]):  # seeded here without touching the caller's RNG
+                if seed is not None:
+                    torch.manual_seed(seed)
+                kwargs[name] = _component(sub, library, cls, dtype, empty=seed is None)
         except (OSError, ValueError, AttributeError) as exc:
             raise ToolkitError(
                 f"{sub}: cannot build {cls} from its config ({str(exc).splitlines()[0][:160]}); "
