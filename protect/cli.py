@@ -172,6 +172,12 @@ def evaluate(
     profile: Path = typer.Option(
         None, help="with --budgets: the profile the cloaks were made with (to re-cloak them)"
     ),
+    dtype: str = typer.Option(
+        E.dtype, help=f"eval models' weights and forward: {', '.join(MODEL_DTYPES)}"
+    ),
+    offload: str = typer.Option(
+        E.offload, help="none, model or sequential: diffusers' CPU offload (needs a GPU)"
+    ),
     device: str = typer.Option(E.device, help="auto, cpu or cuda"),
 ) -> None:
     """Measure how well cloaks protect: identity, fidelity, coherence, imperceptibility, robustness."""
@@ -189,6 +195,8 @@ def evaluate(
         reference=reference,
         steps=steps,
         device=device,
+        dtype=dtype,
+        offload=offload,
         budgets=parse_floats(budgets, "--budgets"),
         profile=str(profile) if profile else None,
     )

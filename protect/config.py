@@ -150,6 +150,8 @@ class EvaluateConfig:
     reference: str | None = None  # a transformers vision encoder (DINO, CLIP): hub id or folder
     steps: int = 25
     device: str = "auto"
+    dtype: str = "float32"  # the eval models' weights and forward (MODEL_DTYPES)
+    offload: str = "none"  # diffusers' CPU offload for eval models larger than the GPU (OFFLOADS)
     # The equal-visibility frontier: each method re-cloaked at these budgets (1/255 units)
     budgets: tuple[float, ...] = ()
     profile: str | None = (
@@ -163,6 +165,10 @@ class EvaluateConfig:
                 f"--distortions {','.join(unknown)}: unknown; choose from none, "
                 f"{', '.join(DISTORTIONS)} (jpegQ and resizeP take any quality or percent)"
             )
+        if self.dtype not in MODEL_DTYPES:
+            raise ToolkitError(f"--dtype {self.dtype}: choose from {', '.join(MODEL_DTYPES)}")
+        if self.offload not in OFFLOADS:
+            raise ToolkitError(f"--offload {self.offload}: choose from {', '.join(OFFLOADS)}")
         if self.seeds < 1 or self.steps < 1:
             raise ToolkitError(
                 f"--seeds {self.seeds} --steps {self.steps}: each must be at least 1"

@@ -129,6 +129,32 @@ def test_plan_of_a_model_larger_than_the_gpu_offloads_generation_but_not_protect
         (["generate", "tiny:cogvideox", "PHOTO", "--offload", "model"], "needs a GPU"),
         (["generate", "tiny:cogvideox", "PHOTO", "--offload", "disk"], "--offload disk"),
         (
+            [
+                "evaluate",
+                "tiny:cogvideox",
+                "--clean",
+                "PHOTOS",
+                "--protected",
+                "PHOTOS",
+                "--offload",
+                "model",
+            ],
+            "needs a GPU",
+        ),
+        (
+            [
+                "evaluate",
+                "tiny:cogvideox",
+                "--clean",
+                "PHOTOS",
+                "--protected",
+                "PHOTOS",
+                "--dtype",
+                "int8",
+            ],
+            "--dtype int8",
+        ),
+        (
             ["protect", "tiny:cogvideox", "PHOTOS", "--method", "rgb-pgd", "--offload", "disk"],
             "--offload disk",
         ),

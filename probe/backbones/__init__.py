@@ -29,6 +29,7 @@ __all__ = [
     "family_of",
     "resolve_model",
     "real_configs",
+    "check_offload",
 ]
 
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # saved text conditioning beside a pipeline folder
@@ -183,6 +184,15 @@ def _resolve(model: str) -> Path | None:
     )
 
 
+def check_offload(offload: str, device: str) -> None:
+    """CPU offload needs a GPU to offload to; one line otherwise (call it before any work)."""
+    if offload != "none" and torch.device(device).type == "cpu":
+        raise ToolkitError(
+            f"--offload {offload} needs a GPU: on CPU the weights already live in host memory; "
+            "drop --offload (or pass --device cuda)"
+        )
+
+
 def read_model_index(folder: Path) -> dict[str, Any]:
     """A pipeline folder's `model_index.json`, or one line saying it is damaged."""
     try:
@@ -231,11 +241,7 @@ def load_backbone(
         ToolkitError: unknown names, damaged folders, missing weights or no hub access.
     """
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    if offload != "none" and torch.device(device).type == "cpu":
-        raise ToolkitError(
-            f"--offload {offload} needs a GPU: on CPU the weights already live in host memory; "
-            "drop --offload (or pass --device cuda)"
-        )
+    check_offload(offload, device)
     if model.startswith("tiny:"):
         fam = _check_family(family or model.split(":", 1)[1])
         pipe = TINY[fam](seed).to(device)

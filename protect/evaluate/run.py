@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from analyses.reference import VisionEncoder, load_vision_encoder
-from probe.backbones import Backbone, load_backbone, resolve_model
+from probe.backbones import Backbone, check_offload, load_backbone, resolve_model
 from probe.common import (
     ToolkitError,
     cached_tensors,
@@ -255,6 +255,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     check_writable_dir(out)
     for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour
         resolve_model(model)
+    check_offload(cfg.offload, device)
     clean, sets = match_photos(cfg)
     plan = FrontierPlan.make(cfg, clean, sets, out) if cfg.budgets else None  # checked up front
     out.mkdir(parents=True, exist_ok=True)
@@ -278,7 +279,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
             progress.advance(task)
 
         for model in [cfg.model, *cfg.models]:
-            backbone = load_backbone(model, None, "float32", device)
+            backbone = load_backbone(model, None, cfg.dtype, device, offload=cfg.offload)
             ran.append(backbone.name)
             # Transfer models see the undistorted cloaks: one video per photo and method.
             model_distortions = distortions if model == cfg.model else ["none"]
