@@ -438,30 +438,22 @@ def _protect_batch(
             size = tuple(photo.work_pixels(run.cfg.work_max_side).shape)
             groups.setdefault(size, []).append((job, photo))
         for group in groups.values():
-            photos = [photo for _, photo in group]
-            try:
-                if len(photos) == 1:
-                    done = [cloak_photo(photos[0], backbone, run, out, target, lpips_model)]
-                else:
+            if len(group) > 1:
+                photos = [photo for _, photo in group]
+                try:
                     done = cloak_photos(photos, backbone, run, out, target, lpips_model)
-            except DivergedError as exc:
-                if len(group) > 1:  # one photo's divergence must not fail its batch-mates
-                    for job, photo in group:
-                        _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report)
+                except DivergedError:
+                    pass  # one photo's divergence must not fail its batch-mates: each alone
+                else:
+                    for (job, _), (cloak, sidecar) in zip(group, done, strict=True):
+                        report(_write(job, cloak, sidecar, run, out))
                     continue
-                report(
-                    PhotoResult(
-                        group[0][0].name,
-                        "failed",
-                        f"{exc}; try a smaller --alpha or fewer loss terms",
-                    )
-                )
-                continue
-            for (job, _), (cloak, sidecar) in zip(group, done, strict=True):
-                report(_write(job, cloak, sidecar, run, out))
+            for job, photo in group:
+                _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report)
 
 
 def _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report) -> None:
+    """One photo on its own; a diverging objective fails it alone, with a hint."""
     try:
         cloak, sidecar = cloak_photo(photo, backbone, run, out, target, lpips_model)
     except DivergedError as exc:
