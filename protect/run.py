@@ -438,18 +438,24 @@ def _protect_batch(
             size = tuple(photo.work_pixels(run.cfg.work_max_side).shape)
             groups.setdefault(size, []).append((job, photo))
         for group in groups.values():
-            if len(group) > 1:
-                photos = [photo for _, photo in group]
-                try:
-                    done = cloak_photos(photos, backbone, run, out, target, lpips_model)
-                except DivergedError:
-                    pass  # one photo's divergence must not fail its batch-mates: each alone
-                else:
-                    for (job, _), (cloak, sidecar) in zip(group, done, strict=True):
-                        report(_write(job, cloak, sidecar, run, out))
-                    continue
-            for job, photo in group:
-                _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report)
+            done = _cloak_together(group, backbone, run, out, target, lpips_model)
+            if done is None:  # a single photo, or a batch that diverged: each photo alone
+                for job, photo in group:
+                    _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report)
+                continue
+            for (job, _), (cloak, sidecar) in zip(group, done, strict=True):
+                report(_write(job, cloak, sidecar, run, out))
+
+
+def _cloak_together(group, backbone, run, out, target, lpips_model) -> list | None:
+    """Cloaks and sidecars of a group of two or more photos cloaked as one batch; None for a
+    single photo, or when the batch diverged (one photo's divergence must not fail the rest)."""
+    if len(group) < 2:
+        return None
+    try:
+        return cloak_photos([photo for _, photo in group], backbone, run, out, target, lpips_model)
+    except DivergedError:
+        return None
 
 
 def _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report) -> None:

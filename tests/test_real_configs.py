@@ -111,6 +111,9 @@ def test_the_fewest_levers_are_the_cheapest_set_that_fits():
     assert fewest_levers(ckpt, need, 40)["checkpointing"] is True  # a lever asked for stays on
 
 
+EVALUATE = ["evaluate", "tiny:cogvideox", "--clean", "PHOTOS", "--protected", "PHOTOS"]
+
+
 @pytest.mark.parametrize(
     "args,why",
     [
@@ -121,32 +124,8 @@ def test_the_fewest_levers_are_the_cheapest_set_that_fits():
         (["probe", "tiny:cogvideox", "PHOTOS", "--offload", "sequential"], "needs a GPU"),
         (["generate", "tiny:cogvideox", "PHOTO", "--offload", "model"], "needs a GPU"),
         (["generate", "tiny:cogvideox", "PHOTO", "--offload", "disk"], "--offload disk"),
-        (
-            [
-                "evaluate",
-                "tiny:cogvideox",
-                "--clean",
-                "PHOTOS",
-                "--protected",
-                "PHOTOS",
-                "--offload",
-                "model",
-            ],
-            "needs a GPU",
-        ),
-        (
-            [
-                "evaluate",
-                "tiny:cogvideox",
-                "--clean",
-                "PHOTOS",
-                "--protected",
-                "PHOTOS",
-                "--dtype",
-                "int8",
-            ],
-            "--dtype int8",
-        ),
+        ([*EVALUATE, "--offload", "model"], "needs a GPU"),
+        ([*EVALUATE, "--dtype", "int8"], "--dtype int8"),
         (
             ["protect", "tiny:cogvideox", "PHOTOS", "--method", "rgb-pgd", "--offload", "disk"],
             "--offload disk",

@@ -148,9 +148,13 @@ def resolve_model(model: str, weights: bool = True) -> Path | None:
     folder = _resolve(model)
     if weights and folder is not None and not has_weights(folder):
         read_model_index(folder)  # a damaged folder says so first
-        name = {v: k for k, v in real_configs().items()}.get(folder, model)
-        raise weights_needed(folder, name)
+        raise weights_needed(folder, _short_name(folder, model))
     return folder
+
+
+def _short_name(folder: Path, model: str) -> str:
+    """A built-in's or shipped config's own name (not its folder path), else `model` as given."""
+    return {v: k for k, v in {**MINI_MODELS, **real_configs()}.items()}.get(folder, model)
 
 
 def _resolve(model: str) -> Path | None:
@@ -166,8 +170,9 @@ def _resolve(model: str) -> Path | None:
                 "`anti-i2v world train --out artifacts/models`"
             )
         return folder
-    if name in real_configs():
-        return real_configs()[name]
+    configs = real_configs()
+    if name in configs:
+        return configs[name]
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "model_index.json").exists():
@@ -256,11 +261,12 @@ def load_backbone(
     adapter = FAMILIES[fam]
     text_file = folder / PROMPT_EMBEDS
     text = load_file(str(text_file)) if text_file.exists() else None
-    builtin = {v: k for k, v in {**MINI_MODELS, **real_configs()}.items()}.get(folder, model)
-    if weights == "random" or not weights:  # configs only: meta, or seeded random weights
-        seed_or_none = seed if weights == "random" else None
-        pipe = build_empty(folder, index, adapter, torch_dtype, seed=seed_or_none)
-        return adapter(pipe if seed_or_none is None else pipe.to(device), builtin, text=text)
+    builtin = _short_name(folder, model)
+    if weights is False:  # configs only, on the meta device
+        return adapter(build_empty(folder, index, adapter, torch_dtype), builtin, text=text)
+    if weights == "random":
+        pipe = build_empty(folder, index, adapter, torch_dtype, seed=seed)
+        return adapter(pipe.to(device), builtin, text=text)
     # Text encoders are never loaded: text conditioning comes from saved embeddings.
     skipped = {name: None for name in adapter.skip_components if name in index}
     try:
