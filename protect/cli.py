@@ -76,6 +76,11 @@ def protect(
         help="expectation over transformation: the model sees the cloak through these "
         "distortions, one per step in turn (e.g. jpeg75,blur,resize50; straight-through)",
     ),
+    ensemble: str = typer.Option(
+        "",
+        help="more models to optimise against at once, for transfer: comma-separated MODEL or "
+        "MODEL=PROFILE.json (each with its own layers; the objective is the mean over models)",
+    ),
     in_place: bool = typer.Option(
         False,
         "--in-place",
@@ -116,6 +121,7 @@ def protect(
         checkpointing=checkpointing,
         offload=offload,
         batch_size=batch_size,
+        ensemble=tuple(m for m in ensemble.split(",") if m),
         in_place=in_place,
         record_paths=record_paths,
         device=device,
@@ -169,8 +175,10 @@ def evaluate(
         help="equal-visibility frontier: re-cloak every method at these budgets (1/255 units, "
         "e.g. 4,8,12,16) and compare methods at equal cloak visibility",
     ),
-    profile: Path = typer.Option(
-        None, help="with --budgets: the profile the cloaks were made with (to re-cloak them)"
+    profile: list[Path] = typer.Option(
+        [],
+        help="with --budgets: the profile the cloaks were made with, to re-cloak them (repeat it "
+        "for --ensemble cloaks: each model's profile, found by hash)",
     ),
     dtype: str = typer.Option(
         E.dtype, help=f"eval models' weights and forward: {', '.join(MODEL_DTYPES)}"
@@ -198,7 +206,7 @@ def evaluate(
         dtype=dtype,
         offload=offload,
         budgets=parse_floats(budgets, "--budgets"),
-        profile=str(profile) if profile else None,
+        profiles=tuple(map(str, profile)),
     )
     path = run(cfg)
     console.print(f"report: {path / 'index.html'}")

@@ -54,6 +54,9 @@ class ProtectConfig:
     )
     offload: str = "none"  # diffusers' CPU offload (OFFLOADS); saves nothing for the backward
     batch_size: int = 1  # photos per optimisation step (equal working sizes only)
+    # More models the cloak is optimised against at once (transfer), each "MODEL" or
+    # "MODEL=PROFILE.json" (its own layers and timesteps); the objective is the mean over models
+    ensemble: tuple[str, ...] = ()
     in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
 
@@ -105,8 +108,29 @@ class ProtectConfig:
                 f"--eot {','.join(unknown)}: unknown distortion; choose from none, "
                 f"{', '.join(DISTORTIONS)}"
             )
+        members = [m for m, _ in self.ensemble_members()]
+        if (
+            any(not m for m in members)
+            or len(set(members)) != len(members)
+            or self.model in members
+        ):
+            raise ToolkitError(
+                f"--ensemble {','.join(self.ensemble)}: name each further model once, as MODEL or "
+                f"MODEL=PROFILE.json, and not the main model {self.model}"
+            )
+        if members and not METHODS[self.method].optimises:
+            raise ToolkitError(
+                f"--ensemble: {self.method} does not optimise against a model; leave --ensemble out"
+            )
         if self.reference_steps < 1 or self.work_max_side < MIN_SIDE:
             raise ToolkitError("reference_steps must be >= 1 and work_max_side >= 16")
+
+    def ensemble_members(self) -> list[tuple[str, str | None]]:
+        """`--ensemble` as (model, profile path or None) pairs."""
+        return [
+            (m.partition("=")[0].strip(), m.partition("=")[2].strip() or None)
+            for m in self.ensemble
+        ]
 
 
 # ProtectConfig fields that say where and how fast, not what: they are left out of the settings a
@@ -154,9 +178,9 @@ class EvaluateConfig:
     offload: str = "none"  # diffusers' CPU offload for eval models larger than the GPU (OFFLOADS)
     # The equal-visibility frontier: each method re-cloaked at these budgets (1/255 units)
     budgets: tuple[float, ...] = ()
-    profile: str | None = (
-        None  # the profile the cloaks were made with, to re-cloak at other budgets
-    )
+    # The profiles the cloaks were made with (main and --ensemble models), to re-cloak at other
+    # budgets; each cloak set finds its own by hash
+    profiles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.distortions if not is_distortion(d)]

@@ -211,3 +211,30 @@ class ModelObjective:
         if term == "ira" and not self.spec.ira_targeted:
             return +1.0  # untargeted: push away from the clean image's features
         return TERM_SIGNS[term]
+
+
+class EnsembleObjective:
+    """The mean of several models' objectives on one cloak (transfer: `protect --ensemble`).
+
+    Each member is a `ModelObjective` with its own backbone, layers, timesteps and reference
+    video; the image-side LPIPS term belongs to the first only, so it counts once. Terms of the
+    members after the first are recorded as `MODEL/term` in the history.
+    """
+
+    def __init__(self, parts: list[tuple[str, ModelObjective]]):
+        if not parts:
+            raise ValueError("an ensemble needs at least one model")
+        self.parts = parts
+
+    def prepare(self) -> EnsembleObjective:
+        for _, objective in self.parts:
+            objective.prepare()
+        return self
+
+    def __call__(self, adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        values, terms = [], {}
+        for i, (name, objective) in enumerate(self.parts):
+            value, mine = objective(adv)
+            values.append(value)
+            terms.update({(k if i == 0 else f"{name}/{k}"): v for k, v in mine.items()})
+        return torch.stack(values).mean(), terms

@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from protect.evaluate.metrics import ssim
 from protect.inputs import Job, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, PROFILE_TERMS, method_weights
-from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
+from protect.objective import EnsembleObjective, ModelObjective, ObjectiveSpec, clip_frames_for
 from protect.output import write_png_uint8
 from protect.perceptual import load_lpips
 from protect.sidecar import Sidecar
@@ -75,6 +75,7 @@ class Run:
     collapse_layers: list[str]
     anchor_layers: list[str]
     timesteps: list[int]
+    members: tuple[Run, ...] = ()  # --ensemble: each further model's own run (layers, timesteps)
 
     @classmethod
     def resolve(cls, cfg: ProtectConfig, profile: Profile | None) -> Run:
@@ -106,7 +107,27 @@ class Run:
         # target is still the same work.
         d["profile"] = self.profile.sha256 if self.profile else None
         d["target"] = _file_sha256(Path(self.cfg.target)) if self.cfg.target else None
+        d.pop("ensemble")  # only ensemble runs record it: single-model sidecars stay as they were
+        if self.members:
+            d["ensemble"] = [
+                {"model": m.cfg.model, "profile": m.profile.sha256 if m.profile else None}
+                for m in self.members
+            ]
         return json.loads(json.dumps(d))
+
+    def with_members(self) -> Run:
+        """This run with its `--ensemble` models resolved (their profiles read and checked now).
+
+        A member uses its own profile's layers and timesteps (`--timesteps` overrides all);
+        LPIPS is an image-side term, kept by the main run only so that it counts once.
+        """
+        members = []
+        for model, profile_path in self.cfg.ensemble_members():
+            cfg = replace(self.cfg, model=model, profile=profile_path, ensemble=())
+            member = Run.resolve(cfg, load_profile(Path(profile_path)) if profile_path else None)
+            weights = {k: (0.0 if k == "lpips" else w) for k, w in member.weights.items()}
+            members.append(replace(member, weights=weights))
+        return replace(self, members=tuple(members))
 
     def matches(self, old: Sidecar, photo: Photo) -> bool:
         """Same photo, every setting and the same layers: the same work, already done."""
@@ -146,7 +167,10 @@ def reference_latent(
     key = f"{backbone.config_sha256()[:16]}-{photo_sha[:16]}-f{clip}-s{cfg.seed}-n{cfg.reference_steps}"
 
     def compute() -> dict[str, torch.Tensor]:
-        video = backbone.generate(photo, steps=cfg.reference_steps, seed=cfg.seed)[:clip]
+        # At least `clip` frames: a model whose default clip is shorter (tiny:svd makes 2) must
+        # still cover the frames the losses use
+        frames = max(clip, backbone.default_frames)
+        video = backbone.generate(photo, frames, steps=cfg.reference_steps, seed=cfg.seed)[:clip]
         with torch.no_grad():
             return {
                 "latent": backbone.encode_video(backbone.resize(video)[None].to(backbone.device))
@@ -210,36 +234,29 @@ def cloak_photo(
     out: Path,
     target: torch.Tensor | None,
     lpips_model=None,
+    members: Sequence[Backbone] = (),
 ) -> tuple[np.ndarray, Sidecar]:
     """Cloak one photo; returns the full-size uint8 cloak and its sidecar (the caller writes both)."""
-    return cloak_photos([photo], backbone, run, out, target, lpips_model)[0]
+    return cloak_photos([photo], backbone, run, out, target, lpips_model, members)[0]
 
 
-def cloak_photos(
-    photos: list[Photo],
+def model_objective(
     backbone: Backbone,
     run: Run,
+    photos: list[Photo],
+    x: torch.Tensor,
     out: Path,
     target: torch.Tensor | None,
     lpips_model=None,
-) -> list[tuple[np.ndarray, Sidecar]]:
-    """Cloak photos of one working size together, one optimisation for the batch.
+) -> ModelObjective:
+    """One model's objective on the batch `x` `(B, 3, h, w)` (working size) of `photos`.
 
-    Every loss is a mean over the batch and the model treats its samples independently, so each
-    photo's sign-gradient is the one it has alone; its noise is drawn from its own generator.
-    The cloaks match one-at-a-time runs within float error (batched kernels round differently).
-
-    Returns:
-        Per photo, in order: the full-size uint8 cloak and its sidecar (the caller writes both).
+    Its reference videos (for the diffusion term) are generated once per photo and model and
+    cached under `out/.reference/`; `target` `(3, h', w')` is the IRA / latent-pull target
+    (default: the built-in pattern), resized to the working size.
     """
-    started = time.time()
-    cfg, method = run.cfg, METHODS[run.cfg.method]
-    space = Space(run.space, eps=cfg.eps / 255, ab_unit=cfg.ab_unit)
+    cfg = run.cfg
     clip = clip_frames_for(backbone, cfg.frames)
-    works = [photo.work_pixels(cfg.work_max_side) for photo in photos]
-    if len({tuple(w.shape) for w in works}) != 1:
-        raise ValueError("a batch holds photos of one working size")
-    x = torch.stack(works).to(backbone.device)
     spec = ObjectiveSpec(
         weights=run.weights,
         collapse_layers=run.collapse_layers,
@@ -251,23 +268,64 @@ def cloak_photos(
         early_exit=cfg.early_exit,
         eot=cfg.eot,
     )
+    reference = None
+    if run.weights.get("diffusion"):
+        reference = torch.cat(
+            [
+                reference_latent(backbone, w, p.sha256, clip, cfg, out / ".reference")
+                for p, w in zip(photos, x, strict=True)
+            ]
+        )
+    pattern = target if target is not None else default_target(tuple(x.shape[-2:]))
+    pattern = (
+        F.interpolate(pattern[None], size=x.shape[-2:], mode="bilinear", antialias=True)
+        .clamp(0, 1)
+        .to(x)
+        .expand_as(x)
+    )
+    return ModelObjective(backbone, spec, x, reference, pattern, lpips_model)
+
+
+def cloak_photos(
+    photos: list[Photo],
+    backbone: Backbone,
+    run: Run,
+    out: Path,
+    target: torch.Tensor | None,
+    lpips_model=None,
+    members: Sequence[Backbone] = (),
+) -> list[tuple[np.ndarray, Sidecar]]:
+    """Cloak photos of one working size together, one optimisation for the batch.
+
+    Every loss is a mean over the batch and the model treats its samples independently, so each
+    photo's sign-gradient is the one it has alone; its noise is drawn from its own generator.
+    The cloaks match one-at-a-time runs within float error (batched kernels round differently).
+    With `members` (the `--ensemble` models, in `run.members` order) the objective is the mean
+    of every model's (`EnsembleObjective`).
+
+    Returns:
+        Per photo, in order: the full-size uint8 cloak and its sidecar (the caller writes both).
+    """
+    started = time.time()
+    cfg, method = run.cfg, METHODS[run.cfg.method]
+    space = Space(run.space, eps=cfg.eps / 255, ab_unit=cfg.ab_unit)
+    clip = clip_frames_for(backbone, cfg.frames)
+    works = [photo.work_pixels(cfg.work_max_side) for photo in photos]
+    if len({tuple(w.shape) for w in works}) != 1:
+        raise ValueError("a batch holds photos of one working size")
+    if len(members) != len(run.members):
+        raise ValueError(f"the run has {len(run.members)} ensemble models, {len(members)} given")
+    x = torch.stack(works).to(backbone.device)
     if method.optimises:
-        reference = None
-        if run.weights.get("diffusion"):
-            reference = torch.cat(
-                [
-                    reference_latent(backbone, w, p.sha256, clip, cfg, out / ".reference")
-                    for p, w in zip(photos, works, strict=True)
+        objective = model_objective(backbone, run, photos, x, out, target, lpips_model)
+        if members:
+            objective = EnsembleObjective(
+                [(backbone.name, objective)]
+                + [
+                    (b.name, model_objective(b, m, photos, x.to(b.device), out, target))
+                    for b, m in zip(members, run.members, strict=True)
                 ]
             )
-        pattern = target if target is not None else default_target(tuple(x.shape[-2:]))
-        pattern = (
-            F.interpolate(pattern[None], size=x.shape[-2:], mode="bilinear", antialias=True)
-            .clamp(0, 1)
-            .to(x)
-            .expand_as(x)
-        )
-        objective = ModelObjective(backbone, spec, x, reference, pattern, lpips_model)
         objective.prepare()
         result = perturb_iterative(x, objective, space, cfg.steps, cfg.alpha / 255)
         advs, history, params = result.adv.cpu(), result.history, result.params
@@ -329,12 +387,33 @@ def _loss_curve(history: list[dict], path: Path) -> None:
         fig.savefig(tmp, dpi=90, metadata={"Software": None})
 
 
+@dataclass
+class Cloaker:
+    """What cloaking a photo needs besides the photo: the loaded models and the run's inputs."""
+
+    backbone: Backbone
+    run: Run
+    out: Path
+    target: torch.Tensor | None = None  # IRA / latent-pull target at working size
+    lpips_model: object = None
+    members: Sequence[Backbone] = ()  # the --ensemble models, in `run.members` order
+
+    def cloak(self, photos: list[Photo]) -> list[tuple[np.ndarray, Sidecar]]:
+        return cloak_photos(
+            photos, self.backbone, self.run, self.out, self.target, self.lpips_model, self.members
+        )
+
+
 def prepare_run(
     cfg: ProtectConfig, device: str | None = None
-) -> tuple[Run, list[Job], Backbone | None]:
-    """Everything checkable before cloaking: inputs, outputs, profile, target; then the model.
+) -> tuple[Run, list[Job], list[Backbone]]:
+    """Everything checkable before cloaking: inputs, outputs, profiles, target; then the models.
 
-    `device`: where the model goes (default: `cfg.device` resolved); each torchrun rank passes its own.
+    `device`: where the models go (default: `cfg.device` resolved); each torchrun rank passes its own.
+
+    Returns:
+        The run (with its ensemble members), the photos to cloak, and the backbones: the main
+        model first, then each `--ensemble` model (none when there is nothing to cloak).
 
     Raises:
         ToolkitError: with one line, before any photo is touched.
@@ -342,19 +421,22 @@ def prepare_run(
     jobs = plan_jobs([Path(p) for p in cfg.images], Path(cfg.out), cfg.in_place)
     check_writable_dir(Path(cfg.out))
     profile = load_profile(Path(cfg.profile)) if cfg.profile else None
-    run = Run.resolve(cfg, profile)
+    run = Run.resolve(cfg, profile).with_members()
     if cfg.target:
         load_photo(Path(cfg.target))  # readable, or one line now
     if not jobs:
-        return run, jobs, None
-    backbone = load_backbone(
-        cfg.model, None, cfg.dtype, device or pick_device(cfg.device), offload=cfg.offload
-    )
-    if cfg.checkpointing:
-        backbone.enable_checkpointing()
-    if profile is not None:
-        profile.check_model(backbone.name, backbone.block_names(), backbone.config_sha256())
-    return run, jobs, backbone
+        return run, jobs, []
+    backbones = []
+    for r in (run, *run.members):
+        backbone = load_backbone(
+            r.cfg.model, None, cfg.dtype, device or pick_device(cfg.device), offload=cfg.offload
+        )
+        if cfg.checkpointing:
+            backbone.enable_checkpointing()
+        if r.profile is not None:
+            r.profile.check_model(backbone.name, backbone.block_names(), backbone.config_sha256())
+        backbones.append(backbone)
+    return run, jobs, backbones
 
 
 def run_protect(
@@ -369,7 +451,7 @@ def run_protect(
     ranks = Ranks.from_env()
     device = ranks.device(pick_device(cfg.device))
     with process_group(ranks, device):
-        run, jobs, backbone = prepare_run(cfg, device)
+        run, jobs, backbones = prepare_run(cfg, device)
         if not jobs:
             if ranks.is_main:
                 console.print(
@@ -379,8 +461,16 @@ def run_protect(
             return []
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        target = load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side) if cfg.target else None
-        lpips_model = load_lpips() if run.weights.get("lpips") else None
+        cloaker = Cloaker(
+            backbone=backbones[0],
+            run=run,
+            out=out,
+            target=load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side)
+            if cfg.target
+            else None,
+            lpips_model=load_lpips() if run.weights.get("lpips") else None,
+            members=backbones[1:],
+        )
         mine = ranks.shard(jobs)
         results: list[PhotoResult] = []
 
@@ -391,10 +481,9 @@ def run_protect(
             progress.advance(task)
 
         with progress_bar(console, ranks.is_main) as progress:
-            task = progress.add_task(f"{cfg.method} on {backbone.name}", total=len(mine))
+            task = progress.add_task(f"{cfg.method} on {backbones[0].name}", total=len(mine))
             for start in range(0, len(mine), cfg.batch_size):
-                chunk = mine[start : start + cfg.batch_size]
-                _protect_batch(chunk, backbone, run, out, target, lpips_model, report)
+                _protect_batch(mine[start : start + cfg.batch_size], cloaker, report)
         by_name = {r.name: r for part in ranks.gather(results) for r in part}
         return [by_name[job.name] for job in jobs]
 
@@ -419,12 +508,11 @@ def _ready(job: Job, run: Run, out: Path) -> Photo | PhotoResult:
     return photo
 
 
-def _protect_batch(
-    jobs: list[Job], backbone: Backbone, run: Run, out: Path, target, lpips_model, report
-) -> None:
+def _protect_batch(jobs: list[Job], cloaker: Cloaker, report) -> None:
     """Up to --batch-size photos: skip, refuse, or cloak (photos of one working size together)
     and write; each photo's result goes to `report` as it is known. Never raises for a photo's
     own fault."""
+    run, out = cloaker.run, cloaker.out
     with contextlib.ExitStack() as locks:
         groups: dict[tuple, list[tuple[Job, Photo]]] = {}
         for job in jobs:
@@ -438,34 +526,34 @@ def _protect_batch(
             size = tuple(photo.work_pixels(run.cfg.work_max_side).shape)
             groups.setdefault(size, []).append((job, photo))
         for group in groups.values():
-            done = _cloak_together(group, backbone, run, out, target, lpips_model)
+            done = _cloak_together(group, cloaker)
             if done is None:  # a single photo, or a batch that diverged: each photo alone
                 for job, photo in group:
-                    _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report)
+                    _cloak_alone(job, photo, cloaker, report)
                 continue
             for (job, _), (cloak, sidecar) in zip(group, done, strict=True):
                 report(_write(job, cloak, sidecar, run, out))
 
 
-def _cloak_together(group, backbone, run, out, target, lpips_model) -> list | None:
+def _cloak_together(group, cloaker: Cloaker) -> list | None:
     """Cloaks and sidecars of a group of two or more photos cloaked as one batch; None for a
     single photo, or when the batch diverged (one photo's divergence must not fail the rest)."""
     if len(group) < 2:
         return None
     try:
-        return cloak_photos([photo for _, photo in group], backbone, run, out, target, lpips_model)
+        return cloaker.cloak([photo for _, photo in group])
     except DivergedError:
         return None
 
 
-def _cloak_alone(job, photo, backbone, run, out, target, lpips_model, report) -> None:
+def _cloak_alone(job, photo, cloaker: Cloaker, report) -> None:
     """One photo on its own; a diverging objective fails it alone, with a hint."""
     try:
-        cloak, sidecar = cloak_photo(photo, backbone, run, out, target, lpips_model)
+        ((cloak, sidecar),) = cloaker.cloak([photo])
     except DivergedError as exc:
         report(PhotoResult(job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms"))
         return
-    report(_write(job, cloak, sidecar, run, out))
+    report(_write(job, cloak, sidecar, cloaker.run, cloaker.out))
 
 
 def _write(job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, out: Path) -> PhotoResult:

@@ -51,4 +51,19 @@ def tiny_profile(tmp_path_factory, portraits) -> Path:
     return out / "profile.json"
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if anything loads a model: refusals must come first."""
+    import probe.backbones
+    import probe.run
+    import protect.run
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(probe.backbones, "load_backbone", refuse)
+    monkeypatch.setattr(protect.run, "load_backbone", refuse)
+    monkeypatch.setattr(probe.run, "load_backbone", refuse)
+
+
 ALL_FAMILIES = sorted(FAMILIES)

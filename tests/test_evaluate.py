@@ -473,3 +473,44 @@ def test_budgets_frontier_recloaks_each_method_and_compares_at_equal_visibility(
     stamp = (report / ".cloaks" / "anti-i2v" / "eps4" / "p10.png").stat().st_mtime_ns
     assert CliRunner().invoke(app, [*args, "--profile", str(tiny_profile)]).exit_code == 0
     assert (report / ".cloaks" / "anti-i2v" / "eps4" / "p10.png").stat().st_mtime_ns == stamp
+
+
+def test_frontier_recloaks_an_ensemble_with_each_models_profile_found_by_hash(
+    tmp_path, portraits, tiny_profile
+):
+    from protect.config import EvaluateConfig
+    from protect.evaluate.frontier import FrontierPlan
+    from protect.evaluate.run import _read_set
+
+    # The main model without a profile; the ensemble's second model with one (its timesteps).
+    run_protect(
+        ProtectConfig(
+            model="tiny:svd",
+            images=(str(portraits / "p10.png"),),
+            profile=None,
+            out=str(tmp_path / "both"),
+            method="rgb-pgd",
+            ensemble=(f"tiny:cogvideox={tiny_profile}",),
+            steps=1,
+            reference_steps=2,
+        )
+    )
+    cloaks = _read_set(str(tmp_path / "both"), "tiny:svd")
+    assert cloaks.label == "rgb-pgd (+ tiny:cogvideox)"
+
+    def plan(*profiles):
+        cfg = EvaluateConfig(
+            model="tiny:svd",
+            clean=str(portraits),
+            protected=(str(tmp_path / "both"),),
+            out=str(tmp_path / "r"),
+            budgets=(4, 16),
+            profiles=tuple(map(str, profiles)),
+        )
+        return FrontierPlan.make(cfg, {"p10": portraits / "p10.png"}, [cloaks], tmp_path / "r")
+
+    with pytest.raises(ToolkitError, match="pass that profile with --profile"):
+        plan()
+    [(label, budget, pc)] = plan(tiny_profile).pending
+    assert (label, budget) == ("rgb-pgd (+ tiny:cogvideox)", 4.0)
+    assert pc.ensemble == (f"tiny:cogvideox={tiny_profile}",) and pc.profile is None

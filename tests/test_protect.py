@@ -402,3 +402,67 @@ def test_a_batch_of_photos_gets_the_cloaks_one_at_a_time_runs_give(
         diff = np.abs(alone - batched)
         # batched kernels round differently: only a near-zero gradient's sign may flip
         assert diff.max() <= 2 and (diff > 0).mean() < 0.02, name
+
+
+def test_ensemble_objective_is_the_mean_of_its_models(backbones):
+    from protect.objective import EnsembleObjective
+
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    parts = []
+    for family in ("cogvideox", "svd"):
+        backbone = backbones(family)
+        layers = backbone.block_names()
+        spec = ObjectiveSpec(
+            weights={"irc": 1.0},
+            collapse_layers=layers[:1],
+            anchor_layers=layers[-1:],
+            timesteps=[500],
+            clip_frames=backbone.default_frames,
+        )
+        parts.append((backbone.name, ModelObjective(backbone, spec, x, None, None).prepare()))
+    adv = (x + 0.01).requires_grad_(True)
+    value, terms = EnsembleObjective(parts).prepare()(adv)
+    alone = [objective(adv)[0] for _, objective in parts]
+    torch.testing.assert_close(value, (alone[0] + alone[1]) / 2)
+    # The first model's terms keep their names, the others' are prefixed with the model
+    assert set(terms) == {"irc", f"{parts[1][0]}/irc"}
+    (grad,) = torch.autograd.grad(value, adv)
+    grads = [torch.autograd.grad(a, adv, retain_graph=True)[0] for a in alone]
+    torch.testing.assert_close(grad, (grads[0] + grads[1]) / 2)
+
+
+def test_ensemble_cloak_records_its_models_and_differs_from_one_model(tmp_path, portraits):
+    photo = portraits / "p20.png"
+    one = _cfg(tmp_path, [photo], None, method="rgb-pgd", steps=4)
+    both = replace(one, out=str(tmp_path / "both"), ensemble=("tiny:svd",))
+    [r1], [r2] = run_protect(one), run_protect(both)
+    assert r1.status == r2.status == "done", (r1.detail, r2.detail)
+    assert "ensemble" not in r1.sidecar.settings  # single-model sidecars are as before
+    assert r2.sidecar.settings["ensemble"] == [{"model": "tiny:svd", "profile": None}]
+    assert {"diffusion", "tiny:svd/diffusion"} <= set(r2.sidecar.losses[0])
+    a = np.asarray(Image.open(tmp_path / "out" / "p20.png"), dtype=int)
+    b = np.asarray(Image.open(tmp_path / "both" / "p20.png"), dtype=int)
+    assert np.abs(a - b).max() > 0
+    [again] = run_protect(both)  # the same ensemble again: already done
+    assert again.status == "skipped"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--ensemble", "tiny:cogvideox"], "not the main model"),
+        (["--ensemble", "tiny:svd,tiny:svd"], "name each further model once"),
+        (["--ensemble", "tiny:svd", "--method", "random-noise"], "does not optimise"),
+        (["--ensemble", "tiny:svd=missing.json", "--method", "rgb-pgd"], "missing.json"),
+        (["--ensemble", "tiny:svd", "--profile", "PROFILE"], "adapt tiny:svd"),
+    ],
+)
+def test_bad_ensemble_is_refused_before_any_model_loads(
+    tmp_path, portraits, tiny_profile, no_model, extra, message
+):
+    extra = [str(tiny_profile) if a == "PROFILE" else a for a in extra]
+    res = CliRunner().invoke(
+        app, ["protect", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "o"), *extra]
+    )
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

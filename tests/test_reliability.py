@@ -20,8 +20,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import probe.backbones
-import probe.run as probe_run
 import protect.run as protect_run
 from analyses.profile import load_profile
 from anti_i2v_cli import app
@@ -41,18 +39,6 @@ def _one_line_refusal(res, *needles: str) -> None:
     assert error, res.output
     for needle in needles:
         assert needle in res.output.replace("\n", " "), res.output
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail the test if anything loads a model: refusals must come first."""
-
-    def refuse(*a, **k):
-        raise AssertionError("a model was loaded before the input was checked")
-
-    monkeypatch.setattr(probe.backbones, "load_backbone", refuse)
-    monkeypatch.setattr(protect_run, "load_backbone", refuse)
-    monkeypatch.setattr(probe_run, "load_backbone", refuse)
 
 
 @pytest.fixture
@@ -458,11 +444,11 @@ def test_damaged_sidecar_means_redo_and_each_photo_is_reported_as_it_finishes(
     side = tmp_path / "o" / "p20.json"
     side.write_text(side.read_text()[:40])  # truncated, as by a full disk
     events = []
-    real = protect_run.cloak_photo
+    real = protect_run.cloak_photos
     monkeypatch.setattr(
         protect_run,
-        "cloak_photo",
-        lambda photo, *a: events.append(f"start {photo.name}") or real(photo, *a),
+        "cloak_photos",
+        lambda photos, *a: events.append(f"start {photos[0].name}") or real(photos, *a),
     )
     results = run_protect(cfg, on_result=lambda r: events.append(f"{r.status} {r.name}"))
     assert [r.status for r in results] == ["skipped", "done", "skipped"]

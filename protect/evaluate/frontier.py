@@ -64,7 +64,19 @@ class FrontierPlan:
                 does not match, or a custom target (not re-creatable from its hash).
         """
         reused, pending, seen = [], [], {}
-        profile_sha = load_profile(Path(cfg.profile)).sha256 if cfg.profile else None
+        by_sha = {load_profile(Path(p)).sha256: p for p in cfg.profiles}
+
+        def profile_for(sha: str | None, whose: str) -> str | None:
+            """The --profile file with this hash (None for none); one line when it is missing."""
+            if sha is None:
+                return None
+            if sha not in by_sha:
+                raise ToolkitError(
+                    f"{whose} was cloaked with profile {sha[:12]}; pass that profile with "
+                    "--profile so --budgets can re-cloak with the same layers"
+                )
+            return by_sha[sha]
+
         for s in sets:
             if s.made_on not in (cfg.model, "unknown"):
                 console.print(
@@ -82,11 +94,12 @@ class FrontierPlan:
                     f"{s.label} was cloaked with a custom --target, which --budgets cannot re-create "
                     "from its hash; leave that folder out of the frontier run"
                 )
-            if settings.get("profile") and settings["profile"] != profile_sha:
-                raise ToolkitError(
-                    f"{s.label} was cloaked with profile {settings['profile'][:12]}; pass that "
-                    "profile with --profile so --budgets can re-cloak with the same layers"
-                )
+            profile = profile_for(settings.get("profile"), s.label)
+            # An ensemble cloak names its other models' profiles by hash too
+            ensemble = tuple(
+                m["model"] + (f"={path}" if (path := profile_for(m["profile"], s.label)) else "")
+                for m in settings.get("ensemble", [])
+            )
             recipe = {k: v for k, v in settings.items() if k in _RECIPE_FIELDS and k != "eps"}
             label = s.label if s.named else method_label(settings, with_eps=False)
             key = repr(sorted(recipe.items()))
@@ -100,10 +113,12 @@ class FrontierPlan:
             seen[label] = key
             kwargs = {
                 **recipe,
-                "profile": cfg.profile if settings.get("profile") else None,
+                "profile": profile,
+                "ensemble": ensemble,
                 "target": None,
                 "losses": tuple(recipe["losses"]) if recipe.get("losses") else None,
                 "timesteps": tuple(recipe["timesteps"]) if recipe.get("timesteps") else None,
+                "eot": tuple(recipe.get("eot", ())),
             }
             for budget in cfg.budgets:
                 if math.isclose(budget, s.budget):

@@ -120,7 +120,8 @@ class CloakSet:
 def method_label(settings: dict, with_eps: bool = True) -> str:
     """A cloak's row label: its method, plus its space, budget and a*/b* unit where not the defaults.
 
-    E.g. `anti-i2v (lab)` or `rgb-pgd (eps 20/255)`: each variant gets a row of its own. Without
+    E.g. `anti-i2v (lab)`, `rgb-pgd (eps 20/255)` or `anti-i2v (+ mini-svd)` (an ensemble): each
+    variant gets a row of its own. Without
     `with_eps` the label names the recipe a frontier sweeps over budgets.
     """
     method, space = settings["method"], settings.get("space")
@@ -131,6 +132,11 @@ def method_label(settings: dict, with_eps: bool = True) -> str:
         + ([f"eps {eps:g}/255"] if with_eps and eps != DEFAULT_EPS else [])
         + ([f"a*b*/{ab_unit:g}"] if ab_unit != DEFAULT_AB_UNIT else [])
         + ([f"eot {'+'.join(settings['eot'])}"] if settings.get("eot") else [])
+        + (
+            [f"+ {'+'.join(m['model'] for m in settings['ensemble'])}"]
+            if settings.get("ensemble")
+            else []
+        )
     )
     return f"{method} ({', '.join(qualifiers)})" if qualifiers else method
 
@@ -211,7 +217,7 @@ def shareable_config(cfg: EvaluateConfig) -> dict:
     d["clean"] = Path(cfg.clean).name
     d["protected"] = [name(p) for p in cfg.protected]
     d["identity"] = [judge_name(j) for j in cfg.identity]
-    d["profile"] = Path(cfg.profile).name if cfg.profile else None
+    d["profiles"] = [Path(p).name for p in cfg.profiles]
     return d
 
 
