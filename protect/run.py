@@ -471,7 +471,11 @@ def run_protect(
             lpips_model=load_lpips() if run.weights.get("lpips") else None,
             members=backbones[1:],
         )
-        mine = ranks.shard(jobs)
+        # Whole batches go to the ranks, so each batch holds the photos it holds in one process
+        # and a photo's cloak (which depends on its batch within float error) is the same bytes.
+        batches = ranks.shard(
+            [jobs[i : i + cfg.batch_size] for i in range(0, len(jobs), cfg.batch_size)]
+        )
         results: list[PhotoResult] = []
 
         def report(result: PhotoResult) -> None:
@@ -481,9 +485,10 @@ def run_protect(
             progress.advance(task)
 
         with progress_bar(console, ranks.is_main) as progress:
-            task = progress.add_task(f"{cfg.method} on {backbones[0].name}", total=len(mine))
-            for start in range(0, len(mine), cfg.batch_size):
-                _protect_batch(mine[start : start + cfg.batch_size], cloaker, report)
+            total = sum(map(len, batches))
+            task = progress.add_task(f"{cfg.method} on {backbones[0].name}", total=total)
+            for batch in batches:
+                _protect_batch(batch, cloaker, report)
         by_name = {r.name: r for part in ranks.gather(results) for r in part}
         return [by_name[job.name] for job in jobs]
 

@@ -155,6 +155,13 @@ def test_torchrun_protect_and_evaluate_write_the_single_process_outputs(
     assert sorted(one) == sorted(two)
     assert not [k for k in two if ".tmp" in k or k.endswith(".lock")]
     assert np.all([(tmp_path / "two" / k).stat().st_size > 0 for k in two])
+    # Batched: whole batches go to the ranks, so each photo is cloaked in the batch it has in
+    # one process, and the bytes match (a batch's cloaks differ from lone ones in float error)
+    batched = [*common, "--batch-size", "2"]
+    _anti_i2v(["protect", *batched, "--out", str(tmp_path / "b-one")])
+    _anti_i2v(["protect", *batched, "--out", str(tmp_path / "b-two")], nproc=2)
+    b_one, b_two = _files(tmp_path / "b-one"), _files(tmp_path / "b-two")
+    assert {k: b_one[k] for k in pngs} == {k: b_two[k] for k in pngs}
     # evaluate those cloaks: the same results.csv, written by rank 0 alone
     for name, nproc in (("eval-one", 1), ("eval-two", 2)):
         _anti_i2v(
