@@ -514,3 +514,20 @@ def test_frontier_recloaks_an_ensemble_with_each_models_profile_found_by_hash(
     [(label, budget, pc)] = plan(tiny_profile).pending
     assert (label, budget) == ("rgb-pgd (+ tiny:cogvideox)", 4.0)
     assert pc.ensemble == (f"tiny:cogvideox={tiny_profile}",) and pc.profile is None
+
+
+def test_amplification_is_the_video_drop_over_the_cloaks_own_and_absent_without_one():
+    from protect.evaluate.results import AMPLIFICATION_FLOOR, EvalRow, amplification
+
+    def row(ism_protected, cloak_ism):
+        nan = math.nan
+        return EvalRow(
+            "p", "m", "x", 8.0, "none", "mini", 0, "judge", 0.9, ism_protected,
+            *(nan,) * 6, cloak_ism, nan, nan, nan,
+        )  # fmt: skip
+
+    # Videos lose 0.2 and 0.1 of identity, the cloaks 0.1 and 0.1: the model amplifies 1.5x
+    assert amplification([row(0.7, 0.9), row(0.8, 0.9)]) == pytest.approx(1.5)
+    assert amplification([row(0.85, 0.8)]) == pytest.approx(0.25)  # the model repairs the cloak
+    # A cloak that barely moves the judge has nothing to amplify: no ratio of noise
+    assert amplification([row(0.9 - 1e-3, 1 - AMPLIFICATION_FLOOR / 2)]) is None

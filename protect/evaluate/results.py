@@ -181,15 +181,21 @@ def row_value(r: EvalRow, key: str) -> float:
     return min(value, PSNR_CAP) if key in ("psnr_video", "cloak_psnr") else value
 
 
+# Below this mean cloak ISM drop the amplification is not given: the ratio would divide by the
+# judge's own jitter (random noise at 8/255 drops a cloak's ISM by 0.0003 and read -1.4).
+AMPLIFICATION_FLOOR = 0.01
+
+
 def amplification(rows: list[EvalRow]) -> float | None:
     """The video's identity drop over the cloak photo's own: mean(ism_clean - ism_protected) / mean(1 - cloak_ism).
 
     Above 1, generation loses more identity than the cloak already took from the photo (the
     effect the paper claims); below 1, the model repairs part of the cloak's change. A ratio of
-    means, so photos with a near-zero cloak drop do not dominate. None when the cloaks carry no drop.
+    means, so photos with a near-zero cloak drop do not dominate. None when the cloaks' own mean
+    drop is under `AMPLIFICATION_FLOOR`: there is nothing for the video to amplify.
     """
     cloak_drop = float(np.mean([1 - r.cloak_ism for r in rows]))
-    if abs(cloak_drop) < 1e-6:
+    if cloak_drop < AMPLIFICATION_FLOOR:
         return None
     return float(np.mean([r.ism_clean - r.ism_protected for r in rows])) / cloak_drop
 
