@@ -33,6 +33,19 @@ def _cfg(tmp_path, images, profile, **kw):
     )
 
 
+def _irc_spec(backbone, **kw) -> ObjectiveSpec:
+    """IRC alone, first block collapsed onto by the last, at t=500."""
+    layers = backbone.block_names()
+    return ObjectiveSpec(
+        weights={"irc": 1.0},
+        collapse_layers=layers[:1],
+        anchor_layers=layers[-1:],
+        timesteps=[500],
+        clip_frames=backbone.default_frames,
+        **kw,
+    )
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_keeps_budget_and_range(tmp_path, portraits, tiny_profile, method):
     photo = portraits / "p10.png"
@@ -294,15 +307,7 @@ def test_eot_shows_the_model_each_distortion_in_turn_and_passes_the_gradient_str
     from protect.evaluate.distortions import distort
 
     backbone = backbones("cogvideox")
-    layers = backbone.block_names()
-    spec = ObjectiveSpec(
-        weights={"irc": 1.0},
-        collapse_layers=layers[:1],
-        anchor_layers=layers[-1:],
-        timesteps=[500],
-        clip_frames=backbone.default_frames,
-        eot=("jpeg50", "none"),
-    )
+    spec = _irc_spec(backbone, eot=("jpeg50", "none"))
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     objective = ModelObjective(backbone, spec, x, None, None).prepare()
     adv = x.clone().requires_grad_(True)
@@ -411,15 +416,8 @@ def test_ensemble_objective_is_the_mean_of_its_models(backbones):
     parts = []
     for family in ("cogvideox", "svd"):
         backbone = backbones(family)
-        layers = backbone.block_names()
-        spec = ObjectiveSpec(
-            weights={"irc": 1.0},
-            collapse_layers=layers[:1],
-            anchor_layers=layers[-1:],
-            timesteps=[500],
-            clip_frames=backbone.default_frames,
-        )
-        parts.append((backbone.name, ModelObjective(backbone, spec, x, None, None).prepare()))
+        objective = ModelObjective(backbone, _irc_spec(backbone), x, None, None)
+        parts.append((backbone.name, objective.prepare()))
     adv = (x + 0.01).requires_grad_(True)
     value, terms = EnsembleObjective(parts).prepare()(adv)
     alone = [objective(adv)[0] for _, objective in parts]
