@@ -121,8 +121,8 @@ def method_label(settings: dict, with_eps: bool = True) -> str:
     """A cloak's row label: its method, plus its space, budget and a*/b* unit where not the defaults.
 
     E.g. `anti-i2v (lab)`, `rgb-pgd (eps 20/255)` or `anti-i2v (+ mini-svd)` (an ensemble): each
-    variant gets a row of its own. Without
-    `with_eps` the label names the recipe a frontier sweeps over budgets.
+    variant gets a row of its own. Without `with_eps` the label names the recipe a frontier
+    sweeps over budgets.
     """
     method, space = settings["method"], settings.get("space")
     eps, ab_unit = settings.get("eps", DEFAULT_EPS), settings.get("ab_unit", DEFAULT_AB_UNIT)
