@@ -258,10 +258,13 @@ def test_summary_records_folder_names_not_user_paths(tmp_path):
         protected=(str(tmp_path / "cloaks"), f"mine={tmp_path / 'other'}"),
         out=str(tmp_path / "report"),
         identity=("mini-identity", str(tmp_path / "my-judge")),
-        profile=str(tmp_path / "profile.json"),
+        profiles=(str(tmp_path / "profile.json"), str(tmp_path / "svd" / "profile.json")),
         budgets=(4, 8),
     )
     d = shareable_config(cfg)
     assert str(tmp_path) not in json.dumps(d)
     assert d["protected"] == ["cloaks", "mine=other"] and d["clean"] == "photos"
-    assert d["identity"] == ["mini-identity", "my-judge"] and d["profile"] == "profile.json"
+    assert d["identity"] == ["mini-identity", "my-judge"] and d["profiles"] == [
+        f"{tmp_path.name}/profile.json",
+        "svd/profile.json",
+    ]

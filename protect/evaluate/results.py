@@ -223,7 +223,8 @@ def shareable_config(cfg: EvaluateConfig) -> dict:
     d["clean"] = Path(cfg.clean).name
     d["protected"] = [name(p) for p in cfg.protected]
     d["identity"] = [judge_name(j) for j in cfg.identity]
-    d["profiles"] = [Path(p).name for p in cfg.profiles]
+    # Profiles are usually all named profile.json, so their folder tells them apart.
+    d["profiles"] = [f"{Path(p).parent.name}/{Path(p).name}" for p in cfg.profiles]
     return d
 
 
