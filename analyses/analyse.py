@@ -26,8 +26,8 @@ from analyses.scores import (
     mask_readout_score,
     spatial_coherence,
     temporal_stability,
-    to_grid,
 )
+from probe.capture import is_vae_layer, to_grid
 from probe.common import ToolkitError
 from probe.store import ActivationStore, open_store
 
@@ -221,7 +221,9 @@ class _Scorer:
     def __init__(self, store: ActivationStore, cfg: AnalysisConfig, masks, reference, picks):
         self.store, self.cfg, self.masks, self.reference = store, cfg, masks, reference
         self.names = [s["name"] for s in store.attrs.samples]
-        self.first, self.last = store.layers[0], store.layers[-1]
+        # CKA to the denoiser's first and last blocks (VAE encoder blocks, when probed, come after)
+        blocks = [layer for layer in store.layers if not is_vae_layer(layer)]
+        self.first, self.last = blocks[0], blocks[-1]
         self.classes = 1 + max(int(m.max()) for m in masks.values()) if masks else 0
         self.token_pick = picks
 

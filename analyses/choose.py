@@ -14,6 +14,9 @@ The rule (defaults in :class:`ChoiceRule`, all recorded in the profile):
    ones the attack optimises at, and an image cloak has leverage where the denoiser depends on
    the image: in the noisier half, where the latent itself holds little of it (the README has
    the measurement behind this default).
+6. VAE anchors, when the store holds the VAE encoder's blocks (`probe --vae`): the
+   `n_vae_anchors` most semantic of them, their measures normalised among the VAE's blocks only.
+   Steps 1-5 see the denoiser's blocks alone, so probing the VAE changes none of their picks.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from probe.capture import is_vae_layer
 from probe.common import ToolkitError
 
 SEMANTIC_MEASURES = ("mask_probe", "reference_cka", "spatial_coherence")
@@ -34,6 +38,7 @@ class ChoiceRule:
     n_collapse: int = 1
     n_anchors: int = 2
     n_timesteps: int = 2
+    n_vae_anchors: int = 1  # used when VAE blocks were probed; 0: none
     collapse_max_depth: float = 0.34
     anchor_min_depth: float = 0.25
     anchor_max_depth: float = 0.9
@@ -63,6 +68,8 @@ class ChoiceRule:
             raise ToolkitError(
                 f"--min-timestep {self.min_timestep}: give a value in 0..999 (the 0..1000 scale)"
             )
+        if self.n_vae_anchors < 0:
+            raise ToolkitError(f"--vae-anchors {self.n_vae_anchors}: give 0 or more")
         unknown = [m for m in self.measures if m not in SEMANTIC_MEASURES]
         if unknown or not self.measures:
             raise ToolkitError(
@@ -101,14 +108,17 @@ def choose(
 
     Args:
         scores: measure -> layer -> one value per timestep (`Analysis.scores`).
-        layers: every block, in execution order (depth is the position here).
+        layers: every block, in execution order (depth is the position here); VAE encoder
+            blocks (`is_vae_layer`), when probed, are chosen among themselves (step 6).
         timesteps: the probed timesteps, the scores' second axis.
         rule: the rule's parameters.
 
     Returns:
-        collapse_layers, anchor_layers and timesteps (each sorted), and the per-layer
-        `semantic` and `low_level` scores the choice used.
+        collapse_layers, anchor_layers, vae_anchor_layers and timesteps (each sorted), and the
+        per-layer `semantic` and `low_level` scores the choice used.
     """
+    vae = [layer for layer in layers if is_vae_layer(layer)]
+    layers = [layer for layer in layers if not is_vae_layer(layer)]
     n = len(layers)
     sem_t = semantic_matrix(scores, layers, rule)  # (L, T)
     semantic = sem_t.mean(axis=1)
@@ -128,10 +138,19 @@ def choose(
         range(len(timesteps))
     )
     best_t = sorted(noisy, key=lambda t: (-per_t[t], t))[: rule.n_timesteps]
-    return {
+    picks = {
         "collapse_layers": [layers[i] for i in sorted(collapse)],
         "anchor_layers": [layers[i] for i in sorted(anchors)],
+        "vae_anchor_layers": [],
         "timesteps": sorted(int(timesteps[t]) for t in best_t),
         "semantic": {layer: float(semantic[i]) for i, layer in enumerate(layers)},
         "low_level": {layer: float(low[i]) for i, layer in enumerate(layers)},
     }
+    if vae:
+        vae_semantic = semantic_matrix(scores, vae, rule).mean(axis=1)
+        vae_low = _normalise(np.array([np.mean(scores["cka_first"][layer]) for layer in vae]))
+        best = sorted(range(len(vae)), key=lambda i: (-vae_semantic[i], i))[: rule.n_vae_anchors]
+        picks["vae_anchor_layers"] = [vae[i] for i in sorted(best)]
+        picks["semantic"] |= {layer: float(vae_semantic[i]) for i, layer in enumerate(vae)}
+        picks["low_level"] |= {layer: float(vae_low[i]) for i, layer in enumerate(vae)}
+    return picks

@@ -15,7 +15,7 @@ from probe.config import ProbeConfig as P
 console = Console(stderr=True)
 
 
-def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int):
+def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int, n_vae_anchors: int):
     from analyses.choose import ChoiceRule
 
     return ChoiceRule(
@@ -23,7 +23,11 @@ def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int):
         n_collapse=n_collapse,
         n_timesteps=n_timesteps,
         min_timestep=min_timestep,
+        n_vae_anchors=n_vae_anchors,
     )
+
+
+VAE_ANCHORS_HELP = "VAE encoder anchor layers, when the store holds them (`probe --vae`); 0: none"
 
 
 MIN_TIMESTEP_HELP = (
@@ -34,7 +38,9 @@ MIN_TIMESTEP_HELP = (
 def _report(profile, out: Path) -> None:
     Console().print(
         f"[bold]{profile.model}[/] ({profile.family}): collapse {profile.collapse_layers}, "
-        f"anchors {profile.anchor_layers}, timesteps {profile.timesteps} -> {out}"
+        f"anchors {profile.anchor_layers}"
+        + (f", VAE anchors {profile.vae_anchor_layers}" if profile.vae_anchor_layers else "")
+        + f", timesteps {profile.timesteps} -> {out}"
     )
 
 
@@ -52,6 +58,7 @@ def analyse(
     collapse: int = typer.Option(R.n_collapse, help="number of collapse layers"),
     timesteps: int = typer.Option(R.n_timesteps, help="number of recommended timesteps"),
     min_timestep: int = typer.Option(R.min_timestep, help=MIN_TIMESTEP_HELP),
+    vae_anchors: int = typer.Option(R.n_vae_anchors, help=VAE_ANCHORS_HELP),
     workers: int = typer.Option(
         None,
         help="score on a local Dask cluster of N worker processes (one task per layer and timestep)",
@@ -64,7 +71,7 @@ def analyse(
     from analyses.run import analyse as run
     from analyses.run import dask_client
 
-    rule = _rule(anchors, collapse, timesteps, min_timestep)
+    rule = _rule(anchors, collapse, timesteps, min_timestep, vae_anchors)
     with dask_client(workers, scheduler) as client:
         profile = run(store, out, figures, masks, reference, rule, client=client)
     _report(profile, out)
@@ -87,16 +94,26 @@ def adapt(
     frames: int = typer.Option(None, help="latent frames to keep"),
     anchors: int = typer.Option(R.n_anchors, help="number of anchor layers"),
     min_timestep: int = typer.Option(R.min_timestep, help=MIN_TIMESTEP_HELP),
+    vae: bool = typer.Option(
+        False, "--vae", help="probe the VAE encoder's blocks too, so IRA anchors them as well"
+    ),
+    vae_anchors: int = typer.Option(R.n_vae_anchors, help=VAE_ANCHORS_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
     from analyses.run import adapt as run
 
-    overrides = {"pool": pool, "frames": frames, "device": device}
+    overrides = {"pool": pool, "frames": frames, "device": device, "vae": vae}
     if timesteps:
         overrides["timesteps"] = tuple(int(t) for t in timesteps.split(","))
     profile = run(
-        model, images, out, masks, reference, overrides, _rule(anchors, 1, 2, min_timestep)
+        model,
+        images,
+        out,
+        masks,
+        reference,
+        overrides,
+        _rule(anchors, 1, 2, min_timestep, vae_anchors),
     )
     if profile is None:  # a torchrun rank other than 0: rank 0 reports
         return

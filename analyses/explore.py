@@ -50,6 +50,7 @@ from sklearn.decomposition import PCA
 from analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
 from analyses.figures import PART_COLOURS
 from analyses.profile import Profile
+from probe.capture import is_vae_layer
 from probe.common import ToolkitError, atomic_dir, to_uint8
 from probe.images import Photo
 from probe.store import ActivationStore
@@ -205,13 +206,19 @@ def _mask_thumbnail(labels: np.ndarray, side: int) -> str:
     return _png_data_url(np.concatenate([rgb, alpha], axis=-1))
 
 
+def denoiser_blocks(store: ActivationStore) -> list[str]:
+    """The store's denoiser blocks: the explorer (and its in-page rule) leaves out VAE blocks,
+    which the analysis figures show (`probe --vae`)."""
+    return [layer for layer in store.layers if not is_vae_layer(layer)]
+
+
 def check_profile_matches(profile: Profile, store: ActivationStore, source: str) -> None:
     """Refuse a profile made from another model or another probe's timesteps, in one line.
 
     The model check is the profile's own (`Profile.check_model`, as protect uses it).
     """
     attrs = store.attrs
-    profile.check_model(attrs.model, attrs.layers, attrs.config_sha256)
+    profile.check_model(attrs.model, denoiser_blocks(store), attrs.config_sha256)
     if profile.timesteps_probed and profile.timesteps_probed != attrs.timesteps:
         raise ToolkitError(
             f"{source} scores timesteps {profile.timesteps_probed}, the store holds "
@@ -236,7 +243,7 @@ def manifest(
         "model": attrs.model,
         "family": attrs.family,
         "store": store.name,  # a folder name, never a user path: the folder is shared
-        "layers": attrs.layers,
+        "layers": denoiser_blocks(store),
         "timesteps": attrs.timesteps,
         "samples": names,
         "frames": kept_frames(stored_frames, cfg.frames),
@@ -290,8 +297,8 @@ def build_explorer(
         for name in PAGE_FILES:
             (tmp / name).write_bytes((assets / name).read_bytes())
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("explore", total=len(store.layers))
-            for i, layer in enumerate(store.layers):
+            task = progress.add_task("explore", total=len(page["layers"]))
+            for i, layer in enumerate(page["layers"]):
                 payload = {"layer": layer, **reducer.reduce(layer)}
                 body = json.dumps(payload, separators=(",", ":"))
                 (data / f"layer-{i:03d}.js").write_text(f"explorerLayer({i}, {body});\n")

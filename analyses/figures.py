@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analyses.analyse import Analysis
+from probe.capture import is_vae_layer
 from probe.common import atomic_path
 
 PART_COLOURS = (
@@ -69,7 +70,7 @@ def pca_grid(analysis: Analysis, path: Path, picks: dict, sample: int = 0) -> Pa
             "tab:blue"
             if layer in picks["collapse_layers"]
             else "tab:red"
-            if layer in picks["anchor_layers"]
+            if layer in picks["anchor_layers"] + picks.get("vae_anchor_layers", [])
             else "black"
         )
         axes[r, 0].set_ylabel(layer, rotation=0, ha="right", va="center", fontsize=7, color=colour)
@@ -90,8 +91,11 @@ def score_curves(analysis: Analysis, path: Path, picks: dict) -> Path:
     ax.plot(x, [picks["semantic"][layer] for layer in layers], "k--", lw=2, label="semantic (rule)")
     for layer in picks["collapse_layers"]:
         ax.axvline(layers.index(layer), color="tab:blue", alpha=0.5, lw=6)
-    for layer in picks["anchor_layers"]:
+    for layer in picks["anchor_layers"] + picks.get("vae_anchor_layers", []):
         ax.axvline(layers.index(layer), color="tab:red", alpha=0.4, lw=6)
+    vae = [i for i, layer in enumerate(layers) if is_vae_layer(layer)]
+    if vae:  # the VAE's blocks follow the denoiser's; their semantic score is normalised apart
+        ax.axvspan(vae[0] - 0.5, vae[-1] + 0.5, color="tab:purple", alpha=0.08, label="VAE encoder")
     ax.set_xticks(x, layers, rotation=90, fontsize=6)
     ax.set_ylabel("score")
     ax.set_title("scores vs depth (blue: collapse, red: anchors)", fontsize=9)

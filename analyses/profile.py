@@ -31,6 +31,9 @@ class Profile:
     collapse_layers: list[str]
     anchor_layers: list[str]
     timesteps: list[int]  # the timesteps the attack optimises at (0..1000 scale)
+    # The VAE encoder's blocks, when probed (`probe --vae`), and the ones IRA anchors as well
+    vae_layers: list[str] = field(default_factory=list)
+    vae_anchor_layers: list[str] = field(default_factory=list)
     timesteps_probed: list[int] = field(default_factory=list)
     # Measure -> layer -> per timestep
     scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -88,6 +91,19 @@ class Profile:
             raise ToolkitError(
                 f"{source} picks {unknown[0]}, which is not among its layers; {REGENERATE}"
             )
+        for key in ("vae_layers", "vae_anchor_layers"):
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ToolkitError(
+                    f"{source}: {key} must be a list of layer names, got {value!r}; {REGENERATE}"
+                )
+        unknown = [
+            x for x in data.get("vae_anchor_layers", []) if x not in data.get("vae_layers", [])
+        ]
+        if unknown:
+            raise ToolkitError(
+                f"{source} picks {unknown[0]}, which is not among its VAE layers; {REGENERATE}"
+            )
         ts = data["timesteps"]
         if not isinstance(ts, list) or not all(
             isinstance(t, int) and not isinstance(t, bool) for t in ts
@@ -104,9 +120,21 @@ class Profile:
         """A stable hash of the contents (recorded by protect, so a cloak names the profile it used)."""
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
-    def check_model(self, model: str, layers: list[str], config_sha256: str) -> None:
-        """Refuse a profile made for another model, naming exactly what differs."""
+    def check_model(
+        self,
+        model: str,
+        layers: list[str],
+        config_sha256: str,
+        vae_layers: list[str] | None = None,
+    ) -> None:
+        """Refuse a profile made for another model, naming exactly what differs.
+
+        `vae_layers`: the model's VAE encoder blocks, when its VAE anchors are to be used.
+        """
         problems = []
+        missing = [x for x in self.vae_anchor_layers if x not in (vae_layers or [])]
+        if vae_layers is not None and missing:
+            problems.append(f"VAE anchors not in the model's VAE encoder: {missing}")
         if self.config_sha256 != config_sha256:
             problems.append(
                 f"config hash {self.config_sha256[:12]} (profile) != {config_sha256[:12]} (model)"

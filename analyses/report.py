@@ -13,7 +13,7 @@ from probe.common import write_text_atomic
 
 def write_index(out_dir: Path, profile: Profile, figures: dict[str, Path]) -> Path:
     """Write `out_dir/index.html`: picks, the rule, a score table, and the figures."""
-    layers = profile.layers
+    layers = profile.layers + profile.vae_layers
     names = sorted(profile.scores)
     rows = []
     for layer in layers:
@@ -21,7 +21,7 @@ def write_index(out_dir: Path, profile: Profile, figures: dict[str, Path]) -> Pa
             "collapse"
             if layer in profile.collapse_layers
             else "anchor"
-            if layer in profile.anchor_layers
+            if layer in profile.anchor_layers + profile.vae_anchor_layers
             else ""
         )
         cells = "".join(f"<td>{np.mean(profile.scores[n][layer]):.3f}</td>" for n in names)
@@ -38,7 +38,7 @@ def write_index(out_dir: Path, profile: Profile, figures: dict[str, Path]) -> Pa
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:right}} td:first-child{{text-align:left}}
 tr.collapse{{background:#dde8ff}} tr.anchor{{background:#ffdede}}</style></head><body>
 <h1>Layer profile of {html.escape(profile.model)} ({html.escape(profile.family)})</h1>
-<p><b>collapse layers</b>: {", ".join(profile.collapse_layers)} &nbsp; <b>anchor layers</b>: {", ".join(profile.anchor_layers)}
+<p><b>collapse layers</b>: {", ".join(profile.collapse_layers)} &nbsp; <b>anchor layers</b>: {", ".join(profile.anchor_layers + profile.vae_anchor_layers)}
 &nbsp; <b>timesteps</b>: {", ".join(map(str, profile.timesteps))}</p>
 <p>{profile.samples} samples from <code>{html.escape(profile.store)}</code>; rule: <code>{html.escape(str(profile.rule))}</code></p>
 <table><tr><th>layer</th><th>role</th><th>semantic</th>{"".join(f"<th>{html.escape(n)}</th>" for n in names)}</tr>

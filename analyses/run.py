@@ -14,6 +14,7 @@ from analyses.figures import mask_overlays, pca_grid, score_curves
 from analyses.profile import Profile, load_profile, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
+from probe.capture import is_vae_layer
 from probe.common import TOOLKIT_VERSION, ToolkitError
 from probe.distributed import Ranks
 from probe.images import gather_images, load_photo
@@ -56,10 +57,12 @@ def score_store(
         model=attrs.model,
         family=attrs.family,
         config_sha256=attrs.config_sha256,
-        layers=analysis.layers,
+        layers=[layer for layer in analysis.layers if not is_vae_layer(layer)],
+        vae_layers=[layer for layer in analysis.layers if is_vae_layer(layer)],
         timesteps_probed=analysis.timesteps,
         collapse_layers=picks["collapse_layers"],
         anchor_layers=picks["anchor_layers"],
+        vae_anchor_layers=picks["vae_anchor_layers"],
         timesteps=picks["timesteps"],
         semantic=picks["semantic"],
         low_level=picks["low_level"],

@@ -61,14 +61,6 @@ def temporal_stability(x: torch.Tensor) -> float:
     return float((u[1:] * u[:-1]).sum(-1).mean())
 
 
-def to_grid(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Area-resample `(F, H, W, C)` to `(F, h, w, C)`: compare layers of different resolutions."""
-    if tuple(x.shape[1:3]) == tuple(size):
-        return x
-    y = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2).float(), size)
-    return y.permute(0, 2, 3, 1)
-
-
 class LinearCKA:
     """Streaming linear CKA between two feature sets with the same rows (tokens).
 

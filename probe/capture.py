@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,58 @@ def trace_blocks(
     return dict(zip(names, saved, strict=True))
 
 
+# Layers of the VAE encoder are named by their path in the pipeline (`vae.encoder.down_blocks.2`),
+# so they never collide with the denoiser's own block names.
+VAE_PREFIX = "vae."
+
+
+def is_vae_layer(name: str) -> bool:
+    """Whether a layer name is a VAE encoder block (`Backbone.vae_block_names`)."""
+    return name.startswith(VAE_PREFIX)
+
+
+def vae_layout(x: torch.Tensor) -> torch.Tensor:
+    """A VAE encoder block's output as `(B, F, H, W, C)`: image VAEs give `(B, C, H, W)` (one
+    frame), video VAEs `(B, C, F, H, W)`."""
+    if x.dim() == 4:
+        return x.permute(0, 2, 3, 1)[:, None]
+    if x.dim() == 5:
+        return x.permute(0, 2, 3, 4, 1)
+    raise ValueError(f"a VAE encoder block gave shape {tuple(x.shape)}; expected 4-D or 5-D")
+
+
+@contextlib.contextmanager
+def capture_vae(backbone: Backbone, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Outputs of VAE encoder blocks while the model encodes an image (inside `backbone.condition`).
+
+    The VAE runs outside the denoiser's nnsight trace, so its blocks are read with plain forward
+    hooks, removed in a `finally`. A block's first call is kept: SVD encodes the photo twice, the
+    noise-augmented conditioning (what its denoiser sees) first; video VAEs encode a photo once.
+
+    Args:
+        backbone: the adapter whose `pipe.vae` runs.
+        layers: `vae.`-prefixed names (`Backbone.vae_block_names`); empty: nothing is hooked.
+
+    Yields:
+        layer -> `(B, F, H, W, C)` (`vae_layout`), filled as the blocks run; gradients flow.
+    """
+    got: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, output: Any) -> None:
+        if name not in got:
+            got[name] = vae_layout(backbone.hidden(output))
+
+    handles = []
+    try:
+        for name in layers:
+            module = backbone.pipe.vae.get_submodule(name.removeprefix(VAE_PREFIX))
+            handles.append(module.register_forward_hook(lambda _m, _i, o, n=name: keep(n, o)))
+        yield got
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def pool_spatial(x: torch.Tensor, k: int) -> torch.Tensor:
     """Average-pool `(B, F, H, W, C)` over H and W by k (ceil: edge cells average what they cover)."""
     if k <= 1:
@@ -106,6 +159,14 @@ def pool_spatial(x: torch.Tensor, k: int) -> torch.Tensor:
     y = x.permute(0, 1, 4, 2, 3).reshape(b * f, c, h, w)
     y = F.avg_pool2d(y, k, stride=k, ceil_mode=True)
     return y.reshape(b, f, c, *y.shape[-2:]).permute(0, 1, 3, 4, 2)
+
+
+def to_grid(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area-resample `(F, H, W, C)` to `(F, h, w, C)`: compare layers of different resolutions."""
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    y = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2).float(), size)
+    return y.permute(0, 2, 3, 1)
 
 
 def pooled_size(n: int, k: int) -> int:

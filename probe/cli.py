@@ -89,6 +89,9 @@ def probe(
         help="re-write completed cells whose chunks are missing or "
         "damaged (read every chunk first)",
     ),
+    vae: bool = typer.Option(
+        False, "--vae", help="the VAE encoder's blocks too (vae.encoder.*), for IRA on the VAE"
+    ),
     device: str = typer.Option(P.device, help="auto, cpu or cuda"),
 ) -> None:
     """Capture every block of a video denoiser into a zarr store."""
@@ -111,6 +114,7 @@ def probe(
         offload=offload,
         device=device,
         repair=repair,
+        vae=vae,
     )
     result = run_probe(cfg)
     if not Ranks.from_env().is_main:  # under torchrun, rank 0 speaks for the run

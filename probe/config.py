@@ -37,6 +37,7 @@ class ProbeConfig:
     offload: str = "none"  # a model larger than the GPU: see OFFLOADS
     device: str = "auto"
     repair: bool = False  # re-write completed cells whose chunks are missing or damaged
+    vae: bool = False  # the VAE encoder's blocks too (`vae.encoder.*`), for IRA on the VAE
 
     def __post_init__(self) -> None:
         check_timesteps(self.timesteps)

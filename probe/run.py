@@ -18,7 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from probe.backbones import Backbone, load_backbone
-from probe.capture import execution_order, frame_indices, pool_spatial, trace_blocks
+from probe.capture import (
+    capture_vae,
+    execution_order,
+    frame_indices,
+    is_vae_layer,
+    pool_spatial,
+    to_grid,
+    trace_blocks,
+)
 from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device, progress_bar
 from probe.config import ProbeConfig
 from probe.distributed import Ranks, process_group
@@ -75,20 +83,31 @@ def probe_cells(
     pool: int,
     video_frames: int | None,
 ) -> dict[str, torch.Tensor]:
-    """Block activations `(B, F', H', W', C)` for an image batch at one timestep."""
+    """Block activations `(B, F', H', W', C)` for an image batch at one timestep.
+
+    `layers` may end with VAE encoder blocks (`is_vae_layer`). The VAE encodes the photo once, so
+    its features are stored as a still video over the kept frames, area-averaged to the first
+    denoiser block's token grid: every layer then shares the frame axis and compares position by
+    position with the denoiser's (the VAE's own resolution is what IRA uses in protect).
+    """
+    blocks = [name for name in layers if not is_vae_layer(name)]
     with torch.no_grad():
-        cond = backbone.condition(pixels.to(backbone.device), video_frames)
+        with capture_vae(backbone, [n for n in layers if is_vae_layer(n)]) as vae:
+            cond = backbone.condition(pixels.to(backbone.device), video_frames)
         noise = torch.stack(
             [sample_noise(tuple(cond.clean.shape[1:]), s, i) for s, i in seeds_and_ids]
         )
         noisy = backbone.add_noise(cond.clean, noise.to(cond.clean), t)
-        hidden = trace_blocks(backbone, backbone.denoiser_kwargs(noisy, cond, t), layers)
+        hidden = trace_blocks(backbone, backbone.denoiser_kwargs(noisy, cond, t), blocks)
         out = {}
         for name, h in hidden.items():
             x = backbone.layout(h, cond)
-            x = x[:, frame_indices(x.shape[1], frames)]
-            out[name] = pool_spatial(x.float(), pool).cpu()
-        return out
+            out[name] = x[:, frame_indices(x.shape[1], frames)].float()
+        first = out[blocks[0]]
+        for name, x in vae.items():
+            x = to_grid(x[:, :1].float().flatten(0, 1), tuple(first.shape[2:4]))
+            out[name] = x[:, None].expand(-1, first.shape[1], -1, -1, -1)
+        return {name: pool_spatial(out[name], pool).cpu() for name in layers}
 
 
 def run_probe(cfg: ProbeConfig) -> ProbeResult:
@@ -135,6 +154,10 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
             backbone, backbone.denoiser_kwargs(cond.clean, cond, cfg.timesteps[0])
         )
         kept = frame_indices(cond.clean.shape[1], cfg.frames)  # the store's frame coordinate
+    if (
+        cfg.vae
+    ):  # after the denoiser's blocks: depth and the first and last block stay the denoiser's
+        layers += backbone.vae_block_names()
     attrs = StoreAttrs(
         model=backbone.name,
         family=backbone.family,

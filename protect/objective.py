@@ -10,13 +10,13 @@ when no term needs the denoiser's output the pass stops after the deepest profil
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
 from probe.backbones import Backbone
-from probe.capture import execution_order, trace_blocks
+from probe.capture import capture_vae, execution_order, trace_blocks
 from protect.losses import diffusion_loss, ira_loss, irc_loss
 
 # Terms and the sign with which each enters the maximised objective.
@@ -41,6 +41,9 @@ class ObjectiveSpec:
     anchor_layers: list[str]
     timesteps: list[int]
     clip_frames: int
+    # IRA on the VAE encoder too (`vae.encoder.*`, from a profile made with `adapt --vae`):
+    # its blocks are read while the photo is encoded, at their own resolution
+    vae_anchor_layers: list[str] = field(default_factory=list)
     ira_targeted: bool = True
     seed: int = 0
     early_exit: bool = True
@@ -90,6 +93,8 @@ class ModelObjective:
         self.layers: list[str] = []
         self.noise: dict[int, torch.Tensor] = {}
         self.target_feats: dict[int, dict[str, torch.Tensor]] = {}
+        self.target_vae: dict[str, torch.Tensor] = {}  # VAE anchors do not depend on t
+        self.vae_layers = spec.vae_anchor_layers if "ira" in uses else []
         self.target_latent: torch.Tensor | None = None
         self.step = 0
         self.prepared = False
@@ -121,7 +126,9 @@ class ModelObjective:
                 self.layers = [name for name in order if name in wanted]
             source = target if (spec.ira_targeted and target is not None) else self.clean
             if "ira" in uses:
-                tcond = backbone.condition(backbone.resize(source), spec.clip_frames)
+                with capture_vae(backbone, self.vae_layers) as vae_feats:
+                    tcond = backbone.condition(backbone.resize(source), spec.clip_frames)
+                self.target_vae = dict(vae_feats)
                 tlatent = self.reference if self.reference is not None else tcond.clean
                 for t in spec.timesteps:
                     feats, _ = self._forward(tcond, tlatent, t, need_output=False)
@@ -151,7 +158,8 @@ class ModelObjective:
         spec, backbone = self.spec, self.backbone
         t = spec.timesteps[self.step % len(spec.timesteps)]
         self.step += 1
-        cond = backbone.condition(backbone.resize(self.seen(adv)), spec.clip_frames)
+        with capture_vae(backbone, self.vae_layers) as vae_feats:
+            cond = backbone.condition(backbone.resize(self.seen(adv)), spec.clip_frames)
         latent = self.reference if self.reference is not None else cond.clean
         terms: dict[str, torch.Tensor] = {}
         if self.needs_denoiser:
@@ -163,8 +171,10 @@ class ModelObjective:
                     {k: feats[k] for k in spec.collapse_layers},
                 )
             if "ira" in self.uses:
+                # One mean over every anchor, the denoiser's and the VAE encoder's alike
                 terms["ira"] = ira_loss(
-                    {k: feats[k] for k in spec.anchor_layers}, self.target_feats[t]
+                    {k: feats[k] for k in spec.anchor_layers} | vae_feats,
+                    self.target_feats[t] | self.target_vae,
                 )
             if output is not None:
                 clean_hat = backbone.predict_clean(noisy, backbone.hidden(output), t)

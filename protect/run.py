@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,7 @@ class Run:
     collapse_layers: list[str]
     anchor_layers: list[str]
     timesteps: list[int]
+    vae_anchor_layers: list[str] = field(default_factory=list)  # a profile from `adapt --vae`
     members: tuple[Run, ...] = ()  # --ensemble: each further model's own run (layers, timesteps)
 
     @classmethod
@@ -93,6 +94,7 @@ class Run:
             profile=profile,
             collapse_layers=list(profile.collapse_layers) if needs_profile else [],
             anchor_layers=list(profile.anchor_layers) if needs_profile else [],
+            vae_anchor_layers=list(profile.vae_anchor_layers) if needs_profile else [],
             timesteps=list(cfg.timesteps or (profile.timesteps if profile else [500])),
         )
 
@@ -134,8 +136,8 @@ class Run:
         return (
             old.photo_sha256 == photo.sha256
             and old.settings == self.settings
-            and (old.collapse_layers, old.anchor_layers)
-            == (self.collapse_layers, self.anchor_layers)
+            and (old.collapse_layers, old.anchor_layers, old.vae_anchor_layers)
+            == (self.collapse_layers, self.anchor_layers, self.vae_anchor_layers)
         )
 
 
@@ -261,6 +263,7 @@ def model_objective(
         weights=run.weights,
         collapse_layers=run.collapse_layers,
         anchor_layers=run.anchor_layers,
+        vae_anchor_layers=run.vae_anchor_layers,
         timesteps=run.timesteps,
         clip_frames=clip,
         ira_targeted=not cfg.ira_untargeted,
@@ -356,6 +359,7 @@ def cloak_photos(
             lpips_available=lpips_model is not None,
             collapse_layers=run.collapse_layers,
             anchor_layers=run.anchor_layers,
+            vae_anchor_layers=run.vae_anchor_layers,
             budget=budget_used(work[None], adv[None], mine),
             units={k: v for k, v in space.units().items() if k in params},
             linf_rgb_written=linf,
@@ -434,7 +438,12 @@ def prepare_run(
         if cfg.checkpointing:
             backbone.enable_checkpointing()
         if r.profile is not None:
-            r.profile.check_model(backbone.name, backbone.block_names(), backbone.config_sha256())
+            r.profile.check_model(
+                backbone.name,
+                backbone.block_names(),
+                backbone.config_sha256(),
+                backbone.vae_block_names(),
+            )
         backbones.append(backbone)
     return run, jobs, backbones
 

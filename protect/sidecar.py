@@ -38,6 +38,7 @@ class Sidecar:
     toolkit_version: str
     # What one unit of each space's parameters is (eps counts in these units).
     units: dict[str, str] = field(default_factory=dict)
+    vae_anchor_layers: list[str] = field(default_factory=list)  # IRA on the VAE encoder too
     original: str | None = None  # in place: where the original photo was kept
     batch_size: int = 1  # photos optimised together in one step (same cloak, within float error)
     schema: str = SIDECAR_SCHEMA

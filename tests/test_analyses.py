@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -188,8 +189,9 @@ def test_rule_picks_mid_depth_semantic_anchor_and_early_collapse():
     ] == [100]
 
 
-def test_profile_round_trip_and_mismatch_refusal(tmp_path):
-    profile = {
+def _profile_json(**fields) -> dict:
+    """A minimal valid profile of two tiny:cogvideox blocks, with `fields` replaced."""
+    return {
         "schema": "anti-i2v.profile/1",
         "model": "tiny:cogvideox",
         "family": "cogvideox",
@@ -200,8 +202,12 @@ def test_profile_round_trip_and_mismatch_refusal(tmp_path):
         "anchor_layers": ["transformer_blocks.1"],
         "timesteps": [500],
         "rule": {},
+        **fields,
     }
-    profile = Profile.from_json(profile)
+
+
+def test_profile_round_trip_and_mismatch_refusal(tmp_path):
+    profile = Profile.from_json(_profile_json())
     path = save_profile(profile, tmp_path / "p.json")
     assert load_profile(path) == profile
     profile.check_model("tiny:cogvideox", profile.layers, "a" * 64)  # accepted
@@ -346,3 +352,50 @@ def test_reference_encoder_from_a_local_folder(tmp_path, portraits):
     assert (
         all(np.isfinite(values)) and max(values) - min(values) > 1e-3
     )  # a real score: it varies by layer
+
+
+def test_vae_blocks_are_chosen_among_themselves_and_change_no_denoiser_pick():
+    """Rule step 6: VAE anchors are the most semantic VAE blocks; steps 1-5 ignore the VAE."""
+    layers = [f"blocks.{i}" for i in range(6)]
+    vae = ["vae.encoder.down_blocks.0", "vae.encoder.down_blocks.1", "vae.encoder.mid_block"]
+    sem = dict(zip(layers + vae, [0.1, 0.3, 0.9, 0.7, 0.4, 0.2, 0.2, 0.8, 0.5], strict=True))
+    scores = {
+        "mask_probe": {layer: [s, s] for layer, s in sem.items()},
+        "cka_first": {layer: [1.0 - i / 10] * 2 for i, layer in enumerate(layers + vae)},
+    }
+    rule = ChoiceRule(n_anchors=1, n_timesteps=1)
+    alone = choose(
+        {m: {k: v[k] for k in layers} for m, v in scores.items()}, layers, [300, 700], rule
+    )
+    both = choose(scores, layers + vae, [300, 700], rule)
+    assert alone["vae_anchor_layers"] == []
+    for key in ("collapse_layers", "anchor_layers", "timesteps"):
+        assert both[key] == alone[key]
+    assert both["vae_anchor_layers"] == ["vae.encoder.down_blocks.1"]
+    assert both["semantic"]["vae.encoder.down_blocks.1"] == 1.0  # normalised among the VAE's
+    assert (
+        choose(scores, layers + vae, [300, 700], replace(rule, n_vae_anchors=0))[
+            "vae_anchor_layers"
+        ]
+        == []
+    )
+    with pytest.raises(ToolkitError, match="--vae-anchors -1"):
+        ChoiceRule(n_vae_anchors=-1)
+
+
+def test_profile_vae_anchors_are_checked_against_its_and_the_models_vae(tmp_path):
+    data = _profile_json(
+        vae_layers=["vae.encoder.down_blocks.0", "vae.encoder.mid_block"],
+        vae_anchor_layers=["vae.encoder.mid_block"],
+    )
+    profile = Profile.from_json(data)
+    profile.check_model("tiny:cogvideox", profile.layers, "a" * 64, profile.vae_layers)
+    with pytest.raises(ToolkitError, match=r"VAE anchors not in the model's VAE encoder"):
+        profile.check_model(
+            "tiny:cogvideox", profile.layers, "a" * 64, ["vae.encoder.down_blocks.0"]
+        )
+    with pytest.raises(ToolkitError, match="not among its VAE layers"):
+        Profile.from_json({**data, "vae_anchor_layers": ["vae.encoder.down_blocks.7"]})
+    # A profile from before VAE probing reads as one without VAE anchors
+    old = {k: v for k, v in data.items() if not k.startswith("vae_")}
+    assert Profile.from_json(old).vae_anchor_layers == []

@@ -297,3 +297,26 @@ def test_xarray_reads_a_store_by_label(tmp_path, portraits, family):
     np.testing.assert_array_equal(cell, store.read_cell(layer, 1, 1))
     assert ds[layer].dims[:2] == ("timestep", "sample")
     assert ds["completed"].sel(timestep=200).values.all()
+
+
+@pytest.mark.parametrize("family", ["svd", "cogvideox"])  # an image VAE and a causal video VAE
+def test_vae_blocks_are_stored_beside_the_denoisers_unchanged(tmp_path, portraits, family):
+    """`--vae` adds the VAE encoder's blocks after the denoiser's, on its frame axis and token
+    grid, the photo's features at every frame; the denoiser's chunks keep their bytes."""
+    plain = _run_probe(tmp_path, f"tiny:{family}", [portraits], "plain.zarr", timesteps=(500,))
+    both = _run_probe(
+        tmp_path, f"tiny:{family}", [portraits], "vae.zarr", timesteps=(500,), vae=True
+    )
+    blocks, layers = plain.store.layers, both.store.layers
+    vae = layers[len(blocks) :]
+    assert layers[: len(blocks)] == blocks
+    assert vae[-1] == "vae.encoder.mid_block" and all(v.startswith("vae.encoder.") for v in vae)
+    for name in blocks:
+        assert np.array_equal(both.store.array(name)[:], plain.store.array(name)[:])
+    first = both.store.array(blocks[0]).shape
+    for name in vae:
+        x = both.store.array(name)[:]
+        assert x.shape[:5] == first[:5]  # (timestep, sample, frame, height, width)
+        assert np.isfinite(x).all() and x.std() > 0
+        assert np.array_equal(x[:, :, :1].repeat(x.shape[2], axis=2), x)  # a still video
+    assert both.store.attrs.config["vae"] is True

@@ -464,3 +464,73 @@ def test_bad_ensemble_is_refused_before_any_model_loads(
     )
     assert res.exit_code == 2 and message in res.output, res.output
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("family", ["svd", "cogvideox"])
+def test_ira_on_vae_anchors_reads_the_encoder_at_its_own_resolution(backbones, family):
+    """IRA on a VAE block alone: the term is the distance of the photo's and the target's
+    features of that block, as the encoder computes them, and its gradient reaches the pixels."""
+    from probe.capture import capture_vae
+    from protect.losses import feature_distance
+
+    backbone = backbones(family)
+    layer = backbone.vae_block_names()[-1]
+    spec = ObjectiveSpec(
+        weights={"ira": 1.0},
+        collapse_layers=[],
+        anchor_layers=[],
+        vae_anchor_layers=[layer],
+        timesteps=[500],
+        clip_frames=backbone.default_frames,
+    )
+    x, target = torch.rand(1, 3, 24, 20), torch.rand(1, 3, 24, 20)
+    objective = ModelObjective(backbone, spec, x, None, target)
+    adv = x.clone().requires_grad_(True)
+    value, terms = objective(adv)
+    value.backward()
+    assert adv.grad.abs().sum() > 0
+    with torch.no_grad():
+        feats = []
+        for image in (x, target):
+            with capture_vae(backbone, [layer]) as got:
+                backbone.condition(backbone.resize(image), spec.clip_frames)
+            feats.append(got[layer])
+    assert feats[0].shape[2:4] != (1, 1) and feats[0].dim() == 5  # (B, F, H, W, C)
+    assert terms["ira"] == pytest.approx(float(feature_distance(*feats)), rel=1e-4)
+    assert value.item() == pytest.approx(-terms["ira"], rel=1e-5)  # targeted: pulled closer
+
+
+def test_a_vae_profile_cloak_records_its_vae_anchors(tmp_path, portraits):
+    """adapt --vae then protect, from the CLI: the sidecar names the VAE anchor, and the cloak
+    differs from the one made with the same denoiser layers and no VAE anchor."""
+    runner = CliRunner()
+    adapt = ["adapt", "tiny:cogvideox", str(portraits / "p10.png"), "--timesteps", "300,700"]
+    for name, extra in (("plain", []), ("vae", ["--vae"])):
+        r = runner.invoke(app, [*adapt, "--out", str(tmp_path / name), *extra])
+        assert r.exit_code == 0, r.output
+    plain = json.loads((tmp_path / "plain" / "profile.json").read_text())
+    vae = json.loads((tmp_path / "vae" / "profile.json").read_text())
+    assert plain["vae_anchor_layers"] == [] and len(vae["vae_anchor_layers"]) == 1
+    for key in ("collapse_layers", "anchor_layers", "timesteps"):
+        assert vae[key] == plain[key]
+    # The explorer (and its in-page rule) shows the denoiser's blocks only
+    manifest = (tmp_path / "vae" / "explorer" / "data" / "manifest.js").read_text()
+    shown = json.loads(manifest[len("window.EXPLORER = ") : -2])["layers"]
+    assert shown == vae["layers"] and not any(x.startswith("vae.") for x in shown)
+    cloaks = {}
+    for name in ("plain", "vae"):
+        r = runner.invoke(
+            app,
+            [
+                "protect", "tiny:cogvideox", str(portraits / "p10.png"), "--steps", "2",
+                "--profile", str(tmp_path / name / "profile.json"),
+                "--out", str(tmp_path / f"cloak-{name}"),
+            ],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        sidecar = json.loads((tmp_path / f"cloak-{name}" / "p10.json").read_text())
+        assert (
+            sidecar["vae_anchor_layers"] == (vae if name == "vae" else plain)["vae_anchor_layers"]
+        )
+        cloaks[name] = (tmp_path / f"cloak-{name}" / "p10.png").read_bytes()
+    assert cloaks["plain"] != cloaks["vae"]

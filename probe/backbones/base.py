@@ -108,6 +108,15 @@ class Backbone(ABC):
                 names.append(container)
         return names
 
+    def vae_block_names(self) -> list[str]:
+        """The VAE encoder's blocks (`vae.encoder.down_blocks.0`, ..., `vae.encoder.mid_block`).
+
+        Every diffusers video VAE (and SVD's image VAE) names them so; IRA can anchor them too.
+        """
+        encoder = self.pipe.vae.encoder
+        names = [f"vae.encoder.down_blocks.{i}" for i in range(len(encoder.down_blocks))]
+        return names + ["vae.encoder.mid_block"]
+
     def hidden(self, output: Any) -> torch.Tensor:
         """The hidden-state element of a block's output (tuples carry it first)."""
         return output[0] if isinstance(output, (tuple, list)) else output
