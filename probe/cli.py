@@ -192,10 +192,13 @@ def world_render(
     split: str = typer.Option("heldout", help="heldout (never trained on) or train"),
     frames: int = typer.Option(9, help="frames per video"),
     photos: Path = typer.Option(None, help="also copy each first frame here as <sample>.png"),
+    world: str = typer.Option(
+        "v1", help="v1 (64x64, flat colours) or v2 (96x96, photo-like; identity in shape)"
+    ),
 ) -> None:
     """Render portrait videos with part masks and identity.json."""
     from probe.common import check_writable_dir
-    from probe.world.render import render_dataset
+    from probe.world.render import WORLDS, render_dataset
 
     if count < 1 or frames < 1:
         raise ToolkitError(
@@ -203,12 +206,14 @@ def world_render(
         )
     if split not in ("heldout", "train"):
         raise ToolkitError(f"--split {split}: choose heldout or train")
+    if world not in WORLDS:
+        raise ToolkitError(f"--world {world}: choose {' or '.join(WORLDS)}")
     check_writable_dir(out)
     if photos is not None:
         check_writable_dir(photos, "--photos")
 
-    paths = render_dataset(out, count, seed, split, frames, photos)
-    console.print(f"rendered {len(paths)} {split} portraits into {out}")
+    paths = render_dataset(out, count, seed, split, frames, photos, world)
+    console.print(f"rendered {len(paths)} {split} {world} portraits into {out}")
 
 
 def world_train(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -225,3 +226,74 @@ def test_identity_v2_passes_the_face_recogniser_gate():
     assert all(v2["passed"].values()), v2
     assert v2["ab_field_8"] - v1["ab_field_8"] > 0.05
     assert v2["ab_field_8_min"] > v1["ab_field_8_min"] + 0.1  # its worst portrait, above all
+
+
+# --- the v2 world -----------------------------------------------------------------------------
+
+
+def test_v2_same_seed_same_bytes_and_v1_identity_files_unchanged(tmp_path):
+    from probe.world.render import render_sample
+
+    write_sample(tmp_path / "a", 123, 123, frames=3, world="v2")
+    write_sample(tmp_path / "b", 123, 123, frames=3, world="v2")
+    for f in sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*")):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    rgb, labels, meta = render_sample(123, 123, frames=3, world="v2")
+    assert rgb.shape == (3, 96, 96, 3) and labels.shape == (3, 96, 96)
+    assert meta["world"] == "v2" and {"identity", "scene", "motion"} <= set(meta)
+    assert "world" not in render_sample(123, 123, frames=1)[2]  # v1's identity.json as before
+
+
+def test_v2_identity_is_shape_and_every_video_is_shot_differently():
+    """The same person in two videos: the same identity, another light, white balance and
+    clothes; their part layout (the mask) agrees far better than two people's."""
+    from probe.world.render import render_sample
+    from probe.world.render_v2 import LABELS_V2
+
+    a1, m1, meta1 = render_sample(40, 1, frames=1, world="v2")
+    a2, m2, meta2 = render_sample(40, 2, frames=1, world="v2")
+    _, m3, _ = render_sample(50, 1, frames=1, world="v2")
+    assert meta1["identity"] == meta2["identity"]
+    assert meta1["scene"]["white_balance"] != meta2["scene"]["white_balance"]
+    assert meta1["scene"]["clothes"] != meta2["scene"]["clothes"]
+    assert not np.array_equal(a1, a2)
+
+    def face_parts(m):  # every part of the head, centred-independent: counts per label
+        return np.array([(m == v).sum() for k, v in LABELS_V2.items() if k != "background"])
+
+    same = np.abs(face_parts(m1) - face_parts(m2)).sum()
+    other = np.abs(face_parts(m1) - face_parts(m3)).sum()
+    assert same < other
+    for part in ("skin", "eyes", "mouth", "nose", "brows", "clothes"):
+        assert (m1 == LABELS_V2[part]).any(), part
+
+
+def test_v2_head_turns_and_expression_changes_over_the_clip():
+    from probe.world.render_v2 import (
+        LABELS_V2,
+        render_video_v2,
+        sample_identity_v2,
+        sample_motion_v2,
+        sample_scene,
+    )
+
+    motion = replace(sample_motion_v2(7), yaw0=1.0, settle=1.0, x0=0.0, tilt=0.0, smile=1.0)
+    _, labels = render_video_v2(sample_identity_v2(7), sample_scene(7), motion, frames=5)
+
+    def nose_offset(lab):  # nose centre minus face centre, in pixels
+        nose = np.argwhere(lab == LABELS_V2["nose"])[:, 1].mean()
+        head = np.argwhere(np.isin(lab, [LABELS_V2["skin"], LABELS_V2["nose"]]))[:, 1].mean()
+        return nose - head
+
+    # The turn settles: the nose starts off the face's centre line and ends on it.
+    assert abs(nose_offset(labels[0])) > abs(nose_offset(labels[-1])) + 1
+
+
+def test_render_cli_refuses_a_folder_of_the_other_world(tmp_path):
+    runner = CliRunner()
+    args = ["world", "render", "--out", str(tmp_path / "w"), "--count", "1", "--frames", "2"]
+    assert runner.invoke(app, [*args, "--world", "v2"]).exit_code == 0
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "holds v2 portraits" in res.output
+    res = runner.invoke(app, [*args, "--world", "v3"])
+    assert res.exit_code == 2 and "--world v3: choose v1 or v2" in res.output

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from probe.common import atomic_write, write_text_atomic
+from probe.common import ToolkitError, atomic_write, write_text_atomic
 from probe.distributed import Ranks
 
 # Part labels written in masks/*.png (uint8 values).
@@ -124,7 +124,7 @@ def sample_motion(seed: int, frames: int = FRAMES) -> Motion:
         y0=float(rng.uniform(-0.06, 0.06)),
         settle=float(rng.uniform(0.6, 1.0)),
         tilt=float(rng.uniform(-0.35, 0.35)),
-        blink_frame=int(rng.integers(1, frames)) if rng.random() < 0.6 else -1,
+        blink_frame=int(rng.integers(1, max(frames, 2))) if rng.random() < 0.6 else -1,
         mouth_speed=float(rng.uniform(0.5, 1.5)),
         mouth_phase=float(rng.uniform(0, 2 * np.pi)),
     )
@@ -242,24 +242,51 @@ def identity_seeds(count: int, seed: int, split: str) -> list[int]:
     return out
 
 
+WORLDS = ("v1", "v2")  # v2: `probe.world.render_v2`, photo-like, identity in shape and layout
+
+
+def render_sample(
+    identity_seed: int, motion_seed: int, frames: int = FRAMES, world: str = "v1"
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One clip of a world: (rgb uint8 `(F, H, W, 3)`, labels uint8 `(F, H, W)`, its description).
+
+    In v2 the motion seed also draws the scene (light, white balance, background, clothes), so
+    every video of a person is shot differently.
+    """
+    if world == "v1":
+        identity, motion = sample_identity(identity_seed), sample_motion(motion_seed, frames)
+        rgb, lab = render_video(identity, motion, frames)
+        meta = {"identity": asdict(identity), "motion": asdict(motion), "labels": LABELS}
+    elif world == "v2":
+        # Imported here: render_v2 builds on this module's palettes and shapes.
+        from probe.world import render_v2 as v2
+
+        identity, scene = v2.sample_identity_v2(identity_seed), v2.sample_scene(motion_seed)
+        motion = v2.sample_motion_v2(motion_seed, frames)
+        rgb, lab = v2.render_video_v2(identity, scene, motion, frames)
+        meta = {
+            "identity": asdict(identity),
+            "scene": asdict(scene),
+            "motion": asdict(motion),
+            "labels": v2.LABELS_V2,
+        }
+    else:
+        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
+    # v1's identity.json stays as it was before v2 existed: no "world" means v1
+    return rgb, lab, meta if world == "v1" else {"world": world, **meta}
+
+
 def write_sample(
-    directory: Path, identity_seed: int, motion_seed: int, frames: int = FRAMES
+    directory: Path, identity_seed: int, motion_seed: int, frames: int = FRAMES, world: str = "v1"
 ) -> Path:
     """Render one sample into `directory/frames`, `directory/masks` and `identity.json`."""
-    identity = sample_identity(identity_seed)
-    motion = sample_motion(motion_seed, frames)
-    rgb, lab = render_video(identity, motion, frames)
+    rgb, lab, meta = render_sample(identity_seed, motion_seed, frames, world)
     (directory / "frames").mkdir(parents=True, exist_ok=True)
     (directory / "masks").mkdir(parents=True, exist_ok=True)
     for f in range(frames):
         Image.fromarray(rgb[f]).save(directory / "frames" / f"{f:03d}.png", optimize=False)
         Image.fromarray(lab[f]).save(directory / "masks" / f"{f:03d}.png", optimize=False)
-    meta = {
-        "identity": asdict(identity),
-        "motion": asdict(motion),
-        "labels": LABELS,
-        "split": "heldout" if is_heldout(identity_seed) else "train",
-    }
+    meta["split"] = "heldout" if is_heldout(identity_seed) else "train"
     write_text_atomic(directory / "identity.json", json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
@@ -271,8 +298,9 @@ def render_dataset(
     split: str = "heldout",
     frames: int = FRAMES,
     photos: Path | None = None,
+    world: str = "v1",
 ) -> list[Path]:
-    """Render `count` samples of a split into `out/<sample>/`; finished samples are kept.
+    """Render `count` samples of a split of a world into `out/<sample>/`; finished samples are kept.
 
     With `photos`, each sample's first frame is also copied there as `<sample>.png`: the
     photo a user would protect, in a flat folder the other commands take directly.
@@ -281,10 +309,18 @@ def render_dataset(
     so no two ranks write one file; no collective is needed). Returns every sample's folder.
     """
     seeds = identity_seeds(count, seed, split)
+    for s in seeds:  # a finished sample of the other world is never taken as this one's
+        done = out / f"id{s:09d}" / "identity.json"
+        if done.exists():
+            found = json.loads(done.read_text()).get("world", "v1")
+            if found != world:
+                raise ToolkitError(
+                    f"{out} holds {found} portraits; render the {world} world into another folder"
+                )
     for s in Ranks.from_env().shard(seeds):
         d = out / f"id{s:09d}"
         if not (d / "identity.json").exists():  # identity.json is written last: its presence = done
-            write_sample(d, s, motion_seed=s, frames=frames)
+            write_sample(d, s, motion_seed=s, frames=frames, world=world)
         if photos is not None:
             photos.mkdir(parents=True, exist_ok=True)
             with atomic_write(photos / f"{d.name}.png", "wb") as f:
