@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -225,12 +226,20 @@ def world_train(
         "cogvideox,identity,svd", help="which models to train (present ones are kept)"
     ),
     quick: bool = typer.Option(False, "--quick", help="a few steps of each stage (smoke test)"),
+    world: str = typer.Option(
+        "v1", help="v1 (the shipped models) or v2 (96x96 photo-like world, larger transformer)"
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
-    """Train the mini models: CogVideoX VAE and transformer, identity encoder, mini-svd (reproduces artifacts/models)."""
+    """Train the mini models: CogVideoX VAE and transformer, identity encoder, mini-svd (reproduces artifacts/models).
+
+    Every stage checkpoints as it goes (OUT/.checkpoints/): after Ctrl-C or any interruption the
+    same command resumes where it stopped and ends with the same weights.
+    """
     from probe.common import pick_device
+    from probe.world.render import WORLDS
     from probe.world.train import MODELS, train_all
-    from probe.world.training import QUICK, TrainConfig
+    from probe.world.training import QUICK, V2, TrainConfig
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = sorted(set(chosen) - set(MODELS))
@@ -238,7 +247,12 @@ def world_train(
         raise ToolkitError(
             f"unknown model(s) to train: {', '.join(unknown)}; choose from {', '.join(MODELS)}"
         )
-    cfg = QUICK if quick else TrainConfig(seed=seed)
+    if world not in WORLDS:
+        raise ToolkitError(f"--world {world}: choose {' or '.join(WORLDS)}")
+    if world == "v2" and "svd" in chosen:
+        raise ToolkitError("--world v2 trains cogvideox and identity; leave svd out of --models")
+    base = V2 if world == "v2" else TrainConfig()
+    cfg = replace(QUICK, world=world) if quick else replace(base, seed=seed)
     timings = train_all(out, cfg, pick_device(device), chosen)
     console.print(f"trained into {out}: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
 

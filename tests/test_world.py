@@ -297,3 +297,54 @@ def test_render_cli_refuses_a_folder_of_the_other_world(tmp_path):
     assert res.exit_code == 2 and "holds v2 portraits" in res.output
     res = runner.invoke(app, [*args, "--world", "v3"])
     assert res.exit_code == 2 and "--world v3: choose v1 or v2" in res.output
+
+
+def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a stage, then the same call: it resumes from the last checkpoint
+    (weights, optimiser, both generators) and ends with the weights of an uninterrupted run."""
+    import probe.world.training as training
+    from probe.world.train import mini_vae
+
+    # One-frame clips keep it fast; the checkpoint logic does not depend on the clip length
+    data = training.to_video(training.render_clips(identity_seeds(4, 0, "train")))[:, :, :1]
+
+    def fit(checkpoints):
+        torch.manual_seed(0)  # as train_vae does: the posterior samples from the global generator
+        vae = training.fit_vae(mini_vae(), data, 6, 2, 1e-3, 0, "vae", "cpu", checkpoints)
+        return vae.state_dict()
+
+    whole = fit((None, 0))
+    log_step = training.log_step
+
+    def interrupt(stage, step, total, loss, started):
+        if step == 5:
+            raise KeyboardInterrupt
+        log_step(stage, step, total, loss, started)
+
+    monkeypatch.setattr(training, "log_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit((tmp_path, 2))
+    assert (tmp_path / "vae.safetensors").exists()  # written after step 4
+    monkeypatch.setattr(training, "log_step", log_step)
+    torch.manual_seed(123)  # whatever the new process's state: the checkpoint restores it
+    resumed = fit((tmp_path, 2))
+    for k, v in whole.items():
+        assert torch.equal(v, resumed[k]), k
+
+
+@pytest.mark.slow  # trains every v2 stage for a few steps
+def test_training_v2_smoke(tmp_path):
+    res = CliRunner().invoke(
+        app,
+        ["world", "train", "--out", str(tmp_path), "--quick", "--world", "v2", "--device", "cpu",
+         "--models", "cogvideox,identity"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    backbone = load_backbone(str(tmp_path / "mini-cogvideox-i2v"))
+    assert len(backbone.block_names()) == 12 and backbone.resolution == (96, 96)
+    assert backbone.denoiser.config.attention_head_dim * 4 == 192
+    enc = load_identity_encoder(tmp_path / "mini-identity")
+    assert enc.config["size"] == 96 and enc(torch.rand(2, 3, 96, 96)).shape == (2, 64)
+    assert not (tmp_path / ".checkpoints" / "vae").exists()  # the waiting VAE is cleared
+    res = CliRunner().invoke(app, ["world", "train", "--out", str(tmp_path), "--world", "v2"])
+    assert res.exit_code == 2 and "leave svd out of --models" in res.output

@@ -9,6 +9,7 @@ Each stage writes its output atomically; re-running skips stages whose output ex
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from functools import partial
@@ -27,21 +28,20 @@ from safetensors.torch import save_file
 
 from probe.common import atomic_dir, write_text_atomic
 from probe.world.identity import IdentityEncoder
-from probe.world.render import (
-    FRAMES,
-    SIZE,
-    identity_seeds,
-)
+from probe.world.render import FRAMES, identity_seeds
 from probe.world.robust import robust_augment
 from probe.world.train_svd import train_mini_svd
 from probe.world.training import (
+    StageCheckpoint,
     TrainConfig,
     cosine_lr,
+    drop_checkpoint,
     fit_vae,
     log_step,
     render_clips,
     to_video,
     update,
+    world_size,
 )
 
 console = Console(stderr=True)
@@ -49,33 +49,37 @@ PROMPT_EMBEDS = "prompt_embeds.safetensors"  # the null text conditioning, saved
 TEXT_TOKENS, TEXT_DIM = 8, 32
 
 
-def mini_vae() -> AutoencoderKLCogVideoX:
-    """The mini CogVideoX VAE: 4x spatial, 4x temporal compression, 8 latent channels."""
+def mini_vae(world: str = "v1") -> AutoencoderKLCogVideoX:
+    """The mini CogVideoX VAE: 4x spatial, 4x temporal compression, 8 latent channels (v2: wider,
+    for textured photo-like frames)."""
+    size = world_size(world)
     return AutoencoderKLCogVideoX(
         down_block_types=("CogVideoXDownBlock3D",) * 3,
         up_block_types=("CogVideoXUpBlock3D",) * 3,
-        block_out_channels=(16, 32, 32),
+        block_out_channels=(16, 32, 32) if world == "v1" else (16, 32, 64),
         latent_channels=8,
         layers_per_block=1,
         norm_num_groups=8,
         temporal_compression_ratio=4,
-        sample_height=SIZE,
-        sample_width=SIZE,
+        sample_height=size,
+        sample_width=size,
     )
 
 
-def mini_transformer() -> CogVideoXTransformer3DModel:
-    """The mini CogVideoX-I2V transformer: 8 blocks, 8x8 tokens per latent frame."""
+def mini_transformer(world: str = "v1") -> CogVideoXTransformer3DModel:
+    """The mini CogVideoX-I2V transformer: v1 8 blocks of width 128 on 8x8 tokens per latent
+    frame; v2 12 blocks of width 192 on 12x12 tokens (96x96 frames)."""
+    size = world_size(world)
     return CogVideoXTransformer3DModel(
         num_attention_heads=4,
-        attention_head_dim=32,
+        attention_head_dim=32 if world == "v1" else 48,
         in_channels=16,  # noisy latent + image latent, as in CogVideoX-I2V
         out_channels=8,
         time_embed_dim=128,
         text_embed_dim=TEXT_DIM,
-        num_layers=8,
-        sample_width=SIZE // 4,
-        sample_height=SIZE // 4,
+        num_layers=8 if world == "v1" else 12,
+        sample_width=size // 4,
+        sample_height=size // 4,
         sample_frames=FRAMES,
         patch_size=2,
         temporal_compression_ratio=4,
@@ -102,12 +106,23 @@ def mini_scheduler() -> CogVideoXDDIMScheduler:
     )
 
 
-def train_vae(cfg: TrainConfig, device: str) -> AutoencoderKLCogVideoX:
+def train_vae(
+    cfg: TrainConfig, device: str, checkpoints: tuple[Path | None, int] = (None, 0)
+) -> AutoencoderKLCogVideoX:
     """Stage 1: reconstruct rendered clips."""
     torch.manual_seed(cfg.seed)
-    data = to_video(render_clips(identity_seeds(cfg.vae_videos, cfg.seed, "train")))
+    seeds = identity_seeds(cfg.vae_videos, cfg.seed, "train")
+    data = to_video(render_clips(seeds, world=cfg.world))
     return fit_vae(
-        mini_vae(), data, cfg.vae_steps, cfg.vae_batch, 2 * cfg.lr, cfg.seed, "vae", device
+        mini_vae(cfg.world),
+        data,
+        cfg.vae_steps,
+        cfg.vae_batch,
+        2 * cfg.lr,
+        cfg.seed,
+        "vae",
+        device,
+        checkpoints,
     )
 
 
@@ -127,18 +142,24 @@ def encode_clips(
     return torch.cat(videos), torch.cat(images)
 
 
-def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str):
+def train_transformer(
+    cfg: TrainConfig,
+    vae: AutoencoderKLCogVideoX,
+    device: str,
+    checkpoints: tuple[Path | None, int] = (None, 0),
+):
     """Stage 2: v-prediction on VAE latents, conditioned on the first frame's latent."""
     torch.manual_seed(cfg.seed + 1)
-    clips = render_clips(identity_seeds(cfg.dit_videos, cfg.seed + 1, "train"))
+    clips = render_clips(identity_seeds(cfg.dit_videos, cfg.seed + 1, "train"), world=cfg.world)
     latents, image_latents = encode_clips(vae, clips, device)
-    transformer = mini_transformer().to(device).train()
+    transformer = mini_transformer(cfg.world).to(device).train()
+    size = world_size(cfg.world)
     scheduler = mini_scheduler()
     pipe = CogVideoXImageToVideoPipeline(
         tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=scheduler
     )
     rotary = pipe._prepare_rotary_positional_embeddings(
-        SIZE, SIZE, latents.shape[1], torch.device(device)
+        size, size, latents.shape[1], torch.device(device)
     )
     null = (
         torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(cfg.seed))
@@ -147,8 +168,9 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
     opt = torch.optim.AdamW(transformer.parameters(), lr=cfg.lr * 0.5, weight_decay=0.01)
     alphas = scheduler.alphas_cumprod.float().to(device)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
+    ckpt = StageCheckpoint(checkpoints, "transformer", {"dit": transformer}, opt, gen)
     started = time.time()
-    for step in range(1, cfg.dit_steps + 1):
+    for step in range(ckpt.resume(), cfg.dit_steps + 1):
         cosine_lr(opt, step, cfg.dit_steps, cfg.lr * 0.5)
         idx = torch.randint(len(latents), (cfg.dit_batch,), generator=gen)
         x0 = latents[idx].to(device)
@@ -170,11 +192,17 @@ def train_transformer(cfg: TrainConfig, vae: AutoencoderKLCogVideoX, device: str
         loss = F.mse_loss(pred, target)
         update(opt, loss, transformer.parameters())
         log_step("transformer", step, cfg.dit_steps, loss.item(), started)
+        ckpt.step(step, cfg.dit_steps)
     pipe.transformer = transformer.cpu().eval()
     return pipe, null
 
 
-def train_identity_encoder(cfg: TrainConfig, device: str, robust: bool = True) -> IdentityEncoder:
+def train_identity_encoder(
+    cfg: TrainConfig,
+    device: str,
+    robust: bool = True,
+    checkpoints: tuple[Path | None, int] = (None, 0),
+) -> IdentityEncoder:
     """Stage 3: a normalised-softmax (CosFace) classifier over training identities.
 
     With `robust` (v2, the default judge) every training view goes through a face recogniser's
@@ -183,9 +211,10 @@ def train_identity_encoder(cfg: TrainConfig, device: str, robust: bool = True) -
     """
     torch.manual_seed(cfg.seed + 2)
     seeds = identity_seeds(cfg.id_identities, cfg.seed + 2, "train")
-    clips = render_clips(seeds, cfg.id_clips)  # (I*K, F, H, W, 3)
-    frames = clips.reshape(len(seeds), -1, SIZE, SIZE, 3)  # (I, K*F, H, W, 3)
-    model = IdentityEncoder().to(device).train()
+    clips = render_clips(seeds, cfg.id_clips, cfg.world)  # (I*K, F, H, W, 3)
+    size = world_size(cfg.world)
+    frames = clips.reshape(len(seeds), -1, size, size, 3)  # (I, K*F, H, W, 3)
+    model = IdentityEncoder(size=size, width=24 if cfg.world == "v1" else 32).to(device).train()
     classes = (
         F.normalize(torch.randn(len(seeds), model.config["dim"]), dim=-1)
         .to(device)
@@ -196,7 +225,10 @@ def train_identity_encoder(cfg: TrainConfig, device: str, robust: bool = True) -
     started = time.time()
     steps = cfg.id_robust_steps if robust else cfg.id_steps
     augment = partial(robust_augment, ab=cfg.id_colour_field) if robust else _augment
-    for step in range(1, steps + 1):
+    stage = "identity" if robust else "identity-v1"
+    parts = {"encoder": model, "classes": classes}
+    ckpt = StageCheckpoint(checkpoints, stage, parts, opt, gen)
+    for step in range(ckpt.resume(), steps + 1):
         cosine_lr(opt, step, steps, cfg.lr * 2)
         ids = torch.randint(len(seeds), (cfg.id_batch,), generator=gen)
         which = torch.randint(frames.shape[1], (cfg.id_batch,), generator=gen)
@@ -207,6 +239,7 @@ def train_identity_encoder(cfg: TrainConfig, device: str, robust: bool = True) -
         loss = F.cross_entropy(16.0 * (logits - margin), ids.to(device))
         update(opt, loss, None, clip=None)
         log_step("identity", step, steps, loss.item(), started)
+        ckpt.step(step, steps)
     return model.cpu().eval()
 
 
@@ -231,6 +264,7 @@ def save_pipeline(pipe: CogVideoXImageToVideoPipeline, null: torch.Tensor, out: 
 
 
 MODELS = ("cogvideox", "identity", "identity-v1", "svd")
+CHECKPOINTS = ".checkpoints"  # inside the training folder
 # identity (v2, robust: the default judge) and identity-v1 (the first judge, which reads colour).
 IDENTITY_FOLDERS = {"identity": "mini-identity", "identity-v1": "mini-identity-v1"}
 
@@ -242,24 +276,37 @@ def train_all(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
+    # Each stage checkpoints here every `checkpoint_every` steps, and a finished VAE waits here
+    # for its transformer: an interrupted `world train` resumes where it stopped.
+    checkpoints = (out / CHECKPOINTS, cfg.checkpoint_every)
     timings: dict[str, float] = {}
     pipe_dir = out / "mini-cogvideox-i2v"
     if "cogvideox" in models and not (pipe_dir / "model_index.json").exists():
+        vae_dir = out / CHECKPOINTS / "vae"
+        if (vae_dir / "config.json").exists():
+            vae = AutoencoderKLCogVideoX.from_pretrained(vae_dir)
+        else:
+            t = time.time()
+            vae = train_vae(cfg, device, checkpoints)
+            timings["vae_s"] = time.time() - t
+            with atomic_dir(vae_dir) as tmp:
+                vae.save_pretrained(tmp, safe_serialization=True)
+            drop_checkpoint(checkpoints, "vae")
         t = time.time()
-        vae = train_vae(cfg, device)
-        timings["vae_s"] = time.time() - t
-        t = time.time()
-        pipe, null = train_transformer(cfg, vae, device)
+        pipe, null = train_transformer(cfg, vae, device, checkpoints)
         timings["transformer_s"] = time.time() - t
         save_pipeline(pipe, null, pipe_dir)
+        drop_checkpoint(checkpoints, "transformer")
+        shutil.rmtree(vae_dir, ignore_errors=True)
     for name, robust in (("identity", True), ("identity-v1", False)):
         id_dir = out / IDENTITY_FOLDERS[name]
         if name in models and not (id_dir / "identity_encoder.safetensors").exists():
             t = time.time()
-            enc = train_identity_encoder(cfg, device, robust=robust)
+            enc = train_identity_encoder(cfg, device, robust, checkpoints)
             timings[f"{name}_s"] = time.time() - t
             with atomic_dir(id_dir) as tmp:
                 enc.save(tmp)
+            drop_checkpoint(checkpoints, name)
     if "svd" in models:
         timings.update(train_mini_svd(out, cfg, device))
     return timings
