@@ -49,7 +49,13 @@ class Profile:
     schema: str = SCHEMA
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        # A profile without the VAE reads and hashes as before VAE probing existed, so cloaks
+        # made with it still name it (`Profile.sha256` is recorded in every sidecar).
+        for key in ("vae_layers", "vae_anchor_layers"):
+            if not d[key]:
+                d.pop(key)
+        return d
 
     @classmethod
     def from_json(cls, data: Any, source: str = "the profile") -> Profile:

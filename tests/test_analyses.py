@@ -399,3 +399,5 @@ def test_profile_vae_anchors_are_checked_against_its_and_the_models_vae(tmp_path
     # A profile from before VAE probing reads as one without VAE anchors
     old = {k: v for k, v in data.items() if not k.startswith("vae_")}
     assert Profile.from_json(old).vae_anchor_layers == []
+    # ... and writes and hashes as it did, so the cloaks made with it still name it
+    assert "vae_layers" not in Profile.from_json(old).to_json()
