@@ -22,12 +22,12 @@ split is v1's (`is_heldout`). The output is 96x96 by default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.ndimage import map_coordinates, zoom
 
-from probe.world.render import _HAIR, _SKIN, LABELS, _ellipse
+from probe.world.render import _HAIR, _SKIN, LABELS, Motion, _ellipse, sample_motion
 
 SIZE_V2 = 96
 _SUPERSAMPLE = 2
@@ -82,17 +82,10 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class MotionV2:
+class MotionV2(Motion):
     """v1's motion (settle, tilt, blink, mouth) plus a head turn and a change of expression."""
 
-    x0: float
-    y0: float
-    settle: float
-    tilt: float
     yaw0: float  # head turn at the start (-1..1 of the largest turn); settles like the tilt
-    blink_frame: int  # -1: no blink
-    mouth_speed: float
-    mouth_phase: float
     smile: float  # smile at the last frame (0..1); grows linearly from 0
     brow_raise: float  # brow lift at the last frame, in face heights
 
@@ -150,17 +143,11 @@ def sample_scene(seed: int) -> Scene:
 
 
 def sample_motion_v2(seed: int, frames: int = 9) -> MotionV2:
-    """Draw one clip's motion."""
+    """Draw one clip's motion: v1's draw for the same seed, then the turn and the expression."""
     rng = np.random.default_rng([seed, 23])
     return MotionV2(
-        x0=float(rng.uniform(-0.12, 0.12)),
-        y0=float(rng.uniform(-0.05, 0.05)),
-        settle=float(rng.uniform(0.6, 1.0)),
-        tilt=float(rng.uniform(-0.3, 0.3)),
+        **asdict(sample_motion(seed, frames)),
         yaw0=float(rng.uniform(-1, 1)),
-        blink_frame=int(rng.integers(1, max(frames, 2))) if rng.random() < 0.6 else -1,
-        mouth_speed=float(rng.uniform(0.5, 1.5)),
-        mouth_phase=float(rng.uniform(0, 2 * np.pi)),
         smile=float(rng.uniform(0, 1)) if rng.random() < 0.5 else 0.0,
         brow_raise=float(rng.uniform(0, 0.04)) if rng.random() < 0.4 else 0.0,
     )
