@@ -287,6 +287,12 @@ def test_v2_head_turns_and_expression_changes_over_the_clip():
 
     # The turn settles: the nose starts off the face's centre line and ends on it.
     assert abs(nose_offset(labels[0])) > abs(nose_offset(labels[-1])) + 1
+    # By the last frame the smile has lifted the mouth's corners above its middle.
+    mouth = np.argwhere(labels[-1] == LABELS_V2["mouth"])  # (row, column)
+    left, right = mouth[:, 1].min(), mouth[:, 1].max()
+    middle = mouth[np.abs(mouth[:, 1] - (left + right) / 2) <= 1, 0].mean()
+    corners = mouth[(mouth[:, 1] <= left + 1) | (mouth[:, 1] >= right - 1), 0].mean()
+    assert corners < middle - 0.5
 
 
 def test_render_cli_refuses_a_folder_of_the_other_world(tmp_path):

@@ -311,7 +311,7 @@ def render_frame_v2(
 
     opening = 0.5 + 0.5 * np.sin(2 * np.pi * motion.mouth_speed * t + motion.mouth_phase)
     mw = identity.mouth_width * fw
-    curve = smile * 0.12 * fh * (1 - (uf / mw) ** 2)  # a smile lifts the corners
+    curve = smile * 0.12 * fh * np.clip(uf / mw, -1, 1) ** 2  # a smile lifts the corners
     mouth_v = v - fh * 0.52 + curve
     mouth = (np.abs(uf) < mw) & (
         np.abs(mouth_v)
