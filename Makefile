@@ -28,7 +28,7 @@ browser:
 				|| echo "chromium: apt-get failed; the browser tests will be skipped"; \
 		else echo "chromium: missing and apt-get is not usable here; the browser tests will be skipped"; fi; }
 
-# Everything: unit tests and the slow end-to-end, training, memory, plan, torchrun, S3, Dask and browser tests (about 8 minutes on 2 cores).
+# Everything: unit tests and the slow end-to-end, training, memory, plan, torchrun, S3, Dask and browser tests (about 12 minutes on 2 cores).
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
