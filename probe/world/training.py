@@ -22,6 +22,7 @@ from torch import nn
 
 from probe.common import atomic_path
 from probe.world.render import SIZE, render_sample
+from probe.world.render_v2 import SIZE_V2
 
 console = Console(stderr=True)
 
@@ -54,8 +55,6 @@ class TrainConfig:
 
 def world_size(world: str) -> int:
     """The side of a world's square portraits."""
-    from probe.world.render_v2 import SIZE_V2
-
     return SIZE_V2 if world == "v2" else SIZE
 
 
@@ -81,12 +80,13 @@ def drop_checkpoint(checkpoints: tuple[Path | None, int], stage: str) -> None:
 class StageCheckpoint:
     """One training stage's resumable state: weights, optimiser moments, generators, step.
 
-    `checkpoints` is `(folder, every)`: saved every `every` steps into `folder/STAGE.safetensors` (atomically: an interruption leaves
-    the previous checkpoint whole), read back by `resume`, removed by `drop_checkpoint` once the
-    stage's result is saved. The generators'
-    states (the stage's own and torch's global one) are part of it, so a resumed stage draws the
-    batches and noise the uninterrupted one would have and ends with the same weights. Safetensors, as every weight file here: never a pickle.
-    A folder of None keeps no checkpoints.
+    `checkpoints` is `(folder, every)`: the state is saved every `every` steps into
+    `folder/STAGE.safetensors` (atomically: an interruption leaves the previous checkpoint
+    whole), read back by `resume`, and removed by `drop_checkpoint` once the stage's result is
+    saved. The generators' states (the stage's own and torch's global one) are part of it, so a
+    resumed stage draws the batches and noise the uninterrupted one would have and ends with the
+    same weights. Safetensors, as every weight file here: never a pickle. A folder of None keeps
+    no checkpoints.
     """
 
     def __init__(
