@@ -320,3 +320,22 @@ def test_vae_blocks_are_stored_beside_the_denoisers_unchanged(tmp_path, portrait
         assert np.isfinite(x).all() and x.std() > 0
         assert np.array_equal(x[:, :, :1].repeat(x.shape[2], axis=2), x)  # a still video
     assert both.store.attrs.config["vae"] is True
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_every_familys_vae_encoder_blocks_are_read_while_the_photo_is_encoded(backbones, family):
+    from probe.capture import capture_vae
+
+    backbone = backbones(family)
+    names = backbone.vae_block_names()
+    assert names[-1] == "vae.encoder.mid_block" and len(names) >= 3
+    with torch.no_grad(), capture_vae(backbone, names) as got:
+        backbone.condition(torch.rand(2, 3, *backbone.resolution))
+    assert list(got) == names  # in the order they run: the down blocks, then the mid block
+    for name, x in got.items():
+        assert x.dim() == 5 and x.shape[0] == 2 and x.shape[1] == 1, (name, x.shape)  # the photo
+    # The hooks are gone afterwards: encoding again records nothing.
+    got.clear()
+    with torch.no_grad():
+        backbone.condition(torch.rand(2, 3, *backbone.resolution))
+    assert got == {}
