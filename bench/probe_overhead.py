@@ -8,6 +8,7 @@ each `--codec`. Then the store's write throughput: the same cells (12 blocks of 
 model, float16) written through `CellWriter` to local disk and to an S3-protocol server (moto)
 on 127.0.0.1, in MiB/s of float16 data. Usage:
     python bench/probe_overhead.py [--repeats N] [--codecs zstd,lz4,none] [--models mini-cogvideox,midsize]
+        [--threads 2]  (e.g. 2,1: the forward pass's torch threads; 1 leaves the writer a core)
 """
 
 from __future__ import annotations
@@ -142,21 +143,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--models", default="mini-cogvideox,midsize")
     parser.add_argument("--codecs", default="zstd,lz4,none")
+    # torch threads of the forward pass. With 1, the writer has the other core to itself, as it
+    # has on a GPU machine; with 2 it shares the cores with the forward's OpenMP threads.
+    parser.add_argument("--threads", default="2")
     args = parser.parse_args()
-    torch.set_num_threads(2)
     codecs = args.codecs.split(",")
     print(
-        f"{'model':32s} {'blocks':>6s} {'codec':>5s} {'forward ms':>11s} {'capture':>8s} "
-        f"{'probe ms':>9s} {'ratio':>6s}"
+        f"{'model':32s} {'blocks':>6s} {'codec':>5s} {'threads':>7s} {'forward ms':>11s} "
+        f"{'capture':>8s} {'probe ms':>9s} {'ratio':>6s}"
     )
     for name in args.models.split(","):
         backbone = midsize_cogvideox() if name == "midsize" else load_backbone(name)
         for codec in codecs:
-            plain, captured, probed = bench(backbone, args.repeats, codec=codec)
-            print(
-                f"{backbone.name:32s} {len(backbone.block_names()):6d} {codec:>5s} {plain * 1e3:11.1f} "
-                f"{captured / plain:7.2f}x {probed * 1e3:9.1f} {probed / plain:6.2f}x"
-            )
+            for threads in map(int, args.threads.split(",")):
+                torch.set_num_threads(threads)
+                plain, captured, probed = bench(backbone, args.repeats, codec=codec)
+                print(
+                    f"{backbone.name:32s} {len(backbone.block_names()):6d} {codec:>5s} "
+                    f"{threads:7d} {plain * 1e3:11.1f} {captured / plain:7.2f}x "
+                    f"{probed * 1e3:9.1f} {probed / plain:6.2f}x"
+                )
+    torch.set_num_threads(2)
     import s3fs
     from moto.server import ThreadedMotoServer  # the dev extra's S3-protocol server
 
