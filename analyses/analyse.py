@@ -27,7 +27,7 @@ from analyses.scores import (
     spatial_coherence,
     temporal_stability,
 )
-from probe.capture import is_vae_layer, to_grid
+from probe.capture import split_vae_layers, to_grid
 from probe.common import ToolkitError
 from probe.store import ActivationStore, open_store
 
@@ -222,7 +222,7 @@ class _Scorer:
         self.store, self.cfg, self.masks, self.reference = store, cfg, masks, reference
         self.names = [s["name"] for s in store.attrs.samples]
         # CKA to the denoiser's first and last blocks (VAE encoder blocks, when probed, come after)
-        blocks = [layer for layer in store.layers if not is_vae_layer(layer)]
+        blocks = split_vae_layers(store.layers)[0]
         self.first, self.last = blocks[0], blocks[-1]
         self.classes = 1 + max(int(m.max()) for m in masks.values()) if masks else 0
         self.token_pick = picks

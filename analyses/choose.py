@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from probe.capture import is_vae_layer
+from probe.capture import split_vae_layers
 from probe.common import ToolkitError
 
 SEMANTIC_MEASURES = ("mask_probe", "reference_cka", "spatial_coherence")
@@ -117,8 +117,7 @@ def choose(
         collapse_layers, anchor_layers, vae_anchor_layers and timesteps (each sorted), and the
         per-layer `semantic` and `low_level` scores the choice used.
     """
-    vae = [layer for layer in layers if is_vae_layer(layer)]
-    layers = [layer for layer in layers if not is_vae_layer(layer)]
+    layers, vae = split_vae_layers(layers)
     n = len(layers)
     sem_t = semantic_matrix(scores, layers, rule)  # (L, T)
     semantic = sem_t.mean(axis=1)

@@ -50,7 +50,7 @@ from sklearn.decomposition import PCA
 from analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
 from analyses.figures import PART_COLOURS
 from analyses.profile import Profile
-from probe.capture import is_vae_layer
+from probe.capture import split_vae_layers
 from probe.common import ToolkitError, atomic_dir, to_uint8
 from probe.images import Photo
 from probe.store import ActivationStore
@@ -209,7 +209,7 @@ def _mask_thumbnail(labels: np.ndarray, side: int) -> str:
 def denoiser_blocks(store: ActivationStore) -> list[str]:
     """The store's denoiser blocks: the explorer (and its in-page rule) leaves out VAE blocks,
     which the analysis figures show (`probe --vae`)."""
-    return [layer for layer in store.layers if not is_vae_layer(layer)]
+    return split_vae_layers(store.layers)[0]
 
 
 def check_profile_matches(profile: Profile, store: ActivationStore, source: str) -> None:

@@ -14,7 +14,7 @@ from analyses.figures import mask_overlays, pca_grid, score_curves
 from analyses.profile import Profile, load_profile, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
-from probe.capture import is_vae_layer
+from probe.capture import split_vae_layers
 from probe.common import TOOLKIT_VERSION, ToolkitError
 from probe.distributed import Ranks
 from probe.images import gather_images, load_photo
@@ -53,12 +53,13 @@ def score_store(
     analysis = analyse_store(store, cfg, mask_arrays, ref, client)
     picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
     attrs = store.attrs
+    blocks, vae = split_vae_layers(analysis.layers)
     profile = Profile(
         model=attrs.model,
         family=attrs.family,
         config_sha256=attrs.config_sha256,
-        layers=[layer for layer in analysis.layers if not is_vae_layer(layer)],
-        vae_layers=[layer for layer in analysis.layers if is_vae_layer(layer)],
+        layers=blocks,
+        vae_layers=vae,
         timesteps_probed=analysis.timesteps,
         collapse_layers=picks["collapse_layers"],
         anchor_layers=picks["anchor_layers"],

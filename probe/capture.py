@@ -109,6 +109,11 @@ def is_vae_layer(name: str) -> bool:
     return name.startswith(VAE_PREFIX)
 
 
+def split_vae_layers(layers: list[str]) -> tuple[list[str], list[str]]:
+    """(denoiser blocks, VAE encoder blocks) of a layer list, each in its given order."""
+    return [n for n in layers if not is_vae_layer(n)], [n for n in layers if is_vae_layer(n)]
+
+
 def vae_layout(x: torch.Tensor) -> torch.Tensor:
     """A VAE encoder block's output as `(B, F, H, W, C)`: image VAEs give `(B, C, H, W)` (one
     frame), video VAEs `(B, C, F, H, W)`."""

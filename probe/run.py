@@ -22,8 +22,8 @@ from probe.capture import (
     capture_vae,
     execution_order,
     frame_indices,
-    is_vae_layer,
     pool_spatial,
+    split_vae_layers,
     to_grid,
     trace_blocks,
 )
@@ -90,9 +90,9 @@ def probe_cells(
     denoiser block's token grid: every layer then shares the frame axis and compares position by
     position with the denoiser's (the VAE's own resolution is what IRA uses in protect).
     """
-    blocks = [name for name in layers if not is_vae_layer(name)]
+    blocks, vae_blocks = split_vae_layers(layers)
     with torch.no_grad():
-        with capture_vae(backbone, [n for n in layers if is_vae_layer(n)]) as vae:
+        with capture_vae(backbone, vae_blocks) as vae:
             cond = backbone.condition(pixels.to(backbone.device), video_frames)
         noise = torch.stack(
             [sample_noise(tuple(cond.clean.shape[1:]), s, i) for s, i in seeds_and_ids]
