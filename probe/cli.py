@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from probe.common import ToolkitError, cli_command, parse_ints
+from probe.common import MINI_JUDGES, ToolkitError, cli_command, parse_ints
 from probe.config import MODEL_DTYPES, STORAGE_CODECS, STORAGE_DTYPES
 from probe.config import ProbeConfig as P
 from probe.distributed import Ranks
@@ -37,11 +37,14 @@ def models() -> None:
     """List the built-in models and the supported families."""
     from probe.backbones import BUILTINS, FAMILIES, UNSUPPORTED, real_configs
     from probe.backbones.empty import source_hub
+    from probe.common import MINI_MODELS, MINI_WORLD, train_hint
 
     table = Table(title="built-in models")
     table.add_column("name")
     table.add_column("what it is")
     for name, what in BUILTINS.items():
+        if name in MINI_MODELS and not (MINI_MODELS[name] / "model_index.json").is_file():
+            what += f" (not in this checkout: `{train_hint(MINI_WORLD[name])}`)"
         table.add_row(name, what)
     for name, folder in real_configs().items():
         table.add_row(
@@ -259,30 +262,58 @@ def world_train(
 
 def world_card(
     model: str = typer.Option("mini-cogvideox", help="the mini model to measure"),
-    identity: Path = typer.Option(None, help="identity encoder folder; default the shipped one"),
+    identity: Path = typer.Option(None, help="identity judge folder; default the world's judge"),
     count: int = typer.Option(32, help="held-out portraits to measure on"),
     out: Path = typer.Option(None, help="model card path; default the model folder's README.md"),
+    profile: Path = typer.Option(
+        None,
+        help="a profile from `adapt MODEL PHOTOS --masks WORLD` on held-out portraits: adds the "
+        "layer gates (mask-probe spread, CKA to the first block)",
+    ),
 ) -> None:
-    """Measure the mini model on held-out portraits and regenerate its model card."""
-    from probe.world.card import write_card
+    """Measure the mini model on held-out portraits and regenerate its model card and gates."""
+    from probe.common import MINI_MODELS
+    from probe.world.card import layer_measures, write_card
 
-    path = write_card(model, identity, count, out)
-    console.print(f"wrote {path}")
+    if model not in MINI_MODELS:
+        raise ToolkitError(f"--model {model}: model cards are for {', '.join(MINI_MODELS)}")
+    if count < 2:
+        raise ToolkitError(f"--count {count}: at least 2 portraits (identities are compared)")
+    layers = None
+    if profile is not None:
+        # The card reads a profile (analyses' output) only here, at the command's edge.
+        from analyses.profile import load_profile
+        from probe.backbones import load_backbone
+
+        prof = load_profile(profile)
+        backbone = load_backbone(model)
+        prof.check_model(backbone.name, backbone.block_names(), backbone.config_sha256())
+        if not prof.masks:
+            raise ToolkitError(
+                f"{profile} was made without masks; run `anti-i2v adapt {model} PHOTOS --masks "
+                "WORLD --out DIR` on rendered portraits of this model's world"
+            )
+        layers = {**layer_measures(prof.scores, prof.layers), "profile": profile.name}
+    path, m = write_card(model, identity, count, out, layers)
+    console.print(
+        f"wrote {path}: "
+        + "; ".join(
+            f"{k} {g['value']:.3f} ({'pass' if g['passed'] else 'fail'})"
+            for k, g in m["gates"].items()
+        )
+    )
 
 
 def world_identity_card(
     identity: str = typer.Option(
-        "mini-identity", help="mini-identity, mini-identity-v1 or a judge folder"
+        "mini-identity", help=f"{', '.join(MINI_JUDGES)} or a judge folder"
     ),
     count: int = typer.Option(32, help="held-out portraits to measure on"),
 ) -> None:
     """Measure an identity judge against the face-recogniser gate and write its card (README.md)."""
-    from probe.common import MINI_IDENTITY, MINI_IDENTITY_V1
     from probe.world.identity_card import summary, write_judge_card
 
-    folder = {"mini-identity": MINI_IDENTITY, "mini-identity-v1": MINI_IDENTITY_V1}.get(
-        identity, Path(identity)
-    )
+    folder = MINI_JUDGES.get(identity, Path(identity))
     if not (folder / "identity_encoder.safetensors").is_file():
         raise ToolkitError(
             f"no identity judge in {folder}; train one with `anti-i2v world train --models identity`"
@@ -291,7 +322,7 @@ def world_identity_card(
         raise ToolkitError(
             f"--count {count}: at least 2 portraits (different identities are compared)"
         )
-    path, measures = write_judge_card(folder, count)
+    path, measures = write_judge_card(folder, count, identity if identity in MINI_JUDGES else None)
     console.print(f"wrote {path}: " + summary(measures))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from anti_i2v_cli import app
 from probe.backbones import load_backbone
 from probe.common import MINI_IDENTITY, MINI_PIPELINE, MINI_SVD_PIPELINE
+from probe.world.card import GATE, gate_results, layer_measures
 from probe.world.identity import load_identity_encoder
 from probe.world.render import (
     LABELS,
@@ -339,7 +341,7 @@ def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, mon
 
 
 @pytest.mark.slow  # trains every v2 stage for a few steps
-def test_training_v2_smoke(tmp_path):
+def test_training_v2_smoke(tmp_path, monkeypatch):
     res = CliRunner().invoke(
         app,
         ["world", "train", "--out", str(tmp_path), "--quick", "--world", "v2", "--device", "cpu",
@@ -354,3 +356,68 @@ def test_training_v2_smoke(tmp_path):
     assert not (tmp_path / ".checkpoints" / "vae").exists()  # the waiting VAE is cleared
     res = CliRunner().invoke(app, ["world", "train", "--out", str(tmp_path), "--world", "v2"])
     assert res.exit_code == 2 and "leave svd out of --models" in res.output
+    _v2_cards(tmp_path, monkeypatch)
+
+
+def _v2_cards(trained: Path, monkeypatch) -> None:
+    """The v2 cards, end to end on the smoke-trained models standing in for the shipped ones:
+    held-out v2 portraits, the world's own judge, and the layer gates from an adapted profile."""
+    from probe.common import MINI_JUDGES, MINI_MODELS
+
+    monkeypatch.setitem(MINI_MODELS, "mini-cogvideox-v2", trained / "mini-cogvideox-i2v")
+    monkeypatch.setitem(MINI_JUDGES, "mini-identity-world2", trained / "mini-identity")
+    run = CliRunner().invoke
+    world, photos, adapted = trained / "world", trained / "photos", trained / "adapt"
+    res = run(app, ["world", "render", "--world", "v2", "--count", "4", "--out", str(world),
+                    "--photos", str(photos)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = run(app, ["adapt", "mini-cogvideox-v2", str(photos), "--masks", str(world),
+                    "--timesteps", "300,700", "--out", str(adapted)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    card = trained / "card" / "README.md"
+    res = run(app, ["world", "card", "--model", "mini-cogvideox-v2", "--count", "2",
+                    "--out", str(card), "--profile", str(adapted / "profile.json")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    m = json.loads((card.parent / "card.json").read_text())
+    assert (m["world"], m["judge"]) == ("v2", "mini-identity")
+    assert set(m["gates"]) == set(GATE) and len(m["layers"]["mask_probe_by_block"]) == 12
+    assert m["layers"]["cka_first_by_block"]["transformer_blocks.0"] == pytest.approx(1, abs=1e-4)
+    assert "## Gates" in card.read_text() and "world train --world v2" in card.read_text()
+    res = run(app, ["world", "identity-card", "--identity", "mini-identity-world2", "--count", "2"])
+    assert res.exit_code == 0, res.output
+    judge = json.loads((trained / "mini-identity" / "card.json").read_text())
+    assert judge["world"] == "v2"
+    assert "# mini-identity-world2:" in (trained / "mini-identity" / "README.md").read_text()
+
+
+def test_card_gates_read_the_profile_scores_per_block():
+    scores = {
+        "mask_probe": {"a": [0.6, 0.8], "b": [0.75, 0.75], "c": [0.5, 0.5]},
+        "cka_first": {"a": [1.0, 1.0], "b": [0.5, 0.3], "c": [0.2, 0.6]},
+    }
+    layers = layer_measures(scores, ["a", "b", "c"])
+    assert layers["mask_probe_spread"] == pytest.approx(0.25)  # 0.75 (b) - 0.5 (c)
+    assert layers["min_cka_to_first_block"] == pytest.approx(0.4)  # b and c tie at 0.4
+    card = {
+        "psnr_generated_vs_truth": {"mean": 30.5},
+        "psnr_copy_first_frame": {"mean": 29.0},
+        "ism_source_vs_generated": {"mean": 0.89},
+        "layers": layers,
+    }
+    gates = gate_results(card)
+    assert {k: g["passed"] for k, g in gates.items()} == {
+        "psnr_gain_over_copy_db": True,  # 1.5 dB
+        "ism_source_vs_generated": False,  # 0.89 < 0.9
+        "mask_probe_spread": True,
+        "min_cka_to_first_block": False,  # 0.4 is not below 0.4
+    }
+    del card["layers"]
+    assert set(gate_results(card)) == {"psnr_gain_over_copy_db", "ism_source_vs_generated"}
+
+
+def test_card_refuses_a_profile_without_masks_and_other_models(tmp_path, tiny_profile):
+    run = CliRunner().invoke
+    res = run(app, ["world", "card", "--model", "tiny:cogvideox"])
+    assert res.exit_code == 2 and "model cards are for mini-cogvideox" in res.output
+    res = run(app, ["world", "card", "--profile", str(tiny_profile)])
+    assert res.exit_code == 2 and "tiny" in res.output  # made for another model

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
 from probe.backbones.base import Backbone, Conditioning
 from probe.backbones.empty import build_empty, has_weights, weights_needed
-from probe.common import MINI_MODELS, REAL_CONFIGS, ToolkitError
+from probe.common import MINI_MODELS, MINI_WORLD, REAL_CONFIGS, ToolkitError, train_hint
 
 __all__ = [
     "Backbone",
@@ -67,6 +67,8 @@ UNSUPPORTED = {
 BUILTINS: dict[str, str] = {
     "mini-cogvideox": "the shipped mini CogVideoX-I2V trained on the mini world (64x64, 9 frames)",
     "mini-svd": "the shipped mini SVD-style UNet trained on the same world (64x64, 9 frames)",
+    "mini-cogvideox-v2": "the mini CogVideoX-I2V of the v2 world (96x96 photo-like portraits, 12 "
+    "blocks, 9 frames)",
     **{f"tiny:{f}": f"{f} at diffusers' test size with seeded random weights" for f in FAMILIES},
 }
 
@@ -167,7 +169,7 @@ def _resolve(model: str) -> Path | None:
         if not (folder / "model_index.json").exists():
             raise ToolkitError(
                 f"the built-in model {name} is missing from {folder}: restore artifacts/ from git or run "
-                "`anti-i2v world train --out artifacts/models`"
+                f"`{train_hint(MINI_WORLD[name])}`"
             )
         return folder
     configs = real_configs()

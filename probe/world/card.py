@@ -10,20 +10,30 @@ import numpy as np
 import torch
 
 from probe.backbones import load_backbone
-from probe.common import MINI_IDENTITY, MINI_MODELS, ToolkitError, psnr
+from probe.common import (
+    MINI_JUDGES,
+    MINI_MODELS,
+    MINI_WORLD,
+    WORLD_JUDGE,
+    ToolkitError,
+    psnr,
+    train_hint,
+    write_text_atomic,
+)
 from probe.world.identity import load_identity_encoder
-from probe.world.render import identity_seeds, render_video, sample_identity, sample_motion
+from probe.world.render import identity_seeds
+from probe.world.training import portrait_clip
 
 
 def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: int = 25) -> dict:
-    """Generate from `count` held-out portraits; motion, identity and encoder-separation numbers."""
+    """Generate from `count` held-out portraits of the model's world; motion, identity and
+    encoder-separation numbers."""
     backbone = load_backbone(model)
     encoder = load_identity_encoder(identity_dir)
     gen_psnr, copy_psnr, sources, generated, truths = [], [], [], [], []
     started = time.time()
     for s in identity_seeds(count, seed, "heldout"):
-        rgb, _ = render_video(sample_identity(s), sample_motion(s), frames=backbone.default_frames)
-        truth = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255  # (F, 3, H, W)
+        truth = portrait_clip(s, backbone.default_frames, MINI_WORLD[model])  # (F, 3, H, W)
         video = backbone.generate(truth[0], steps=steps, seed=seed)
         gen_psnr.append(psnr(video[1:], truth[1:]))
         copy_psnr.append(psnr(truth[:1].expand_as(truth[1:]), truth[1:]))
@@ -54,7 +64,9 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
         }
 
     return {
-        "model": backbone.name,
+        "model": model,
+        "world": MINI_WORLD[model],
+        "judge": identity_dir.name,
         "heldout_identities": n,
         "steps": steps,
         "seed": seed,
@@ -67,6 +79,54 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
         "ism_same_identity_true_frames": stats(true_sim.numpy()),
         "ism_different_identity_true_frames": stats(cross_true.numpy()),
     }
+
+
+# The v2 card's gates (the mini-world-v2 issue): a testbed where layers differ and identity survives
+# generation. Each is (operator, bound); every card shows them, v1's too.
+GATE = {
+    "psnr_gain_over_copy_db": (">=", 1.0),  # mean generated PSNR minus mean copy-first-frame PSNR
+    "ism_source_vs_generated": (">=", 0.9),  # the mean, under the world's judge
+    "mask_probe_spread": (
+        ">=",
+        0.10,
+    ),  # max - min over blocks of the mask probe (balanced accuracy)
+    "min_cka_to_first_block": ("<", 0.4),  # the lowest block's linear CKA to the first block
+}
+
+
+def layer_measures(scores: dict[str, dict[str, list[float]]], blocks: list[str]) -> dict:
+    """The layer gates' measures from a profile's scores (measure -> layer -> per timestep).
+
+    Each block's score is its mean over the probed timesteps; `blocks` are the denoiser's.
+    """
+    probe = [float(np.mean(scores["mask_probe"][b])) for b in blocks]
+    cka = [float(np.mean(scores["cka_first"][b])) for b in blocks]
+    return {
+        "mask_probe_by_block": dict(zip(blocks, probe, strict=True)),
+        "cka_first_by_block": dict(zip(blocks, cka, strict=True)),
+        "mask_probe_spread": max(probe) - min(probe),
+        "min_cka_to_first_block": min(cka),
+    }
+
+
+def gate_results(m: dict) -> dict[str, dict]:
+    """Each gate's value, bound and verdict (gates whose measure is absent are left out)."""
+    values = {
+        "psnr_gain_over_copy_db": m["psnr_generated_vs_truth"]["mean"]
+        - m["psnr_copy_first_frame"]["mean"],
+        "ism_source_vs_generated": m["ism_source_vs_generated"]["mean"],
+        **{
+            k: m["layers"][k]
+            for k in ("mask_probe_spread", "min_cka_to_first_block")
+            if "layers" in m
+        },
+    }
+    out = {}
+    for name, value in values.items():
+        op, bound = GATE[name]
+        ok = value >= bound if op == ">=" else value < bound
+        out[name] = {"value": value, "gate": f"{op} {bound}", "passed": bool(ok)}
+    return out
 
 
 DESCRIPTIONS = {
@@ -91,6 +151,16 @@ DESCRIPTIONS = {
             "path as SVD (diffusers notes the VAE class differs from SVD's; it decodes either).",
         ],
     ),
+    "mini-cogvideox-v2": (
+        "mini-cogvideox-v2 (mini-cogvideox-i2v of the v2 world)",
+        [
+            "A larger mini CogVideoX image-to-video pipeline for the v2 world's photo-like 96x96 portraits",
+            "(`anti-i2v world render --world v2`): a 3-level `AutoencoderKLCogVideoX` (24x24 latents) and a",
+            "12-block, 192-wide `CogVideoXTransformer3DModel` on 12x12 tokens per latent frame, 9 frames,",
+            "trained from scratch by `anti-i2v world train --world v2`. Like mini-cogvideox it has no text",
+            "encoder and loads through `CogVideoXImageToVideoPipeline.from_pretrained`.",
+        ],
+    ),
 }
 
 
@@ -101,6 +171,26 @@ def render_card(m: dict) -> str:
         return f"| {label} | {s['mean']:.3f} | {s['std']:.3f} | {s['p05']:.3f} | {s['p95']:.3f} |"
 
     title, about = DESCRIPTIONS[m["model"]]
+    gates = gate_results(m)
+    gate_rows = [
+        f"| {k} | {g['value']:.3f} | {g['gate']} | {'pass' if g['passed'] else '**fail**'} |"
+        for k, g in gates.items()
+    ]
+    layer_note = (
+        [
+            f"Layer measures from `{m['layers']['profile']}` (`anti-i2v adapt --masks` on held-out "
+            "portraits of this world), each block's mean over the probed timesteps:",
+            "",
+            "| block | mask probe | CKA to first block |",
+            "|---|---|---|",
+            *(
+                f"| {b} | {v:.3f} | {m['layers']['cka_first_by_block'][b]:.3f} |"
+                for b, v in m["layers"]["mask_probe_by_block"].items()
+            ),
+        ]
+        if "layers" in m
+        else ["The layer gates need `--profile` (a profile made by `adapt --masks` on this world)."]
+    )
     return "\n".join(
         [
             f"# {title}",
@@ -109,6 +199,14 @@ def render_card(m: dict) -> str:
             "",
             f"Measured by `anti-i2v world card` on {m['heldout_identities']} held-out identities (never seen in",
             f"training), {m['steps']} sampling steps, seed {m['seed']}, {m['seconds_per_video']:.1f} s per video on this machine.",
+            "",
+            "## Gates",
+            "",
+            "| measure | value | gate | |",
+            "|---|---|---|---|",
+            *gate_rows,
+            "",
+            *layer_note,
             "",
             "## Motion: generated frames 2..N against the true rendered continuation",
             "",
@@ -132,10 +230,10 @@ def render_card(m: dict) -> str:
             row("same identity, true frames 2..N vs frame 1", m["ism_same_identity_true_frames"]),
             row("different identities, true frames", m["ism_different_identity_true_frames"]),
             "",
-            "The identity encoder (`../mini-identity/`) is the mini world's ArcFace: a small CNN trained with a",
-            "CosFace loss on renders of training identities under motion, blinks, blur and noise.",
+            f"The identity judge (`{m['judge']}`) is the mini world's ArcFace: a small CNN trained with a",
+            "CosFace loss on renders of training identities under motion and a face recogniser's augmentations.",
             "",
-            f"Regenerate: `anti-i2v world card --model {m['model']}`. Retrain: `anti-i2v world train --out artifacts/models`.",
+            f"Regenerate: `anti-i2v world card --model {m['model']}`. Retrain: `{train_hint(m['world'])}`.",
             "",
         ]
     )
@@ -146,15 +244,30 @@ def write_card(
     identity: Path | None = None,
     count: int = 32,
     out: Path | None = None,
-) -> Path:
-    """Measure and write the card (README.md) plus the numbers (card.json) beside it."""
+    layers: dict | None = None,
+) -> tuple[Path, dict]:
+    """Measure and write the card (README.md) plus the numbers (card.json) beside it.
+
+    Args:
+        model: a built-in mini model (`MINI_MODELS`).
+        identity: judge folder; default the model's world's judge.
+        count: held-out portraits to generate from.
+        out: the card's path; default the model folder's README.md.
+        layers: `layer_measures(...)` plus `profile` (its name), for the layer gates.
+
+    Returns:
+        The card's path and the measured numbers (with `gates`).
+    """
     if model not in MINI_MODELS:
         raise ToolkitError(
             f"model cards are for the shipped mini models ({', '.join(MINI_MODELS)}), not {model!r}"
         )
-    m = measure(model, identity or MINI_IDENTITY, count)
+    m = measure(model, identity or MINI_JUDGES[WORLD_JUDGE[MINI_WORLD[model]]], count)
+    if layers is not None:
+        m["layers"] = layers
+    m["gates"] = gate_results(m)
     out = out or (MINI_MODELS[model] / "README.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    (out.parent / "card.json").write_text(json.dumps(m, indent=2))
-    out.write_text(render_card(m))
-    return out
+    write_text_atomic(out.parent / "card.json", json.dumps(m, indent=2) + "\n")
+    write_text_atomic(out, render_card(m))
+    return out, m

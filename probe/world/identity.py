@@ -1,6 +1,6 @@
 """The mini identity encoder: the mini world's stand-in for ArcFace.
 
-A small CNN maps a 64x64 portrait frame to a unit-length embedding; cosine similarity of two
+A small CNN maps a portrait frame (64x64 in v1, 96x96 in v2) to a unit-length embedding; cosine similarity of two
 embeddings is the identity similarity (ISM). It is trained on renders to be invariant to the
 head's motion, blinks and mouth (see :mod:`probe.world.train`).
 """
@@ -22,9 +22,11 @@ CONFIG = "identity_encoder.json"
 class IdentityEncoder(nn.Module):
     """Frames `(N, 3, H, W)` in [0, 1] -> unit embeddings `(N, dim)`."""
 
-    def __init__(self, dim: int = 64, width: int = 24, size: int = 64):
+    def __init__(self, dim: int = 64, width: int = 24, size: int = 64, world: str = "v1"):
         super().__init__()
-        self.config = {"dim": dim, "width": width, "size": size}
+        # `world`: the mini world it was trained on (its card renders that world); the judges
+        # saved before v2 existed have no such key and are v1's.
+        self.config = {"dim": dim, "width": width, "size": size, "world": world}
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(

@@ -17,8 +17,9 @@ import torch
 
 from probe.common import write_text_atomic
 from probe.world.identity import load_identity_encoder
-from probe.world.render import identity_seeds, render_video, sample_identity, sample_motion
+from probe.world.render import identity_seeds
 from probe.world.robust import smooth_field
+from probe.world.training import portrait_clip
 
 GATE = {
     "same_identity_across_frames": (">=", 0.95),
@@ -31,13 +32,8 @@ GATE = {
 def measure_judge(folder: Path, count: int = 32, seed: int = 0) -> dict:
     """Every gate measure of the judge in `folder`, on `count` held-out portraits (deterministic)."""
     encoder = load_identity_encoder(folder)
-    clips = [
-        torch.from_numpy(render_video(sample_identity(s), sample_motion(s))[0])
-        .permute(0, 3, 1, 2)
-        .float()
-        / 255
-        for s in identity_seeds(count, seed, "heldout")
-    ]
+    world = encoder.config["world"]  # the world it was trained on is the one it is judged on
+    clips = [portrait_clip(s, world=world) for s in identity_seeds(count, seed, "heldout")]
     firsts = torch.stack([c[0] for c in clips])  # (N, 3, H, W)
     gen = torch.Generator().manual_seed(seed)
     # Only a* and b* move, each image by exactly 8 units at its peak, as a colour cloak would.
@@ -62,6 +58,7 @@ def measure_judge(folder: Path, count: int = 32, seed: int = 0) -> dict:
     }
     return {
         "judge": folder.name,
+        "world": world,
         "heldout_identities": count,
         "seed": seed,
         **values,
@@ -80,17 +77,22 @@ def _ab_field(x: torch.Tensor, units: float, gen: torch.Generator) -> torch.Tens
     return kornia.color.lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] + field], dim=1), clip=True)
 
 
-def write_judge_card(folder: Path, count: int = 32) -> tuple[Path, dict]:
-    """Measure the judge and write `folder/README.md` (the card) and `folder/card.json`; returns both."""
+def write_judge_card(folder: Path, count: int = 32, name: str | None = None) -> tuple[Path, dict]:
+    """Measure the judge and write `folder/README.md` (the card) and `folder/card.json`; returns both.
+
+    `name`: what `--identity` calls it (a built-in's name; default the folder's name).
+    """
     m = measure_judge(folder, count)
+    name = name or folder.name
     rows = "\n".join(
         f"| {k} | {m[k]:.3f} | {op} {bound} | {'pass' if m['passed'][k] else '**fail**'} |"
         for k, (op, bound) in GATE.items()
     )
-    text = f"""# {folder.name}: the mini world's identity judge
+    text = f"""# {name}: the mini world's identity judge ({m["world"]} world)
 
 Frames `(N, 3, H, W)` in [0, 1] -> unit embeddings; ISM is their cosine. Measured on
-{m["heldout_identities"]} held-out portraits by `anti-i2v world identity-card --identity {folder.name}`.
+{m["heldout_identities"]} held-out portraits of the {m["world"]} world by
+`anti-i2v world identity-card --identity {name}`.
 
 | measure | value | gate | |
 |---|---|---|---|

@@ -214,7 +214,8 @@ def train_identity_encoder(
     clips = render_clips(seeds, cfg.id_clips, cfg.world)  # (I*K, F, H, W, 3)
     size = world_size(cfg.world)
     frames = clips.reshape(len(seeds), -1, size, size, 3)  # (I, K*F, H, W, 3)
-    model = IdentityEncoder(size=size, width=24 if cfg.world == "v1" else 32).to(device).train()
+    width = 24 if cfg.world == "v1" else 32
+    model = IdentityEncoder(size=size, width=width, world=cfg.world).to(device).train()
     classes = (
         F.normalize(torch.randn(len(seeds), model.config["dim"]), dim=-1)
         .to(device)

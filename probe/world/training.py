@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from probe.common import atomic_path
-from probe.world.render import SIZE, render_sample
+from probe.world.render import FRAMES, SIZE, render_sample
 from probe.world.render_v2 import SIZE_V2
 
 console = Console(stderr=True)
@@ -69,6 +69,11 @@ def render_clips(
         for m in range(motions_per_identity)
     ]
     return torch.from_numpy(np.stack(clips))
+
+
+def portrait_clip(seed: int, frames: int = FRAMES, world: str = "v1") -> torch.Tensor:
+    """Identity `seed` in its own motion (the cards' held-out clips): float `(F, 3, H, W)` in [0, 1]."""
+    return torch.from_numpy(render_sample(seed, seed, frames, world)[0]).permute(0, 3, 1, 2) / 255
 
 
 def drop_checkpoint(checkpoints: tuple[Path | None, int], stage: str) -> None:

@@ -4,6 +4,8 @@
 - nothing or `mini-identity`: the mini world's v2 judge (`artifacts/models/mini-identity`),
   trained with a face recogniser's augmentations so colour shifts do not read as identity;
 - `mini-identity-v1`: the first mini judge, which reads colour too (kept to compare);
+- `mini-identity-world2`: judge v2's recipe trained on the v2 world's 96x96 portraits (use it
+  with `mini-cogvideox-v2`);
 - a folder holding an encoder in that format (`identity_encoder.safetensors` + `.json`);
 - `dlib`: dlib's face-recognition ResNet for real photos, offline (see `DlibFace`);
 - `facenet:PATH`: facenet-pytorch's InceptionResnetV1 (512-d, the VGGFace2 or CASIA-WebFace
@@ -25,11 +27,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from probe.common import MINI_IDENTITY, MINI_IDENTITY_V1, ToolkitError, to_uint8
+from probe.common import MINI_IDENTITY, MINI_JUDGES, ToolkitError, to_uint8
 from probe.world.identity import load_identity_encoder
 
-# Built-in mini-world judges by name: v2 (the default) rests on shape, v1 reads colour too.
-MINI_IDENTITY_JUDGES = {"mini-identity": MINI_IDENTITY, "mini-identity-v1": MINI_IDENTITY_V1}
 # Frames (N, 3, H, W) in [0, 1] -> unit (N, D)
 IdentityModel = Callable[[torch.Tensor], torch.Tensor]
 FACENET_SIZE = 160
@@ -145,7 +145,7 @@ class DlibFace:
 
 def judge_name(spec: str) -> str:
     """How a judge is named in results: built-in names as given, a folder by its name (no user path)."""
-    if spec in MINI_IDENTITY_JUDGES or spec == "dlib":
+    if spec in MINI_JUDGES or spec == "dlib":
         return spec
     if spec.startswith("facenet:"):
         return "facenet"
@@ -158,9 +158,7 @@ def load_identity(spec: str | None) -> IdentityModel:
         return DlibFace()
     if spec and spec.startswith("facenet:"):
         return load_facenet(Path(spec.removeprefix("facenet:")))
-    folder = MINI_IDENTITY_JUDGES.get(
-        spec or "mini-identity", Path(spec) if spec else MINI_IDENTITY
-    )
+    folder = MINI_JUDGES.get(spec or "mini-identity", Path(spec) if spec else MINI_IDENTITY)
     try:
         return load_identity_encoder(folder)
     except FileNotFoundError as exc:
