@@ -24,6 +24,7 @@ import numpy as np
 
 from analyses.ablation import ablation_variants
 from analyses.profile import load_profile, save_profile
+from probe.common import MINI_WORLD, WORLD_JUDGE
 from probe.world.render import render_dataset
 from protect.config import EvaluateConfig, ProtectConfig
 from protect.evaluate.metrics import bootstrap_ci
@@ -31,7 +32,8 @@ from protect.evaluate.run import evaluate
 from protect.run import run_protect
 
 OBJECTIVES = {"irc-ira": ("irc", "ira"), "full": None}  # None: the method's own terms
-JUDGES = ("mini-identity", "mini-identity-v1")
+# Each world's judges: v1's colour-robust judge and its first judge; the v2 world's own judge.
+JUDGES = {"v1": ("mini-identity", "mini-identity-v1"), "v2": (WORLD_JUDGE["v2"],)}
 
 
 def drops(results: Path) -> dict[tuple[str, str], dict[str, float]]:
@@ -79,13 +81,17 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     photos = out / "photos"
-    render_dataset(out / "world", args.count, 7, "heldout", photos=photos)
     profile = load_profile(Path(args.profile))
+    # Held-out portraits of the world the profile's model was trained on, judged by its judges.
+    world = MINI_WORLD.get(profile.model, "v1")
+    judges = JUDGES[world]
+    render_dataset(out / "world", args.count, 7, "heldout", photos=photos, world=world)
     variants = ablation_variants(profile, args.random, args.seed)
     for name, variant in variants.items():
         save_profile(variant, out / "profiles" / f"{name}.json")
     summary = {
         "profile": Path(args.profile).name,
+        "world": world,
         "steps": args.steps,
         "layers": {
             n: {"collapse": v.collapse_layers, "anchors": v.anchor_layers}
@@ -114,14 +120,14 @@ def main() -> None:
                 protected=tuple(folders),
                 out=str(out / f"eval-{objective}"),
                 distortions=(),
-                identity=JUDGES,
+                identity=judges,
             )
         )
         per = drops(report / "results.csv")
         summary[objective] = {
-            judge: compare({v: per[judge, v] for v in variants}, args.random) for judge in JUDGES
+            judge: compare({v: per[judge, v] for v in variants}, args.random) for judge in judges
         }
-        for judge in JUDGES:
+        for judge in judges:
             s = summary[objective][judge]
             print(
                 f"\n{objective}, judge {judge}: {s['n']} photos, median random = {s['median_random']}"
