@@ -269,6 +269,11 @@ def train_hint(world: str) -> str:
     )
 
 
+def is_url(where: str | Path) -> bool:
+    """Whether a store or output argument is an fsspec URL (`s3://...`) rather than a local path."""
+    return "://" in str(where)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two tensors of one shape in [0, 1] (inf when identical)."""
     import math

@@ -37,7 +37,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
-from probe.common import ToolkitError, check_writable_dir
+from probe.common import ToolkitError, check_writable_dir, is_url
 from probe.config import STORAGE_CODECS
 
 SCHEMA = "anti-i2v.activations/1"
@@ -112,11 +112,6 @@ class StoreAttrs:
         """The identity fields in which `other` differs (empty: the same run)."""
         mine, theirs = self.to_json(), other.to_json()
         return [k for k in self.IDENTITY if mine[k] != theirs[k]]
-
-
-def is_url(where: str | Path) -> bool:
-    """Whether a store argument is an fsspec URL (`s3://...`) rather than a local path."""
-    return "://" in str(where)
 
 
 def store_name(where: str | Path) -> str:

@@ -23,8 +23,12 @@ def protect(
     profile: Path = typer.Option(
         None, help="layer profile from `anti-i2v adapt` (needed for irc/ira)"
     ),
-    out: Path = typer.Option(
-        ..., "--out", help="folder for cloaked PNGs and sidecars (not an input folder)"
+    # A string, not a Path: a Path would fold s3://bucket into s3:/bucket.
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="folder or fsspec URL (s3://bucket/cloaks) for cloaked PNGs and sidecars "
+        "(not an input folder)",
     ),
     method: str = typer.Option(D.method, help=f"one of {', '.join(METHODS)}"),
     steps: int = typer.Option(D.steps, help="optimisation steps"),

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from probe.common import ToolkitError
+from probe.common import ToolkitError, is_url
 from probe.config import MODEL_DTYPES, OFFLOADS, check_timesteps
 from protect.methods import LOSS_TERMS, METHODS
 
@@ -121,6 +121,11 @@ class ProtectConfig:
         if members and not METHODS[self.method].optimises:
             raise ToolkitError(
                 f"--ensemble: {self.method} does not optimise against a model; leave --ensemble out"
+            )
+        if self.in_place and is_url(self.out):
+            raise ToolkitError(
+                f"--in-place --out {self.out}: in place keeps each original beside its cloak on "
+                "this disk; give a local --out, or leave --in-place out"
             )
         if self.reference_steps < 1 or self.work_max_side < MIN_SIDE:
             raise ToolkitError("reference_steps must be >= 1 and work_max_side >= 16")

@@ -63,20 +63,23 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def plan_jobs(inputs: list[Path], out: Path, in_place: bool = False) -> list[Job]:
+def plan_jobs(inputs: list[Path], out: Path | None, in_place: bool = False) -> list[Job]:
     """The photos to cloak and their output names; refuses unsafe or ambiguous requests.
+
+    `out`: the local output folder; None for a URL, which no local input can be inside.
 
     Raises:
         ToolkitError: `out` would overwrite inputs (without `in_place`), or two inputs share a
             cloak name.
     """
-    out_r = out.resolve()
+    out_r = out.resolve() if out is not None else None
     folders = [p.resolve() for p in inputs if p.is_dir()]
     parents = [p.resolve().parent for p in inputs if p.is_file()]
-    clash = next((f for f in folders if _inside(out_r, f)), None) or next(
-        (d for d in parents if d == out_r), None
+    clash = out_r and (
+        next((f for f in folders if _inside(out_r, f)), None)
+        or next((d for d in parents if d == out_r), None)
     )
-    if clash is not None and not in_place:
+    if clash and not in_place:
         raise ToolkitError(
             f"--out {out} is inside the input folder {clash}: cloaks would replace the original "
             "photos. Choose another --out, or pass --in-place to keep each original as "
@@ -100,7 +103,7 @@ def plan_jobs(inputs: list[Path], out: Path, in_place: bool = False) -> list[Job
         name = Path(p.stem).stem if is_kept else p.stem
         if name in by_name:
             raise ToolkitError(
-                f"{by_name[name]} and {p} would both be cloaked as {out / (name + '.png')}; "
+                f"{by_name[name]} and {p} would both be cloaked as {name}.png; "
                 "rename one, or cloak them into different --out folders"
             )
         by_name[name] = p

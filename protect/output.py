@@ -1,14 +1,18 @@
-"""Writing cloaked photos: lossless PNG, no metadata, at the original size and orientation."""
+"""Writing cloaked photos: lossless PNG, no metadata, at the original size and orientation; to a
+local folder or an fsspec URL."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
 from PIL import Image
 
-from probe.common import atomic_path, to_uint8
+from probe.common import atomic_path, is_url, to_uint8
 
 
 def write_png(image: torch.Tensor, path: Path) -> Path:
@@ -22,3 +26,47 @@ def write_png_uint8(pixels: np.ndarray, path: Path) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(pixels, "RGB").save(tmp, format="PNG", optimize=False)
     return path
+
+
+class CloakFolder:
+    """Where a run's cloaks go: a local folder, or an fsspec URL (`s3://bucket/cloaks`, ...).
+
+    Every file is first written under `local` with the toolkit's atomic writes. At a URL `local`
+    is a private staging folder, and `publish` then uploads a photo's files with fsspec, the
+    sidecar last: an object store's PUT is atomic, so the sidecar's presence at the URL still
+    means done, and a resumed run reads the URL to skip finished photos. No lock spans machines
+    (object stores have none): ranks of one torchrun never share a photo, but two separate runs
+    into one URL can both cloak a photo (the later upload wins, with the same bytes).
+    """
+
+    def __init__(self, where: str | Path):
+        self.where = str(where)
+        self.url = is_url(where)
+        if self.url:
+            self.fs, self.root = fsspec.core.url_to_fs(self.where)
+            self.local = Path(tempfile.mkdtemp(prefix="anti-i2v-cloaks-"))
+        else:
+            self.local = Path(where)
+
+    def done_sidecar(self, name: str) -> Path | None:
+        """The local path of NAME's sidecar when NAME's cloak and sidecar are both at the
+        destination (fetched from a URL first), else None."""
+        side = self.local / f"{name}.json"
+        if not self.url:
+            return side if (self.local / f"{name}.png").exists() else None
+        remote = f"{self.root}/{name}"
+        if not (self.fs.exists(f"{remote}.png") and self.fs.exists(f"{remote}.json")):
+            return None
+        self.fs.get_file(f"{remote}.json", str(side))
+        return side
+
+    def publish(self, files: list[str]) -> None:
+        """Upload these files of `local` to the URL in order (nothing to do for a local folder)."""
+        if self.url:
+            for name in files:
+                self.fs.put_file(str(self.local / name), f"{self.root}/{name}")
+
+    def close(self) -> None:
+        """Remove the staging folder of a URL (everything in it is uploaded or cached work)."""
+        if self.url:
+            shutil.rmtree(self.local, ignore_errors=True)

@@ -34,6 +34,7 @@ from probe.common import (
     atomic_path,
     cached_tensors,
     check_writable_dir,
+    is_url,
     pick_device,
     progress_bar,
     to_uint8,
@@ -41,13 +42,14 @@ from probe.common import (
 )
 from probe.distributed import Ranks, process_group
 from probe.images import Photo, load_photo, to_chw_float
+from probe.store import check_location
 from protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
 from protect.evaluate.metrics import ssim
 from protect.inputs import Job, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, PROFILE_TERMS, method_weights
 from protect.objective import EnsembleObjective, ModelObjective, ObjectiveSpec, clip_frames_for
-from protect.output import write_png_uint8
+from protect.output import CloakFolder, write_png_uint8
 from protect.perceptual import load_lpips
 from protect.sidecar import Sidecar
 from protect.spaces import Space, budget_used
@@ -397,14 +399,20 @@ class Cloaker:
 
     backbone: Backbone
     run: Run
-    out: Path
+    dest: CloakFolder  # where cloaks go; work files (the reference cache) stay under dest.local
     target: torch.Tensor | None = None  # IRA / latent-pull target at working size
     lpips_model: object = None
     members: Sequence[Backbone] = ()  # the --ensemble models, in `run.members` order
 
     def cloak(self, photos: list[Photo]) -> list[tuple[np.ndarray, Sidecar]]:
         return cloak_photos(
-            photos, self.backbone, self.run, self.out, self.target, self.lpips_model, self.members
+            photos,
+            self.backbone,
+            self.run,
+            self.dest.local,
+            self.target,
+            self.lpips_model,
+            self.members,
         )
 
 
@@ -422,8 +430,12 @@ def prepare_run(
     Raises:
         ToolkitError: with one line, before any photo is touched.
     """
-    jobs = plan_jobs([Path(p) for p in cfg.images], Path(cfg.out), cfg.in_place)
-    check_writable_dir(Path(cfg.out))
+    url = is_url(cfg.out)
+    jobs = plan_jobs([Path(p) for p in cfg.images], None if url else Path(cfg.out), cfg.in_place)
+    if url:
+        check_location(cfg.out)  # the file system is installed and the bucket reachable
+    else:
+        check_writable_dir(Path(cfg.out))
     profile = load_profile(Path(cfg.profile)) if cfg.profile else None
     run = Run.resolve(cfg, profile).with_members()
     if cfg.target:
@@ -468,12 +480,12 @@ def run_protect(
                     "or another output of this toolkit"
                 )
             return []
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
+        dest = CloakFolder(cfg.out)
+        dest.local.mkdir(parents=True, exist_ok=True)
         cloaker = Cloaker(
             backbone=backbones[0],
             run=run,
-            out=out,
+            dest=dest,
             target=load_photo(Path(cfg.target)).work_pixels(cfg.work_max_side)
             if cfg.target
             else None,
@@ -493,16 +505,19 @@ def run_protect(
                 on_result(result)
             progress.advance(task)
 
-        with progress_bar(console, ranks.is_main) as progress:
-            total = sum(map(len, batches))
-            task = progress.add_task(f"{cfg.method} on {backbones[0].name}", total=total)
-            for batch in batches:
-                _protect_batch(batch, cloaker, report)
+        try:
+            with progress_bar(console, ranks.is_main) as progress:
+                total = sum(map(len, batches))
+                task = progress.add_task(f"{cfg.method} on {backbones[0].name}", total=total)
+                for batch in batches:
+                    _protect_batch(batch, cloaker, report)
+        finally:
+            dest.close()
         by_name = {r.name: r for part in ranks.gather(results) for r in part}
         return [by_name[job.name] for job in jobs]
 
 
-def _ready(job: Job, run: Run, out: Path) -> Photo | PhotoResult:
+def _ready(job: Job, run: Run, dest: CloakFolder) -> Photo | PhotoResult:
     """The job's photo if it is to be cloaked now, else why not (unreadable, too small, done)."""
     try:
         photo = load_photo(job.source)
@@ -515,8 +530,8 @@ def _ready(job: Job, run: Run, out: Path) -> Photo | PhotoResult:
             f"too small to protect ({photo.size[1]}x{photo.size[0]} px; "
             f"at least {MIN_SIDE} px a side)",
         )
-    side_path, png_path = out / f"{job.name}.json", out / f"{job.name}.png"
-    old = Sidecar.read(side_path) if png_path.exists() else None
+    side_path = dest.done_sidecar(job.name)
+    old = Sidecar.read(side_path) if side_path is not None else None
     if old is not None and run.matches(old, photo):
         return PhotoResult(job.name, "skipped", "already cloaked with these settings", old)
     return photo
@@ -526,15 +541,15 @@ def _protect_batch(jobs: list[Job], cloaker: Cloaker, report) -> None:
     """Up to --batch-size photos: skip, refuse, or cloak (photos of one working size together)
     and write; each photo's result goes to `report` as it is known. Never raises for a photo's
     own fault."""
-    run, out = cloaker.run, cloaker.out
+    run, dest = cloaker.run, cloaker.dest
     with contextlib.ExitStack() as locks:
         groups: dict[tuple, list[tuple[Job, Photo]]] = {}
         for job in jobs:
-            photo = _ready(job, run, out)
+            photo = _ready(job, run, dest)
             if isinstance(photo, PhotoResult):
                 report(photo)
                 continue
-            if not locks.enter_context(photo_lock(out, job.name)):
+            if not locks.enter_context(photo_lock(dest.local, job.name)):
                 report(PhotoResult(job.name, "skipped", "another run is cloaking it now"))
                 continue
             size = tuple(photo.work_pixels(run.cfg.work_max_side).shape)
@@ -546,7 +561,7 @@ def _protect_batch(jobs: list[Job], cloaker: Cloaker, report) -> None:
                     _cloak_alone(job, photo, cloaker, report)
                 continue
             for (job, _), (cloak, sidecar) in zip(group, done, strict=True):
-                report(_write(job, cloak, sidecar, run, out))
+                report(_write(job, cloak, sidecar, run, dest))
 
 
 def _cloak_together(group, cloaker: Cloaker) -> list | None:
@@ -567,11 +582,14 @@ def _cloak_alone(job, photo, cloaker: Cloaker, report) -> None:
     except DivergedError as exc:
         report(PhotoResult(job.name, "failed", f"{exc}; try a smaller --alpha or fewer loss terms"))
         return
-    report(_write(job, cloak, sidecar, cloaker.run, cloaker.out))
+    report(_write(job, cloak, sidecar, cloaker.run, cloaker.dest))
 
 
-def _write(job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, out: Path) -> PhotoResult:
+def _write(
+    job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, dest: CloakFolder
+) -> PhotoResult:
     """Write one cloak (PNG, loss curve, then the sidecar, whose presence means done)."""
+    out = dest.local
     # In place: the original moves aside before its name is reused.
     if job.keep_original_as is not None:
         if job.keep_original_as.exists():
@@ -584,6 +602,7 @@ def _write(job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, out: Path) -
     _loss_curve(sidecar.losses, out / f"{job.name}.loss.png")
     # The sidecar is written last: its presence means done.
     write_text_atomic(out / f"{job.name}.json", json.dumps(sidecar.to_json(), indent=1))
+    dest.publish([f"{job.name}.png", f"{job.name}.loss.png", f"{job.name}.json"])
     return PhotoResult(job.name, "done", sidecar=sidecar)
 
 

@@ -97,3 +97,32 @@ def test_missing_bucket_or_protocol_is_one_line_before_the_model_loads(s3, portr
         # the model name is bad too: the location is refused first, before the model is looked up
         assert res.exit_code == 2 and why in res.output, res.output
         assert len(res.output.strip().splitlines()) <= 2
+
+
+@pytest.mark.slow  # three small protect runs, two of them through the S3 server
+def test_protect_to_s3_writes_the_local_bytes_and_resumes_from_the_bucket(s3, portraits, tmp_path):
+    args = ["protect", "tiny:cogvideox", str(portraits), "--method", "rgb-pgd", "--steps", "2"]
+    local = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    url = "s3://acts/cloaks"
+    first = CliRunner().invoke(app, [*args, "--out", url])
+    assert first.exit_code == 0, first.output
+    names = sorted(p.name for p in (tmp_path / "local").iterdir() if not p.name.startswith("."))
+    assert sorted(p.rsplit("/", 1)[1] for p in s3.ls("acts/cloaks")) == names
+    for png in (tmp_path / "local").glob("*.png"):
+        assert s3.cat(f"acts/cloaks/{png.name}") == png.read_bytes()  # the same cloak, byte for byte
+    # An interrupted run leaves a cloak without its sidecar: only that photo is done again.
+    s3.rm("acts/cloaks/p20.json")
+    again = CliRunner().invoke(app, [*args, "--out", url])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("already cloaked") == 2 and s3.exists("acts/cloaks/p20.json")
+    assert s3.cat("acts/cloaks/p20.png") == (tmp_path / "local" / "p20.png").read_bytes()
+
+
+def test_protect_to_a_url_is_checked_before_any_model_work(s3, portraits, no_model):
+    for extra, why in (
+        (["--out", "s3://no-such-bucket/cloaks"], "bucket no-such-bucket does not exist"),
+        (["--out", "s3://acts/c", "--in-place"], "give a local --out"),
+    ):
+        res = CliRunner().invoke(app, ["protect", "tiny:cogvideox", str(portraits), *extra])
+        assert res.exit_code == 2 and why in res.output, res.output
