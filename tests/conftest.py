@@ -12,10 +12,15 @@ from PIL import Image
 from probe.backbones import FAMILIES, load_backbone
 from probe.world.render import render_video, sample_identity, sample_motion
 
-# Two threads on the 2-core CI machine; OMP_NUM_THREADS=1 when other work shares the cores: torch's
-# OpenMP threads spin on each other at every op, and a descheduled one stalls the rest (a 2-thread
-# training step ran 45x slower beside one busy core, a 1-thread step at full speed).
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+# The cores shared out among pytest-xdist's workers (`make test` runs two on the 2-core CI machine),
+# or OMP_NUM_THREADS when other work shares the cores: torch's OpenMP threads spin on each other at
+# every op, and a descheduled one stalls the rest (a 2-thread training step ran 45x slower beside
+# one busy core, a 1-thread step at full speed). Set in the environment too, for the processes
+# tests start (torchrun ranks, fresh-process measurements).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = int(os.environ.get("OMP_NUM_THREADS", max(1, (os.cpu_count() or 2) // _WORKERS)))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 # The suite is offline by design (no weights can be fetched here or in CI): without this, LPIPS
 # waits about 8 s for a DNS failure in every process that asks for it.
 os.environ.setdefault("ANTI_I2V_OFFLINE", "1")

@@ -547,7 +547,7 @@ def test_protect_memory_is_flat_in_photo_size(tmp_path):
             [sys.executable, "-c", script, str(side), str(folder)],
             capture_output=True,
             text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "2"},
+            env=dict(os.environ),  # the threads conftest gives this worker
             timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
