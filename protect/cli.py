@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from probe.common import cli_command, parse_floats, parse_ints
+from probe.common import cli_command, is_url, parse_floats, parse_ints
 from probe.config import MODEL_DTYPES
 from protect.config import SPACES
 from protect.config import EvaluateConfig as E
@@ -153,8 +153,11 @@ def evaluate(
         help="folder of protected photos, one per method; NAME=DIR names its row "
         "(default: the method, read from its sidecars)",
     ),
-    out: Path = typer.Option(
-        ..., "--out", help="report folder: results.csv, summary.json, index.html"
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="report folder or fsspec URL (s3://bucket/report): results.csv, summary.json, "
+        "index.html",
     ),
     seeds: int = typer.Option(E.seeds, help="generation seeds per photo"),
     distortions: str = typer.Option(
@@ -213,7 +216,8 @@ def evaluate(
         profiles=tuple(map(str, profile)),
     )
     path = run(cfg)
-    console.print(f"report: {path / 'index.html'}")
+    shown = f"{out.rstrip('/')}/index.html" if is_url(out) else path / "index.html"
+    console.print(f"report: {shown}")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,23 +28,25 @@ def write_png_uint8(pixels: np.ndarray, path: Path) -> Path:
     return path
 
 
-class CloakFolder:
-    """Where a run's cloaks go: a local folder, or an fsspec URL (`s3://bucket/cloaks`, ...).
+class OutputFolder:
+    """Where a command's outputs go: a local folder, or an fsspec URL (`s3://bucket/cloaks`, ...).
 
     Every file is first written under `local` with the toolkit's atomic writes. At a URL `local`
-    is a private staging folder, and `publish` then uploads a photo's files with fsspec, the
-    sidecar last: an object store's PUT is atomic, so the sidecar's presence at the URL still
-    means done, and a resumed run reads the URL to skip finished photos. No lock spans machines
-    (object stores have none): ranks of one torchrun never share a photo, but two separate runs
-    into one URL can both cloak a photo (the later upload wins, with the same bytes).
+    is a staging folder (`staging`, or a private temporary one that `close` removes), and
+    `publish` then uploads files with fsspec, in the order given: an object store's PUT is
+    atomic, so protect uploads a cloak's sidecar last and its presence at the URL still means
+    done, and a resumed run reads the URL to skip finished photos. No lock spans machines (object
+    stores have none): ranks of one torchrun never share a photo, but two separate runs into one
+    URL can both cloak a photo (the later upload wins, with the same bytes).
     """
 
-    def __init__(self, where: str | Path):
+    def __init__(self, where: str | Path, staging: Path | None = None):
         self.where = str(where)
         self.url = is_url(where)
+        self._temporary = self.url and staging is None
         if self.url:
             self.fs, self.root = fsspec.core.url_to_fs(self.where)
-            self.local = Path(tempfile.mkdtemp(prefix="anti-i2v-cloaks-"))
+            self.local = staging or Path(tempfile.mkdtemp(prefix="anti-i2v-out-"))
         else:
             self.local = Path(where)
 
@@ -61,12 +63,22 @@ class CloakFolder:
         return side
 
     def publish(self, files: list[str]) -> None:
-        """Upload these files of `local` to the URL in order (nothing to do for a local folder)."""
+        """Upload these files of `local` (relative paths) to the URL in order; nothing to do
+        for a local folder."""
         if self.url:
             for name in files:
                 self.fs.put_file(str(self.local / name), f"{self.root}/{name}")
 
+    def shared_files(self) -> list[str]:
+        """Every file under `local` outside hidden folders (caches), relative, sorted."""
+        return sorted(
+            p.relative_to(self.local).as_posix()
+            for p in self.local.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(self.local).parts)
+        )
+
     def close(self) -> None:
-        """Remove the staging folder of a URL (everything in it is uploaded or cached work)."""
-        if self.url:
+        """Remove a temporary staging folder (everything in it is uploaded or cached work)."""
+        if self._temporary:
             shutil.rmtree(self.local, ignore_errors=True)

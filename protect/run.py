@@ -49,7 +49,7 @@ from protect.inputs import Job, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, PROFILE_TERMS, method_weights
 from protect.objective import EnsembleObjective, ModelObjective, ObjectiveSpec, clip_frames_for
-from protect.output import CloakFolder, write_png_uint8
+from protect.output import OutputFolder, write_png_uint8
 from protect.perceptual import load_lpips
 from protect.sidecar import Sidecar
 from protect.spaces import Space, budget_used
@@ -399,7 +399,7 @@ class Cloaker:
 
     backbone: Backbone
     run: Run
-    dest: CloakFolder  # where cloaks go; work files (the reference cache) stay under dest.local
+    dest: OutputFolder  # where cloaks go; work files (the reference cache) stay under dest.local
     target: torch.Tensor | None = None  # IRA / latent-pull target at working size
     lpips_model: object = None
     members: Sequence[Backbone] = ()  # the --ensemble models, in `run.members` order
@@ -480,7 +480,7 @@ def run_protect(
                     "or another output of this toolkit"
                 )
             return []
-        dest = CloakFolder(cfg.out)
+        dest = OutputFolder(cfg.out)
         dest.local.mkdir(parents=True, exist_ok=True)
         cloaker = Cloaker(
             backbone=backbones[0],
@@ -517,7 +517,7 @@ def run_protect(
         return [by_name[job.name] for job in jobs]
 
 
-def _ready(job: Job, run: Run, dest: CloakFolder) -> Photo | PhotoResult:
+def _ready(job: Job, run: Run, dest: OutputFolder) -> Photo | PhotoResult:
     """The job's photo if it is to be cloaked now, else why not (unreadable, too small, done)."""
     try:
         photo = load_photo(job.source)
@@ -586,7 +586,7 @@ def _cloak_alone(job, photo, cloaker: Cloaker, report) -> None:
 
 
 def _write(
-    job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, dest: CloakFolder
+    job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, dest: OutputFolder
 ) -> PhotoResult:
     """Write one cloak (PNG, loss curve, then the sidecar, whose presence means done)."""
     out = dest.local

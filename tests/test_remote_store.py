@@ -110,7 +110,9 @@ def test_protect_to_s3_writes_the_local_bytes_and_resumes_from_the_bucket(s3, po
     names = sorted(p.name for p in (tmp_path / "local").iterdir() if not p.name.startswith("."))
     assert sorted(p.rsplit("/", 1)[1] for p in s3.ls("acts/cloaks")) == names
     for png in (tmp_path / "local").glob("*.png"):
-        assert s3.cat(f"acts/cloaks/{png.name}") == png.read_bytes()  # the same cloak, byte for byte
+        assert (
+            s3.cat(f"acts/cloaks/{png.name}") == png.read_bytes()
+        )  # the same cloak, byte for byte
     # An interrupted run leaves a cloak without its sidecar: only that photo is done again.
     s3.rm("acts/cloaks/p20.json")
     again = CliRunner().invoke(app, [*args, "--out", url])
@@ -126,3 +128,31 @@ def test_protect_to_a_url_is_checked_before_any_model_work(s3, portraits, no_mod
     ):
         res = CliRunner().invoke(app, ["protect", "tiny:cogvideox", str(portraits), *extra])
         assert res.exit_code == 2 and why in res.output, res.output
+
+
+@pytest.mark.slow  # a protect run and two small evaluations, one to the S3 server
+def test_evaluate_to_s3_uploads_the_local_report(s3, portraits, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTI_I2V_CACHE", str(tmp_path / "cache"))
+    cloaks = CliRunner().invoke(
+        app,
+        ["protect", "tiny:cogvideox", str(portraits), "--method", "random-noise",
+         "--out", str(tmp_path / "noise")],
+    )  # fmt: skip
+    assert cloaks.exit_code == 0, cloaks.output
+    args = ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
+            str(tmp_path / "noise"), "--steps", "2", "--distortions", "jpeg75"]  # fmt: skip
+    local = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "report")])
+    assert local.exit_code == 0, local.output
+    remote = CliRunner().invoke(app, [*args, "--out", "s3://acts/report"])
+    assert remote.exit_code == 0 and "s3://acts/report/index.html" in remote.output, remote.output
+    shared = sorted(
+        p.relative_to(tmp_path / "report").as_posix()
+        for p in (tmp_path / "report").rglob("*")
+        if p.is_file() and ".videos" not in p.parts
+    )
+    assert "results.csv" in shared and "summary.json" in shared
+    uploaded = sorted(p.removeprefix("acts/report/") for p in s3.find("acts/report"))
+    assert uploaded == shared  # the report, without the video cache
+    for name in ("results.csv", "summary.json"):
+        assert s3.cat(f"acts/report/{name}") == (tmp_path / "report" / name).read_bytes()
+    assert any((tmp_path / "cache" / "evaluate").iterdir())  # the videos stay cached here

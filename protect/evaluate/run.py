@@ -11,8 +11,10 @@ equal-visibility frontier (`--budgets`) in `frontier`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +30,14 @@ from probe.common import (
     ToolkitError,
     cached_tensors,
     check_writable_dir,
+    is_url,
     pick_device,
     to_uint8,
     write_text_atomic,
 )
 from probe.distributed import Ranks, process_group
 from probe.images import gather_images, load_photo
+from probe.store import check_location
 from probe.video import strip
 from protect.config import EvaluateConfig
 from protect.evaluate.distortions import distort
@@ -59,6 +63,7 @@ from protect.evaluate.results import (
     summarise,
     write_csv,
 )
+from protect.output import OutputFolder
 from protect.perceptual import load_lpips
 from protect.sidecar import Sidecar
 
@@ -250,9 +255,22 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         return _evaluate(cfg, ranks, device)
 
 
+def evaluate_cache(url: str) -> Path:
+    """Where evaluate keeps a URL report's caches (generated videos, frontier cloaks) and stages
+    its files on this machine, so a re-run resumes: ANTI_I2V_CACHE or ~/.cache/anti-i2v, then
+    evaluate/<hash of the URL>."""
+    root = Path(os.environ.get("ANTI_I2V_CACHE", Path.home() / ".cache" / "anti-i2v"))
+    return root / "evaluate" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
-    out = Path(cfg.out)
-    check_writable_dir(out)
+    # At a URL the report is staged on this machine and uploaded once written (rank 0).
+    dest = OutputFolder(cfg.out, evaluate_cache(cfg.out) if is_url(cfg.out) else None)
+    out = dest.local
+    if dest.url:
+        check_location(cfg.out)
+    else:
+        check_writable_dir(out)
     for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour
         resolve_model(model)
     check_offload(cfg.offload, device)
@@ -311,6 +329,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     from protect.evaluate.report import write_report
 
     write_report(out, summary, strips)
+    dest.publish(dest.shared_files())  # the report, not the hidden caches
     return out
 
 
