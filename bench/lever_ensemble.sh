@@ -8,9 +8,7 @@
 set -e
 B=${B:-.venv/bin}
 OUT=${OUT:-out/levers/ensemble}
-mkdir -p "$OUT/.cloaks"
-[ -d "$OUT/.cloaks/anti-i2v" ] || cp -r out/report/eval/.cloaks/anti-i2v "$OUT/.cloaks/"
-[ -d "$OUT/.videos" ] || cp -r out/report/eval/.videos "$OUT/"
+source bench/lever_reuse.sh
 $B/anti-i2v protect mini-cogvideox out/report/photos --profile out/report/adapt/profile.json \
   --ensemble mini-svd=out/report/adapt-svd/profile.json --out out/report/anti-i2v-ens
 $B/anti-i2v evaluate mini-cogvideox --clean out/report/photos --protected out/report/anti-i2v \

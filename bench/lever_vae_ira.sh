@@ -7,9 +7,7 @@
 set -e
 B=${B:-.venv/bin}
 OUT=${OUT:-out/levers/vae-ira}
-mkdir -p "$OUT/.cloaks"
-[ -d "$OUT/.cloaks/anti-i2v" ] || cp -r out/report/eval/.cloaks/anti-i2v "$OUT/.cloaks/"
-[ -d "$OUT/.videos" ] || cp -r out/report/eval/.videos "$OUT/"
+source bench/lever_reuse.sh
 $B/anti-i2v adapt mini-cogvideox out/report/photos --masks out/report/world --vae --out out/report/adapt-vae
 $B/anti-i2v protect mini-cogvideox out/report/photos --profile out/report/adapt-vae/profile.json \
   --out out/report/anti-i2v-vae
