@@ -293,7 +293,9 @@ def world_card(
                 f"{profile} was made without masks; run `anti-i2v adapt {model} PHOTOS --masks "
                 "WORLD --out DIR` on rendered portraits of this model's world"
             )
-        layers = {**layer_measures(prof.scores, prof.layers), "profile": profile.name}
+        # The profile's folder and name (every profile is profile.json), never a user's path.
+        name = f"{profile.parent.name}/{profile.name}"
+        layers = {**layer_measures(prof.scores, prof.layers), "profile": name}
     path, m = write_card(model, identity, count, out, layers)
     console.print(
         f"wrote {path}: "

@@ -84,13 +84,14 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
 # The v2 card's gates (the mini-world-v2 issue): a testbed where layers differ and identity survives
 # generation. Each is (operator, bound); every card shows them, v1's too.
 GATE = {
-    "psnr_gain_over_copy_db": (">=", 1.0),  # mean generated PSNR minus mean copy-first-frame PSNR
-    "ism_source_vs_generated": (">=", 0.9),  # the mean, under the world's judge
-    "mask_probe_spread": (
-        ">=",
-        0.10,
-    ),  # max - min over blocks of the mask probe (balanced accuracy)
-    "min_cka_to_first_block": ("<", 0.4),  # the lowest block's linear CKA to the first block
+    # mean generated PSNR minus mean copy-first-frame PSNR, in dB
+    "psnr_gain_over_copy_db": (">=", 1.0),
+    # the mean, under the world's judge
+    "ism_source_vs_generated": (">=", 0.9),
+    # max - min over blocks of the mask probe's balanced accuracy
+    "mask_probe_spread": (">=", 0.10),
+    # the lowest block's linear CKA to the first block
+    "min_cka_to_first_block": ("<", 0.4),
 }
 
 
