@@ -156,3 +156,17 @@ def test_evaluate_to_s3_uploads_the_local_report(s3, portraits, tmp_path, monkey
     for name in ("results.csv", "summary.json"):
         assert s3.cat(f"acts/report/{name}") == (tmp_path / "report" / name).read_bytes()
     assert any((tmp_path / "cache" / "evaluate").iterdir())  # the videos stay cached here
+
+
+def test_evaluate_to_a_bad_url_is_one_line_before_any_model_work(s3, portraits, no_model):
+    for url, why in (
+        ("s3://no-such-bucket/report", "bucket no-such-bucket does not exist"),
+        ("nosuchproto://x/report", "nosuchproto"),
+    ):
+        res = CliRunner().invoke(
+            app,
+            ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
+             str(portraits), "--out", url],
+        )  # fmt: skip
+        assert res.exit_code == 2 and why in res.output, res.output
+        assert len(res.output.strip().splitlines()) <= 2

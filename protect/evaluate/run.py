@@ -265,12 +265,13 @@ def evaluate_cache(url: str) -> Path:
 
 def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     # At a URL the report is staged on this machine and uploaded once written (rank 0).
-    dest = OutputFolder(cfg.out, evaluate_cache(cfg.out) if is_url(cfg.out) else None)
-    out = dest.local
-    if dest.url:
-        check_location(cfg.out)
+    if is_url(cfg.out):
+        check_location(cfg.out)  # the file system is installed and the bucket reachable
+        dest = OutputFolder(cfg.out, evaluate_cache(cfg.out))
     else:
-        check_writable_dir(out)
+        dest = OutputFolder(cfg.out)
+        check_writable_dir(dest.local)
+    out = dest.local
     for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour
         resolve_model(model)
     check_offload(cfg.offload, device)
