@@ -268,3 +268,33 @@ def test_summary_records_folder_names_not_user_paths(tmp_path):
         f"{tmp_path.name}/profile.json",
         "svd/profile.json",
     ]
+
+
+def test_output_folder_uploads_in_order_and_reads_done_from_the_url(tmp_path):
+    import fsspec
+
+    from protect.output import OutputFolder
+
+    dest = OutputFolder("memory://units/cloaks")
+    staging = dest.local
+    assert dest.url and staging.is_dir()
+    for name in ("p.png", "p.json", ".reference/x.safetensors", "strips/a.png"):
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_text(name)
+    assert dest.shared_files() == ["p.json", "p.png", "strips/a.png"]  # hidden caches stay
+    assert dest.done_sidecar("p") is None  # nothing at the URL yet
+    dest.publish(["p.png"])
+    assert dest.done_sidecar("p") is None  # a cloak without its sidecar is not done
+    dest.publish(["p.json"])
+    (staging / "p.json").unlink()
+    side = dest.done_sidecar("p")  # fetched back from the URL
+    assert side == staging / "p.json" and side.read_text() == "p.json"
+    assert fsspec.filesystem("memory").cat("/units/cloaks/p.png") == b"p.png"
+    dest.close()
+    assert not staging.exists()
+    local = OutputFolder(tmp_path)
+    (tmp_path / "q.png").write_text("q")
+    assert not local.url and local.done_sidecar("q") == tmp_path / "q.json"
+    local.publish(["q.png"])  # nothing to upload
+    local.close()
+    assert (tmp_path / "q.png").exists()  # a local folder is never removed
