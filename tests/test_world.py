@@ -421,3 +421,20 @@ def test_card_refuses_a_profile_without_masks_and_other_models(tmp_path, tiny_pr
     assert res.exit_code == 2 and "model cards are for mini-cogvideox" in res.output
     res = run(app, ["world", "card", "--profile", str(tiny_profile)])
     assert res.exit_code == 2 and "tiny" in res.output  # made for another model
+
+
+def test_models_lists_the_v2_model_and_how_to_get_it_when_absent(monkeypatch, tmp_path, portraits):
+    from probe.common import MINI_MODELS
+
+    monkeypatch.setitem(MINI_MODELS, "mini-cogvideox-v2", tmp_path / "absent")
+    res = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    row = next(line for line in res.output.splitlines() if "mini-cogvideox-v2" in line)
+    assert "not in this checkout" in row and "--world v2 --out artifacts/models/v2" in row
+    photo = str(sorted(portraits.iterdir())[0])
+    res = CliRunner().invoke(app, ["generate", "mini-cogvideox-v2", photo,
+                                   "--out", str(tmp_path / "v.gif")])  # fmt: skip
+    assert res.exit_code == 2 and "world train --world v2" in res.output
+    monkeypatch.setitem(MINI_MODELS, "mini-cogvideox-v2", MINI_PIPELINE)  # a folder that exists
+    res = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert "not in this checkout" not in res.output
