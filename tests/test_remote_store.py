@@ -130,8 +130,8 @@ def test_protect_to_a_url_is_checked_before_any_model_work(s3, portraits, no_mod
         assert res.exit_code == 2 and why in res.output, res.output
 
 
-@pytest.mark.slow  # a protect run and two small evaluations, one to the S3 server
-def test_evaluate_to_s3_uploads_the_local_report(s3, portraits, tmp_path, monkeypatch):
+@pytest.mark.slow  # a protect run and two small evaluations, one from and to the S3 server
+def test_evaluate_from_and_to_s3_gives_the_local_report(s3, portraits, tmp_path, monkeypatch):
     monkeypatch.setenv("ANTI_I2V_CACHE", str(tmp_path / "cache"))
     cloaks = CliRunner().invoke(
         app,
@@ -139,11 +139,16 @@ def test_evaluate_to_s3_uploads_the_local_report(s3, portraits, tmp_path, monkey
          "--out", str(tmp_path / "noise")],
     )  # fmt: skip
     assert cloaks.exit_code == 0, cloaks.output
-    args = ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--protected",
-            str(tmp_path / "noise"), "--steps", "2", "--distortions", "jpeg75"]  # fmt: skip
-    local = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "report")])
+    s3.put(str(tmp_path / "noise"), "acts/noise", recursive=True)  # the cloaks, in a bucket
+    args = ["evaluate", "tiny:cogvideox", "--clean", str(portraits), "--steps", "2",
+            "--distortions", "jpeg75"]  # fmt: skip
+    local = CliRunner().invoke(
+        app, [*args, "--protected", str(tmp_path / "noise"), "--out", str(tmp_path / "report")]
+    )
     assert local.exit_code == 0, local.output
-    remote = CliRunner().invoke(app, [*args, "--out", "s3://acts/report"])
+    remote = CliRunner().invoke(
+        app, [*args, "--protected", "s3://acts/noise", "--out", "s3://acts/report"]
+    )
     assert remote.exit_code == 0 and "s3://acts/report/index.html" in remote.output, remote.output
     shared = sorted(
         p.relative_to(tmp_path / "report").as_posix()
@@ -153,8 +158,12 @@ def test_evaluate_to_s3_uploads_the_local_report(s3, portraits, tmp_path, monkey
     assert "results.csv" in shared and "summary.json" in shared
     uploaded = sorted(p.removeprefix("acts/report/") for p in s3.find("acts/report"))
     assert uploaded == shared  # the report, without the video cache
-    for name in ("results.csv", "summary.json"):
+    for name in ("results.csv", "summary.json"):  # the same rows, and the folder named alike
         assert s3.cat(f"acts/report/{name}") == (tmp_path / "report" / name).read_bytes()
+    res = CliRunner().invoke(
+        app, [*args, "--protected", "s3://acts/nothing-here", "--out", str(tmp_path / "r2")]
+    )
+    assert res.exit_code == 2 and "no files there" in res.output, res.output
     assert any((tmp_path / "cache" / "evaluate").iterdir())  # the videos stay cached here
 
 

@@ -16,9 +16,10 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
 from rich.console import Console
@@ -263,6 +264,35 @@ def evaluate_cache(url: str) -> Path:
     return root / "evaluate" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+def mirror_protected(cfg: EvaluateConfig, rank: int = 0) -> EvaluateConfig:
+    """`cfg` with every `--protected` URL (`s3://bucket/cloaks`, or NAME=URL) replaced by a local
+    copy of its files: cloaks and sidecars are small, and every later step reads folders.
+
+    The copy lives in the evaluate cache under the URL's own folder name, so the report names
+    it as it would a local folder; each rank copies into its own folder (no two processes write
+    one file). A URL that cannot be reached, or holds no files, is one line.
+    """
+    specs = []
+    for spec in cfg.protected:
+        name, sep, where = spec.partition("=")
+        url = where if sep and is_url(where) else spec if is_url(spec) else None
+        if url is None:
+            specs.append(spec)
+            continue
+        check_location(url, "--protected")
+        fs, root = fsspec.core.url_to_fs(url)
+        root = root.rstrip("/")
+        files = [f for f in fs.find(root) if f.rsplit("/", 1)[0] == root]  # the folder itself
+        if not files:
+            raise ToolkitError(f"--protected {url}: no files there (pass the folder of cloaks)")
+        local = evaluate_cache(url) / "protected" / f"rank{rank}" / root.rsplit("/", 1)[-1]
+        local.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            fs.get_file(f, str(local / f.rsplit("/", 1)[-1]))
+        specs.append(f"{name}={local}" if sep else str(local))
+    return replace(cfg, protected=tuple(specs))
+
+
 def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     # At a URL the report is staged on this machine and uploaded once written (rank 0).
     if is_url(cfg.out):
@@ -272,6 +302,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
         dest = OutputFolder(cfg.out)
         check_writable_dir(dest.local)
     out = dest.local
+    cfg = mirror_protected(cfg, ranks.rank)
     for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour
         resolve_model(model)
     check_offload(cfg.offload, device)
