@@ -20,6 +20,7 @@ from probe.common import (
     train_hint,
     write_text_atomic,
 )
+from probe.world.gates import gate_row, passes
 from probe.world.identity import load_identity_encoder
 from probe.world.render import identity_seeds
 from probe.world.training import portrait_clip
@@ -122,12 +123,14 @@ def gate_results(m: dict) -> dict[str, dict]:
             if "layers" in m
         },
     }
-    out = {}
-    for name, value in values.items():
-        op, bound = GATE[name]
-        ok = value >= bound if op == ">=" else value < bound
-        out[name] = {"value": value, "gate": f"{op} {bound}", "passed": bool(ok)}
-    return out
+    return {
+        name: {
+            "value": value,
+            "gate": f"{GATE[name][0]} {GATE[name][1]}",
+            "passed": passes(value, *GATE[name]),
+        }
+        for name, value in values.items()
+    }
 
 
 DESCRIPTIONS = {
@@ -173,10 +176,7 @@ def render_card(m: dict) -> str:
 
     title, about = DESCRIPTIONS[m["model"]]
     gates = gate_results(m)
-    gate_rows = [
-        f"| {k} | {g['value']:.3f} | {g['gate']} | {'pass' if g['passed'] else '**fail**'} |"
-        for k, g in gates.items()
-    ]
+    gate_rows = [gate_row(k, g["value"], *GATE[k], g["passed"]) for k, g in gates.items()]
     layer_note = (
         [
             f"Layer measures from `{m['layers']['profile']}` (`anti-i2v adapt --masks` on held-out "

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from probe.common import write_text_atomic
+from probe.world.gates import gate_row, passes
 from probe.world.identity import load_identity_encoder
 from probe.world.render import identity_seeds
 from probe.world.robust import smooth_field
@@ -53,9 +54,7 @@ def measure_judge(folder: Path, count: int = 32, seed: int = 0) -> dict:
         "sign_noise_16": float(sn.mean()),
     }
     lows = {"ab_field_8_min": float(ab.min()), "sign_noise_16_min": float(sn.min())}
-    passed = {
-        k: (v >= GATE[k][1] if GATE[k][0] == ">=" else v <= GATE[k][1]) for k, v in values.items()
-    }
+    passed = {k: passes(v, *GATE[k]) for k, v in values.items()}
     return {
         "judge": folder.name,
         "world": world,
@@ -85,8 +84,7 @@ def write_judge_card(folder: Path, count: int = 32, name: str | None = None) -> 
     m = measure_judge(folder, count)
     name = name or folder.name
     rows = "\n".join(
-        f"| {k} | {m[k]:.3f} | {op} {bound} | {'pass' if m['passed'][k] else '**fail**'} |"
-        for k, (op, bound) in GATE.items()
+        gate_row(k, m[k], op, bound, m["passed"][k]) for k, (op, bound) in GATE.items()
     )
     text = f"""# {name}: the mini world's identity judge ({m["world"]} world)
 
