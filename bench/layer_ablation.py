@@ -33,7 +33,7 @@ from protect.run import run_protect
 
 OBJECTIVES = {"irc-ira": ("irc", "ira"), "full": None}  # None: the method's own terms
 # Each world's judges: v1's colour-robust judge and its first judge; the v2 world's own judge.
-JUDGES = {"v1": ("mini-identity", "mini-identity-v1"), "v2": (WORLD_JUDGE["v2"],)}
+JUDGES = {"v1": (WORLD_JUDGE["v1"], "mini-identity-v1"), "v2": (WORLD_JUDGE["v2"],)}
 
 
 def drops(results: Path) -> dict[tuple[str, str], dict[str, float]]:
