@@ -9,8 +9,15 @@ photos. The claim "probing picks better layers" stands when profile minus the me
 has an interval above 0. Every step resumes (cloaks and videos are cached), so an interrupted run
 is re-run with the same command.
 
-Usage: python bench/layer_ablation.py [--count 8] [--steps 200] [--random 5]
-    [--profile artifacts/profiles/mini-cogvideox.json] [--objectives irc-ira,full] [--out out/ablation]
+A run can also cover a later slice of the held-out portraits and add it to an earlier run's
+per-photo results: `--start 8 --count 8 --prior artifacts/reports/layer-ablation-svd` cloaks
+portraits 8-15 and summarises them with the 8 shipped ones. The portraits are the same whatever
+the slice (the held-out seeds are a fixed sequence), so a 32-portrait ablation can be built a
+session at a time; the merged `results-<objective>.csv` and `ablation.json` are what to ship.
+
+Usage: python bench/layer_ablation.py [--count 8] [--start 0] [--steps 200] [--random 5]
+    [--profile artifacts/profiles/mini-cogvideox.json] [--objectives irc-ira,full]
+    [--prior DIR] [--out out/ablation]
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from analyses.ablation import ablation_variants
 from analyses.profile import load_profile, save_profile
-from probe.common import MINI_WORLD, WORLD_JUDGE
+from probe.common import MINI_WORLD, WORLD_JUDGE, atomic_write
 from probe.world.render import render_dataset
 from protect.config import EvaluateConfig, ProtectConfig
 from protect.evaluate.metrics import bootstrap_ci
@@ -50,6 +58,31 @@ def drops(results: Path) -> dict[tuple[str, str], dict[str, float]]:
     return {k: {p: float(np.mean(v)) for p, v in d.items()} for k, d in acc.items()}
 
 
+def merged_results(new: Path, prior: Path | None, objective: str, out: Path) -> Path:
+    """`new`'s rows after the prior run's `results-<objective>.csv` rows, written to `out`.
+
+    Refuses photos present in both (a slice run twice would count them twice) and variant or
+    judge sets that differ (a prior run with other layers or settings is not the same ablation).
+    """
+    with new.open() as f:
+        rows = list(csv.DictReader(f))
+    if prior is not None:
+        with (prior / f"results-{objective}.csv").open() as f:
+            old = list(csv.DictReader(f))
+        key = ("method", "judge")
+        if {tuple(r[k] for k in key) for r in old} != {tuple(r[k] for k in key) for r in rows}:
+            raise SystemExit(f"{prior} has other variants or judges than this run: not mergeable")
+        twice = {r["photo"] for r in old} & {r["photo"] for r in rows}
+        if twice:
+            raise SystemExit(f"{prior} already has {sorted(twice)[0]}: pick a later --start")
+        rows = old + rows
+    with atomic_write(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
 def compare(per: dict[str, dict[str, float]], n_random: int) -> dict:
     """Means per variant and the paired differences of the profile against the others."""
     photos = sorted(per["profile"])
@@ -72,11 +105,13 @@ def compare(per: dict[str, dict[str, float]], n_random: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--start", type=int, default=0, help="first held-out portrait")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--random", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", default="artifacts/profiles/mini-cogvideox.json")
     parser.add_argument("--objectives", default="irc-ira,full")
+    parser.add_argument("--prior", type=Path, help="a shipped run to add this slice to")
     parser.add_argument("--out", default="out/ablation")
     args = parser.parse_args()
     out = Path(args.out)
@@ -85,7 +120,11 @@ def main() -> None:
     # Held-out portraits of the world the profile's model was trained on, judged by its judges.
     world = MINI_WORLD.get(profile.model, "v1")
     judges = JUDGES[world]
-    render_dataset(out / "world", args.count, 7, "heldout", photos=photos, world=world)
+    samples = render_dataset(out / "world", args.start + args.count, 7, "heldout", world=world)
+    photos.mkdir(parents=True, exist_ok=True)
+    for sample in samples[args.start :]:  # this slice's photos, each its sample's first frame
+        if not (photos / f"{sample.name}.png").exists():
+            shutil.copyfile(sample / "frames" / "000.png", photos / f"{sample.name}.png")
     variants = ablation_variants(profile, args.random, args.seed)
     for name, variant in variants.items():
         save_profile(variant, out / "profiles" / f"{name}.json")
@@ -98,6 +137,17 @@ def main() -> None:
             for n, v in variants.items()
         },
     }
+    if args.prior is not None:  # the same ablation: same model, steps and layer variants
+        before = {"world": "v1", **json.loads((args.prior / "ablation.json").read_text())}
+        same = ("profile", "world", "steps", "layers")
+        if any(before.get(k) != summary[k] for k in same):
+            raise SystemExit(f"{args.prior} is another ablation (profile, steps or layers differ)")
+        for objective in set(OBJECTIVES) - set(args.objectives.split(",")):
+            if objective in before:  # an arm this slice does not run keeps its prior photos
+                summary[objective] = before[objective]
+                shutil.copyfile(
+                    args.prior / f"results-{objective}.csv", out / f"results-{objective}.csv"
+                )
     objectives = args.objectives.split(",")
     for objective in objectives:  # every cloak first: the long part, resumable
         for name in variants:
@@ -123,7 +173,11 @@ def main() -> None:
                 identity=judges,
             )
         )
-        per = drops(report / "results.csv")
+        per = drops(
+            merged_results(
+                report / "results.csv", args.prior, objective, out / f"results-{objective}.csv"
+            )
+        )
         summary[objective] = {
             judge: compare({v: per[judge, v] for v in variants}, args.random) for judge in judges
         }
