@@ -379,10 +379,11 @@ def _v2_cards(trained: Path, monkeypatch) -> None:
                     "--out", str(card), "--profile", str(adapted / "profile.json")])  # fmt: skip
     assert res.exit_code == 0, res.output
     m = json.loads((card.parent / "card.json").read_text())
-    assert (m["world"], m["judge"]) == ("v2", "mini-identity")
+    assert (m["world"], m["judge"]) == ("v2", "mini-identity-world2")  # the name --identity takes
     assert set(m["gates"]) == set(GATE) and len(m["layers"]["mask_probe_by_block"]) == 12
     assert m["layers"]["cka_first_by_block"]["transformer_blocks.0"] == pytest.approx(1, abs=1e-4)
     assert "## Gates" in card.read_text() and "world train --world v2" in card.read_text()
+    assert "world card --model mini-cogvideox-v2 --profile" in card.read_text()
     res = run(app, ["world", "identity-card", "--identity", "mini-identity-world2", "--count", "2"])
     assert res.exit_code == 0, res.output
     judge = json.loads((trained / "mini-identity" / "card.json").read_text())

@@ -67,7 +67,8 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
     return {
         "model": model,
         "world": MINI_WORLD[model],
-        "judge": identity_dir.name,
+        # The name `--identity` takes (v2's judge folder is also called mini-identity).
+        "judge": next((k for k, v in MINI_JUDGES.items() if v == identity_dir), identity_dir.name),
         "heldout_identities": n,
         "steps": steps,
         "seed": seed,
@@ -192,6 +193,7 @@ def render_card(m: dict) -> str:
         if "layers" in m
         else ["The layer gates need `--profile` (a profile made by `adapt --masks` on this world)."]
     )
+    regen_profile = " --profile <adapt --masks folder>/profile.json" if "layers" in m else ""
     return "\n".join(
         [
             f"# {title}",
@@ -234,7 +236,8 @@ def render_card(m: dict) -> str:
             f"The identity judge (`{m['judge']}`) is the mini world's ArcFace: a small CNN trained with a",
             "CosFace loss on renders of training identities under motion and a face recogniser's augmentations.",
             "",
-            f"Regenerate: `anti-i2v world card --model {m['model']}`. Retrain: `{train_hint(m['world'])}`.",
+            f"Regenerate: `anti-i2v world card --model {m['model']}{regen_profile}`. "
+            f"Retrain: `{train_hint(m['world'])}`.",
             "",
         ]
     )
