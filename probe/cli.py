@@ -324,7 +324,7 @@ def world_identity_card(
         raise ToolkitError(
             f"--count {count}: at least 2 portraits (different identities are compared)"
         )
-    path, measures = write_judge_card(folder, count, identity if identity in MINI_JUDGES else None)
+    path, measures = write_judge_card(folder, count)
     console.print(f"wrote {path}: " + summary(measures))
 
 

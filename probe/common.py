@@ -260,6 +260,12 @@ MINI_JUDGES = {
 WORLD_JUDGE = {"v1": "mini-identity", "v2": "mini-identity-world2"}  # each world's default judge
 
 
+def judge_name(folder: Path) -> str:
+    """What `--identity` calls the judge in `folder`: a built-in's name (v2's judge folder is also
+    called mini-identity), else the folder's own name."""
+    return next((name for name, f in MINI_JUDGES.items() if f == folder), folder.name)
+
+
 def train_hint(world: str) -> str:
     """The command that rebuilds a world's shipped models."""
     return "anti-i2v world train " + (

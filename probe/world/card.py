@@ -16,6 +16,7 @@ from probe.common import (
     MINI_WORLD,
     WORLD_JUDGE,
     ToolkitError,
+    judge_name,
     psnr,
     train_hint,
     write_text_atomic,
@@ -67,8 +68,7 @@ def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: in
     return {
         "model": model,
         "world": MINI_WORLD[model],
-        # The name `--identity` takes (v2's judge folder is also called mini-identity).
-        "judge": next((k for k, v in MINI_JUDGES.items() if v == identity_dir), identity_dir.name),
+        "judge": judge_name(identity_dir),
         "heldout_identities": n,
         "steps": steps,
         "seed": seed,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from probe.common import write_text_atomic
+from probe.common import judge_name, write_text_atomic
 from probe.world.gates import gate_row, passes
 from probe.world.identity import load_identity_encoder
 from probe.world.render import identity_seeds
@@ -56,7 +56,7 @@ def measure_judge(folder: Path, count: int = 32, seed: int = 0) -> dict:
     lows = {"ab_field_8_min": float(ab.min()), "sign_noise_16_min": float(sn.min())}
     passed = {k: passes(v, *GATE[k]) for k, v in values.items()}
     return {
-        "judge": folder.name,
+        "judge": judge_name(folder),
         "world": world,
         "heldout_identities": count,
         "seed": seed,
@@ -76,13 +76,13 @@ def _ab_field(x: torch.Tensor, units: float, gen: torch.Generator) -> torch.Tens
     return kornia.color.lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] + field], dim=1), clip=True)
 
 
-def write_judge_card(folder: Path, count: int = 32, name: str | None = None) -> tuple[Path, dict]:
+def write_judge_card(folder: Path, count: int = 32) -> tuple[Path, dict]:
     """Measure the judge and write `folder/README.md` (the card) and `folder/card.json`; returns both.
 
-    `name`: what `--identity` calls it (a built-in's name; default the folder's name).
+    The card names the judge as `--identity` takes it (`judge_name`).
     """
     m = measure_judge(folder, count)
-    name = name or folder.name
+    name = m["judge"]
     rows = "\n".join(
         gate_row(k, m[k], op, bound, m["passed"][k]) for k, (op, bound) in GATE.items()
     )
