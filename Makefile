@@ -107,19 +107,23 @@ report-v2: $(STAMP)
 		$(V2)/adapt/profile.json $(V2)/ablation/ablation.json $(REPORT_V2).tmp/ \
 		&& rm -rf $(REPORT_V2) && mv $(REPORT_V2).tmp $(REPORT_V2)
 
-# The equal-visibility frontier on mini-cogvideox (protect/evaluate/frontier.py): Anti-I2V at its
-# default 16/255, RGB PGD and random noise at the published baseline budget (16/255 on [-1, 1]
-# images = 8/255 here), each re-cloaked at every budget in FRONTIER_BUDGETS, judged by both mini
-# identity judges. N held-out portraits; about 3 min a portrait on 2 CPU cores; every step resumes.
+# The equal-visibility frontier on one mini model (protect/evaluate/frontier.py), as `make report`
+# builds it: Anti-I2V at its default 16/255, RGB PGD and random noise at the published baseline
+# budget (16/255 on [-1, 1] images = 8/255 here) with the profile's timesteps, each re-cloaked at
+# every budget in FRONTIER_BUDGETS, judged by both mini identity judges. N held-out portraits (the
+# report's); about 3 min a portrait on 2 CPU cores; every step resumes. On mini-svd:
+# make frontier FRONTIER_MODEL=mini-svd PROFILE=artifacts/profiles/mini-svd.json FRONTIER=out/frontier-svd
 FRONTIER ?= out/frontier
 FRONTIER_BUDGETS ?= 4,8,16
+FRONTIER_MODEL ?= mini-cogvideox
 PROFILE ?= artifacts/profiles/mini-cogvideox.json
 frontier: $(STAMP)
 	$(BIN)/anti-i2v world render --out $(FRONTIER)/world --count $(N) --seed 7 --photos $(FRONTIER)/photos
-	$(BIN)/anti-i2v protect mini-cogvideox $(FRONTIER)/photos --profile $(PROFILE) --out $(FRONTIER)/anti-i2v
-	$(BIN)/anti-i2v protect mini-cogvideox $(FRONTIER)/photos --method rgb-pgd --eps 8 --out $(FRONTIER)/rgb-pgd
-	$(BIN)/anti-i2v protect mini-cogvideox $(FRONTIER)/photos --method random-noise --eps 8 --out $(FRONTIER)/random-noise
-	$(BIN)/anti-i2v evaluate mini-cogvideox --clean $(FRONTIER)/photos --protected $(FRONTIER)/anti-i2v \
+	$(BIN)/anti-i2v protect $(FRONTIER_MODEL) $(FRONTIER)/photos --profile $(PROFILE) --out $(FRONTIER)/anti-i2v
+	for m in rgb-pgd random-noise; do \
+		$(BIN)/anti-i2v protect $(FRONTIER_MODEL) $(FRONTIER)/photos --method $$m --eps 8 \
+			--profile $(PROFILE) --out $(FRONTIER)/$$m || exit 1; done
+	$(BIN)/anti-i2v evaluate $(FRONTIER_MODEL) --clean $(FRONTIER)/photos --protected $(FRONTIER)/anti-i2v \
 		--protected $(FRONTIER)/rgb-pgd --protected $(FRONTIER)/random-noise --distortions '' \
 		--budgets $(FRONTIER_BUDGETS) --profile $(PROFILE) --out $(FRONTIER)/eval
 
