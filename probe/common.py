@@ -244,8 +244,14 @@ MINI_MODELS = {
     "mini-cogvideox": MINI_PIPELINE,
     "mini-svd": MINI_SVD_PIPELINE,
     "mini-cogvideox-v2": MODELS_V2 / "mini-cogvideox-i2v",
+    "mini-svd-v2": MODELS_V2 / "mini-svd-i2v",
 }
-MINI_WORLD = {"mini-cogvideox": "v1", "mini-svd": "v1", "mini-cogvideox-v2": "v2"}
+MINI_WORLD = {
+    "mini-cogvideox": "v1",
+    "mini-svd": "v1",
+    "mini-cogvideox-v2": "v2",
+    "mini-svd-v2": "v2",
+}
 # Published configs of real models (no weights): name -> folder, for `plan` on the meta device.
 REAL_CONFIGS = ARTIFACTS / "configs"
 MINI_IDENTITY = MODELS / "mini-identity"  # v2: trained with a face recogniser's augmentations

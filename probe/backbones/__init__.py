@@ -69,6 +69,7 @@ BUILTINS: dict[str, str] = {
     "mini-svd": "the shipped mini SVD-style UNet trained on the same world (64x64, 9 frames)",
     "mini-cogvideox-v2": "the mini CogVideoX-I2V of the v2 world (96x96 photo-like portraits, 12 "
     "blocks, 9 frames)",
+    "mini-svd-v2": "the mini SVD-style UNet of the v2 world (96x96 photo-like portraits, 9 frames)",
     **{f"tiny:{f}": f"{f} at diffusers' test size with seeded random weights" for f in FAMILIES},
 }
 

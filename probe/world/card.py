@@ -166,6 +166,16 @@ DESCRIPTIONS = {
             "encoder and loads through `CogVideoXImageToVideoPipeline.from_pretrained`.",
         ],
     ),
+    "mini-svd-v2": (
+        "mini-svd-v2 (mini-svd-i2v of the v2 world)",
+        [
+            "mini-svd's recipe on the v2 world's photo-like 96x96 portraits: the same 7-block",
+            "`UNetSpatioTemporalConditionModel` on 12x12 latents (levels 32, 64 and 64 wide), a 2-layer CLIP",
+            "vision tower on 12x12 patches and a per-frame 8x `AutoencoderKL`, 9 frames, trained from scratch",
+            "by `anti-i2v world train --world v2 --models svd`: the UNet counterpart of mini-cogvideox-v2. It",
+            "loads through `StableVideoDiffusionPipeline.from_pretrained`, as mini-svd does.",
+        ],
+    ),
 }
 
 

@@ -309,5 +309,5 @@ def train_all(
                 enc.save(tmp)
             drop_checkpoint(checkpoints, name)
     if "svd" in models:
-        timings.update(train_mini_svd(out, cfg, device))
+        timings.update(train_mini_svd(out, cfg, device, checkpoints))
     return timings
