@@ -307,6 +307,24 @@ def test_render_cli_refuses_a_folder_of_the_other_world(tmp_path):
     assert res.exit_code == 2 and "--world v3: choose v1 or v2" in res.output
 
 
+def _interrupt_then_rerun(module, monkeypatch, fit, at: int):
+    """Ctrl-C at step `at` of a stage that logs through `module.log_step`, then the same call
+    again: returns the steps the rerun ran and its result."""
+    log_step = module.log_step
+
+    def interrupt(stage, step, total, loss, started):
+        if step == at:
+            raise KeyboardInterrupt
+        log_step(stage, step, total, loss, started)
+
+    monkeypatch.setattr(module, "log_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit()
+    ran = []
+    monkeypatch.setattr(module, "log_step", lambda stage, step, *a: ran.append(step))
+    return ran, fit()
+
+
 def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Ctrl-C in the middle of a stage, then the same call: it resumes from the last checkpoint
     (weights, optimiser, both generators) and ends with the weights of an uninterrupted run."""
@@ -316,26 +334,19 @@ def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, mon
     # One-frame clips keep it fast; the checkpoint logic does not depend on the clip length
     data = training.to_video(training.render_clips(identity_seeds(4, 0, "train")))[:, :, :1]
 
-    def fit(checkpoints):
-        torch.manual_seed(0)  # as train_vae does: the posterior samples from the global generator
+    def fit(checkpoints, seed=0):
+        torch.manual_seed(
+            seed
+        )  # as train_vae does: the posterior samples from the global generator
         vae = training.fit_vae(mini_vae(), data, 6, 2, 1e-3, 0, "vae", "cpu", checkpoints)
         return vae.state_dict()
 
     whole = fit((None, 0))
-    log_step = training.log_step
-
-    def interrupt(stage, step, total, loss, started):
-        if step == 5:
-            raise KeyboardInterrupt
-        log_step(stage, step, total, loss, started)
-
-    monkeypatch.setattr(training, "log_step", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        fit((tmp_path, 2))
-    assert (tmp_path / "vae.safetensors").exists()  # written after step 4
-    monkeypatch.setattr(training, "log_step", log_step)
-    torch.manual_seed(123)  # whatever the new process's state: the checkpoint restores it
-    resumed = fit((tmp_path, 2))
+    calls = iter([0, 123])  # the rerun's global state differs: the checkpoint restores it
+    ran, resumed = _interrupt_then_rerun(
+        training, monkeypatch, lambda: fit((tmp_path, 2), next(calls)), at=5
+    )
+    assert ran == [5, 6]  # steps 1-4 came from the checkpoint written after step 4
     for k, v in whole.items():
         assert torch.equal(v, resumed[k]), k
 
@@ -354,21 +365,8 @@ def test_an_interrupted_mini_svd_unet_resumes_to_the_same_weights(tmp_path, monk
         return {**pipe.unet.state_dict(), **pipe.image_encoder.state_dict()}
 
     whole = fit((None, 0))
-    log_step = train_svd.log_step
-
-    def interrupt(stage, step, total, loss, started):
-        if step == 3:
-            raise KeyboardInterrupt
-        log_step(stage, step, total, loss, started)
-
-    monkeypatch.setattr(train_svd, "log_step", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        fit((tmp_path, 1))
-    assert (tmp_path / "svd-unet.safetensors").exists()  # written after step 2
-    ran = []
-    monkeypatch.setattr(train_svd, "log_step", lambda stage, step, *a: ran.append(step))
-    resumed = fit((tmp_path, 1))
-    assert ran == [3]  # it resumed: steps 1 and 2 came from the checkpoint
+    ran, resumed = _interrupt_then_rerun(train_svd, monkeypatch, lambda: fit((tmp_path, 1)), at=3)
+    assert ran == [3]  # steps 1 and 2 came from the checkpoint written after step 2
     for k, v in whole.items():
         assert torch.equal(v, resumed[k]), k
 
