@@ -351,6 +351,30 @@ def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, mon
         assert torch.equal(v, resumed[k]), k
 
 
+def test_a_trained_vae_waits_for_its_denoiser_and_is_released(tmp_path):
+    """A finished VAE is saved beside the checkpoints, so an interrupted denoiser stage starts
+    from it instead of training it again; it is removed once its pipeline is saved."""
+    from diffusers import AutoencoderKL
+
+    from probe.world.train_svd import mini_svd_vae
+    from probe.world.training import release_vae, waiting_vae
+
+    checkpoints, timings = (tmp_path, 100), {}
+    (tmp_path / "svd-vae.safetensors").write_bytes(b"the stage's step checkpoint")
+    torch.manual_seed(0)
+    vae = waiting_vae(checkpoints, "svd-vae", AutoencoderKL.from_pretrained, mini_svd_vae, timings)
+    assert set(timings) == {"svd_vae_s"} and not (tmp_path / "svd-vae.safetensors").exists()
+
+    def no_training():
+        raise AssertionError("the waiting VAE is loaded, not trained again")
+
+    again = waiting_vae(checkpoints, "svd-vae", AutoencoderKL.from_pretrained, no_training, {})
+    for k, v in vae.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    release_vae(checkpoints, "svd-vae")
+    assert not (tmp_path / "svd-vae").exists()
+
+
 @pytest.mark.slow  # three UNet steps, twice
 def test_an_interrupted_mini_svd_unet_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """The mini-svd UNet stage (v2's longest on one core) checkpoints its UNet and CLIP tower."""

@@ -9,7 +9,6 @@ Each stage writes its output atomically; re-running skips stages whose output ex
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict
 from functools import partial
@@ -38,9 +37,11 @@ from probe.world.training import (
     drop_checkpoint,
     fit_vae,
     log_step,
+    release_vae,
     render_clips,
     to_video,
     update,
+    waiting_vae,
     world_size,
 )
 
@@ -283,22 +284,19 @@ def train_all(
     timings: dict[str, float] = {}
     pipe_dir = out / "mini-cogvideox-i2v"
     if "cogvideox" in models and not (pipe_dir / "model_index.json").exists():
-        vae_dir = out / CHECKPOINTS / "vae"
-        if (vae_dir / "config.json").exists():
-            vae = AutoencoderKLCogVideoX.from_pretrained(vae_dir)
-        else:
-            t = time.time()
-            vae = train_vae(cfg, device, checkpoints)
-            timings["vae_s"] = time.time() - t
-            with atomic_dir(vae_dir) as tmp:
-                vae.save_pretrained(tmp, safe_serialization=True)
-            drop_checkpoint(checkpoints, "vae")
+        vae = waiting_vae(
+            checkpoints,
+            "vae",
+            AutoencoderKLCogVideoX.from_pretrained,
+            lambda: train_vae(cfg, device, checkpoints),
+            timings,
+        )
         t = time.time()
         pipe, null = train_transformer(cfg, vae, device, checkpoints)
         timings["transformer_s"] = time.time() - t
         save_pipeline(pipe, null, pipe_dir)
         drop_checkpoint(checkpoints, "transformer")
-        shutil.rmtree(vae_dir, ignore_errors=True)
+        release_vae(checkpoints, "vae")
     for name, robust in (("identity", True), ("identity-v1", False)):
         id_dir = out / IDENTITY_FOLDERS[name]
         if name in models and not (id_dir / "identity_encoder.safetensors").exists():

@@ -20,7 +20,6 @@ under 60 MB together. Both stages checkpoint and resume, and the finished VAE wa
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -44,17 +43,19 @@ from probe.world.training import (
     drop_checkpoint,
     fit_vae,
     log_step,
+    release_vae,
     render_clips,
     to_video,
     update,
+    waiting_vae,
     world_size,
 )
 
 P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
 
 
-def mini_svd_vae(size: int = SIZE) -> AutoencoderKL:
-    """Per-frame VAE: 8x spatial compression (as SVD's), 8 latent channels, `size`-pixel frames."""
+def mini_svd_vae(world: str = "v1") -> AutoencoderKL:
+    """Per-frame VAE: 8x spatial compression (as SVD's), 8 latent channels, the world's frames."""
     return AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
@@ -62,7 +63,7 @@ def mini_svd_vae(size: int = SIZE) -> AutoencoderKL:
         layers_per_block=1,
         latent_channels=8,
         norm_num_groups=8,
-        sample_size=size,
+        sample_size=world_size(world),
     )
 
 
@@ -87,8 +88,9 @@ def mini_unet(world: str = "v1") -> UNetSpatioTemporalConditionModel:
     )
 
 
-def mini_clip(size: int = SIZE) -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
+def mini_clip(world: str = "v1") -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
     """A 2-layer CLIP vision tower on an 8x8 grid of patches of the photo, 32-d image embedding."""
+    size = world_size(world)
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=64,
@@ -130,7 +132,7 @@ def train_svd_vae(
     # Every frame of every clip
     data = to_video(clips).permute(0, 2, 1, 3, 4).reshape(-1, 3, size, size)
     return fit_vae(
-        mini_svd_vae(size),
+        mini_svd_vae(cfg.world),
         data,
         cfg.svd_vae_steps,
         cfg.svd_vae_batch,
@@ -175,7 +177,7 @@ def train_unet(
     clips = render_clips(identity_seeds(cfg.dit_videos, cfg.seed + 1, "train"), world=cfg.world)
     latents, image_latents, firsts = encode_svd_clips(vae, clips, device, size)
     unet = mini_unet(cfg.world).to(device).train()
-    encoder, processor = mini_clip(size)
+    encoder, processor = mini_clip(cfg.world)
     encoder = encoder.to(device).train()
     params = [*unet.parameters(), *encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr * 0.5, weight_decay=0.01)
@@ -230,23 +232,18 @@ def train_mini_svd(
     if (target / "model_index.json").exists():
         return {}
     timings: dict[str, float] = {}
-    vae_dir = checkpoints[0] / "svd-vae" if checkpoints[0] is not None else None
-    if vae_dir is not None and (vae_dir / "config.json").exists():
-        vae = AutoencoderKL.from_pretrained(vae_dir)
-    else:
-        t = time.time()
-        vae = train_svd_vae(cfg, device, checkpoints)
-        timings["svd_vae_s"] = time.time() - t
-        if vae_dir is not None:
-            with atomic_dir(vae_dir) as tmp:
-                vae.save_pretrained(tmp, safe_serialization=True)
-        drop_checkpoint(checkpoints, "svd-vae")
+    vae = waiting_vae(
+        checkpoints,
+        "svd-vae",
+        AutoencoderKL.from_pretrained,
+        lambda: train_svd_vae(cfg, device, checkpoints),
+        timings,
+    )
     t = time.time()
     pipe = train_unet(cfg, vae, device, checkpoints)
     timings["svd_unet_s"] = time.time() - t
     with atomic_dir(target) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     drop_checkpoint(checkpoints, "svd-unet")
-    if vae_dir is not None:
-        shutil.rmtree(vae_dir, ignore_errors=True)
+    release_vae(checkpoints, "svd-vae")
     return timings

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from probe.common import atomic_path
+from probe.common import atomic_dir, atomic_path
 from probe.world.render import FRAMES, SIZE, render_sample
 from probe.world.render_v2 import SIZE_V2
 
@@ -80,6 +82,40 @@ def drop_checkpoint(checkpoints: tuple[Path | None, int], stage: str) -> None:
     """A stage's result is saved: remove its checkpoint."""
     if checkpoints[0] is not None:
         (checkpoints[0] / f"{stage}.safetensors").unlink(missing_ok=True)
+
+
+def waiting_vae(
+    checkpoints: tuple[Path | None, int],
+    stage: str,
+    load: Callable[[Path], nn.Module],
+    train: Callable[[], nn.Module],
+    timings: dict[str, float],
+) -> nn.Module:
+    """A pipeline's trained VAE: the one waiting in `<folder>/<stage>/`, or a newly trained one.
+
+    A VAE takes minutes to train and its denoiser stage far longer, so a finished VAE is saved
+    (atomically) into the checkpoint folder and waits there: a `world train` interrupted during
+    the denoiser stage starts it again from this VAE, in any session. Its step checkpoint is
+    dropped once it is saved; `timings["<stage>_s"]` gets the seconds it trained.
+    `release_vae` removes the folder once the pipeline holding the VAE is saved.
+    """
+    folder = checkpoints[0] / stage if checkpoints[0] is not None else None
+    if folder is not None and (folder / "config.json").exists():
+        return load(folder)
+    started = time.time()
+    vae = train()
+    timings[f"{stage.replace('-', '_')}_s"] = time.time() - started
+    if folder is not None:
+        with atomic_dir(folder) as tmp:
+            vae.save_pretrained(tmp, safe_serialization=True)
+    drop_checkpoint(checkpoints, stage)
+    return vae
+
+
+def release_vae(checkpoints: tuple[Path | None, int], stage: str) -> None:
+    """The pipeline is saved with its VAE: the copy `waiting_vae` kept is no longer needed."""
+    if checkpoints[0] is not None:
+        shutil.rmtree(checkpoints[0] / stage, ignore_errors=True)
 
 
 class StageCheckpoint:
