@@ -236,10 +236,10 @@ def main() -> None:
     if args.against is not None:
         shipped = json.loads((args.against / "ablation.json").read_text())
         judges = JUDGES[world]
-        photos = portraits(
-            out / "against", 0, shipped[next(iter(OBJECTIVES))][judges[0]]["n"], 7, world
-        )
-        for objective in (o for o in OBJECTIVES if o in shipped):
+        arms = [o for o in OBJECTIVES if o in shipped]  # the arms that ablation ran
+        n = shipped[arms[0]][judges[0]]["n"]  # its portraits: held-out 0..n-1 of seed 7
+        photos = portraits(out / "against", 0, n, 7, world)
+        for objective in arms:
             folder = out / "against" / objective / "pilot"
             cloak(profile, photos, chosen, folder, OBJECTIVES[objective], shipped["steps"])
             report = evaluate(
