@@ -113,19 +113,25 @@ report-v2: $(STAMP)
 # every budget in FRONTIER_BUDGETS, judged by both mini identity judges. N held-out portraits (the
 # report's); about 3 min a portrait on 2 CPU cores; every step resumes. On mini-svd:
 # make frontier FRONTIER_MODEL=mini-svd PROFILE=artifacts/profiles/mini-svd.json FRONTIER=out/frontier-svd
+# A v2 model needs its world's portraits and judge:
+# make frontier FRONTIER_MODEL=mini-svd-v2 PROFILE=artifacts/profiles/mini-svd-v2.json \
+#   FRONTIER_WORLD=v2 FRONTIER_JUDGES=mini-identity-world2 FRONTIER=out/frontier-svd-v2
 FRONTIER ?= out/frontier
 FRONTIER_BUDGETS ?= 4,8,16
 FRONTIER_MODEL ?= mini-cogvideox
+FRONTIER_WORLD ?= v1
+FRONTIER_JUDGES ?= mini-identity,mini-identity-v1
 PROFILE ?= artifacts/profiles/mini-cogvideox.json
 frontier: $(STAMP)
-	$(BIN)/anti-i2v world render --out $(FRONTIER)/world --count $(N) --seed 7 --photos $(FRONTIER)/photos
+	$(BIN)/anti-i2v world render --world $(FRONTIER_WORLD) --out $(FRONTIER)/world --count $(N) --seed 7 \
+		--photos $(FRONTIER)/photos
 	$(BIN)/anti-i2v protect $(FRONTIER_MODEL) $(FRONTIER)/photos --profile $(PROFILE) --out $(FRONTIER)/anti-i2v
 	for m in rgb-pgd random-noise; do \
 		$(BIN)/anti-i2v protect $(FRONTIER_MODEL) $(FRONTIER)/photos --method $$m --eps 8 \
 			--profile $(PROFILE) --out $(FRONTIER)/$$m || exit 1; done
 	$(BIN)/anti-i2v evaluate $(FRONTIER_MODEL) --clean $(FRONTIER)/photos --protected $(FRONTIER)/anti-i2v \
 		--protected $(FRONTIER)/rgb-pgd --protected $(FRONTIER)/random-noise --distortions '' \
-		--budgets $(FRONTIER_BUDGETS) --profile $(PROFILE) --out $(FRONTIER)/eval
+		--identity $(FRONTIER_JUDGES) --budgets $(FRONTIER_BUDGETS) --profile $(PROFILE) --out $(FRONTIER)/eval
 
 lint: $(STAMP)
 	$(BIN)/ruff check probe analyses protect tests bench anti_i2v_cli.py
