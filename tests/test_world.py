@@ -307,9 +307,10 @@ def test_render_cli_refuses_a_folder_of_the_other_world(tmp_path):
     assert res.exit_code == 2 and "--world v3: choose v1 or v2" in res.output
 
 
-def _interrupt_then_rerun(module, monkeypatch, fit, at: int):
+def _interrupt_then_rerun(module, monkeypatch, fit, at: int, checkpoint: Path):
     """Ctrl-C at step `at` of a stage that logs through `module.log_step`, then the same call
-    again: returns the steps the rerun ran and its result."""
+    again: checks the interrupted run left `checkpoint`; returns the steps the rerun ran and its
+    result."""
     log_step = module.log_step
 
     def interrupt(stage, step, total, loss, started):
@@ -320,6 +321,7 @@ def _interrupt_then_rerun(module, monkeypatch, fit, at: int):
     monkeypatch.setattr(module, "log_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit()
+    assert checkpoint.exists()  # written before the interrupted step
     ran = []
     monkeypatch.setattr(module, "log_step", lambda stage, step, *a: ran.append(step))
     return ran, fit()
@@ -335,16 +337,19 @@ def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, mon
     data = training.to_video(training.render_clips(identity_seeds(4, 0, "train")))[:, :, :1]
 
     def fit(checkpoints, seed=0):
-        torch.manual_seed(
-            seed
-        )  # as train_vae does: the posterior samples from the global generator
+        # As train_vae does: the posterior samples from the global generator
+        torch.manual_seed(seed)
         vae = training.fit_vae(mini_vae(), data, 6, 2, 1e-3, 0, "vae", "cpu", checkpoints)
         return vae.state_dict()
 
     whole = fit((None, 0))
     calls = iter([0, 123])  # the rerun's global state differs: the checkpoint restores it
     ran, resumed = _interrupt_then_rerun(
-        training, monkeypatch, lambda: fit((tmp_path, 2), next(calls)), at=5
+        training,
+        monkeypatch,
+        lambda: fit((tmp_path, 2), next(calls)),
+        at=5,
+        checkpoint=tmp_path / "vae.safetensors",
     )
     assert ran == [5, 6]  # steps 1-4 came from the checkpoint written after step 4
     for k, v in whole.items():
@@ -389,7 +394,13 @@ def test_an_interrupted_mini_svd_unet_resumes_to_the_same_weights(tmp_path, monk
         return {**pipe.unet.state_dict(), **pipe.image_encoder.state_dict()}
 
     whole = fit((None, 0))
-    ran, resumed = _interrupt_then_rerun(train_svd, monkeypatch, lambda: fit((tmp_path, 1)), at=3)
+    ran, resumed = _interrupt_then_rerun(
+        train_svd,
+        monkeypatch,
+        lambda: fit((tmp_path, 1)),
+        at=3,
+        checkpoint=tmp_path / "svd-unet.safetensors",
+    )
     assert ran == [3]  # steps 1 and 2 came from the checkpoint written after step 2
     for k, v in whole.items():
         assert torch.equal(v, resumed[k]), k
