@@ -83,6 +83,12 @@ def merged_results(new: Path, prior: Path | None, objective: str, out: Path) -> 
     return out
 
 
+def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict:
+    """`a` minus `b` over `a`'s photos (photo -> drop): mean, 95% bootstrap interval, wins of `a`."""
+    diff = np.array([a[p] - b[p] for p in sorted(a)])
+    return {"diff": float(diff.mean()), "ci95": bootstrap_ci(diff), "wins": int((diff > 0).sum())}
+
+
 def compare(per: dict[str, dict[str, float]], n_random: int) -> dict:
     """Means per variant and the paired differences of the profile against the others."""
     photos = sorted(per["profile"])
@@ -91,12 +97,7 @@ def compare(per: dict[str, dict[str, float]], n_random: int) -> dict:
     median = randoms[len(randoms) // 2]
     out = {"n": len(photos), "mean_drop": mean, "median_random": median, "paired": {}}
     for other in (median, "inverted", "last"):
-        diff = np.array([per["profile"][p] - per[other][p] for p in photos])
-        out["paired"][f"profile - {other}"] = {
-            "diff": float(diff.mean()),
-            "ci95": bootstrap_ci(diff),
-            "wins": int((diff > 0).sum()),
-        }
+        out["paired"][f"profile - {other}"] = paired_difference(per["profile"], per[other])
     # Each random draw's paired difference too: the spread chance alone gives.
     out["random_means"] = [mean[v] for v in randoms]
     return out

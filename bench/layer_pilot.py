@@ -42,7 +42,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from layer_ablation import JUDGES, OBJECTIVES, drops  # bench/, beside this script
+from layer_ablation import (  # bench/, beside this script
+    JUDGES,
+    OBJECTIVES,
+    drops,
+    paired_difference,
+)
 
 from analyses.profile import Profile, load_profile, save_profile
 from probe.backbones import Backbone, load_backbone
@@ -50,7 +55,6 @@ from probe.common import MINI_WORLD
 from probe.images import load_photo
 from probe.world.render import render_dataset
 from protect.config import EvaluateConfig, ProtectConfig
-from protect.evaluate.metrics import bootstrap_ci
 from protect.evaluate.run import evaluate
 from protect.objective import clip_frames_for
 from protect.run import run_protect
@@ -71,30 +75,24 @@ def latent_move(
         ||x0(cloak) - x0(clean)||^2 / ||x0(clean) - mean||^2, averaged over `timesteps`.
     """
     clip = clip_frames_for(backbone, 4)
-    latent = backbone.condition(backbone.resize(clean[None]), clip).clean
+    conds = [backbone.condition(backbone.resize(image[None]), clip) for image in (clean, cloak)]
+    latent = conds[0].clean
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed))
     moves = []
     for t in timesteps:
         noisy = backbone.add_noise(latent, noise, t)
         x0 = []
-        for image in (clean, cloak):
-            cond = backbone.condition(backbone.resize(image[None]), clip)
+        for cond in conds:
             output = backbone.denoiser(**backbone.denoiser_kwargs(noisy, cond, t))
             x0.append(backbone.predict_clean(noisy, backbone.hidden(output), t))
         moves.append(float((x0[1] - x0[0]).pow(2).sum() / (x0[0] - x0[0].mean()).pow(2).sum()))
     return float(np.mean(moves))
 
 
-def portraits(folder: Path, start: int, count: int, seed: int, world: str) -> Path:
-    """Held-out portraits `start .. start+count` of `seed` as a flat photo folder under `folder`."""
-    photos = folder / "photos"
-    photos.mkdir(parents=True, exist_ok=True)
-    for sample in render_dataset(folder / "world", start + count, seed, "heldout", world=world)[
-        start:
-    ]:
-        if not (photos / f"{sample.name}.png").exists():
-            shutil.copyfile(sample / "frames" / "000.png", photos / f"{sample.name}.png")
-    return photos
+def portraits(folder: Path, count: int, seed: int, world: str) -> Path:
+    """Held-out portraits `0 .. count-1` of `seed` as a flat photo folder under `folder`."""
+    render_dataset(folder / "world", count, seed, "heldout", photos=folder / "photos", world=world)
+    return folder / "photos"
 
 
 def cloak(profile: Profile, photos: Path, variant: Path, out: Path, losses, steps: int) -> None:
@@ -113,7 +111,7 @@ def cloak(profile: Profile, photos: Path, variant: Path, out: Path, losses, step
 
 def pilot(profile: Profile, args, out: Path, world: str) -> tuple[list[str], dict]:
     """Steps 1-3: pilot cloaks per block, their scores, and the anchors they choose."""
-    photos = portraits(out / "pilot", 0, args.count, args.pilot_seed, world)
+    photos = portraits(out / "pilot", args.count, args.pilot_seed, world)
     candidates = [x for x in profile.layers if x not in profile.collapse_layers]
     if args.candidates:
         candidates = [x for x in args.candidates.split(",") if x in candidates]
@@ -136,12 +134,13 @@ def pilot(profile: Profile, args, out: Path, world: str) -> tuple[list[str], dic
     per = drops(report / "results.csv")
     backbone = load_backbone(profile.model)
     names = sorted(p.stem for p in photos.glob("*.png"))
+    cleans = {n: load_photo(photos / f"{n}.png").pixels for n in names}
     scores: dict[str, dict] = {}
     for layer in candidates:
         moves = [
             latent_move(
                 backbone,
-                load_photo(photos / f"{n}.png").pixels,
+                cleans[n],
                 load_photo(out / "pilot" / layer / f"{n}.png").pixels,
                 profile.timesteps,
                 args.seed,
@@ -175,17 +174,14 @@ def paired_against(
     mine = per[judge, "pilot"]
     median = json.loads((shipped / "ablation.json").read_text())[objective][judge]["median_random"]
     out = {"n": len(mine), "pilot": float(np.mean(list(mine.values()))), "median_random": median}
-    out["minus"] = {}
-    for (j, variant), d in sorted(theirs.items()):
-        if j != judge:
-            continue
-        diff = np.array([mine[p] - d[p] for p in sorted(mine)])
-        out["minus"][variant] = {
+    out["minus"] = {
+        variant: {
             "mean": float(np.mean([d[p] for p in sorted(mine)])),
-            "diff": float(diff.mean()),
-            "ci95": bootstrap_ci(diff),
-            "wins": int((diff > 0).sum()),
+            **paired_difference(mine, d),
         }
+        for (j, variant), d in sorted(theirs.items())
+        if j == judge
+    }
     return out
 
 
@@ -238,7 +234,7 @@ def main() -> None:
         judges = JUDGES[world]
         arms = [o for o in OBJECTIVES if o in shipped]  # the arms that ablation ran
         n = shipped[arms[0]][judges[0]]["n"]  # its portraits: held-out 0..n-1 of seed 7
-        photos = portraits(out / "against", 0, n, 7, world)
+        photos = portraits(out / "against", n, 7, world)
         for objective in arms:
             folder = out / "against" / objective / "pilot"
             cloak(profile, photos, chosen, folder, OBJECTIVES[objective], shipped["steps"])
