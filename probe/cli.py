@@ -253,7 +253,12 @@ def world_train(
     if world not in WORLDS:
         raise ToolkitError(f"--world {world}: choose {' or '.join(WORLDS)}")
     base = V2 if world == "v2" else TrainConfig()
-    cfg = replace(QUICK, world=world) if quick else replace(base, seed=seed)
+    # --quick keeps the world's stored dtype, so that the smoke test saves what the world ships
+    cfg = (
+        replace(QUICK, world=world, dit_store_dtype=base.dit_store_dtype)
+        if quick
+        else replace(base, seed=seed)
+    )
     timings = train_all(out, cfg, pick_device(device), chosen)
     console.print(f"trained into {out}: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import ALL_FAMILIES
 from PIL import Image
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from anti_i2v_cli import app
@@ -416,6 +417,12 @@ def test_training_v2_smoke(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     backbone = load_backbone(str(tmp_path / "mini-cogvideox-i2v"))
     assert len(backbone.block_names()) == 12 and backbone.resolution == (96, 96)
+    # v2's transformer is stored in half precision (the size limit) and loads as float32
+    stored = load_file(
+        str(tmp_path / "mini-cogvideox-i2v/transformer/diffusion_pytorch_model.safetensors")
+    )
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    assert {p.dtype for p in backbone.denoiser.parameters()} == {torch.float32}
     assert backbone.denoiser.config.attention_head_dim * 4 == 192
     enc = load_identity_encoder(tmp_path / "mini-identity")
     assert enc.config["size"] == 96 and enc(torch.rand(2, 3, 96, 96)).shape == (2, 64)

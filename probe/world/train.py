@@ -294,6 +294,7 @@ def train_all(
         t = time.time()
         pipe, null = train_transformer(cfg, vae, device, checkpoints)
         timings["transformer_s"] = time.time() - t
+        pipe.transformer.to(getattr(torch, cfg.dit_store_dtype))
         save_pipeline(pipe, null, pipe_dir)
         drop_checkpoint(checkpoints, "transformer")
         release_vae(checkpoints, "vae")
