@@ -162,6 +162,7 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
         model=backbone.name,
         family=backbone.family,
         config_sha256=backbone.config_sha256(),
+        weights_sha256=backbone.weights_sha256,
         layers=layers,
         timesteps=list(cfg.timesteps),
         seeds=list(cfg.seeds),

@@ -82,6 +82,7 @@ class StoreAttrs:
     video_frames: int | None = None
     toolkit_version: str = ""
     config: dict[str, Any] = field(default_factory=dict)  # the probe command's settings
+    weights_sha256: str = ""  # the loaded weights (`probe.backbones.weights_sha256`)
     schema: str = SCHEMA
 
     # What must match for a store to be resumed rather than refused: everything that decides
@@ -91,6 +92,7 @@ class StoreAttrs:
         "model",
         "family",
         "config_sha256",
+        "weights_sha256",
         "layers",
         "timesteps",
         "seeds",

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from analyses.profile import Profile, load_profile
-from probe.backbones import Backbone, load_backbone
+from probe.backbones import Backbone, load_backbone, weights_sha256
 from probe.common import (
     TOOLKIT_VERSION,
     ToolkitError,
@@ -111,10 +111,16 @@ class Run:
         # target is still the same work.
         d["profile"] = self.profile.sha256 if self.profile else None
         d["target"] = _file_sha256(Path(self.cfg.target)) if self.cfg.target else None
+        # A retrained model keeps its name and config: its cloaks are other work
+        d["weights_sha256"] = weights_sha256(self.cfg.model)
         d.pop("ensemble")  # only ensemble runs record it: single-model sidecars stay as they were
         if self.members:
             d["ensemble"] = [
-                {"model": m.cfg.model, "profile": m.profile.sha256 if m.profile else None}
+                {
+                    "model": m.cfg.model,
+                    "profile": m.profile.sha256 if m.profile else None,
+                    "weights_sha256": weights_sha256(m.cfg.model),
+                }
                 for m in self.members
             ]
         return json.loads(json.dumps(d))
@@ -168,7 +174,7 @@ def reference_latent(
     cache: Path,
 ) -> torch.Tensor:
     """Latent of the clean photo's generated video (first `clip` frames), cached per photo and model."""
-    key = f"{backbone.config_sha256()[:16]}-{photo_sha[:16]}-f{clip}-s{cfg.seed}-n{cfg.reference_steps}"
+    key = f"{backbone.model_key()}-{photo_sha[:16]}-f{clip}-s{cfg.seed}-n{cfg.reference_steps}"
 
     def compute() -> dict[str, torch.Tensor]:
         # At least `clip` frames: a model whose default clip is shorter (tiny:svd makes 2) must

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import probe.store as probe_store
 from anti_i2v_cli import app
+from probe.backbones import load_backbone
 from probe.capture import frame_indices, pool_spatial, pooled_size
 from probe.common import ToolkitError
 from probe.images import load_photo
@@ -155,6 +156,19 @@ def test_store_with_other_settings_is_refused(tmp_path, portraits):
     _run_probe(tmp_path, "tiny:cogvideox", [portraits], timesteps=(500,))
     with pytest.raises(ToolkitError, match="timesteps differ"):
         _run_probe(tmp_path, "tiny:cogvideox", [portraits], timesteps=(400,))
+
+
+def test_store_of_a_model_since_retrained_is_refused(tmp_path, portraits):
+    """Same folder and config, new weights: resuming would mix two models' activations."""
+    backbone = load_backbone("tiny:cogvideox")
+    folder = tmp_path / "model"
+    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    _run_probe(tmp_path, str(folder), [portraits], timesteps=(500,))
+    with torch.no_grad():
+        next(backbone.pipe.transformer.parameters()).add_(1e-2)
+    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    with pytest.raises(ToolkitError, match="weights_sha256 differ"):
+        _run_probe(tmp_path, str(folder), [portraits], timesteps=(500,))
 
 
 # --- bad input -----------------------------------------------------------------------------

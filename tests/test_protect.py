@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from anti_i2v_cli import app
-from probe.backbones import FAMILIES
+from probe.backbones import FAMILIES, load_backbone, weights_sha256
 from probe.capture import execution_order, trace_blocks
 from probe.common import ToolkitError
 from protect.methods import METHODS
@@ -135,6 +135,26 @@ def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
     assert [
         r.status for r in run_protect(replace(cfg, profile=str(tmp_path / "other.json"), eps=8.0))
     ] == ["done"] * 3
+
+
+@pytest.mark.slow
+def test_a_retrained_model_in_the_same_folder_is_other_work(tmp_path, portraits, tiny_profile):
+    """Same name, same config, new weights: the cloak and its reference video are made again."""
+    backbone = load_backbone("tiny:cogvideox")
+    folder = tmp_path / "model"
+    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    cfg = _cfg(tmp_path, [portraits / "p10.png"], tiny_profile, model=str(folder))
+    [first] = run_protect(cfg)
+    assert first.status == "done" and run_protect(cfg)[0].status == "skipped"
+    with torch.no_grad():
+        next(backbone.pipe.transformer.parameters()).add_(1e-2)
+    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    [second] = run_protect(cfg)
+    assert second.status == "done", second.detail
+    weights = [r.sidecar.settings["weights_sha256"] for r in (first, second)]
+    assert weights[0] != weights[1] and weights[1] == weights_sha256(str(folder))
+    # one reference video per model, never the old model's reused
+    assert len(list((tmp_path / "out" / ".reference").glob("*.safetensors"))) == 2
 
 
 def test_profile_for_another_model_is_refused_before_any_work(tmp_path, portraits, tiny_profile):
@@ -436,7 +456,9 @@ def test_ensemble_cloak_records_its_models_and_differs_from_one_model(tmp_path, 
     [r1], [r2] = run_protect(one), run_protect(both)
     assert r1.status == r2.status == "done", (r1.detail, r2.detail)
     assert "ensemble" not in r1.sidecar.settings  # single-model sidecars are as before
-    assert r2.sidecar.settings["ensemble"] == [{"model": "tiny:svd", "profile": None}]
+    assert r2.sidecar.settings["ensemble"] == [
+        {"model": "tiny:svd", "profile": None, "weights_sha256": weights_sha256("tiny:svd")}
+    ]
     assert {"diffusion", "tiny:svd/diffusion"} <= set(r2.sidecar.losses[0])
     a = np.asarray(Image.open(tmp_path / "out" / "p20.png"), dtype=int)
     b = np.asarray(Image.open(tmp_path / "both" / "p20.png"), dtype=int)

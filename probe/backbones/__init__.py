@@ -7,6 +7,8 @@ end in the same adapter class; the family comes from `model_index.json` unless o
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = [
     "load_backbone",
     "family_of",
     "resolve_model",
+    "weights_sha256",
     "real_configs",
     "check_offload",
 ]
@@ -217,6 +220,41 @@ def read_model_index(folder: Path) -> dict[str, Any]:
     return index
 
 
+def weights_sha256(model: str, family: str | None = None, seed: int = 0) -> str:
+    """Hash of the weights `load_backbone(model, family, seed=seed)` loads: what the config does not say.
+
+    Two models with one config (a retrained or fine-tuned copy in the same folder) compute
+    different things, so every cache of model outputs (reference and generated videos, finished
+    cloaks, activation stores) is keyed by this as well as by the config. A pipeline folder's
+    hash covers the bytes of every safetensors file of the components it loads and its saved
+    text embeddings: the first call reads the weights once (tens of seconds for a 28 GB model,
+    as loading it does), later ones only while a file's size or modification time changed. A
+    `tiny:*` model is built from its seed.
+    """
+    if model.startswith("tiny:"):
+        return hashlib.sha256(f"{model}/seed={seed}".encode()).hexdigest()
+    folder = resolve_model(model)
+    index = read_model_index(folder)
+    skipped = FAMILIES[_check_family(family) if family else family_of(index)].skip_components
+    files = []
+    for file in sorted(folder.rglob("*.safetensors")):
+        rel = file.relative_to(folder)
+        if rel.parts[0] not in skipped:  # never loaded
+            stat = file.stat()
+            files.append((rel.as_posix(), str(file.resolve()), stat.st_size, stat.st_mtime_ns))
+    return _hash_files(tuple(files))
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(files: tuple[tuple[str, str, int, int], ...]) -> str:
+    """sha256 over (name, content hash) of each `(name, path, size, mtime_ns)`; memoised on all four."""
+    digest = hashlib.sha256()
+    for name, path, _, _ in files:
+        with open(path, "rb") as handle:
+            digest.update(name.encode() + hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
 def load_backbone(
     model: str,
     family: str | None = None,
@@ -256,7 +294,9 @@ def load_backbone(
         if torch_dtype != torch.float32:
             pipe = pipe.to(dtype=torch_dtype)
         size, frames = TINY_SIZES[fam]
-        return FAMILIES[fam](pipe, model, resolution=size, frames=frames)
+        backbone = FAMILIES[fam](pipe, model, resolution=size, frames=frames)
+        backbone.weights_sha256 = weights_sha256(model, seed=seed)
+        return backbone
 
     folder = resolve_model(model, weights=weights is True)
     index = read_model_index(folder)
@@ -269,7 +309,9 @@ def load_backbone(
         return adapter(build_empty(folder, index, adapter, torch_dtype), builtin, text=text)
     if weights == "random":
         pipe = build_empty(folder, index, adapter, torch_dtype, seed=seed)
-        return adapter(pipe.to(device), builtin, text=text)
+        backbone = adapter(pipe.to(device), builtin, text=text)
+        backbone.weights_sha256 = hashlib.sha256(f"random/seed={seed}".encode()).hexdigest()
+        return backbone
     # Text encoders are never loaded: text conditioning comes from saved embeddings.
     skipped = {name: None for name in adapter.skip_components if name in index}
     try:
@@ -282,11 +324,13 @@ def load_backbone(
             "the folder needs safetensors weights for every component"
         ) from None
     if offload == "none":
-        return adapter(pipe.to(device), builtin, text=text)
-    if offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
+        backbone = adapter(pipe.to(device), builtin, text=text)
     else:
-        pipe.enable_sequential_cpu_offload(device=device)
-    backbone = adapter(pipe, builtin, text=text)
-    backbone.execution_device = torch.device(device)
+        if offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.enable_sequential_cpu_offload(device=device)
+        backbone = adapter(pipe, builtin, text=text)
+        backbone.execution_device = torch.device(device)
+    backbone.weights_sha256 = weights_sha256(model, family, seed)
     return backbone

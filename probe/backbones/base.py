@@ -52,6 +52,8 @@ class Backbone(ABC):
     # Denoiser passes per sampling step in the published pipeline: 2 with classifier-free
     # guidance (conditional and unconditional, batched). Used by `plan --task generate`.
     guidance_passes: ClassVar[int] = 2
+    # The loaded weights' hash (`probe.backbones.weights_sha256`), set by `load_backbone`.
+    weights_sha256: str = ""
 
     def __init__(
         self,
@@ -96,6 +98,14 @@ class Backbone(ABC):
         """Hash of the denoiser's config: ties stores and profiles to one architecture."""
         cfg = {k: v for k, v in dict(self.denoiser.config).items() if not k.startswith("_")}
         return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+
+    def model_key(self) -> str:
+        """What decides this model's outputs, short: its config's and its weights' hashes.
+
+        The key of every on-disk cache of its outputs (`weights_sha256` is set by `load_backbone`;
+        an adapter built by hand has none, and its key names the config only).
+        """
+        return f"{self.config_sha256()[:16]}-{self.weights_sha256[:16]}".rstrip("-")
 
     def block_names(self) -> list[str]:
         """Every block's module path, in registration order (see `capture.execution_order`)."""

@@ -161,7 +161,7 @@ class _VideoCache:
 
     def __init__(self, backbone: Backbone, seed: int, steps: int, root: Path):
         self.backbone, self.seed, self.steps = backbone, seed, steps
-        self.folder = root / backbone.config_sha256()[:16]
+        self.folder = root / backbone.model_key()
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """`(3, H, W)` in [0, 1] -> `(F, 3, H, W)` in [0, 1]."""
