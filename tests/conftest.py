@@ -39,6 +39,22 @@ def backbones():
     return get
 
 
+@pytest.fixture
+def retrainable_model(tmp_path):
+    """tiny:cogvideox saved as a pipeline folder, and a call that "retrains" it in place: one
+    weight moves and the config stays, which every cache of its outputs must tell apart."""
+    backbone = load_backbone("tiny:cogvideox")
+    folder = tmp_path / "model"
+    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+
+    def retrain() -> None:
+        with torch.no_grad():
+            next(backbone.pipe.transformer.parameters()).add_(1e-2)
+        backbone.pipe.save_pretrained(folder, safe_serialization=True)
+
+    return folder, retrain
+
+
 @pytest.fixture(scope="session")
 def portraits(tmp_path_factory) -> Path:
     """A folder of three held-out mini-world portraits (first frames), 64x64 PNG."""

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 import probe.store as probe_store
 from anti_i2v_cli import app
-from probe.backbones import load_backbone
 from probe.capture import frame_indices, pool_spatial, pooled_size
 from probe.common import ToolkitError
 from probe.images import load_photo
@@ -158,15 +157,11 @@ def test_store_with_other_settings_is_refused(tmp_path, portraits):
         _run_probe(tmp_path, "tiny:cogvideox", [portraits], timesteps=(400,))
 
 
-def test_store_of_a_model_since_retrained_is_refused(tmp_path, portraits):
+def test_store_of_a_model_since_retrained_is_refused(tmp_path, portraits, retrainable_model):
     """Same folder and config, new weights: resuming would mix two models' activations."""
-    backbone = load_backbone("tiny:cogvideox")
-    folder = tmp_path / "model"
-    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    folder, retrain = retrainable_model
     _run_probe(tmp_path, str(folder), [portraits], timesteps=(500,))
-    with torch.no_grad():
-        next(backbone.pipe.transformer.parameters()).add_(1e-2)
-    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    retrain()
     with pytest.raises(ToolkitError, match="weights_sha256 differ"):
         _run_probe(tmp_path, str(folder), [portraits], timesteps=(500,))
 

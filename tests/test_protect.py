@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from anti_i2v_cli import app
-from probe.backbones import FAMILIES, load_backbone, weights_sha256
+from probe.backbones import FAMILIES, weights_sha256
 from probe.capture import execution_order, trace_blocks
 from probe.common import ToolkitError
 from protect.methods import METHODS
@@ -138,17 +138,15 @@ def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
 
 
 @pytest.mark.slow
-def test_a_retrained_model_in_the_same_folder_is_other_work(tmp_path, portraits, tiny_profile):
+def test_a_retrained_model_in_the_same_folder_is_other_work(
+    tmp_path, portraits, tiny_profile, retrainable_model
+):
     """Same name, same config, new weights: the cloak and its reference video are made again."""
-    backbone = load_backbone("tiny:cogvideox")
-    folder = tmp_path / "model"
-    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    folder, retrain = retrainable_model
     cfg = _cfg(tmp_path, [portraits / "p10.png"], tiny_profile, model=str(folder))
     [first] = run_protect(cfg)
     assert first.status == "done" and run_protect(cfg)[0].status == "skipped"
-    with torch.no_grad():
-        next(backbone.pipe.transformer.parameters()).add_(1e-2)
-    backbone.pipe.save_pretrained(folder, safe_serialization=True)
+    retrain()
     [second] = run_protect(cfg)
     assert second.status == "done", second.detail
     weights = [r.sidecar.settings["weights_sha256"] for r in (first, second)]
