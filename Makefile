@@ -84,7 +84,8 @@ report: $(STAMP)
 
 # The v2 world's report (the mini-world-v2 issue): V2_MODEL on N held-out v2 portraits, judged by
 # the v2 world's judge: its card with every gate, the equal-visibility frontier with amplification,
-# and the layer ablation (profile layers against random ones) on the first 8. The default is
+# and the layer ablation (profile layers against random ones) on the first 8. The card goes into the
+# report, not over the shipped one in the model's folder (that one is measured on 32). The default is
 # mini-svd-v2, the v2 model whose layers differ; mini-cogvideox-v2 fails all four card gates.
 # Needs artifacts/models/v2 (shipped, or `anti-i2v world train --world v2 --out artifacts/models/v2`).
 # Many hours on 2 CPU cores; every step resumes.
@@ -94,7 +95,7 @@ REPORT_V2 ?= artifacts/reports/mini-world-v2
 report-v2: $(STAMP)
 	$(BIN)/anti-i2v world render --world v2 --out $(V2)/world --count $(N) --seed 7 --photos $(V2)/photos
 	$(BIN)/anti-i2v adapt $(V2_MODEL) $(V2)/photos --masks $(V2)/world --out $(V2)/adapt
-	$(BIN)/anti-i2v world card --model $(V2_MODEL) --profile $(V2)/adapt/profile.json
+	$(BIN)/anti-i2v world card --model $(V2_MODEL) --profile $(V2)/adapt/profile.json --out $(V2)/card/README.md
 	$(BIN)/anti-i2v protect $(V2_MODEL) $(V2)/photos --profile $(V2)/adapt/profile.json --out $(V2)/anti-i2v
 	for m in rgb-pgd random-noise; do \
 		$(BIN)/anti-i2v protect $(V2_MODEL) $(V2)/photos --method $$m --eps 8 \
@@ -107,6 +108,7 @@ report-v2: $(STAMP)
 	rm -rf $(REPORT_V2).tmp && mkdir -p $(REPORT_V2).tmp && cp -r $(V2)/eval/index.html $(V2)/eval/summary.json \
 		$(V2)/eval/results.csv $(V2)/eval/frontier.csv $(V2)/eval/frontier-*.png $(V2)/eval/strips \
 		$(V2)/adapt/profile.json $(V2)/ablation/ablation.json $(REPORT_V2).tmp/ \
+		&& cp $(V2)/card/README.md $(REPORT_V2).tmp/card.md && cp $(V2)/card/card.json $(REPORT_V2).tmp/ \
 		&& rm -rf $(REPORT_V2) && mv $(REPORT_V2).tmp $(REPORT_V2)
 
 # The equal-visibility frontier on one mini model (protect/evaluate/frontier.py), as `make report`
