@@ -20,6 +20,68 @@ SCHEMA = "anti-i2v.profile/1"
 REGENERATE = "regenerate it with `anti-i2v adapt MODEL PHOTOS --out DIR`"
 
 
+_NUMBER = (int, float)
+# The rule's fields and their types: the explorer prints them, so a profile whose rule holds
+# anything else (text where a number belongs, markup) is refused rather than shown.
+RULE_TYPES: dict[str, tuple[type, ...]] = {
+    "n_collapse": (int,),
+    "n_anchors": (int,),
+    "n_timesteps": (int,),
+    "n_vae_anchors": (int,),
+    "collapse_max_depth": _NUMBER,
+    "anchor_min_depth": _NUMBER,
+    "anchor_max_depth": _NUMBER,
+    "min_timestep": (int,),
+}
+
+
+def _is_number(x: Any, types: tuple[type, ...] = _NUMBER) -> bool:
+    return isinstance(x, types) and not isinstance(x, bool)
+
+
+def _check_fields(data: dict[str, Any], source: str) -> None:
+    """Every field a page or a later stage reads, checked as the type it is (one line each)."""
+
+    def bad(key: str, want: str, value: Any) -> ToolkitError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return ToolkitError(f"{source}: {key} must be {want}, got {shown}; {REGENERATE}")
+
+    rule = data.get("rule", {})
+    if not isinstance(rule, dict):
+        raise bad("rule", "an object", rule)
+    for key, value in rule.items():
+        if key == "measures":
+            if not isinstance(value, list) or not all(
+                isinstance(m, str) and m.isidentifier() for m in value
+            ):
+                raise bad("rule.measures", "a list of score names", value)
+        elif key not in RULE_TYPES:
+            raise bad(f"rule.{key}", "one of the rule's fields", key)
+        elif not _is_number(value, RULE_TYPES[key]):
+            raise bad(f"rule.{key}", "a number", value)
+    scores = data.get("scores", {})
+    if not isinstance(scores, dict):
+        raise bad("scores", "an object", scores)
+    for measure, per_layer in scores.items():
+        if not measure.isidentifier():
+            raise bad("scores", "keyed by score names", measure)
+        if not isinstance(per_layer, dict) or not all(
+            isinstance(v, list) and all(_is_number(x) or x is None for x in v)
+            for v in per_layer.values()
+        ):
+            raise bad(f"scores.{measure}", "layer -> list of numbers", per_layer)
+    for key in ("semantic", "low_level"):
+        value = data.get(key, {})
+        if not isinstance(value, dict) or not all(
+            _is_number(v) or v is None for v in value.values()
+        ):
+            raise bad(key, "layer -> number", value)
+    for key in ("model", "family", "config_sha256", "store"):
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, "a string", data[key])
+
+
 @dataclass(frozen=True)
 class Profile:
     """The layers and timesteps a cloak targets, the scores behind the choice, and their provenance."""
@@ -118,6 +180,7 @@ class Profile:
                 f"{source}: timesteps must be a list of integers, got {ts!r}; {REGENERATE}"
             )
         check_timesteps(tuple(ts), flag=f"{source}: timesteps")
+        _check_fields(data, source)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 

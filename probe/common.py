@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # torch and numpy load on first use: `anti-i2v --help` stays 
     import torch
 
 F = TypeVar("F", bound=Callable[..., Any])
+NAME_MAX = 255  # bytes in one path component on every common file system
 
 
 class ToolkitError(Exception):
@@ -47,8 +48,32 @@ def cli_command(fn: F) -> F:
                 "interrupted: finished work is kept; run the same command to resume"
             )
             raise typer.Exit(130) from None
+        except OSError as exc:
+            line = os_error_line(exc)
+            if line is None:
+                raise
+            Console(stderr=True, soft_wrap=True).print(
+                f"[red]error:[/] {line}", markup=True, highlight=False
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line for the OS errors a user fixes outside the toolkit (a full disk, a quota), or
+    None for any other (a bug, shown with its traceback)."""
+    import errno
+
+    where = f" writing {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the device{where}: free some space, then run the same command "
+            "to resume (finished work is kept)"
+        )
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"a file name is too long{where}; choose shorter names"
+    return None
 
 
 def toolkit_version() -> str:
@@ -95,8 +120,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name stays within NAME_MAX however long `path`'s own name is.
     fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+        dir=path.parent, prefix=f".{path.stem[:48]}.", suffix=f".tmp{path.suffix}"
     )
     os.close(fd)
     try:
@@ -126,7 +152,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     """A temporary folder beside `path` that becomes `path` (replacing it) when the block finishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name[:48]}.", suffix=".tmp"))
     try:
         yield tmp
         os.chmod(tmp, _mode_for(path, 0o777))  # mkdtemp makes 0700
@@ -192,6 +218,25 @@ def parse_floats(text: str, flag: str) -> tuple[float, ...]:
         ) from None
 
 
+# Protocols whose files live in this process only: a store or report there vanishes on exit.
+EPHEMERAL_PROTOCOLS = ("memory",)
+
+
+def check_out_given(out: str | Path, flag: str = "--out") -> None:
+    """Refuse an empty `--out` (it would write into the current folder, among the user's files)
+    and a protocol whose files vanish when the command exits (`memory://`), in one line."""
+    text = str(out)
+    if not text.strip():
+        raise ToolkitError(f'{flag} "": give the folder to write into (it is created if missing)')
+    protocol = text.split("://", 1)[0] if "://" in text else ""
+    if protocol in EPHEMERAL_PROTOCOLS:
+        raise ToolkitError(
+            f"{flag} {text}: a {protocol}:// location lives only while this command runs, so "
+            "everything written there would vanish when it exits; give a folder or a lasting "
+            "URL (s3://, gs://, ...)"
+        )
+
+
 def check_writable_dir(path: Path, flag: str = "--out") -> Path:
     """Say in one line why `path` cannot become a writable folder; creates nothing.
 
@@ -199,6 +244,12 @@ def check_writable_dir(path: Path, flag: str = "--out") -> Path:
     which is the only test that also holds for root, read-only mounts and full disks.
     """
     path = Path(path)
+    long = next((p for p in path.parts if len(os.fsencode(p)) > NAME_MAX), None)
+    if long is not None:
+        raise ToolkitError(
+            f"{flag}: the folder name {long[:40]}... is {len(os.fsencode(long))} bytes, over the "
+            f"file system's limit of {NAME_MAX} per name; choose a shorter one"
+        )
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from probe.common import ToolkitError
+from probe.common import NAME_MAX, ToolkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # Refuse decompression bombs, allow real large photos (PIL itself refuses above 2 x its 89.5 MP).
@@ -75,7 +75,11 @@ def gather_images(inputs: list[Path]) -> list[Path]:
     for p in inputs:
         if p.is_dir():
             out += sorted(
-                q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()
+                q
+                for q in p.iterdir()
+                # Hidden files are never photos: the toolkit's own temporary and journal files
+                # (`.NAME.cloak.png`) and other tools' (macOS `._NAME.jpg`) start with a dot.
+                if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file() and not q.name.startswith(".")
             )
         else:
             out.append(p)
@@ -84,6 +88,29 @@ def gather_images(inputs: list[Path]) -> list[Path]:
             f"no images found in {', '.join(map(str, inputs))}; pass image files or folders of them"
         )
     return out
+
+
+# The longest suffix the toolkit adds to a photo's name (`NAME.original.jpeg`, `NAME.loss.png`):
+# a name longer than the file system's limit minus this cannot get its outputs.
+LONGEST_SUFFIX = len(".original.jpeg")
+
+
+def check_file_name(path: Path) -> None:
+    """One line when a photo's name cannot travel into stores, sidecars and CSVs (not valid
+    UTF-8), or is too long for the files the toolkit writes beside it."""
+    try:
+        encoded = path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolkitError(
+            f"cannot use {path.name!r}: its file name is not valid UTF-8; rename it"
+        ) from None
+    stem = len(path.stem.encode("utf-8"))
+    if stem + LONGEST_SUFFIX > NAME_MAX:
+        raise ToolkitError(
+            f"cannot use {path.name[:40]}...: its name is {len(encoded)} bytes, and the files "
+            f"written beside it need at most {NAME_MAX - LONGEST_SUFFIX} before the suffix; "
+            "rename it shorter"
+        )
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -105,8 +132,11 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 def load_photo(path: Path, max_side: int | None = None) -> Photo:
     """Decode an image file upright as RGB; `max_side` shrinks huge photos while decoding."""
     path = Path(path)
+    if path.is_dir():
+        raise ToolkitError(f"cannot read {path}: it is a folder; pass an image file")
     if not path.is_file():
         raise ToolkitError(f"cannot read {path}: no such file; check the path")
+    check_file_name(path)
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -141,8 +141,15 @@ def protect(
             )
 
     results = run_protect(cfg, on_result=report)
-    if results and all(r.status == "failed" for r in results):
-        raise typer.Exit(1)
+    # Exit 2 when no photo is, or already was, cloaked: a batch of only bad photos is an error,
+    # as probe says it; a photo another run is cloaking counts as handled.
+    bad = [r for r in results if r.status == "failed" or "too small" in r.detail]
+    if results and len(bad) == len(results):
+        console.print(
+            f"[red]error:[/] no photo was cloaked: all {len(bad)} failed or were too small "
+            "(each is named above); fix them and run again"
+        )
+        raise typer.Exit(2)
 
 
 def evaluate(

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from probe.common import ToolkitError, is_url
+from probe.common import ToolkitError, check_out_given, is_url
 from probe.config import MODEL_DTYPES, OFFLOADS, check_timesteps
 from protect.methods import LOSS_TERMS, METHODS
 
@@ -61,6 +61,7 @@ class ProtectConfig:
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
 
     def __post_init__(self) -> None:
+        check_out_given(self.out)
         if self.method not in METHODS:
             raise ToolkitError(f"--method {self.method}: unknown; choose from {', '.join(METHODS)}")
         if not (
@@ -188,6 +189,7 @@ class EvaluateConfig:
     profiles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        check_out_given(self.out)
         unknown = [d for d in self.distortions if not is_distortion(d)]
         if unknown:
             raise ToolkitError(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from probe.common import ToolkitError
 from probe.images import IMAGE_SUFFIXES, gather_images
-from protect.sidecar import SIDECAR_SCHEMA
+from protect.sidecar import SIDECAR_SCHEMA, Sidecar
 
 ORIGINAL = ".original"  # in-place: NAME.original.EXT keeps the photo beside its cloak
 LOSS_PLOT = ".loss.png"
@@ -36,6 +36,8 @@ class Job:
     keep_original_as: Path | None = (
         None  # in place: rename the source here before writing the cloak
     )
+    # In place: a cloak an interrupted older run left without its sidecar, replaced by this one
+    half_done: Path | None = None
 
 
 def is_sidecar(path: Path) -> bool:
@@ -57,6 +59,37 @@ def is_toolkit_output(path: Path) -> bool:
     if name.endswith(LOSS_PLOT) or Path(path.stem).suffix == ORIGINAL:
         return True
     return path.suffix.lower() == ".png" and is_sidecar(path.with_suffix(".json"))
+
+
+def foreign_output(job: Job, out: Path, photo_sha256: str) -> str | None:
+    """Why the cloak of `job` may not be written into the local folder `out`, or None.
+
+    The cloak's files (`NAME.png`, `NAME.json`, `NAME.loss.png`) may replace only what this
+    toolkit wrote there for this photo: files with a sidecar recording the same photo (a redo
+    with other settings, or a damaged sidecar). Anything else there is somebody's file.
+    """
+    side = out / f"{job.name}.json"
+    existing = [
+        p
+        for p in (out / f"{job.name}.png", side, out / f"{job.name}{LOSS_PLOT}")
+        if p.exists()
+        and not (p.resolve() == job.source.resolve() and job.keep_original_as)
+        and p != job.half_done
+    ]
+    if not existing:
+        return None
+    if is_sidecar(side):
+        old = Sidecar.read(side)
+        if old is None or old.photo_sha256 == photo_sha256:
+            return None  # a damaged sidecar of ours, or this photo's earlier cloak
+        return (
+            f"{side} belongs to the cloak of another photo named {job.name} (its photo's sha256 "
+            "differs): move those files away, or choose another --out"
+        )
+    return (
+        f"{existing[0]} already exists and anti-i2v did not write it for this photo: move it "
+        "away, or choose another --out (nothing was replaced)"
+    )
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -97,10 +130,24 @@ def plan_jobs(inputs: list[Path], out: Path | None, in_place: bool = False) -> l
                     and not is_sidecar(out / f"{Path(p.stem).stem}.json")
                 ):
                     kept.append(p)
+    half_done = {}  # a cloak a killed older version left beside its kept original: redone
+    if kept:
+        by_stem = {Path(k.stem).stem: k for k in kept}
+        half_done = {
+            p.stem: p
+            for p in files
+            if p.stem in by_stem and _looks_like_cloak_of(p, by_stem[p.stem])
+        }
+        files = [p for p in files if half_done.get(p.stem) != p]
     jobs, by_name = [], {}
     for p in files + kept:
         is_kept = p in kept
         name = Path(p.stem).stem if is_kept else p.stem
+        if name in by_name and is_kept:
+            raise ToolkitError(
+                f"{by_name[name]} and the kept original {p} have no sidecar, and {by_name[name]} "
+                "is not a cloak of it: move one of them away, then run again"
+            )
         if name in by_name:
             raise ToolkitError(
                 f"{by_name[name]} and {p} would both be cloaked as {name}.png; "
@@ -110,8 +157,33 @@ def plan_jobs(inputs: list[Path], out: Path | None, in_place: bool = False) -> l
         move = None
         if in_place and not is_kept and _inside(out_r, p.resolve().parent):
             move = p.with_name(f"{p.stem}{ORIGINAL}{p.suffix}")
-        jobs.append(Job(source=p, name=name, keep_original_as=move))
+        jobs.append(
+            Job(
+                source=p,
+                name=name,
+                keep_original_as=move,
+                half_done=half_done.get(name) if is_kept else None,
+            )
+        )
     return jobs  # empty when every image is already a cloak or another output of this toolkit
+
+
+def _looks_like_cloak_of(candidate: Path, original: Path, min_psnr: float = 20.0) -> bool:
+    """Whether `candidate` is a cloak of `original`: the same size and within `min_psnr` dB
+    (a cloak is 25-45 dB from its photo; two different photos are far below 20)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(candidate) as a, Image.open(original) as b:
+            if a.size != b.size:
+                return False
+            x = np.asarray(a.convert("RGB"), dtype=np.float64)
+            y = np.asarray(b.convert("RGB"), dtype=np.float64)
+    except (OSError, UnidentifiedImageError):
+        return False
+    mse = float(((x - y) ** 2).mean()) / 255**2
+    return mse == 0 or 10 * np.log10(1 / mse) >= min_psnr
 
 
 @contextlib.contextmanager

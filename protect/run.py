@@ -45,7 +45,8 @@ from probe.images import Photo, load_photo, to_chw_float
 from probe.store import check_location
 from protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
 from protect.evaluate.metrics import ssim
-from protect.inputs import Job, photo_lock, plan_jobs
+from protect.in_place import file_sha256, recover, with_original, write_in_place
+from protect.inputs import Job, foreign_output, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, PROFILE_TERMS, method_weights
 from protect.objective import EnsembleObjective, ModelObjective, ObjectiveSpec, clip_frames_for
@@ -437,6 +438,8 @@ def prepare_run(
         ToolkitError: with one line, before any photo is touched.
     """
     url = is_url(cfg.out)
+    if cfg.in_place and not url and Path(cfg.out).is_dir():
+        recover(Path(cfg.out))  # photos an interrupted in-place run left half done
     jobs = plan_jobs([Path(p) for p in cfg.images], None if url else Path(cfg.out), cfg.in_place)
     if url:
         check_location(cfg.out)  # the file system is installed and the bucket reachable
@@ -536,11 +539,25 @@ def _ready(job: Job, run: Run, dest: OutputFolder) -> Photo | PhotoResult:
             f"too small to protect ({photo.size[1]}x{photo.size[0]} px; "
             f"at least {MIN_SIDE} px a side)",
         )
+    done = _already_done(job, run, dest, photo)
+    if done is not None:
+        return done
+    if not dest.url:
+        clash = foreign_output(job, dest.local, photo.sha256)
+        if clash is not None:
+            return PhotoResult(job.name, "failed", clash)
+    return photo
+
+
+def _already_done(job: Job, run: Run, dest: OutputFolder, photo: Photo) -> PhotoResult | None:
+    if job.keep_original_as is not None and job.keep_original_as.exists():
+        # In place, another run on this folder moved the original aside: it cloaks this photo.
+        return PhotoResult(job.name, "skipped", "another run cloaked it in place")
     side_path = dest.done_sidecar(job.name)
     old = Sidecar.read(side_path) if side_path is not None else None
     if old is not None and run.matches(old, photo):
         return PhotoResult(job.name, "skipped", "already cloaked with these settings", old)
-    return photo
+    return None
 
 
 def _protect_batch(jobs: list[Job], cloaker: Cloaker, report) -> None:
@@ -557,6 +574,11 @@ def _protect_batch(jobs: list[Job], cloaker: Cloaker, report) -> None:
                 continue
             if not locks.enter_context(photo_lock(dest.local, job.name)):
                 report(PhotoResult(job.name, "skipped", "another run is cloaking it now"))
+                continue
+            # Another run on this folder may have finished the photo while this one read it.
+            done = _already_done(job, run, dest, photo)
+            if done is not None:
+                report(done)
                 continue
             size = tuple(photo.work_pixels(run.cfg.work_max_side).shape)
             groups.setdefault(size, []).append((job, photo))
@@ -594,23 +616,26 @@ def _cloak_alone(job, photo, cloaker: Cloaker, report) -> None:
 def _write(
     job: Job, cloak: np.ndarray, sidecar: Sidecar, run: Run, dest: OutputFolder
 ) -> PhotoResult:
-    """Write one cloak (PNG, loss curve, then the sidecar, whose presence means done)."""
+    """Write one cloak (PNG, loss curve, then the sealed sidecar, whose presence means done).
+
+    In place, the original moves aside before its name is reused, through a journal that makes
+    every step resumable (`protect.in_place`).
+    """
     out = dest.local
-    # In place: the original moves aside before its name is reused.
+
+    def loss_curve(s: Sidecar) -> None:
+        _loss_curve(s.losses, out / f"{job.name}.loss.png")
+
     if job.keep_original_as is not None:
-        if job.keep_original_as.exists():
-            return PhotoResult(
-                job.name, "failed", f"{job.keep_original_as} already exists; move it away"
-            )
-        job.source.rename(job.keep_original_as)
-        sidecar = _with_original(sidecar, job.keep_original_as, run.cfg.record_paths)
+        sidecar = with_original(sidecar, job.keep_original_as, run.cfg.record_paths)
+        sidecar = write_in_place(
+            job.source, job.keep_original_as, job.name, cloak, sidecar, loss_curve
+        )
+        return PhotoResult(job.name, "done", sidecar=sidecar)
     write_png_uint8(cloak, out / f"{job.name}.png")
-    _loss_curve(sidecar.losses, out / f"{job.name}.loss.png")
+    sidecar = sidecar.sealed(file_sha256(out / f"{job.name}.png"))
+    loss_curve(sidecar)
     # The sidecar is written last: its presence means done.
     write_text_atomic(out / f"{job.name}.json", json.dumps(sidecar.to_json(), indent=1))
     dest.publish([f"{job.name}.png", f"{job.name}.loss.png", f"{job.name}.json"])
     return PhotoResult(job.name, "done", sidecar=sidecar)
-
-
-def _with_original(sidecar: Sidecar, kept: Path, record_paths: bool) -> Sidecar:
-    return replace(sidecar, original=str(kept) if record_paths else kept.name)

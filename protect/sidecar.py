@@ -6,8 +6,9 @@ names and content hashes, never paths (unless `--record-paths`): it travels with
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 SIDECAR_SCHEMA = "anti-i2v.sidecar/1"
@@ -41,10 +42,30 @@ class Sidecar:
     vae_anchor_layers: list[str] = field(default_factory=list)  # IRA on the VAE encoder too
     original: str | None = None  # in place: where the original photo was kept
     batch_size: int = 1  # photos optimised together in one step (same cloak, within float error)
+    # The written PNG's sha256: evaluate refuses a cloak that was replaced after it was made.
+    cloak_sha256: str | None = None
+    # sha256 of every other field (`content_digest`): a sidecar edited by hand no longer matches.
+    content_sha256: str | None = None
     schema: str = SIDECAR_SCHEMA
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def content_digest(self) -> str:
+        """sha256 of the canonical JSON of every field but `content_sha256` itself."""
+        data = {k: v for k, v in self.to_json().items() if k != "content_sha256"}
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def sealed(self, cloak_sha256: str) -> Sidecar:
+        """This sidecar for the written cloak with `cloak_sha256`, carrying its own content hash."""
+        done = replace(self, cloak_sha256=cloak_sha256, content_sha256=None)
+        return replace(done, content_sha256=done.content_digest())
+
+    def tampered(self) -> bool:
+        """Whether the sidecar's fields changed after protect wrote it (a sidecar from before
+        sealing, with no hash, cannot tell and reads as untouched)."""
+        return self.content_sha256 is not None and self.content_sha256 != self.content_digest()
 
     @classmethod
     def from_json(cls, data: dict) -> Sidecar:

@@ -5,6 +5,22 @@
 (function () {
   const M = window.EXPLORER;
   const $ = (id) => document.getElementById(id);
+  // Every name on the page comes from an input (photo and store names, a profile's fields), so
+  // the page is built from nodes whose text is set as text: no markup is ever made from data.
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    node.append(...children.map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+    return node;
+  }
+  function svgEl(tag, attrs = {}, text = null) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    if (text !== null) node.textContent = String(text);
+    return node;
+  }
+  const fill = (node, ...children) => node.replaceChildren(...children.map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
   const VIEW = 320; // canvas width in CSS pixels; heights follow each layer's token grid
   const KEEP_LAYERS = 8; // decoded layers held at once: memory stays bounded on deep models
 
@@ -253,30 +269,37 @@
     const lo = Math.min(0, ...all), hi = Math.max(1, ...all);
     const y = (v) => pad.t + (H - pad.t - pad.b) * (1 - (v - lo) / (hi - lo));
     const parts = [];
-    const band = (layer, fill) => {
+    const band = (layer, colour) => {
       const i = M.layers.indexOf(layer);
-      parts.push(`<rect x="${x(i) - 6}" y="${pad.t}" width="12" height="${H - pad.t - pad.b}" fill="${fill}"/>`);
+      parts.push(svgEl("rect", { x: x(i) - 6, y: pad.t, width: 12, height: H - pad.t - pad.b, fill: colour }));
     };
     (picks || M.profile).collapse_layers.forEach((l) => band(l, "rgba(31,95,191,0.25)"));
     (picks || M.profile).anchor_layers.forEach((l) => band(l, "rgba(192,57,43,0.25)"));
-    parts.push(`<line x1="${x(state.layer)}" x2="${x(state.layer)}" y1="${pad.t}" y2="${H - pad.b}" stroke="#333" stroke-width="1.5"/>`);
-    parts.push(`<line x1="${x(state.layer2)}" x2="${x(state.layer2)}" y1="${pad.t}" y2="${H - pad.b}" stroke="#333" stroke-dasharray="4 3"/>`);
-    parts.push(`<line x1="${pad.l}" x2="${W - pad.r}" y1="${H - pad.b}" y2="${H - pad.b}" stroke="#999"/>`);
+    parts.push(svgEl("line", { x1: x(state.layer), x2: x(state.layer), y1: pad.t, y2: H - pad.b, stroke: "#333", "stroke-width": 1.5 }));
+    parts.push(svgEl("line", { x1: x(state.layer2), x2: x(state.layer2), y1: pad.t, y2: H - pad.b, stroke: "#333", "stroke-dasharray": "4 3" }));
+    parts.push(svgEl("line", { x1: pad.l, x2: W - pad.r, y1: H - pad.b, y2: H - pad.b, stroke: "#999" }));
     for (const v of [lo, (lo + hi) / 2, hi]) {
-      parts.push(`<text x="4" y="${y(v) + 4}" font-size="10">${v.toFixed(2)}</text>`);
+      parts.push(svgEl("text", { x: 4, y: y(v) + 4, "font-size": 10 }, v.toFixed(2)));
     }
     const legend = [];
+    const key = (colourOf, name) => el("span", {}, swatch(colourOf), name);
     series.forEach(([name, values], k) => {
       const colourOf = name.startsWith("semantic") ? "#000" : PALETTE[k % PALETTE.length];
       const pts = values.map((v, i) => `${x(i)},${y(v)}`).join(" ");
-      const dash = name.startsWith("semantic") ? ' stroke-dasharray="6 3"' : "";
-      parts.push(`<polyline points="${pts}" fill="none" stroke="${colourOf}" stroke-width="2"${dash}/>`);
-      legend.push(`<span><i style="background:${colourOf}"></i>${name}</span>`);
+      const line = svgEl("polyline", { points: pts, fill: "none", stroke: colourOf, "stroke-width": 2 });
+      if (name.startsWith("semantic")) line.setAttribute("stroke-dasharray", "6 3");
+      parts.push(line);
+      legend.push(key(colourOf, name));
     });
-    parts.push(`<text x="${pad.l}" y="${H - 8}" font-size="10">depth: ${M.layers[0]} ... ${M.layers[n - 1]} (click to pick a layer)</text>`);
-    svg.innerHTML = parts.join("");
-    $("legend").innerHTML = legend.join("") +
-      '<span><i style="background:rgba(31,95,191,0.5)"></i>collapse</span><span><i style="background:rgba(192,57,43,0.5)"></i>anchors</span>';
+    parts.push(svgEl("text", { x: pad.l, y: H - 8, "font-size": 10 }, `depth: ${M.layers[0]} ... ${M.layers[n - 1]} (click to pick a layer)`));
+    fill(svg, ...parts);
+    fill($("legend"), ...legend, key("rgba(31,95,191,0.5)", "collapse"), key("rgba(192,57,43,0.5)", "anchors"));
+  }
+
+  function swatch(colour) {
+    const i = el("i");
+    i.style.background = colour;
+    return i;
   }
 
   function showRule() {
@@ -290,10 +313,10 @@
     }
     const cell = (key) => {
       const same = JSON.stringify(picks[key]) === JSON.stringify(P[key]);
-      return `<span class="${same ? "" : "changed"}">${picks[key].join(", ")}</span>`;
+      return el("span", same ? {} : { class: "changed" }, picks[key].join(", "));
     };
-    $("recomputed").innerHTML = `With ${measures.join(", ")}: collapse ${cell("collapse_layers")}; anchors ${cell("anchor_layers")}; timesteps ${cell("timesteps")}` +
-      " (highlighted where it differs from the profile).";
+    fill($("recomputed"), `With ${measures.join(", ")}: collapse `, cell("collapse_layers"), "; anchors ",
+      cell("anchor_layers"), "; timesteps ", cell("timesteps"), " (highlighted where it differs from the profile).");
     drawChart(picks);
     return picks;
   }
@@ -350,9 +373,9 @@
   function setup() {
     const P = M.profile;
     $("title").textContent = `Layer explorer: ${M.model} (${M.family})`;
-    $("picks").innerHTML = `Profile: <span class="collapse">collapse ${P.collapse_layers.join(", ")}</span>; ` +
-      `<span class="anchor">anchors ${P.anchor_layers.join(", ")}</span>; timesteps ${P.timesteps.join(", ")}. ` +
-      `Store <code>${M.store}</code>, ${M.samples.length} samples shown.`;
+    fill($("picks"), "Profile: ", el("span", { class: "collapse" }, `collapse ${P.collapse_layers.join(", ")}`), "; ",
+      el("span", { class: "anchor" }, `anchors ${P.anchor_layers.join(", ")}`), `; timesteps ${P.timesteps.join(", ")}. Store `,
+      el("code", {}, M.store), `, ${M.samples.length} samples shown.`);
     const ranges = { layer: M.layers.length, timestep: M.timesteps.length, sample: M.samples.length, frame: M.frames.length };
     for (const [id, n] of Object.entries(ranges)) {
       const input = $(id);
@@ -364,7 +387,7 @@
     $("mask").disabled = !Object.keys(M.masks).length;
     $("mask").addEventListener("change", () => { state.mask = $("mask").checked; show(); });
     for (const [id, names] of [["layer2", M.layers], ["sample2", M.samples]]) {
-      $(id).innerHTML = names.map((name, i) => `<option value="${i}">${name}</option>`).join("");
+      fill($(id), ...names.map((name, i) => el("option", { value: i }, name)));
       $(id).value = state[id];
       $(id).addEventListener("change", () => { state[id] = +$(id).value; show(); });
     }
@@ -387,11 +410,14 @@
       set(step[0], state[step[0]] + step[1]);
     });
     const r = P.rule;
-    $("rule").innerHTML = `${r.n_collapse} collapse layer(s) in the first ${r.collapse_max_depth} of the depth (most low-level, least semantic); ` +
+    $("rule").textContent = `${r.n_collapse} collapse layer(s) in the first ${r.collapse_max_depth} of the depth (most low-level, least semantic); ` +
       `${r.n_anchors} anchor layer(s), the most semantic between depths ${r.anchor_min_depth} and ${r.anchor_max_depth}; ` +
       `${r.n_timesteps} timestep(s) at or above ${r.min_timestep} where the anchors are most semantic.`;
-    $("measures").innerHTML = r.measures.filter((m) => m in P.scores)
-      .map((m) => `<label><input type="checkbox" value="${m}" checked> ${m}</label> `).join("");
+    fill($("measures"), ...r.measures.filter((m) => m in P.scores).flatMap((m) => {
+      const box = el("input", { type: "checkbox", value: m });
+      box.checked = true;
+      return [el("label", {}, box, ` ${m}`), " "];
+    }));
     for (const box of document.querySelectorAll("#measures input")) box.addEventListener("change", showRule);
     $("export").addEventListener("click", exportPng);
   }
