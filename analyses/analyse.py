@@ -192,15 +192,7 @@ def analyse_store(
                 results.append(score_layer(task, layer, ti, store))
                 progress.advance(bar)
         else:
-            from distributed import as_completed
-
-            shared = client.scatter(task, broadcast=True)  # sent to each worker once
-            futures = [
-                client.submit(score_layer, shared, layer, ti, pure=False) for layer, ti in cells
-            ]
-            for _ in as_completed(futures):
-                progress.advance(bar)
-            results = client.gather(futures)
+            results = _score_on_cluster(client, task, cells, lambda: progress.advance(bar))
     for (layer, ti), (values, maps) in zip(cells, results, strict=True):
         for measure, value in values.items():
             analysis.scores.setdefault(measure, {}).setdefault(layer, []).append(value)
@@ -210,6 +202,43 @@ def analyse_store(
         names = [s["name"] for s in store.attrs.samples]
         analysis.mask_grids = {n: masks[n] for n in names if n in masks}
     return analysis
+
+
+# Whole passes over the cells a cluster may lose to dying workers before analyse gives up.
+CLUSTER_ATTEMPTS = 3
+
+
+def _score_on_cluster(client, task, cells, advance) -> list:
+    """Score every (layer, timestep) cell on a dask cluster, starting again when workers die.
+
+    A worker that dies takes its copy of the scattered task and its running cells with it
+    (dask then cancels the futures that needed them, or gives up on a cell as `KilledWorker`).
+    Every cell's score is a pure function of the store, so a pass that lost workers is simply
+    run again, up to `CLUSTER_ATTEMPTS` times, then one line says what happened.
+    """
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+
+    for attempt in range(1, CLUSTER_ATTEMPTS + 1):
+        try:
+            return _one_pass(client, task, cells, advance if attempt == 1 else lambda: None)
+        except (CancelledError, KilledWorker) as exc:
+            lost = f"{type(exc).__name__}: {exc}".strip()
+    raise ToolkitError(
+        f"the Dask workers kept dying while scoring ({CLUSTER_ATTEMPTS} passes; last: {lost[:120]}); "
+        "give them more memory or fewer --workers, then run the same command again"
+    )
+
+
+def _one_pass(client, task, cells, advance) -> list:
+    from distributed import as_completed
+
+    shared = client.scatter(task, broadcast=True)  # sent to each worker once
+    futures = [client.submit(score_layer, shared, layer, ti, pure=False) for layer, ti in cells]
+    for _ in as_completed(futures):
+        advance()
+    return client.gather(futures)
 
 
 class _Scorer:

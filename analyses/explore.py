@@ -51,7 +51,7 @@ from analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
 from analyses.figures import PART_COLOURS
 from analyses.profile import Profile
 from probe.capture import split_vae_layers
-from probe.common import ToolkitError, atomic_dir, to_uint8
+from probe.common import ToolkitError, atomic_dir, check_writable_dir, to_uint8
 from probe.images import Photo
 from probe.store import ActivationStore
 
@@ -84,6 +84,35 @@ class ExploreConfig:
                 f"max_fit_rows {self.max_fit_rows} is below --dims {self.dims}: a PCA needs "
                 "at least as many tokens as components"
             )
+
+
+def is_explorer_folder(folder: Path) -> bool:
+    """Whether `folder` holds an explorer that `build_explorer` wrote, and nothing else."""
+    manifest = folder / "data" / "manifest.js"
+    try:
+        head = manifest.read_text(errors="replace")[:32]
+    except OSError:
+        return False
+    own = {*PAGE_FILES, "data", "profile.json"}
+    return head.startswith("window.EXPLORER = ") and all(p.name in own for p in folder.iterdir())
+
+
+def check_explorer_out(out: Path) -> None:
+    """Refuse, in one line, an `--out` that the explorer would replace but did not write.
+
+    The explorer replaces its folder as a whole, so an existing folder must be empty or an
+    explorer folder: never an `adapt` folder, whose profile and report it would destroy.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ToolkitError(f"--out {out} is a file; give a folder for the explorer")
+    if out.is_dir() and any(out.iterdir()) and not is_explorer_folder(out):
+        first = sorted(p.name for p in out.iterdir())[0]
+        raise ToolkitError(
+            f"--out {out} holds files the explorer did not write (such as {first}), which it "
+            "would replace; give a new folder (adapt writes its explorer to DIR/explorer)"
+        )
+    check_writable_dir(out)
 
 
 def explorer_bytes(

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
 from analyses.choose import ChoiceRule, choose
-from analyses.explore import ExploreConfig, build_explorer
+from analyses.explore import ExploreConfig, build_explorer, check_explorer_out
 from analyses.figures import mask_overlays, pca_grid, score_curves
 from analyses.profile import Profile, load_profile, save_profile
 from analyses.reference import reference_features
 from analyses.report import write_index
 from probe.capture import split_vae_layers
-from probe.common import TOOLKIT_VERSION, ToolkitError
+from probe.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir
 from probe.distributed import Ranks
 from probe.images import gather_images, load_photo
 from probe.run import ProbeConfig, run_probe
@@ -79,6 +79,19 @@ def score_store(
     return profile, analysis, picks
 
 
+def check_analyse_outputs(out: Path, figures: Path | None) -> None:
+    """One line, before any scoring, when the profile or the figures cannot be written there."""
+    if out.is_dir():
+        raise ToolkitError(
+            f"--out {out} is a folder; give the profile's file name, e.g. {out}/profile.json"
+        )
+    check_writable_dir(out.parent)
+    if figures is not None:
+        if figures.exists() and not figures.is_dir():
+            raise ToolkitError(f"--figures {figures} is a file; give a folder for the figures")
+        check_writable_dir(figures, "--figures")
+
+
 def analyse(
     store_path: str | Path,
     out: Path,
@@ -90,6 +103,7 @@ def analyse(
     client=None,
 ) -> Profile:
     """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
+    check_analyse_outputs(Path(out), figures)
     profile, analysis, picks = score_store(store_path, masks, reference, rule, cfg, client)
     save_profile(profile, out)
     if figures is not None:
@@ -149,6 +163,7 @@ def explore(
     would. Either way the folder holds the profile it shows (`out/profile.json`). Every input
     is checked before the first layer is read.
     """
+    check_explorer_out(out)
     store = open_store(store_path)
     names = [s["name"] for s in store.attrs.samples]
     mask_arrays = load_masks(Path(masks), names) if masks else None

@@ -294,3 +294,127 @@ def test_export_downloads_the_current_view_as_png(page):
     image = Image.open(download.value.path())
     assert image.format == "PNG" and image.width > 5 * 320 and image.height > 320
     assert page.errors == []
+
+
+# --- hostile names: the page shows them as text and runs nothing -----------------------------
+
+HOSTILE = "\"><svg onload=document.title='Y'><img src=x onerror=document.title='Z'>"
+
+
+@pytest.fixture(scope="module")
+def hostile_explorer(tmp_path_factory, portraits) -> Path:
+    """An explorer whose photo, store folder and profile layer names all carry markup."""
+    from analyses.run import analyse
+    from probe.config import ProbeConfig
+    from probe.run import run_probe
+
+    root = tmp_path_factory.mktemp("hostile")
+    photos = root / "photos"
+    photos.mkdir()
+    name = HOSTILE.replace("/", "")  # a file name holds no slash
+    shutil.copy(portraits / "p10.png", photos / f"{name}.png")
+    shutil.copy(portraits / "p20.png", photos / "<img src=x onerror=alert(1)>.png")
+    store = root / f"{name}.zarr"
+    run_probe(
+        ProbeConfig(
+            model="tiny:cogvideox", images=(str(photos),), out=str(store), timesteps=(300, 700)
+        )
+    )
+    profile = analyse(store, root / "profile.json")
+    assert any("svg" in s for s in [store.name])
+    res = CliRunner().invoke(
+        app,
+        [
+            "explore",
+            str(store),
+            "--profile",
+            str(root / "profile.json"),
+            "--out",
+            str(root / "explorer"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert profile.store == store.name
+    return root / "explorer"
+
+
+@pytest.mark.slow  # a real browser
+@browser_only
+def test_hostile_names_are_shown_as_text_and_inject_nothing(browser, hostile_explorer):
+    pg = browser.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("dialog", lambda d: (errors.append(f"dialog {d.message}"), d.dismiss()))
+    pg.goto((hostile_explorer / "index.html").as_uri())
+    pg.wait_for_function("window.explorer !== undefined")
+    pg.evaluate("window.explorer.ready")
+    for key in ("=", "-"):  # show both samples' names
+        pg.keyboard.press(key)
+    pg.evaluate("window.explorer.show()")
+    pg.wait_for_timeout(300)  # an injected onload/onerror fires on insertion
+    assert pg.title() == "anti-i2v layer explorer"
+    assert pg.locator("svg[onload], img[onerror], img[src=x]").count() == 0
+    # the names are on the page, as text
+    assert "<img src=x onerror=alert(1)>" in pg.locator("#sample2").inner_text()
+    assert "onload" in pg.locator("#picks code").inner_text()
+    assert errors == []
+    pg.close()
+
+
+def test_a_profile_whose_rule_holds_markup_is_refused(tiny_profile, tmp_path):
+    data = json.loads(tiny_profile.read_text())
+    for field, value in (
+        (("rule", "n_anchors"), "<img src=x onerror=alert(1)>"),
+        (("rule", "measures"), ["<b>x</b>"]),
+        (("rule", "<script>"), 1),
+        (("scores",), {"<svg onload=x>": {}}),
+    ):
+        bad = json.loads(json.dumps(data))
+        target = bad
+        for key in field[:-1]:
+            target = target[key]
+        target[field[-1]] = value
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        store = str(tiny_profile.parent / "activations.zarr")
+        res = CliRunner().invoke(
+            app,
+            [
+                "explore",
+                store,
+                "--profile",
+                str(tmp_path / "bad.json"),
+                "--out",
+                str(tmp_path / "x"),
+            ],
+        )
+        assert res.exit_code == 2 and "must be" in res.output, (field, res.output)
+        assert not (tmp_path / "x").exists()
+
+
+def test_explore_never_replaces_a_folder_it_did_not_write(tiny_profile, tmp_path):
+    adapted = tmp_path / "adapted"
+    shutil.copytree(tiny_profile.parent, adapted)
+    before = (adapted / "profile.json").read_bytes(), (adapted / "index.html").read_bytes()
+    store = str(adapted / "activations.zarr")
+    res = CliRunner().invoke(app, ["explore", store, "--out", str(adapted)])
+    assert res.exit_code == 2 and "holds files the explorer did not write" in res.output, res.output
+    assert (
+        (adapted / "profile.json").read_bytes(),
+        (adapted / "index.html").read_bytes(),
+    ) == before
+    # its own folder is replaced as before
+    res = CliRunner().invoke(app, ["explore", store, "--out", str(adapted / "explorer")])
+    assert res.exit_code == 0, res.output
+
+
+def test_analyse_refuses_figures_at_a_file_before_writing_the_profile(tiny_profile, tmp_path):
+    (tmp_path / "figs").write_text("mine")
+    store = str(tiny_profile.parent / "activations.zarr")
+    res = CliRunner().invoke(
+        app,
+        ["analyse", store, "--out", str(tmp_path / "p.json"), "--figures", str(tmp_path / "figs")],
+    )
+    assert res.exit_code == 2 and "--figures" in res.output and "is a file" in res.output, (
+        res.output
+    )
+    assert not (tmp_path / "p.json").exists() and (tmp_path / "figs").read_text() == "mine"

@@ -190,3 +190,84 @@ def test_in_place_with_the_original_already_moved_by_another_run_is_skipped(phot
     assert res.exit_code == 0, res.output
     assert said(res, "another run cloaked it in place")
     assert "move it away" not in res.output
+
+
+# --- evaluate never scores a cloak it cannot vouch for --------------------------------------------
+
+
+@pytest.fixture
+def cloaked(tmp_path, photos) -> Path:
+    out = tmp_path / "cloaks"
+    res = cli("protect", "tiny:cogvideox", str(photos), "--out", str(out), *NOISE)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _matched(photos: Path, *protected: Path):
+    from protect.config import EvaluateConfig
+    from protect.evaluate.run import match_photos
+
+    cfg = EvaluateConfig(
+        model="tiny:cogvideox",
+        clean=str(photos),
+        protected=tuple(map(str, protected)),
+        out=str(photos.parent / "report"),
+    )
+    return match_photos(cfg)
+
+
+def test_evaluate_leaves_out_a_replaced_cloak_a_changed_photo_and_an_edited_sidecar(
+    photos, cloaked, capsys
+):
+    assert sorted(_matched(photos, cloaked)[0]) == ["p10", "p20", "p30"]
+    shutil.copy(photos / "p30.png", cloaked / "p10.png")  # another person's photo, same name
+    side = json.loads((cloaked / "p20.json").read_text())
+    side["settings"]["eps"] = 4  # relabelled by hand
+    (cloaked / "p20.json").write_text(json.dumps(side))
+    clean, _ = _matched(photos, cloaked)
+    said_ = capsys.readouterr().err
+    assert sorted(clean) == ["p30"]
+    assert "not the PNG protect wrote" in said_ and "edited after protect wrote it" in said_
+    # A clean photo that is no longer the one the cloak was made from
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photos / "p30.png")
+    res = cli("evaluate", "tiny:cogvideox", "--clean", str(photos), "--protected", str(cloaked),
+              "--out", str(photos.parent / "report"))  # fmt: skip
+    one_line(res, 2, "made from another photo than p30.png", "no photo of")
+
+
+def test_evaluate_refuses_a_folder_mixing_budgets_and_names_the_odd_ones(photos, cloaked):
+    res = cli("protect", "tiny:cogvideox", str(photos / "p20.png"), "--out", str(cloaked),
+              *NOISE, "--eps", "4")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = cli("evaluate", "tiny:cogvideox", "--clean", str(photos), "--protected", str(cloaked),
+              "--out", str(photos.parent / "report"))  # fmt: skip
+    one_line(res, 2, "mixes cloaks made with different models or settings", "but not p20")
+
+
+@pytest.mark.parametrize("where", ["clean", "protected", "inside"])
+def test_evaluate_refuses_an_input_folder_as_out(photos, cloaked, where, no_model):
+    (photos / "index.html").write_text("<p>mine</p>")
+    out = {"clean": photos, "protected": cloaked, "inside": photos / "report"}[where]
+    res = cli("evaluate", "tiny:cogvideox", "--clean", str(photos), "--protected", str(cloaked),
+              "--out", str(out))  # fmt: skip
+    one_line(res, 2, "is inside the")
+    assert (photos / "index.html").read_text() == "<p>mine</p>"
+
+
+def test_robustness_share_is_absent_over_a_drop_of_about_zero():
+    from protect.config import EvaluateConfig
+    from protect.evaluate.results import EvalRow, summarise
+
+    nan = float("nan")
+
+    def row(method, dist, ism):
+        return EvalRow("p", method, "", 8.0, dist, "m", 0, "judge", 0.9, ism,
+                       *(nan,) * 6, 0.9, nan, nan, nan)  # fmt: skip
+
+    rows = [row("clean", "none", 0.9), row("noise", "none", 0.8999), row("noise", "jpeg75", 0.85)]
+    rows += [row("pgd", "none", 0.7), row("pgd", "jpeg75", 0.8)]
+    cfg = EvaluateConfig(model="m", clean=".", protected=("x",), out="r")
+    table = summarise(rows, cfg)["table"]
+    share = {(e["method"], e["distortion"]): e["ism_drop_surviving"] for e in table}
+    assert share["noise", "jpeg75"] is None  # was -49900%
+    assert share["pgd", "jpeg75"] == pytest.approx(0.5)

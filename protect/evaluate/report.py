@@ -58,7 +58,7 @@ def _main_table(table: list[dict], model: str, judge: str) -> list[str]:
 def _robustness(table: list[dict], model: str, judge: str, dists: list[str]) -> list[str]:
     parts = [
         f"<h3>judge: {html.escape(judge)}</h3><table><tr><th>method</th>"
-        + "".join(f"<th>{d}</th>" for d in dists)
+        + "".join(f"<th>{html.escape(d)}</th>" for d in dists)
         + "</tr>"
     ]
     mine = [e for e in table if e["eval_model"] == model and e["judge"] == judge]
@@ -66,7 +66,12 @@ def _robustness(table: list[dict], model: str, judge: str, dists: list[str]) -> 
         cells = []
         for d in dists:
             e = next((x for x in mine if x["method"] == m and x["distortion"] == d), None)
-            s = "-" if e is None else f"{e['ism_drop']:.3f} ({e['ism_drop_surviving'] or 0:.0%})"
+            kept = e and e["ism_drop_surviving"]
+            s = (
+                "-"
+                if e is None
+                else f"{e['ism_drop']:.3f}" + (f" ({kept:.0%})" if kept is not None else "")
+            )
             cells.append(f"<td>{s}</td>")
         parts.append(f"<tr><td>{html.escape(m)}</td>{''.join(cells)}</tr>")
     return [*parts, "</table>"]

@@ -258,8 +258,12 @@ def summarise(rows: list[EvalRow], cfg: EvaluateConfig) -> dict:
     }
     for e in table:
         b = base.get((e["method"], e["eval_model"], e["judge"]))
+        # The share of the undistorted drop that survives a distortion; over a drop under
+        # the amplification floor it is a ratio of noise ("-6011%"), so there is none.
         e["ism_drop_surviving"] = (
-            e["ism_drop"] / b if b and abs(b) > 1e-9 and e["method"] != "clean" else None
+            e["ism_drop"] / b
+            if b is not None and b >= AMPLIFICATION_FLOOR and e["method"] != "clean"
+            else None
         )
     return {
         "config": shareable_config(cfg),

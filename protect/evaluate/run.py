@@ -37,7 +37,7 @@ from probe.common import (
     write_text_atomic,
 )
 from probe.distributed import Ranks, process_group
-from probe.images import gather_images, load_photo
+from probe.images import check_file_name, gather_images, load_photo
 from probe.store import check_location
 from probe.video import strip
 from protect.config import EvaluateConfig
@@ -64,6 +64,7 @@ from protect.evaluate.results import (
     summarise,
     write_csv,
 )
+from protect.in_place import file_sha256
 from protect.output import OutputFolder
 from protect.perceptual import load_lpips
 from protect.sidecar import Sidecar
@@ -140,9 +141,15 @@ def _read_set(spec: str, main_model: str) -> CloakSet:
     if not folder.is_dir():
         raise ToolkitError(f"--protected {spec}: no such folder (pass DIR or NAME=DIR)")
     files = {p.stem: p for p in gather_images([folder]) if not p.name.endswith(".loss.png")}
-    recipe = next(
-        (s for s in map(Sidecar.read, sorted(folder.glob("*.json"))) if s is not None), None
-    )  # another JSON file, or a damaged sidecar, is passed over
+    # Another JSON file, or a damaged or edited sidecar, is passed over here (an edited one
+    # leaves its cloak out later, `cloak_problem`).
+    sidecars = {
+        p.stem: s
+        for p in sorted(folder.glob("*.json"))
+        if (s := Sidecar.read(p)) is not None and not s.tampered()
+    }
+    check_one_recipe(spec, sidecars)
+    recipe = next(iter(sidecars.values()), None)
     if recipe is None:
         label, model, budget = folder.name, "unknown", math.nan
     else:
@@ -154,6 +161,32 @@ def _read_set(spec: str, main_model: str) -> CloakSet:
         # Cloaks made on another model than the main one are a transfer row of their own.
         label = f"{label} (made on {model})"
     return CloakSet(label, files, model, budget, recipe, named=name is not None)
+
+
+def _recipe_of(side: Sidecar) -> tuple:
+    """What makes cloaks one row: the model, the settings, the layers (not the photo)."""
+    settings = json.dumps(side.settings, sort_keys=True)
+    return side.model, settings, tuple(side.collapse_layers), tuple(side.anchor_layers)
+
+
+def check_one_recipe(spec: str, sidecars: dict[str, Sidecar]) -> None:
+    """Refuse a folder whose cloaks were made with different models or settings, naming the
+    odd ones out: one row is one recipe, and a row labelled by its first sidecar would
+    otherwise mix them."""
+    groups: dict[tuple, list[str]] = {}
+    for name, side in sidecars.items():
+        groups.setdefault(_recipe_of(side), []).append(name)
+    if len(groups) < 2:
+        return
+    ranked = sorted(groups.values(), key=len, reverse=True)
+    odd = sorted(n for g in ranked[1:] for n in g)
+    first = sidecars[ranked[0][0]]
+    shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    raise ToolkitError(
+        f"--protected {spec} mixes cloaks made with different models or settings: most are "
+        f"{method_label(first.settings)} on {first.model}, but not {shown}; put each recipe in "
+        "a folder of its own"
+    )
 
 
 class _VideoCache:
@@ -256,6 +289,22 @@ def evaluate(cfg: EvaluateConfig) -> Path:
         return _evaluate(cfg, ranks, device)
 
 
+def check_not_an_input(out: Path, cfg: EvaluateConfig) -> None:
+    """Refuse an `--out` that is, or lies inside, the clean or a protected folder: the report's
+    files (index.html, results.csv, ...) would land among, and could replace, the user's own."""
+    out_r = out.resolve()
+    inputs = [("--clean", cfg.clean)] + [
+        ("--protected", protected_spec(p)[1]) for p in cfg.protected if not is_url(p)
+    ]
+    for flag, folder in inputs:
+        f = Path(folder).resolve()
+        if out_r == f or f in out_r.parents:
+            raise ToolkitError(
+                f"--out {out} is inside the {flag} folder {folder}: the report would be written "
+                "among its photos; choose another --out"
+            )
+
+
 def evaluate_cache(url: str) -> Path:
     """Where evaluate keeps a URL report's caches (generated videos, frontier cloaks) and stages
     its files on this machine, so a re-run resumes: ANTI_I2V_CACHE or ~/.cache/anti-i2v, then
@@ -300,6 +349,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
         dest = OutputFolder(cfg.out, evaluate_cache(cfg.out))
     else:
         dest = OutputFolder(cfg.out)
+        check_not_an_input(dest.local, cfg)
         check_writable_dir(dest.local)
     out = dest.local
     cfg = mirror_protected(cfg, ranks.rank)
@@ -397,7 +447,14 @@ def match_photos(cfg: EvaluateConfig) -> tuple[dict[str, Path], list[CloakSet]]:
     Returns:
         (name -> clean photo path, one CloakSet per `--protected`, in order)
     """
-    clean = {p.stem: p for p in gather_images([Path(cfg.clean)])}
+    clean = {}
+    for p in gather_images([Path(cfg.clean)]):
+        try:
+            check_file_name(p)  # a name the CSV cannot hold fails here, not after every video
+        except ToolkitError as exc:
+            console.print(f"[yellow]left out:[/] {exc}")
+            continue
+        clean[p.stem] = p
     sets: list[CloakSet] = []
     for spec in cfg.protected:
         s = _read_set(spec, cfg.model)
@@ -408,6 +465,15 @@ def match_photos(cfg: EvaluateConfig) -> tuple[dict[str, Path], list[CloakSet]]:
             )
         sets.append(s)
     names = sorted(n for n in clean if all(n in s.files for s in sets))
+    excluded = {}
+    for s in sets:
+        for name in names:
+            why = cloak_problem(s, name, clean[name])
+            if why is not None and name not in excluded:
+                excluded[name] = f"{s.files[name]}: {why}"
+    for name, why in excluded.items():
+        console.print(f"[yellow]left out:[/] {why}")
+    names = [n for n in names if n not in excluded]
     if not names:
         raise ToolkitError(
             f"no photo of {cfg.clean} has a protected version in {', '.join(cfg.protected)} "
@@ -420,6 +486,47 @@ def match_photos(cfg: EvaluateConfig) -> tuple[dict[str, Path], list[CloakSet]]:
             f"{cfg.clean} and are left out"
         )
     return {n: clean[n] for n in names}, sets
+
+
+def cloak_problem(cloaks: CloakSet, name: str, clean: Path) -> str | None:
+    """Why the cloak of `name` in a set must not be scored against `clean`, or None.
+
+    A set with sidecars (made by protect) is checked cloak by cloak against its own sidecar:
+    the sidecar unedited (its content hash), the PNG the one protect wrote (its sha256; for
+    sidecars from before it was recorded, the PSNR to the clean photo within 0.5 dB of the
+    recorded one), and the clean photo the one it was made from (its sha256). A folder without
+    sidecars (another tool's cloaks) has nothing to check against.
+    """
+    if cloaks.recipe is None:
+        return None
+    side = Sidecar.read(cloaks.files[name].with_suffix(".json"))
+    if side is None:
+        return "no readable sidecar beside it, so nothing says how it was made; cloak it again"
+    if side.tampered():
+        return "its sidecar was edited after protect wrote it (its content hash differs); cloak it again"
+    if side.photo_sha256 != file_sha256(clean):
+        return (
+            f"it was made from another photo than {clean.name} (the sha256 in its sidecar "
+            "differs): compare a photo with its own cloak"
+        )
+    if side.cloak_sha256 is not None:
+        if side.cloak_sha256 != file_sha256(cloaks.files[name]):
+            return "it is not the PNG protect wrote (its sha256 differs from the sidecar's); cloak it again"
+    elif _recorded_psnr_differs(cloaks.files[name], clean, side.psnr):
+        return (
+            "it is not the PNG protect wrote (its PSNR differs from the sidecar's); cloak it again"
+        )
+    return None
+
+
+def _recorded_psnr_differs(cloak: Path, clean: Path, recorded: float) -> bool:
+    a, b = load_photo(cloak).pixels, load_photo(clean).pixels
+    if a.shape != b.shape:
+        return True
+    measured = psnr(a, b)
+    if math.isinf(measured) or math.isinf(recorded):
+        return measured != recorded
+    return abs(measured - recorded) > 0.5
 
 
 def _complete(clean: dict[str, Path], sets: list[CloakSet]) -> dict[str, Path]:
