@@ -471,7 +471,7 @@ def match_photos(cfg: EvaluateConfig) -> tuple[dict[str, Path], list[CloakSet]]:
             why = cloak_problem(s, name, clean[name])
             if why is not None and name not in excluded:
                 excluded[name] = f"{s.files[name]}: {why}"
-    for name, why in excluded.items():
+    for why in excluded.values():
         console.print(f"[yellow]left out:[/] {why}")
     names = [n for n in names if n not in excluded]
     if not names:
