@@ -99,7 +99,10 @@ def probe(
     device: str = typer.Option(P.device, help="auto, cpu or cuda"),
 ) -> None:
     """Capture every block of a video denoiser into a zarr store."""
+    from probe.common import check_out_given
     from probe.run import run_probe, summary_table
+
+    check_out_given(out)  # an empty or memory:// store would vanish with this process
 
     cfg = P(
         model=model,
@@ -161,12 +164,18 @@ def generate(
         raise ToolkitError(
             f"--frames {frames}: at least 1 video frame (leave it out for the model's own)"
         )
+    if out.is_dir():
+        raise ToolkitError(
+            f"--out {out} is a folder; give the video's file name, e.g. {out}/video.gif"
+        )
     if out.suffix.lower() not in (".gif", ".mp4"):
         raise ToolkitError(
             f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4"
         )
+    from probe.common import check_writable_dir
     from probe.images import load_photo
 
+    check_writable_dir(out.parent)
     load_photo(image)  # readable, or one line before the model loads
     from probe.backbones import load_backbone
     from probe.common import pick_device
@@ -202,12 +211,14 @@ def world_render(
 ) -> None:
     """Render portrait videos with part masks and identity.json."""
     from probe.common import check_writable_dir
-    from probe.world.render import WORLDS, render_dataset
+    from probe.world.render import WORLDS, check_render_fits, render_dataset
 
     if count < 1 or frames < 1:
         raise ToolkitError(
             f"--count {count} --frames {frames}: render at least 1 portrait of at least 1 frame"
         )
+    if seed < 0:
+        raise ToolkitError(f"--seed {seed}: give a seed of 0 or more")
     if split not in ("heldout", "train"):
         raise ToolkitError(f"--split {split}: choose heldout or train")
     if world not in WORLDS:
@@ -215,6 +226,7 @@ def world_render(
     check_writable_dir(out)
     if photos is not None:
         check_writable_dir(photos, "--photos")
+    check_render_fits(out, count, frames, world, photos is not None)
 
     paths = render_dataset(out, count, seed, split, frames, photos, world)
     console.print(f"rendered {len(paths)} {split} {world} portraits into {out}")

@@ -83,29 +83,19 @@ class Ranks:
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
+            _exchange(None)
 
     def broadcast(self, value: T) -> T:
         """Rank 0's `value` on every rank (a barrier too: no rank returns before rank 0 sent it)."""
         if not self.distributed:
             return value
-        import torch.distributed as dist
-
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return _exchange(value if self.is_main else None, source=0)[0]
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value`, in rank order, on every rank (a one-item list when alone)."""
         if not self.distributed:
             return [value]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, value)
-        return out
+        return _exchange(value)
 
 
 @contextlib.contextmanager
@@ -124,7 +114,125 @@ def process_group(ranks: Ranks, device: str) -> Iterator[Ranks]:
     if cuda:
         torch.cuda.set_device(ranks.local_rank)
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    global _LIVENESS
+    _LIVENESS = _Liveness(ranks)
     try:
         yield ranks
     finally:
+        _LIVENESS.stop()
+        _LIVENESS = None
         dist.destroy_process_group()
+
+
+# --- a rank that stops answering ---------------------------------------------------------------
+
+# Seconds a rank may go without a heartbeat while others wait for it (ANTI_I2V_RANK_STALL).
+# A rank that is merely slow keeps beating; one that is stopped (SIGSTOP), swapped out or hung
+# in the kernel does not. torch's own collectives would wait for it for their 30-minute timeout,
+# and on a rank that never crashed, torchrun never steps in.
+RANK_STALL_SECONDS = 120.0
+HEARTBEAT_SECONDS = 1.0
+_LIVENESS: _Liveness | None = None
+
+
+def _stall_seconds() -> float:
+    raw = os.environ.get("ANTI_I2V_RANK_STALL")
+    try:
+        return float(raw) if raw else RANK_STALL_SECONDS
+    except ValueError:
+        raise ToolkitError(f"ANTI_I2V_RANK_STALL={raw!r}: give a number of seconds") from None
+
+
+class _Liveness:
+    """Heartbeats through the run's key-value store, and arrival at each collective.
+
+    Each rank's background thread adds 1 to its counter `anti-i2v/beat/RANK` every second.
+    Every exchange of objects (`Ranks.barrier`, `broadcast`, `gather`) waits for every rank's
+    value while watching the counters of those not yet there: one that has not moved for the
+    stall time ends the wait with one line naming the rank, instead of a hang.
+    """
+
+    def __init__(self, ranks: Ranks):
+        import threading
+
+        self.ranks, self.stall, self.calls = ranks, _stall_seconds(), 0
+        # Two connections: the heartbeat thread's own, and the exchanges'
+        self.store, self.beats = self._connect(), self._connect()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="anti-i2v-heartbeat")
+        self.beats.add(self._beat_key(ranks.rank), 1)
+        # Each process group of the run gets its own keys (a command may join and leave
+        # several in turn); every rank counts them alike.
+        self.prefix = f"anti-i2v/{self.store.add(f'anti-i2v/groups/{ranks.rank}', 1)}"
+        self.thread.start()
+
+    @staticmethod
+    def _connect():
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if host and port:
+            return dist.TCPStore(host, int(port), is_master=False, timeout=timedelta(seconds=60))
+        return dist.distributed_c10d._get_default_store()  # launched some other way
+
+    @staticmethod
+    def _beat_key(rank: int) -> str:
+        return f"anti-i2v/beat/{rank}"
+
+    def _beat(self) -> None:
+        while not self.done.wait(HEARTBEAT_SECONDS):
+            try:
+                self.beats.add(self._beat_key(self.ranks.rank), 1)
+            except Exception:  # the store went away: the run is ending
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+    def exchange(self, value: Any, source: int | None = None) -> list[Any]:
+        """Every rank's `value` (or only `source`'s), in rank order, through the store.
+
+        The objects travel through the store rather than a gloo or NCCL collective, so that
+        waiting is always this loop's, which watches the heartbeats: a collective that one
+        rank entered and then stopped in would hang the others, whatever checked before it.
+        """
+        import pickle
+        import time
+
+        self.calls += 1
+        key = f"{self.prefix}/x/{self.calls}"
+        me = self.ranks.rank
+        self.store.set(f"{key}/{me}", pickle.dumps(value if source in (None, me) else None))
+        seen: dict[int, tuple[int, float]] = {}
+        while True:
+            missing = [
+                r for r in range(self.ranks.world_size) if not self.store.check([f"{key}/{r}"])
+            ]
+            if not missing:
+                break
+            now = time.monotonic()
+            for r in missing:
+                beats = int(self.beats.add(self._beat_key(r), 0))
+                if r not in seen or seen[r][0] != beats:
+                    seen[r] = (beats, now)
+                elif now - seen[r][1] > self.stall:
+                    raise ToolkitError(
+                        f"rank {r} has not answered for {self.stall:g} s (stopped, or hung); "
+                        "stop the run and start it again: finished work is kept and resumes, "
+                        "with any number of processes"
+                    )
+            time.sleep(0.05)
+        wanted = range(self.ranks.world_size) if source is None else [source]
+        values = [pickle.loads(self.store.get(f"{key}/{r}")) for r in wanted]
+        if self.calls > 1:  # every rank is past the previous exchange: its values can go
+            self.store.delete_key(f"{self.prefix}/x/{self.calls - 1}/{me}")
+        return values
+
+
+def _exchange(value: Any, source: int | None = None) -> list[Any]:
+    if _LIVENESS is None:
+        raise RuntimeError("a collective outside `process_group`")
+    return _LIVENESS.exchange(value, source)

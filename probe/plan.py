@@ -66,7 +66,13 @@ class PlanRequest:
             raise ToolkitError(f"--dtype {self.dtype}: choose from {', '.join(MODEL_DTYPES)}")
         if self.offload not in OFFLOADS:
             raise ToolkitError(f"--offload {self.offload}: choose from {', '.join(OFFLOADS)}")
-        counts = (self.batch_size, self.frames or 1, self.clip_frames or 1, self.pool)
+        # `is None`, not `or`: a 0 given on the command line is refused, never read as unset
+        counts = (
+            self.batch_size,
+            1 if self.frames is None else self.frames,
+            1 if self.clip_frames is None else self.clip_frames,
+            self.pool,
+        )
         if min(counts) < 1:
             raise ToolkitError(
                 "--batch-size, --frames, --clip-frames and --pool must each be at least 1"

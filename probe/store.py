@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import shutil
+import tempfile
 import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -142,6 +145,13 @@ def check_location(where: str | Path, flag: str = "--out") -> None:
     if not set(protocols) & set(BUCKETED):
         return
     bucket = path.strip("/").split("/")[0]
+    endpoint = _endpoint(fs)
+    unreachable = _unreachable(endpoint) if endpoint else None
+    if unreachable:
+        raise ToolkitError(
+            f"{flag} {where}: cannot reach the endpoint {endpoint} ({unreachable}); check the "
+            "address (AWS_ENDPOINT_URL for S3) and that the server is up"
+        )
     try:
         found = fs.exists(bucket)
     except Exception as exc:  # credentials, endpoint, network: the file system's own error
@@ -150,6 +160,37 @@ def check_location(where: str | Path, flag: str = "--out") -> None:
         ) from None
     if not found:
         raise ToolkitError(f"{flag} {where}: bucket {bucket} does not exist; create it first")
+
+
+def _endpoint(fs) -> str | None:
+    """The URL of the server an object-store file system talks to, when one is set (an
+    S3-compatible server); None for the cloud's own endpoints."""
+    import os
+
+    kwargs = getattr(fs, "client_kwargs", None) or {}
+    return (
+        getattr(fs, "endpoint_url", None)
+        or kwargs.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+
+
+def _unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why a TCP connection to `endpoint` fails within `timeout` seconds, or None when it opens.
+
+    Asked before the file system's own calls, which retry an unreachable server for half a
+    minute and then report it as a missing bucket.
+    """
+    import socket
+
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 @dataclass
@@ -252,12 +293,16 @@ async def _collect(iterator: Any) -> list[str]:
 
 def open_store(where: str | Path) -> ActivationStore:
     """Open an existing store (local path or fsspec URL) for reading; refuses anything else."""
+    if is_url(where):
+        check_location(where, "store")  # the protocol installed, the server and bucket reachable
     try:
         group = zarr.open_group(str(where), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
         raise ToolkitError(
             f"{where} is not an activation store; make one with `anti-i2v probe`"
         ) from None
+    except OSError as exc:  # a server that stopped answering, or a permission denied
+        raise ToolkitError(f"cannot read {where} ({type(exc).__name__}: {exc})") from None
     if group.attrs.get("schema") != SCHEMA:
         raise ToolkitError(f"{where} has schema {group.attrs.get('schema')!r}, expected {SCHEMA!r}")
     return ActivationStore(str(where), group)
@@ -269,27 +314,80 @@ def _exists(where: str) -> bool:
 
 
 def create_or_resume(where: str | Path, attrs: StoreAttrs) -> ActivationStore:
-    """Create a store with `attrs`, or reopen one written with the same settings to resume it."""
+    """Create a store with `attrs`, or reopen one written with the same settings to resume it.
+
+    A local store is built in a hidden folder beside `where` and renamed into place whole, so
+    no reader, and no second probe creating the same store at that moment, ever sees a half-made
+    one: the second finds the first's complete store and resumes it. A store whose creation was
+    cut short before this (a full disk) holds no attributes and only the creation's own arrays;
+    it is made again.
+    """
     where = str(where)
     if _exists(where):
-        try:
-            group = zarr.open_group(where, mode="r+")
-        except Exception:
-            raise ToolkitError(
-                f"{where} exists and is not an activation store; choose another --out"
-            ) from None
-        if group.attrs.get("schema") != SCHEMA:
-            raise ToolkitError(
-                f"{where} exists and is not an activation store; choose another --out"
-            )
-        diff = StoreAttrs.from_json(dict(group.attrs)).differences(attrs)
-        if diff:
-            raise ToolkitError(
-                f"{where} was written with other settings ({', '.join(diff)} differ); "
-                "use a new --out, or delete it to start over"
-            )
-        return ActivationStore(where, group)
-    group = zarr.open_group(where, mode="w-")
+        group = _open_existing(where)
+        if group is None:  # a creation cut short: nothing in it was ever written
+            _remove(where)
+        else:
+            diff = StoreAttrs.from_json(dict(group.attrs)).differences(attrs)
+            if diff:
+                raise ToolkitError(
+                    f"{where} was written with other settings ({', '.join(diff)} differ); "
+                    "use a new --out, or delete it to start over"
+                )
+            return ActivationStore(where, group)
+    if is_url(where):  # object stores have no rename: attributes are written last instead
+        _populate(zarr.open_group(where, mode="w-"), attrs)
+        return ActivationStore(where, zarr.open_group(where, mode="r+"))
+    target = Path(where)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(
+        tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:48]}.", suffix=".creating")
+    )
+    try:
+        _populate(zarr.open_group(str(tmp), mode="w"), attrs)
+        os.rename(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _exists(where) and _open_existing(where) is not None:  # another probe won: resume it
+            return create_or_resume(where, attrs)
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ActivationStore(where, zarr.open_group(where, mode="r+"))
+
+
+# What a store holds between its creation and its attributes (`_populate`)
+_CREATION_ARRAYS = {COMPLETED, "timestep", "sample"}
+
+
+def _open_existing(where: str) -> zarr.Group | None:
+    """The existing store at `where` opened for writing; None for a creation cut short.
+
+    Raises:
+        ToolkitError: something else is there.
+    """
+    try:
+        group = zarr.open_group(where, mode="r+")
+    except Exception:
+        raise ToolkitError(
+            f"{where} exists and is not an activation store; choose another --out"
+        ) from None
+    schema = group.attrs.get("schema")
+    if schema is None and not dict(group.attrs) and set(group.keys()) <= _CREATION_ARRAYS:
+        return None
+    if schema != SCHEMA:
+        raise ToolkitError(f"{where} exists and is not an activation store; choose another --out")
+    return group
+
+
+def _remove(where: str) -> None:
+    fs, path = fsspec.core.url_to_fs(where)
+    fs.rm(path, recursive=True)
+
+
+def _populate(group: zarr.Group, attrs: StoreAttrs) -> None:
+    """A new store's `completed` flags, coordinates and, last, its attributes."""
     shape = (len(attrs.timesteps), len(attrs.samples))
     group.create_array(
         COMPLETED,
@@ -304,7 +402,6 @@ def create_or_resume(where: str | Path, attrs: StoreAttrs) -> ActivationStore:
     _coordinate(group, "sample", np.asarray([s["name"] for s in attrs.samples], dtype=str))
     # Written last: a store without attributes is not taken as one
     group.attrs.update(attrs.to_json())
-    return ActivationStore(where, group)
 
 
 def _coordinate(group: zarr.Group, name: str, values: np.ndarray) -> None:

@@ -52,8 +52,9 @@ class Sidecar:
         return asdict(self)
 
     def content_digest(self) -> str:
-        """sha256 of the canonical JSON of every field but `content_sha256` itself."""
-        data = {k: v for k, v in self.to_json().items() if k != "content_sha256"}
+        """sha256 of the canonical JSON of every field but `content_sha256` itself and the time
+        taken (`seconds`), so that the same cloak made twice carries the same hash."""
+        data = {k: v for k, v in self.to_json().items() if k not in ("content_sha256", "seconds")}
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -248,3 +248,52 @@ def test_analyse_on_dask_gives_the_serial_profile(tiny_profile, tmp_path):
         assert res.exit_code == 0, res.output
     assert (tmp_path / "local.json").read_text() == serial
     assert (tmp_path / "remote.json").read_text() == serial
+
+
+@pytest.mark.slow  # a two-rank torchrun with one rank stopped
+def test_a_stopped_rank_ends_the_run_with_one_line_naming_it(tmp_path, portraits):
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "acts.zarr"
+    log = tmp_path / "log.txt"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    args = [
+        "probe",
+        "tiny:cogvideox",
+        str(portraits),
+        "--out",
+        str(out),
+        "--timesteps",
+        "100,300,500,700,900",
+    ]
+    with log.open("w") as f:
+        run = subprocess.Popen(
+            [*launch, "--no-python", str(BIN / "anti-i2v"), *args],
+            env={**ENV, "ANTI_I2V_RANK_STALL": "6"},
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    stopped = None
+    try:
+        deadline = time.monotonic() + 120
+        while stopped is None and time.monotonic() < deadline:  # rank 1, once the store exists
+            if (out / "zarr.json").exists():
+                for child in psutil.Process(run.pid).children(recursive=True):
+                    if child.environ().get("RANK") == "1":
+                        child.send_signal(signal.SIGSTOP)
+                        stopped = child
+            time.sleep(0.1)
+        assert stopped is not None, log.read_text()[-2000:]
+        while "has not answered" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "rank 1 has not answered for 6 s" in log.read_text(), log.read_text()[-3000:]
+    finally:
+        if stopped is not None and stopped.is_running():
+            stopped.kill()
+        code = run.wait(timeout=120)
+    assert code != 0
+    text = log.read_text()
+    assert "Traceback" not in text.split("rank 1 has not answered")[0][-2000:]

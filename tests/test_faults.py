@@ -271,3 +271,233 @@ def test_robustness_share_is_absent_over_a_drop_of_about_zero():
     share = {(e["method"], e["distortion"]): e["ism_drop_surviving"] for e in table}
     assert share["noise", "jpeg75"] is None  # was -49900%
     assert share["pgd", "jpeg75"] == pytest.approx(0.5)
+
+
+# --- stores: URLs that vanish or cannot be reached, full disks, two creators at once -------------
+
+
+def test_probe_refuses_a_memory_url_whose_store_would_vanish(portraits, no_model):
+    res = cli("probe", "tiny:cogvideox", str(portraits), "--out", "memory://m/acts.zarr")
+    one_line(res, 2, "would vanish when it exits")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+@pytest.mark.parametrize("command", ["probe", "analyse", "explore"])
+def test_an_unreachable_s3_endpoint_is_one_line_at_once(command, portraits, monkeypatch, no_model):
+    import time
+
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    s3fs.S3FileSystem.clear_instance_cache()
+    url = "s3://acts/run/acts.zarr"
+    args = {
+        "probe": ["probe", "tiny:cogvideox", str(portraits), "--out", url],
+        "analyse": ["analyse", url, "--out", str(portraits.parent / "p.json")],
+        "explore": ["explore", url, "--out", str(portraits.parent / "never")],
+    }[command]
+    started = time.monotonic()
+    res = cli(*args)
+    one_line(res, 2, "cannot reach the endpoint")
+    assert "does not exist" not in res.output and time.monotonic() - started < 15
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _attrs(names=("a", "b")):
+    from probe.store import StoreAttrs
+
+    samples = [{"name": n, "sha256": n} for n in names]
+    return StoreAttrs("m", "cogvideox", "c", ["blocks.0"], [500], [0], samples)
+
+
+def test_two_creators_of_one_store_at_once_both_get_the_store(tmp_path):
+    import threading
+
+    from probe.store import create_or_resume
+
+    for i in range(20):
+        where = tmp_path / f"s{i}.zarr"
+        errors, go = [], threading.Barrier(2)
+
+        def create(where=where, errors=errors, go=go):
+            go.wait()
+            try:
+                assert create_or_resume(where, _attrs()).attrs == _attrs()
+            except Exception as exc:  # a refusal or a traceback in either creator
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], errors
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_a_disk_full_while_the_store_is_created_is_one_line_and_resumes(tmp_path, monkeypatch):
+    import errno
+
+    import probe.store as store_mod
+    from probe.store import create_or_resume
+
+    real = store_mod._coordinate
+
+    def full(group, name, values):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(store_mod, "_coordinate", full)
+    with pytest.raises(OSError):
+        create_or_resume(tmp_path / "s.zarr", _attrs())
+    assert not list(tmp_path.iterdir())  # nothing half-made is left at --out
+    monkeypatch.setattr(store_mod, "_coordinate", real)
+    assert create_or_resume(tmp_path / "s.zarr", _attrs()).attrs == _attrs()
+    # a store an older version left half-made (no attributes, only its first arrays) is remade
+    import zarr
+
+    zarr.open_group(str(tmp_path / "old.zarr"), mode="w").create_array(
+        "completed", shape=(1, 2), dtype="uint8"
+    )
+    assert create_or_resume(tmp_path / "old.zarr", _attrs()).attrs == _attrs()
+
+
+@pytest.mark.parametrize("command", ["probe", "protect"])
+def test_a_full_disk_during_a_run_is_one_line(command, tmp_path, portraits, monkeypatch):
+    import errno
+
+    import probe.store as store_mod
+    import protect.run as protect_run
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "f"))
+
+    if command == "probe":
+        monkeypatch.setattr(store_mod, "mark_done", full)
+        args = ["probe", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "out")]
+    else:
+        monkeypatch.setattr(protect_run, "write_png_uint8", full)
+        args = ["protect", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "out"), *NOISE]
+    res = cli(*args)
+    one_line(res, 1, "no space left on the device", "run the same command to resume")
+
+
+# --- names: not UTF-8, too long; folders where files belong ----------------------------------------
+
+
+def test_a_photo_name_that_is_not_utf8_is_skipped_and_the_rest_probed(tmp_path, portraits):
+    import os
+
+    d = tmp_path / "photos"
+    shutil.copytree(portraits, d)
+    bad = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    shutil.copy(portraits / "p10.png", d / bad)
+    res = cli("probe", "tiny:cogvideox", str(d), "--out", str(tmp_path / "a.zarr"),
+              "--timesteps", "500")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert said(res, "not valid UTF-8")
+    from probe.store import open_store
+
+    store = open_store(tmp_path / "a.zarr")
+    assert [s["name"] for s in store.attrs.samples] == ["p10", "p20", "p30"]
+
+
+def test_evaluate_leaves_out_a_clean_photo_whose_name_is_not_utf8(photos, cloaked):
+    import os
+
+    shutil.copy(photos / "p10.png", photos / os.fsdecode(b"caf\xe9.png"))
+    clean, _ = _matched(photos, cloaked)
+    assert sorted(clean) == ["p10", "p20", "p30"]
+
+
+def test_a_name_too_long_for_the_toolkits_files_fails_alone(tmp_path, photos):
+    long = "x" * 245
+    shutil.copy(photos / "p10.png", photos / f"{long}.png")
+    res = cli("protect", "tiny:cogvideox", str(photos), "--out", str(tmp_path / "out"), *NOISE)
+    assert res.exit_code == 0, res.output  # the other three are cloaked
+    assert said(res, "rename it shorter")
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png") if ".loss" not in p.name) == [
+        "p10.png", "p20.png", "p30.png"
+    ]  # fmt: skip
+
+
+def test_an_out_with_a_name_over_the_file_system_limit_is_one_line(tmp_path, photos, no_model):
+    res = cli(
+        "protect", "tiny:cogvideox", str(photos), "--out", str(tmp_path / ("o" * 300)), *NOISE
+    )
+    one_line(res, 2, "over the file system's limit")
+
+
+def test_folders_where_files_belong_are_named_as_folders(tmp_path, photos, no_model):
+    res = cli("protect", "tiny:cogvideox", str(photos), "--out", str(tmp_path / "o"), *NOISE,
+              "--target", str(photos))  # fmt: skip
+    one_line(res, 2, "it is a folder; pass an image file")
+    res = cli("generate", "tiny:cogvideox", str(photos), "--out", str(tmp_path / "v.gif"))
+    one_line(res, 2, "it is a folder; pass an image file")
+    (tmp_path / "videos.gif").mkdir()
+    res = cli(
+        "generate", "tiny:cogvideox", str(photos / "p10.png"), "--out", str(tmp_path / "videos.gif")
+    )
+    one_line(res, 2, "is a folder; give the video's file name")
+
+
+# --- plan and world render: refusals instead of silent defaults, tracebacks and hangs -------------
+
+
+def test_plan_refuses_zero_frames_and_broken_configs(tmp_path):
+    from probe.common import REAL_CONFIGS
+
+    one_line(cli("plan", "tiny:cogvideox", "--task", "probe", "--frames", "0"), 2, "--frames")
+    bad = tmp_path / "bad"
+    shutil.copytree(REAL_CONFIGS / "cogvideox-5b-i2v", bad)
+    config = json.loads((bad / "transformer" / "config.json").read_text())
+    (bad / "transformer" / "config.json").write_text(json.dumps({**config, "num_layers": "many"}))
+    one_line(cli("plan", str(bad)), 2, "cannot build CogVideoXTransformer3DModel from its config")
+    shutil.rmtree(bad / "transformer")
+    one_line(cli("plan", str(bad)), 2, "has no transformer/config.json")
+
+
+def test_world_render_refuses_a_negative_seed_and_a_count_no_disk_holds(tmp_path):
+    one_line(cli("world", "render", "--out", str(tmp_path / "w"), "--seed", "-5"), 2, "--seed -5")
+    res = cli("world", "render", "--out", str(tmp_path / "w"), "--count", "1000000000000")
+    one_line(res, 2, "--count 1000000000000", "render fewer")
+    assert not (tmp_path / "w").exists()
+
+
+def test_analyse_reruns_a_pass_that_lost_workers_and_then_says_so_in_one_line(
+    tiny_profile, tmp_path, monkeypatch
+):
+    import contextlib
+    from concurrent.futures import CancelledError
+
+    import analyses.analyse as analyse_mod
+    import analyses.run as run_mod
+
+    store = str(tiny_profile.parent / "activations.zarr")
+    passes = {"n": 0, "fail": 2}
+
+    def one_pass(client, task, cells, advance):
+        # a cluster whose workers die in the first `fail` passes; then it scores as one process
+        passes["n"] += 1
+        if passes["n"] <= passes["fail"]:
+            raise CancelledError("lost its worker")
+        return [analyse_mod.score_layer(task, layer, ti) for layer, ti in cells]
+
+    monkeypatch.setattr(analyse_mod, "_one_pass", one_pass)
+    monkeypatch.setattr(run_mod, "dask_client", lambda w, s: contextlib.nullcontext(object()))
+    res = cli("analyse", store, "--out", str(tmp_path / "p.json"), "--workers", "2")
+    assert res.exit_code == 0 and passes["n"] == 3, res.output
+    # the same profile as adapt scored in one process
+    assert (tmp_path / "p.json").read_bytes() == tiny_profile.read_bytes()
+    passes.update(n=0, fail=99)
+    res = cli("analyse", store, "--out", str(tmp_path / "q.json"), "--workers", "2")
+    one_line(res, 2, "the Dask workers kept dying while scoring")
+    assert passes["n"] == analyse_mod.CLUSTER_ATTEMPTS and not (tmp_path / "q.json").exists()

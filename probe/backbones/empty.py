@@ -100,11 +100,18 @@ def build_empty(
                 if seed is not None:
                     torch.manual_seed(seed)
                 kwargs[name] = _component(sub, library, cls, dtype, empty=seed is None)
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
+            # TypeError: a field of the wrong type (`"num_layers": "many"`)
             raise ToolkitError(
                 f"{sub}: cannot build {cls} from its config ({str(exc).splitlines()[0][:160]}); "
                 "restore the folder from artifacts/configs or its source"
             ) from None
+    for name in ("transformer", "unet"):  # the denoiser: nothing can be planned without it
+        if name in accepted and kwargs.get(name) is None:
+            raise ToolkitError(
+                f"{folder} has no {name}/config.json: a pipeline folder needs its denoiser's "
+                "config; restore the folder from artifacts/configs or its source"
+            )
     for name, param in accepted.items():  # components the folder does not list at all
         if name != "self" and name not in kwargs and param.default is inspect.Parameter.empty:
             kwargs[name] = None

@@ -242,6 +242,30 @@ def identity_seeds(count: int, seed: int, split: str) -> list[int]:
     return out
 
 
+def check_render_fits(out: Path, count: int, frames: int, world: str, photos: bool) -> None:
+    """Refuse, in one line, a render whose samples cannot fit on the disk under `out`.
+
+    The bound is generous (uncompressed frames and masks, about twice what PNG writes), so
+    a render that passes may still fill the disk only when something else fills it meanwhile.
+    """
+    import shutil
+
+    from probe.world.render_v2 import SIZE_V2
+
+    side = SIZE if world == "v1" else SIZE_V2
+    per_sample = frames * side * side * 4 + (side * side * 3 if photos else 0) + 4096
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    need = count * per_sample
+    if need > free:
+        raise ToolkitError(
+            f"--count {count}: {count} portraits of {frames} frames need up to "
+            f"{need / 1e9:.3g} GB, and {existing} has {free / 1e9:.3g} GB free; render fewer"
+        )
+
+
 WORLDS = ("v1", "v2")  # v2: `probe.world.render_v2`, photo-like, identity in shape and layout
 
 
