@@ -14,6 +14,7 @@ work instead of both doing all of it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,12 +62,25 @@ def is_toolkit_output(path: Path) -> bool:
     return path.suffix.lower() == ".png" and is_sidecar(path.with_suffix(".json"))
 
 
+def pending_path(out: Path, name: str) -> Path:
+    """The marker protect writes before a cloak's files and removes after its sidecar."""
+    return out / f".{name}.pending.json"
+
+
+def _pending_for(out: Path, name: str, photo_sha256: str) -> bool:
+    try:
+        return json.loads(pending_path(out, name).read_text())["photo_sha256"] == photo_sha256
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def foreign_output(job: Job, out: Path, photo_sha256: str) -> str | None:
     """Why the cloak of `job` may not be written into the local folder `out`, or None.
 
     The cloak's files (`NAME.png`, `NAME.json`, `NAME.loss.png`) may replace only what this
     toolkit wrote there for this photo: files with a sidecar recording the same photo (a redo
-    with other settings, or a damaged sidecar). Anything else there is somebody's file.
+    with other settings, or a damaged sidecar), or with the marker of a run killed while it
+    wrote them (`pending_path`). Anything else there is somebody's file.
     """
     side = out / f"{job.name}.json"
     existing = [
@@ -76,8 +90,8 @@ def foreign_output(job: Job, out: Path, photo_sha256: str) -> str | None:
         and not (p.resolve() == job.source.resolve() and job.keep_original_as)
         and p != job.half_done
     ]
-    if not existing:
-        return None
+    if not existing or _pending_for(out, job.name, photo_sha256):
+        return None  # nothing there, or what a killed run of this photo was writing
     if is_sidecar(side):
         old = Sidecar.read(side)
         if old is None or old.photo_sha256 == photo_sha256:

@@ -46,7 +46,7 @@ from probe.store import check_location
 from protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
 from protect.evaluate.metrics import ssim
 from protect.in_place import file_sha256, recover, with_original, write_in_place
-from protect.inputs import Job, foreign_output, photo_lock, plan_jobs
+from protect.inputs import Job, foreign_output, pending_path, photo_lock, plan_jobs
 from protect.loop import DivergedError, perturb_iterative
 from protect.methods import METHODS, PROFILE_TERMS, method_weights
 from protect.objective import EnsembleObjective, ModelObjective, ObjectiveSpec, clip_frames_for
@@ -632,10 +632,15 @@ def _write(
             job.source, job.keep_original_as, job.name, cloak, sidecar, loss_curve
         )
         return PhotoResult(job.name, "done", sidecar=sidecar)
+    # The marker says, until the sidecar is there, that the files being written are this
+    # photo's: a run killed in between resumes over them (`foreign_output`).
+    marker = pending_path(out, job.name)
+    write_text_atomic(marker, json.dumps({"photo_sha256": sidecar.photo_sha256}))
     write_png_uint8(cloak, out / f"{job.name}.png")
     sidecar = sidecar.sealed(file_sha256(out / f"{job.name}.png"))
     loss_curve(sidecar)
     # The sidecar is written last: its presence means done.
     write_text_atomic(out / f"{job.name}.json", json.dumps(sidecar.to_json(), indent=1))
+    marker.unlink(missing_ok=True)
     dest.publish([f"{job.name}.png", f"{job.name}.loss.png", f"{job.name}.json"])
     return PhotoResult(job.name, "done", sidecar=sidecar)

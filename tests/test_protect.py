@@ -120,11 +120,24 @@ def test_large_photo_is_optimised_small_and_returned_full_size(tmp_path, portrai
 @pytest.mark.slow
 def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
     cfg = _cfg(tmp_path, [portraits], tiny_profile)
-    first = run_protect(cfg)
-    assert [r.status for r in first] == ["done"] * 3
-    (tmp_path / "out" / "p20.json").unlink()  # as if interrupted while on p20
+    # Killed on p20 after its cloak, before its sidecar: p10 is done, p20's cloak is there
+    import protect.run as protect_run
+
+    real = protect_run.write_text_atomic
+
+    def killed(path, text):
+        if Path(path).name == "p20.json":
+            raise KeyboardInterrupt
+        return real(path, text)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(protect_run, "write_text_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_protect(cfg)
+    assert (tmp_path / "out" / "p20.png").exists() and not (tmp_path / "out" / "p20.json").exists()
     second = run_protect(cfg)
-    assert [r.status for r in second] == ["skipped", "done", "skipped"]
+    assert [r.status for r in second] == ["skipped", "done", "done"]
+    assert [r.status for r in run_protect(cfg)] == ["skipped"] * 3
     # A profile with other picks is other work: nothing is skipped.
     profile = json.loads(Path(tiny_profile).read_text())
     profile["timesteps"] = [450]
