@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,19 @@ def tiny_profile(tmp_path_factory, portraits) -> Path:
     out = tmp_path_factory.mktemp("adapt")
     adapt("tiny:cogvideox", [portraits], out, probe_overrides={"timesteps": (300, 700)})
     return out / "profile.json"
+
+
+@pytest.fixture
+def photos(tmp_path, portraits) -> Path:
+    """A copy of the portraits that a test may change (protect --in-place writes into it)."""
+    d = tmp_path / "photos"
+    shutil.copytree(portraits, d)
+    return d
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes in a folder, by name: compare a folder before and after a command."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.fixture

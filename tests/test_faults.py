@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_bytes as _files
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -36,17 +37,6 @@ def one_line(res, code: int, *needles: str) -> None:
     assert "Traceback" not in res.output
     for needle in needles:
         assert said(res, needle), res.output
-
-
-@pytest.fixture
-def photos(tmp_path, portraits) -> Path:
-    d = tmp_path / "photos"
-    shutil.copytree(portraits, d)
-    return d
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 # --- protect --out never replaces a file it did not write for this photo -------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import file_bytes as _bytes
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -39,17 +40,6 @@ def _one_line_refusal(res, *needles: str) -> None:
     assert error, res.output
     for needle in needles:
         assert needle in res.output.replace("\n", " "), res.output
-
-
-@pytest.fixture
-def photos(tmp_path, portraits) -> Path:
-    d = tmp_path / "photos"
-    shutil.copytree(portraits, d)
-    return d
-
-
-def _bytes(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 # --- data loss -------------------------------------------------------------------------------
