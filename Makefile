@@ -138,11 +138,11 @@ frontier: $(STAMP)
 		--identity $(FRONTIER_JUDGES) --budgets $(FRONTIER_BUDGETS) --profile $(PROFILE) --out $(FRONTIER)/eval
 
 lint: $(STAMP)
-	$(BIN)/ruff check probe analyses protect tests bench anti_i2v_cli.py
-	$(BIN)/ruff format --check probe analyses protect tests bench anti_i2v_cli.py
+	$(BIN)/ruff check probe analyses protect tests bench anti_i2v
+	$(BIN)/ruff format --check probe analyses protect tests bench anti_i2v
 
 format: $(STAMP)
-	$(BIN)/ruff format probe analyses protect tests bench anti_i2v_cli.py
+	$(BIN)/ruff format probe analyses protect tests bench anti_i2v
 
 bench: $(STAMP)
 	$(BIN)/python bench/probe_overhead.py

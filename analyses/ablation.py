@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from analyses.profile import Profile
+from anti_i2v.analyses.profile import Profile
 
 
 def depth_band(index: int, n_layers: int, bands: int) -> range:

@@ -14,12 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image
-from rich.console import Console
-from rich.progress import Progress
-from sklearn.decomposition import PCA
-
-from analyses.scores import (
+from anti_i2v.analyses.scores import (
     LinearCKA,
     clamp_massive,
     labels_to_grid,
@@ -27,9 +22,13 @@ from analyses.scores import (
     spatial_coherence,
     temporal_stability,
 )
-from probe.capture import split_vae_layers, to_grid
-from probe.common import ToolkitError
-from probe.store import ActivationStore, open_store
+from anti_i2v.probe.capture import split_vae_layers, to_grid
+from anti_i2v.probe.common import ToolkitError
+from anti_i2v.probe.store import ActivationStore, open_store
+from PIL import Image
+from rich.console import Console
+from rich.progress import Progress
+from sklearn.decomposition import PCA
 
 if TYPE_CHECKING:
     from distributed import Client

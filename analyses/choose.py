@@ -24,9 +24,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from probe.capture import split_vae_layers
-from probe.common import ToolkitError
+from anti_i2v.probe.capture import split_vae_layers
+from anti_i2v.probe.common import ToolkitError
 
 SEMANTIC_MEASURES = ("mask_probe", "reference_cka", "spatial_coherence")
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from anti_i2v.analyses.choose import ChoiceRule as R
+from anti_i2v.analyses.explore import ExploreConfig as X
+from anti_i2v.probe.common import ToolkitError, cli_command
+from anti_i2v.probe.config import ProbeConfig as P
 from rich.console import Console
-
-from analyses.choose import ChoiceRule as R
-from analyses.explore import ExploreConfig as X
-from probe.common import ToolkitError, cli_command
-from probe.config import ProbeConfig as P
 
 console = Console(stderr=True)
 
 
 def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int, n_vae_anchors: int):
-    from analyses.choose import ChoiceRule
+    from anti_i2v.analyses.choose import ChoiceRule
 
     return ChoiceRule(
         n_anchors=n_anchors,
@@ -68,8 +67,8 @@ def analyse(
     ),
 ) -> None:
     """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
-    from analyses.run import analyse as run
-    from analyses.run import dask_client
+    from anti_i2v.analyses.run import analyse as run
+    from anti_i2v.analyses.run import dask_client
 
     rule = _rule(anchors, collapse, timesteps, min_timestep, vae_anchors)
     with dask_client(workers, scheduler) as client:
@@ -101,7 +100,7 @@ def adapt(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
-    from analyses.run import adapt as run
+    from anti_i2v.analyses.run import adapt as run
 
     overrides = {"pool": pool, "frames": frames, "device": device, "vae": vae}
     if timesteps:
@@ -140,8 +139,8 @@ def explore(
     ),
 ) -> None:
     """Write an interactive layer explorer (opens from file://): maps, token similarity, scores."""
-    from analyses.explore import ExploreConfig, serve_folder
-    from analyses.run import explore as run
+    from anti_i2v.analyses.explore import ExploreConfig, serve_folder
+    from anti_i2v.analyses.run import explore as run
 
     cfg = ExploreConfig(dims=dims, samples=samples, frames=frames)
     if serve is not None and not 0 < serve < 65536:

@@ -43,17 +43,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from anti_i2v.analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
+from anti_i2v.analyses.figures import PART_COLOURS
+from anti_i2v.analyses.profile import Profile
+from anti_i2v.probe.capture import split_vae_layers
+from anti_i2v.probe.common import ToolkitError, atomic_dir, check_writable_dir, to_uint8
+from anti_i2v.probe.images import Photo
+from anti_i2v.probe.store import ActivationStore
 from PIL import Image
 from rich.progress import Progress
 from sklearn.decomposition import PCA
-
-from analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
-from analyses.figures import PART_COLOURS
-from analyses.profile import Profile
-from probe.capture import split_vae_layers
-from probe.common import ToolkitError, atomic_dir, check_writable_dir, to_uint8
-from probe.images import Photo
-from probe.store import ActivationStore
 
 PAGE_FILES = ("index.html", "explorer.js", "explorer.css")
 BASE64 = 4 / 3  # bytes written per byte encoded
@@ -319,7 +318,7 @@ def build_explorer(
     page = manifest(store, profile, cfg, photos or {}, masks or {})
     frames = page["frames"]
     reducer = _LayerReducer(store, cfg, len(page["samples"]), frames)
-    assets = resources.files("analyses") / "explorer"
+    assets = resources.files("anti_i2v.analyses") / "explorer"
     with atomic_dir(out) as tmp:
         data = tmp / "data"
         data.mkdir(parents=True)

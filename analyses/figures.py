@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from anti_i2v.analyses.analyse import Analysis
+from anti_i2v.probe.capture import is_vae_layer
+from anti_i2v.probe.common import atomic_path
 from matplotlib.figure import Figure
-
-from analyses.analyse import Analysis
-from probe.capture import is_vae_layer
-from probe.common import atomic_path
 
 PART_COLOURS = (
     np.array(

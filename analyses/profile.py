@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probe.common import ToolkitError, write_text_atomic
-from probe.config import check_timesteps
+from anti_i2v.probe.common import ToolkitError, write_text_atomic
+from anti_i2v.probe.config import check_timesteps
 
 SCHEMA = "anti-i2v.profile/1"
 REGENERATE = "regenerate it with `anti-i2v adapt MODEL PHOTOS --out DIR`"

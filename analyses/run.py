@@ -7,19 +7,19 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
-from analyses.choose import ChoiceRule, choose
-from analyses.explore import ExploreConfig, build_explorer, check_explorer_out
-from analyses.figures import mask_overlays, pca_grid, score_curves
-from analyses.profile import Profile, load_profile, save_profile
-from analyses.reference import reference_features
-from analyses.report import write_index
-from probe.capture import split_vae_layers
-from probe.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir
-from probe.distributed import Ranks
-from probe.images import gather_images, load_photo
-from probe.run import ProbeConfig, run_probe
-from probe.store import open_store
+from anti_i2v.analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
+from anti_i2v.analyses.choose import ChoiceRule, choose
+from anti_i2v.analyses.explore import ExploreConfig, build_explorer, check_explorer_out
+from anti_i2v.analyses.figures import mask_overlays, pca_grid, score_curves
+from anti_i2v.analyses.profile import Profile, load_profile, save_profile
+from anti_i2v.analyses.reference import reference_features
+from anti_i2v.analyses.report import write_index
+from anti_i2v.probe.capture import split_vae_layers
+from anti_i2v.probe.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir
+from anti_i2v.probe.distributed import Ranks
+from anti_i2v.probe.images import gather_images, load_photo
+from anti_i2v.probe.run import ProbeConfig, run_probe
+from anti_i2v.probe.store import open_store
 
 
 def _photos_of(store) -> list:

@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from analyses.run import analyse, dask_client
-from probe.config import ProbeConfig
-from probe.run import run_probe
-from probe.store import open_store
-from probe.world.render import render_dataset
+from anti_i2v.analyses.run import analyse, dask_client
+from anti_i2v.probe.config import ProbeConfig
+from anti_i2v.probe.run import run_probe
+from anti_i2v.probe.store import open_store
+from anti_i2v.probe.world.render import render_dataset
 
 
 def main() -> None:

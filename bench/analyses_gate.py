@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-from analyses.run import adapt
-from probe.world.render import render_dataset
+from anti_i2v.analyses.run import adapt
+from anti_i2v.probe.world.render import render_dataset
 
 
 def main() -> None:

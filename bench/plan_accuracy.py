@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.plan import PlanRequest, measure, plan
+from anti_i2v.probe.plan import PlanRequest, measure, plan
 
 CASES = (("protect", False), ("protect", True), ("probe", False))
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from probe.backbones import real_configs
-from probe.cli import lever_text
-from probe.plan import GIB, PlanRequest, plan
+from anti_i2v.probe.backbones import real_configs
+from anti_i2v.probe.cli import lever_text
+from anti_i2v.probe.plan import GIB, PlanRequest, plan
 
 
 def main() -> None:

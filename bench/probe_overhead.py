@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from anti_i2v.probe.backbones import load_backbone
+from anti_i2v.probe.backbones.cogvideox import CogVideoX
+from anti_i2v.probe.capture import execution_order, pool_spatial, trace_blocks
+from anti_i2v.probe.store import CellWriter, StoreAttrs, create_or_resume
 from diffusers import CogVideoXTransformer3DModel
-
-from probe.backbones import load_backbone
-from probe.backbones.cogvideox import CogVideoX
-from probe.capture import execution_order, pool_spatial, trace_blocks
-from probe.store import CellWriter, StoreAttrs, create_or_resume
 
 
 def midsize_cogvideox():

@@ -12,11 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
-from analyses.run import adapt
-from probe.world.render import render_dataset
-from protect.config import EvaluateConfig
-from protect.evaluate.run import evaluate
-from protect.run import ProtectConfig, run_protect
+from anti_i2v.analyses.run import adapt
+from anti_i2v.probe.world.render import render_dataset
+from anti_i2v.protect.config import EvaluateConfig
+from anti_i2v.protect.evaluate.run import evaluate
+from anti_i2v.protect.run import ProtectConfig, run_protect
 
 
 def main() -> None:

@@ -17,11 +17,10 @@ import statistics
 import time
 
 import torch
-
-from probe.backbones import load_backbone
-from protect.loop import perturb_iterative
-from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
-from protect.spaces import Space
+from anti_i2v.probe.backbones import load_backbone
+from anti_i2v.protect.loop import perturb_iterative
+from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
+from anti_i2v.protect.spaces import Space
 
 
 def time_steps(
@@ -107,7 +106,7 @@ def main() -> None:
 
 def step_peak(backbone, x) -> int:
     """Live tensor bytes at the peak of one dual full step (weights included)."""
-    from probe.memory import LiveBytes, module_tensors
+    from anti_i2v.probe.memory import LiveBytes, module_tensors
 
     layers = backbone.block_names()
     n = len(layers)

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 with contextlib.suppress(ImportError):
     import dlib  # noqa: F401
 
+from anti_i2v.probe.backbones.base import Backbone
 from nnsight import NNsight  # noqa: E402
-
-from probe.backbones.base import Backbone
 
 
 def execution_order(backbone: Backbone, kwargs: dict[str, Any]) -> list[str]:

@@ -6,13 +6,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
+from anti_i2v.probe.common import MINI_JUDGES, ToolkitError, cli_command, parse_ints
+from anti_i2v.probe.config import MODEL_DTYPES, STORAGE_CODECS, STORAGE_DTYPES
+from anti_i2v.probe.config import ProbeConfig as P
+from anti_i2v.probe.distributed import Ranks
 from rich.console import Console
 from rich.table import Table
-
-from probe.common import MINI_JUDGES, ToolkitError, cli_command, parse_ints
-from probe.config import MODEL_DTYPES, STORAGE_CODECS, STORAGE_DTYPES
-from probe.config import ProbeConfig as P
-from probe.distributed import Ranks
 
 console = Console(stderr=True)
 
@@ -35,9 +34,9 @@ world_app = typer.Typer(
 
 def models() -> None:
     """List the built-in models and the supported families."""
-    from probe.backbones import BUILTINS, FAMILIES, UNSUPPORTED, real_configs
-    from probe.backbones.empty import source_hub
-    from probe.common import MINI_MODELS, MINI_WORLD, train_hint
+    from anti_i2v.probe.backbones import BUILTINS, FAMILIES, UNSUPPORTED, real_configs
+    from anti_i2v.probe.backbones.empty import source_hub
+    from anti_i2v.probe.common import MINI_MODELS, MINI_WORLD, train_hint
 
     table = Table(title="built-in models")
     table.add_column("name")
@@ -99,8 +98,8 @@ def probe(
     device: str = typer.Option(P.device, help="auto, cpu or cuda"),
 ) -> None:
     """Capture every block of a video denoiser into a zarr store."""
-    from probe.common import check_out_given
-    from probe.run import run_probe, summary_table
+    from anti_i2v.probe.common import check_out_given
+    from anti_i2v.probe.run import run_probe, summary_table
 
     check_out_given(out)  # an empty or memory:// store would vanish with this process
 
@@ -152,7 +151,7 @@ def generate(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Generate a video from one photo with the model's own pipeline."""
-    from probe.config import OFFLOADS
+    from anti_i2v.probe.config import OFFLOADS
 
     if dtype not in MODEL_DTYPES:
         raise ToolkitError(f"--dtype {dtype}: choose from {', '.join(MODEL_DTYPES)}")
@@ -172,14 +171,14 @@ def generate(
         raise ToolkitError(
             f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4"
         )
-    from probe.common import check_writable_dir
-    from probe.images import load_photo
+    from anti_i2v.probe.common import check_writable_dir
+    from anti_i2v.probe.images import load_photo
 
     check_writable_dir(out.parent)
     load_photo(image)  # readable, or one line before the model loads
-    from probe.backbones import load_backbone
-    from probe.common import pick_device
-    from probe.video import write_strip, write_video
+    from anti_i2v.probe.backbones import load_backbone
+    from anti_i2v.probe.common import pick_device
+    from anti_i2v.probe.video import write_strip, write_video
 
     backbone = load_backbone(model, family, dtype, pick_device(device), offload=offload)
     if vae_tiling:
@@ -210,8 +209,8 @@ def world_render(
     ),
 ) -> None:
     """Render portrait videos with part masks and identity.json."""
-    from probe.common import check_writable_dir
-    from probe.world.render import WORLDS, check_render_fits, render_dataset
+    from anti_i2v.probe.common import check_writable_dir
+    from anti_i2v.probe.world.render import WORLDS, check_render_fits, render_dataset
 
     if count < 1 or frames < 1:
         raise ToolkitError(
@@ -251,10 +250,10 @@ def world_train(
     Every stage checkpoints as it goes (OUT/.checkpoints/): after Ctrl-C or any interruption the
     same command resumes where it stopped and ends with the same weights.
     """
-    from probe.common import pick_device
-    from probe.world.render import WORLDS
-    from probe.world.train import MODELS, train_all
-    from probe.world.training import QUICK, V2, TrainConfig
+    from anti_i2v.probe.common import pick_device
+    from anti_i2v.probe.world.render import WORLDS
+    from anti_i2v.probe.world.train import MODELS, train_all
+    from anti_i2v.probe.world.training import QUICK, V2, TrainConfig
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = sorted(set(chosen) - set(MODELS))
@@ -287,8 +286,8 @@ def world_card(
     ),
 ) -> None:
     """Measure the mini model on held-out portraits and regenerate its model card and gates."""
-    from probe.common import MINI_MODELS
-    from probe.world.card import layer_measures, write_card
+    from anti_i2v.probe.common import MINI_MODELS
+    from anti_i2v.probe.world.card import layer_measures, write_card
 
     if model not in MINI_MODELS:
         raise ToolkitError(f"--model {model}: model cards are for {', '.join(MINI_MODELS)}")
@@ -297,8 +296,8 @@ def world_card(
     layers = None
     if profile is not None:
         # The card reads a profile (analyses' output) only here, at the command's edge.
-        from analyses.profile import load_profile
-        from probe.backbones import load_backbone
+        from anti_i2v.analyses.profile import load_profile
+        from anti_i2v.probe.backbones import load_backbone
 
         prof = load_profile(profile)
         backbone = load_backbone(model)
@@ -328,7 +327,7 @@ def world_identity_card(
     count: int = typer.Option(32, help="held-out portraits to measure on"),
 ) -> None:
     """Measure an identity judge against the face-recogniser gate and write its card (README.md)."""
-    from probe.world.identity_card import summary, write_judge_card
+    from anti_i2v.probe.world.identity_card import summary, write_judge_card
 
     folder = MINI_JUDGES.get(identity, Path(identity))
     if not (folder / "identity_encoder.safetensors").is_file():
@@ -373,8 +372,8 @@ def plan(
     """Plan peak accelerator memory and FLOPs of a protect step, probe cell or sampling step (no GPU needed)."""
     import json
 
-    from probe.plan import UTILISATION, PlanRequest
-    from probe.plan import plan as make_plan
+    from anti_i2v.probe.plan import UTILISATION, PlanRequest
+    from anti_i2v.probe.plan import plan as make_plan
 
     size = None
     if resolution:

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from probe.common import ToolkitError
+from anti_i2v.probe.common import ToolkitError
 
 T = TypeVar("T")
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from anti_i2v.probe.common import NAME_MAX, ToolkitError
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from probe.common import NAME_MAX, ToolkitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # Refuse decompression bombs, allow real large photos (PIL itself refuses above 2 x its 89.5 MP).

@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-
-from probe.common import ToolkitError
-from probe.config import MODEL_DTYPES, OFFLOADS
+from anti_i2v.probe.common import ToolkitError
+from anti_i2v.probe.config import MODEL_DTYPES, OFFLOADS
 
 TASKS = ("protect", "probe", "generate")
 # Dense bf16 tensor-core peak and memory, from the vendors' datasheets (no sparsity).
@@ -105,7 +104,7 @@ class Plan:
 
 
 def _protect_step(backbone, x: torch.Tensor, frames: int) -> None:
-    from protect.objective import ModelObjective, ObjectiveSpec
+    from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec
 
     layers = backbone.block_names()
     mid = len(layers) // 2
@@ -124,7 +123,7 @@ def _protect_step(backbone, x: torch.Tensor, frames: int) -> None:
 
 def _probe_layers(backbone, x: torch.Tensor, frames: int) -> list[str]:
     """The block order, found once per probe run (not per cell), so outside what is counted."""
-    from probe.capture import execution_order
+    from anti_i2v.probe.capture import execution_order
 
     with torch.no_grad():
         cond = backbone.condition(x[:1], frames)
@@ -132,7 +131,7 @@ def _probe_layers(backbone, x: torch.Tensor, frames: int) -> list[str]:
 
 
 def _probe_cell(backbone, x: torch.Tensor, frames: int, pool: int, layers: list[str]) -> dict:
-    from probe.run import probe_cells
+    from anti_i2v.probe.run import probe_cells
 
     return probe_cells(
         backbone, x, 500, [(0, i) for i in range(len(x))], layers, None, pool, frames
@@ -151,8 +150,8 @@ def _generate_step(backbone, x: torch.Tensor, frames: int) -> None:
 def step_frames(backbone, req: PlanRequest) -> int:
     """Video frames the step runs: protect's clip covering `clip_frames`, else `frames`."""
     if req.task == "protect":
-        from protect.config import ProtectConfig
-        from protect.objective import clip_frames_for
+        from anti_i2v.protect.config import ProtectConfig
+        from anti_i2v.protect.objective import clip_frames_for
 
         return clip_frames_for(backbone, req.clip_frames or ProtectConfig.frames)
     return req.frames or backbone.default_frames
@@ -196,10 +195,9 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
     With `fake`, under FakeTensorMode (planning); otherwise on real tensors (measuring). The
     peak counts every weight of `step_modules` as resident (no offload).
     """
+    from anti_i2v.probe.memory import LiveBytes, module_tensors
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
-
-    from probe.memory import LiveBytes, module_tensors
 
     frames = step_frames(backbone, req)
     modules = list(step_modules(backbone).values())
@@ -226,7 +224,7 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
 
 _MEASURE = """
 import json, sys, time
-from probe.plan import PlanRequest, prepared_backbone, run_step
+from anti_i2v.probe.plan import PlanRequest, prepared_backbone, run_step
 args = json.loads(sys.argv[1])
 for fields in args["requests"]:
     req = PlanRequest(**fields)
@@ -273,7 +271,7 @@ def measure(
 def prepared_backbone(req: PlanRequest, weights: bool | str = True):
     """The request's model with its resolution, frames and levers applied (see `load_backbone`'s
     `weights`: True loads them, False builds on the meta device, "random" seeds random ones)."""
-    from probe.backbones import load_backbone
+    from anti_i2v.probe.backbones import load_backbone
 
     backbone = load_backbone(req.model, None, req.dtype, "cpu", weights=weights)
     if req.resolution is not None:

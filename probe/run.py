@@ -14,11 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
-
-from probe.backbones import Backbone, load_backbone
-from probe.capture import (
+from anti_i2v.probe.backbones import Backbone, load_backbone
+from anti_i2v.probe.capture import (
     capture_vae,
     execution_order,
     frame_indices,
@@ -27,11 +24,11 @@ from probe.capture import (
     to_grid,
     trace_blocks,
 )
-from probe.common import TOOLKIT_VERSION, ToolkitError, pick_device, progress_bar
-from probe.config import ProbeConfig
-from probe.distributed import Ranks, process_group
-from probe.images import Photo, gather_images, load_photo
-from probe.store import (
+from anti_i2v.probe.common import TOOLKIT_VERSION, ToolkitError, pick_device, progress_bar
+from anti_i2v.probe.config import ProbeConfig
+from anti_i2v.probe.distributed import Ranks, process_group
+from anti_i2v.probe.images import Photo, gather_images, load_photo
+from anti_i2v.probe.store import (
     ActivationStore,
     CellWriter,
     StoreAttrs,
@@ -41,6 +38,8 @@ from probe.store import (
     finish,
     mark_done,
 )
+from rich.console import Console
+from rich.table import Table
 
 console = Console(stderr=True)
 

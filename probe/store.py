@@ -37,11 +37,10 @@ from urllib.parse import urlsplit
 import fsspec
 import numpy as np
 import zarr
+from anti_i2v.probe.common import ToolkitError, check_writable_dir, is_url
+from anti_i2v.probe.config import STORAGE_CODECS
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
-
-from probe.common import ToolkitError, check_writable_dir, is_url
-from probe.config import STORAGE_CODECS
 
 SCHEMA = "anti-i2v.activations/1"
 DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")

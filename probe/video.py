@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from anti_i2v.probe.common import ToolkitError, atomic_path, to_uint8
 from PIL import Image
-
-from probe.common import ToolkitError, atomic_path, to_uint8
 
 
 def write_video(video: torch.Tensor, out: Path, fps: int = 8) -> Path:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from anti_i2v.probe.common import cli_command, is_url, parse_floats, parse_ints
+from anti_i2v.probe.config import MODEL_DTYPES
+from anti_i2v.protect.config import SPACES
+from anti_i2v.protect.config import EvaluateConfig as E
+from anti_i2v.protect.config import ProtectConfig as D
+from anti_i2v.protect.methods import LOSS_TERMS, METHODS
 from rich.console import Console
-
-from probe.common import cli_command, is_url, parse_floats, parse_ints
-from probe.config import MODEL_DTYPES
-from protect.config import SPACES
-from protect.config import EvaluateConfig as E
-from protect.config import ProtectConfig as D
-from protect.methods import LOSS_TERMS, METHODS
 
 console = Console(stderr=True)
 
@@ -100,7 +99,7 @@ def protect(
     device: str = typer.Option(D.device, help="auto, cpu or cuda"),
 ) -> None:
     """Cloak photos against image-to-video generation."""
-    from protect.run import run_protect
+    from anti_i2v.protect.run import run_protect
 
     cfg = D(
         model=model,
@@ -203,7 +202,7 @@ def evaluate(
     device: str = typer.Option(E.device, help="auto, cpu or cuda"),
 ) -> None:
     """Measure how well cloaks protect: identity, fidelity, coherence, imperceptibility, robustness."""
-    from protect.evaluate.run import evaluate as run
+    from anti_i2v.protect.evaluate.run import evaluate as run
 
     cfg = E(
         model=model,

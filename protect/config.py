@@ -9,9 +9,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from probe.common import ToolkitError, check_out_given, is_url
-from probe.config import MODEL_DTYPES, OFFLOADS, check_timesteps
-from protect.methods import LOSS_TERMS, METHODS
+from anti_i2v.probe.common import ToolkitError, check_out_given, is_url
+from anti_i2v.probe.config import MODEL_DTYPES, OFFLOADS, check_timesteps
+from anti_i2v.protect.methods import LOSS_TERMS, METHODS
 
 SPACES = ("dual", "lab", "dct", "rgb")  # see protect.spaces
 # What a cloak meets on its way to an attacker (see protect.evaluate.distortions).

@@ -27,11 +27,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from anti_i2v.probe.common import write_text_atomic
+from anti_i2v.protect.output import write_png_uint8
+from anti_i2v.protect.sidecar import Sidecar
 from rich.console import Console
-
-from probe.common import write_text_atomic
-from protect.output import write_png_uint8
-from protect.sidecar import Sidecar
 
 JOURNAL_SCHEMA = "anti-i2v.in-place/1"
 console = Console(stderr=True)

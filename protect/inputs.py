@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe.common import ToolkitError
-from probe.images import IMAGE_SUFFIXES, gather_images
-from protect.sidecar import SIDECAR_SCHEMA, Sidecar
+from anti_i2v.probe.common import ToolkitError
+from anti_i2v.probe.images import IMAGE_SUFFIXES, gather_images
+from anti_i2v.protect.sidecar import SIDECAR_SCHEMA, Sidecar
 
 ORIGINAL = ".original"  # in-place: NAME.original.EXT keeps the photo beside its cloak
 LOSS_PLOT = ".loss.png"

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-
-from protect.spaces import Space
+from anti_i2v.protect.spaces import Space
 
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 

@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-
-from analyses.profile import Profile, load_profile
-from probe.backbones import Backbone, load_backbone, weights_sha256
-from probe.common import (
+from anti_i2v.analyses.profile import Profile, load_profile
+from anti_i2v.probe.backbones import Backbone, load_backbone, weights_sha256
+from anti_i2v.probe.common import (
     TOOLKIT_VERSION,
     ToolkitError,
     atomic_path,
@@ -40,20 +38,26 @@ from probe.common import (
     to_uint8,
     write_text_atomic,
 )
-from probe.distributed import Ranks, process_group
-from probe.images import Photo, load_photo, to_chw_float
-from probe.store import check_location
-from protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
-from protect.evaluate.metrics import ssim
-from protect.in_place import file_sha256, recover, with_original, write_in_place
-from protect.inputs import Job, foreign_output, pending_path, photo_lock, plan_jobs
-from protect.loop import DivergedError, perturb_iterative
-from protect.methods import METHODS, PROFILE_TERMS, method_weights
-from protect.objective import EnsembleObjective, ModelObjective, ObjectiveSpec, clip_frames_for
-from protect.output import OutputFolder, write_png_uint8
-from protect.perceptual import load_lpips
-from protect.sidecar import Sidecar
-from protect.spaces import Space, budget_used
+from anti_i2v.probe.distributed import Ranks, process_group
+from anti_i2v.probe.images import Photo, load_photo, to_chw_float
+from anti_i2v.probe.store import check_location
+from anti_i2v.protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
+from anti_i2v.protect.evaluate.metrics import ssim
+from anti_i2v.protect.in_place import file_sha256, recover, with_original, write_in_place
+from anti_i2v.protect.inputs import Job, foreign_output, pending_path, photo_lock, plan_jobs
+from anti_i2v.protect.loop import DivergedError, perturb_iterative
+from anti_i2v.protect.methods import METHODS, PROFILE_TERMS, method_weights
+from anti_i2v.protect.objective import (
+    EnsembleObjective,
+    ModelObjective,
+    ObjectiveSpec,
+    clip_frames_for,
+)
+from anti_i2v.protect.output import OutputFolder, write_png_uint8
+from anti_i2v.protect.perceptual import load_lpips
+from anti_i2v.protect.sidecar import Sidecar
+from anti_i2v.protect.spaces import Space, budget_used
+from rich.console import Console
 
 console = Console(stderr=True)
 BAND_ROWS = 256  # rows of the full-size photo upsampled at a time: memory flat in photo size

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from anti_i2v.probe.backbones import FAMILIES, load_backbone
+from anti_i2v.probe.world.render import render_video, sample_identity, sample_motion
 from PIL import Image
-
-from probe.backbones import FAMILIES, load_backbone
-from probe.world.render import render_video, sample_identity, sample_motion
 
 # The cores shared out among pytest-xdist's workers (`make test` runs two on the 2-core CI machine),
 # or OMP_NUM_THREADS when other work shares the cores: torch's OpenMP threads spin on each other at
@@ -69,7 +68,7 @@ def portraits(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_profile(tmp_path_factory, portraits) -> Path:
     """A profile of tiny:cogvideox adapted on the portraits (two timesteps), made once per session."""
-    from analyses.run import adapt
+    from anti_i2v.analyses.run import adapt
 
     out = tmp_path_factory.mktemp("adapt")
     adapt("tiny:cogvideox", [portraits], out, probe_overrides={"timesteps": (300, 700)})
@@ -92,16 +91,15 @@ def file_bytes(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if anything loads a model: refusals must come first."""
-    import probe.backbones
-    import probe.run
-    import protect.run
+    import anti_i2v.probe.backbones as backbones
+    import anti_i2v.probe.run as probe_run
+    import anti_i2v.protect.run as protect_run
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(probe.backbones, "load_backbone", refuse)
-    monkeypatch.setattr(protect.run, "load_backbone", refuse)
-    monkeypatch.setattr(probe.run, "load_backbone", refuse)
+    for module in (backbones, protect_run, probe_run):
+        monkeypatch.setattr(module, "load_backbone", refuse)
 
 
 ALL_FAMILIES = sorted(FAMILIES)

@@ -9,14 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from typer.testing import CliRunner
-
-from analyses.analyse import AnalysisConfig, analyse_store
-from analyses.choose import ChoiceRule, choose
-from analyses.profile import Profile, load_profile, save_profile
-from analyses.run import analyse
-from analyses.scores import (
+from anti_i2v.analyses.analyse import AnalysisConfig, analyse_store
+from anti_i2v.analyses.choose import ChoiceRule, choose
+from anti_i2v.analyses.profile import Profile, load_profile, save_profile
+from anti_i2v.analyses.run import analyse
+from anti_i2v.analyses.scores import (
     LinearCKA,
     clamp_massive,
     labels_to_grid,
@@ -25,9 +22,8 @@ from analyses.scores import (
     spatial_coherence,
     temporal_stability,
 )
-from anti_i2v_cli import app
-from probe.common import ToolkitError
-from probe.store import (
+from anti_i2v.probe.common import ToolkitError
+from anti_i2v.probe.store import (
     SCHEMA,
     StoreAttrs,
     create_or_resume,
@@ -36,6 +32,10 @@ from probe.store import (
     mark_done,
     open_store,
 )
+from PIL import Image
+from typer.testing import CliRunner
+
+from anti_i2v.cli import app
 
 
 def _blob_masks(n: int, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from anti_i2v.probe.backbones import FAMILIES, family_of, load_backbone, weights_sha256
+from anti_i2v.probe.capture import execution_order
+from anti_i2v.probe.common import ToolkitError
 from conftest import ALL_FAMILIES
 from safetensors.torch import save_file
-
-from probe.backbones import FAMILIES, family_of, load_backbone, weights_sha256
-from probe.capture import execution_order
-from probe.common import ToolkitError
 
 # Golden block lists of the tiny models: an upstream rename fails loudly here.
 GOLDEN = {
@@ -191,7 +190,7 @@ def test_hub_id_offline_says_how_to_get_it(monkeypatch, tmp_path):
 
 
 def test_registry_refuses_duplicates():
-    from probe.backbones import register
+    from anti_i2v.probe.backbones import register
 
     with pytest.raises(ValueError, match="already registered"):
         register(FAMILIES["svd"], lambda seed: None, ((32, 32), 2))

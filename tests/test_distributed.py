@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anti_i2v.probe.common import ToolkitError
+from anti_i2v.probe.distributed import Ranks
+from anti_i2v.probe.store import open_store
+from anti_i2v.probe.world.render import render_dataset
 from typer.testing import CliRunner
 
-from anti_i2v_cli import app
-from probe.common import ToolkitError
-from probe.distributed import Ranks
-from probe.store import open_store
-from probe.world.render import render_dataset
+from anti_i2v.cli import app
 
 BIN = Path(sys.executable).parent
 # One thread per process in both runs: torchrun's default, and a float sum's order depends on it.

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anti_i2v.analyses.analyse import AnalysisConfig, clamped_cell
+from anti_i2v.analyses.choose import ChoiceRule, choose
+from anti_i2v.analyses.explore import ExploreConfig, explorer_bytes, kept_frames, serve_folder
+from anti_i2v.analyses.profile import load_profile
+from anti_i2v.analyses.run import explore
+from anti_i2v.probe.capture import pooled_size
+from anti_i2v.probe.store import open_store
+from anti_i2v.probe.world.render import render_video, sample_identity, sample_motion
 from PIL import Image
 from typer.testing import CliRunner
 
-from analyses.analyse import AnalysisConfig, clamped_cell
-from analyses.choose import ChoiceRule, choose
-from analyses.explore import ExploreConfig, explorer_bytes, kept_frames, serve_folder
-from analyses.profile import load_profile
-from analyses.run import explore
-from anti_i2v_cli import app
-from probe.capture import pooled_size
-from probe.store import open_store
-from probe.world.render import render_video, sample_identity, sample_motion
+from anti_i2v.cli import app
 
 MB = 1 << 20
 
@@ -304,9 +304,9 @@ HOSTILE = "\"><svg onload=document.title='Y'><img src=x onerror=document.title='
 @pytest.fixture(scope="module")
 def hostile_explorer(tmp_path_factory, portraits) -> Path:
     """An explorer whose photo, store folder and profile layer names all carry markup."""
-    from analyses.run import analyse
-    from probe.config import ProbeConfig
-    from probe.run import run_probe
+    from anti_i2v.analyses.run import analyse
+    from anti_i2v.probe.config import ProbeConfig
+    from anti_i2v.probe.run import run_probe
 
     root = tmp_path_factory.mktemp("hostile")
     photos = root / "photos"

@@ -10,15 +10,15 @@ import json
 import shutil
 from pathlib import Path
 
+import anti_i2v.protect.in_place as in_place
 import numpy as np
 import pytest
+from anti_i2v.protect.sidecar import Sidecar
 from conftest import file_bytes as _files
 from PIL import Image
 from typer.testing import CliRunner
 
-import protect.in_place as in_place
-from anti_i2v_cli import app
-from protect.sidecar import Sidecar
+from anti_i2v.cli import app
 
 NOISE = ("--method", "random-noise")
 
@@ -165,7 +165,7 @@ def test_in_place_never_takes_an_unrelated_photo_for_a_half_finished_cloak(photo
 
 
 def test_in_place_with_the_original_already_moved_by_another_run_is_skipped(photos, monkeypatch):
-    import protect.run as protect_run
+    import anti_i2v.protect.run as protect_run
 
     real = protect_run._ready
 
@@ -194,8 +194,8 @@ def cloaked(tmp_path, photos) -> Path:
 
 
 def _matched(photos: Path, *protected: Path):
-    from protect.config import EvaluateConfig
-    from protect.evaluate.run import match_photos
+    from anti_i2v.protect.config import EvaluateConfig
+    from anti_i2v.protect.evaluate.run import match_photos
 
     cfg = EvaluateConfig(
         model="tiny:cogvideox",
@@ -245,8 +245,8 @@ def test_evaluate_refuses_an_input_folder_as_out(photos, cloaked, where, no_mode
 
 
 def test_robustness_share_is_absent_over_a_drop_of_about_zero():
-    from protect.config import EvaluateConfig
-    from protect.evaluate.results import EvalRow, summarise
+    from anti_i2v.protect.config import EvaluateConfig
+    from anti_i2v.protect.evaluate.results import EvalRow, summarise
 
     nan = float("nan")
 
@@ -303,7 +303,7 @@ def test_an_unreachable_s3_endpoint_is_one_line_at_once(command, portraits, monk
 
 
 def _attrs(names=("a", "b")):
-    from probe.store import StoreAttrs
+    from anti_i2v.probe.store import StoreAttrs
 
     samples = [{"name": n, "sha256": n} for n in names]
     return StoreAttrs("m", "cogvideox", "c", ["blocks.0"], [500], [0], samples)
@@ -312,7 +312,7 @@ def _attrs(names=("a", "b")):
 def test_two_creators_of_one_store_at_once_both_get_the_store(tmp_path):
     import threading
 
-    from probe.store import create_or_resume
+    from anti_i2v.probe.store import create_or_resume
 
     for i in range(20):
         where = tmp_path / f"s{i}.zarr"
@@ -337,8 +337,8 @@ def test_two_creators_of_one_store_at_once_both_get_the_store(tmp_path):
 def test_a_disk_full_while_the_store_is_created_is_one_line_and_resumes(tmp_path, monkeypatch):
     import errno
 
-    import probe.store as store_mod
-    from probe.store import create_or_resume
+    import anti_i2v.probe.store as store_mod
+    from anti_i2v.probe.store import create_or_resume
 
     real = store_mod._coordinate
 
@@ -364,8 +364,8 @@ def test_a_disk_full_while_the_store_is_created_is_one_line_and_resumes(tmp_path
 def test_a_full_disk_during_a_run_is_one_line(command, tmp_path, portraits, monkeypatch):
     import errno
 
-    import probe.store as store_mod
-    import protect.run as protect_run
+    import anti_i2v.probe.store as store_mod
+    import anti_i2v.protect.run as protect_run
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "f"))
@@ -394,7 +394,7 @@ def test_a_photo_name_that_is_not_utf8_is_skipped_and_the_rest_probed(tmp_path, 
               "--timesteps", "500")  # fmt: skip
     assert res.exit_code == 0, res.output
     assert said(res, "not valid UTF-8")
-    from probe.store import open_store
+    from anti_i2v.probe.store import open_store
 
     store = open_store(tmp_path / "a.zarr")
     assert [s["name"] for s in store.attrs.samples] == ["p10", "p20", "p30"]
@@ -443,7 +443,7 @@ def test_folders_where_files_belong_are_named_as_folders(tmp_path, photos, no_mo
 
 
 def test_plan_refuses_zero_frames_and_broken_configs(tmp_path):
-    from probe.common import REAL_CONFIGS
+    from anti_i2v.probe.common import REAL_CONFIGS
 
     one_line(cli("plan", "tiny:cogvideox", "--task", "probe", "--frames", "0"), 2, "--frames")
     bad = tmp_path / "bad"
@@ -468,8 +468,8 @@ def test_analyse_reruns_a_pass_that_lost_workers_and_then_says_so_in_one_line(
     import contextlib
     from concurrent.futures import CancelledError
 
-    import analyses.analyse as analyse_mod
-    import analyses.run as run_mod
+    import anti_i2v.analyses.analyse as analyse_mod
+    import anti_i2v.analyses.run as run_mod
 
     store = str(tiny_profile.parent / "activations.zarr")
     passes = {"n": 0, "fail": 2}

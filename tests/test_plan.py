@@ -6,11 +6,11 @@ import json
 import shutil
 
 import pytest
+from anti_i2v.probe.backbones import real_configs
+from anti_i2v.probe.plan import PlanRequest, measure, plan, prepared_backbone, run_step
 from typer.testing import CliRunner
 
-from anti_i2v_cli import app
-from probe.backbones import real_configs
-from probe.plan import PlanRequest, measure, plan, prepared_backbone, run_step
+from anti_i2v.cli import app
 
 CASES = [
     ("tiny:cogvideox", "protect", False),

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from anti_i2v.probe.backbones import FAMILIES, weights_sha256
+from anti_i2v.probe.capture import execution_order, trace_blocks
+from anti_i2v.probe.common import ToolkitError
+from anti_i2v.protect.methods import METHODS
+from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
+from anti_i2v.protect.run import ProtectConfig, run_protect
 from PIL import Image
 from typer.testing import CliRunner
 
-from anti_i2v_cli import app
-from probe.backbones import FAMILIES, weights_sha256
-from probe.capture import execution_order, trace_blocks
-from probe.common import ToolkitError
-from protect.methods import METHODS
-from protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
-from protect.run import ProtectConfig, run_protect
+from anti_i2v.cli import app
 
 
 def _cfg(tmp_path, images, profile, **kw):
@@ -121,7 +121,7 @@ def test_large_photo_is_optimised_small_and_returned_full_size(tmp_path, portrai
 def test_rerun_skips_done_photos(tmp_path, portraits, tiny_profile):
     cfg = _cfg(tmp_path, [portraits], tiny_profile)
     # Killed on p20 after its cloak, before its sidecar: p10 is done, p20's cloak is there
-    import protect.run as protect_run
+    import anti_i2v.protect.run as protect_run
 
     real = protect_run.write_text_atomic
 
@@ -310,7 +310,7 @@ def test_method_needing_a_profile_says_so(tmp_path, portraits):
 @pytest.mark.slow
 def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
     """On the trained mini model with its shipped profile, IRC falls and the diffusion loss rises."""
-    from probe.common import ARTIFACTS
+    from anti_i2v.probe.common import ARTIFACTS
 
     profile = ARTIFACTS / "profiles" / "mini-cogvideox.json"
     [r] = run_protect(
@@ -335,7 +335,7 @@ def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
 def test_eot_shows_the_model_each_distortion_in_turn_and_passes_the_gradient_straight_through(
     backbones,
 ):
-    from protect.evaluate.distortions import distort
+    from anti_i2v.protect.evaluate.distortions import distort
 
     backbone = backbones("cogvideox")
     spec = _irc_spec(backbone, eot=("jpeg50", "none"))
@@ -355,8 +355,8 @@ def test_eot_shows_the_model_each_distortion_in_turn_and_passes_the_gradient_str
 
 def test_checkpointing_gives_the_same_gradient_with_a_lower_peak():
     """Measured with the dispatcher's live-byte count on real tensors (probe.memory)."""
-    from probe.backbones import load_backbone
-    from probe.memory import LiveBytes, module_tensors
+    from anti_i2v.probe.backbones import load_backbone
+    from anti_i2v.probe.memory import LiveBytes, module_tensors
 
     grads, peaks = {}, {}
     for ckpt in (False, True):
@@ -441,7 +441,7 @@ def test_a_batch_of_photos_gets_the_cloaks_one_at_a_time_runs_give(
 
 
 def test_ensemble_objective_is_the_mean_of_its_models(backbones):
-    from protect.objective import EnsembleObjective
+    from anti_i2v.protect.objective import EnsembleObjective
 
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     parts = []
@@ -503,8 +503,8 @@ def test_bad_ensemble_is_refused_before_any_model_loads(
 def test_ira_on_vae_anchors_reads_the_encoder_at_its_own_resolution(backbones, family):
     """IRA on a VAE block alone: the term is the distance of the photo's and the target's
     features of that block, as the encoder computes them, and its gradient reaches the pixels."""
-    from probe.capture import capture_vae
-    from protect.losses import feature_distance
+    from anti_i2v.probe.capture import capture_vae
+    from anti_i2v.protect.losses import feature_distance
 
     backbone = backbones(family)
     layer = backbone.vae_block_names()[-1]

@@ -15,18 +15,18 @@ import sys
 import textwrap
 from pathlib import Path
 
+import anti_i2v.protect.run as protect_run
 import numpy as np
 import pytest
+from anti_i2v.analyses.profile import load_profile
+from anti_i2v.protect.inputs import photo_lock
+from anti_i2v.protect.run import ProtectConfig, run_protect
+from anti_i2v.protect.sidecar import Sidecar
 from conftest import file_bytes as _bytes
 from PIL import Image
 from typer.testing import CliRunner
 
-import protect.run as protect_run
-from analyses.profile import load_profile
-from anti_i2v_cli import app
-from protect.inputs import photo_lock
-from protect.run import ProtectConfig, run_protect
-from protect.sidecar import Sidecar
+from anti_i2v.cli import app
 
 
 def cli(*args: str):
@@ -492,8 +492,7 @@ def test_sidecar_records_file_names_unless_asked(tmp_path, photos, tiny_profile)
 
 def test_lpips_is_not_fetched_offline(tmp_path, monkeypatch):
     import lpips
-
-    from protect import perceptual
+    from anti_i2v.protect import perceptual
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached backbone here
@@ -518,7 +517,7 @@ def test_protect_memory_is_flat_in_photo_size(tmp_path):
         import resource, sys
         import numpy as np
         from PIL import Image
-        from protect.run import ProtectConfig, run_protect
+        from anti_i2v.protect.run import ProtectConfig, run_protect
         side, folder = int(sys.argv[1]), sys.argv[2]
         rng = np.random.default_rng(0)
         small = rng.integers(0, 256, (side // 100, side // 100, 3), dtype=np.uint8)

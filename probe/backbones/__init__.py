@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from anti_i2v.probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
+from anti_i2v.probe.backbones.base import Backbone, Conditioning
+from anti_i2v.probe.backbones.empty import build_empty, has_weights, weights_needed
+from anti_i2v.probe.common import MINI_MODELS, MINI_WORLD, REAL_CONFIGS, ToolkitError, train_hint
 from safetensors.torch import load_file
-
-from probe.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
-from probe.backbones.base import Backbone, Conditioning
-from probe.backbones.empty import build_empty, has_weights, weights_needed
-from probe.common import MINI_MODELS, MINI_WORLD, REAL_CONFIGS, ToolkitError, train_hint
 
 __all__ = [
     "Backbone",

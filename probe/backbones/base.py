@@ -20,9 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from anti_i2v.probe.common import ToolkitError
 from torch import nn
-
-from probe.common import ToolkitError
 
 
 @dataclass

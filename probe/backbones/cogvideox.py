@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from anti_i2v.probe.backbones.base import Backbone, Conditioning
 from diffusers import (
     AutoencoderKLCogVideoX,
     CogVideoXDDIMScheduler,
     CogVideoXImageToVideoPipeline,
     CogVideoXTransformer3DModel,
 )
-
-from probe.backbones.base import Backbone, Conditioning
 
 
 class CogVideoX(Backbone):

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from probe.common import ToolkitError
+from anti_i2v.probe.common import ToolkitError
 
 
 def has_weights(folder: Path) -> bool:

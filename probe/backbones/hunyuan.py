@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from anti_i2v.probe.backbones.base import Conditioning, FlowMatchBackbone
 from diffusers import (
     AutoencoderKLHunyuanVideo,
     FlowMatchEulerDiscreteScheduler,
     HunyuanVideoImageToVideoPipeline,
     HunyuanVideoTransformer3DModel,
 )
-
-from probe.backbones.base import Conditioning, FlowMatchBackbone
 
 
 class Hunyuan(FlowMatchBackbone):

@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from anti_i2v.probe.backbones.base import Conditioning, FlowMatchBackbone
 from diffusers import (
     AutoencoderKLLTXVideo,
     FlowMatchEulerDiscreteScheduler,
     LTXImageToVideoPipeline,
     LTXVideoTransformer3DModel,
 )
-
-from probe.backbones.base import Conditioning, FlowMatchBackbone
 
 FRAME_RATE = 25  # the pipeline's default; it scales the temporal RoPE
 

@@ -17,6 +17,8 @@ import math
 from typing import Any
 
 import torch
+from anti_i2v.probe.backbones.base import Backbone, Conditioning
+from anti_i2v.probe.backbones.wan import clip_pixels
 from diffusers import (
     AutoencoderKLTemporalDecoder,
     EulerDiscreteScheduler,
@@ -25,9 +27,6 @@ from diffusers import (
 )
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-from probe.backbones.base import Backbone, Conditioning
-from probe.backbones.wan import clip_pixels
 
 FPS, MOTION_BUCKET, NOISE_AUG = 7, 127, 0.02  # the pipeline's defaults
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from anti_i2v.probe.backbones.base import Conditioning
+from anti_i2v.probe.backbones.wan import Wan, normalize_wan_latents
 from diffusers import (
     AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
     WanImageToVideoPipeline,
     WanTransformer3DModel,
 )
-
-from probe.backbones.base import Conditioning
-from probe.backbones.wan import Wan, normalize_wan_latents
 
 
 class Wan22(Wan):

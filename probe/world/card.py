@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from probe.backbones import load_backbone
-from probe.common import (
+from anti_i2v.probe.backbones import load_backbone
+from anti_i2v.probe.common import (
     MINI_JUDGES,
     MINI_MODELS,
     MINI_WORLD,
@@ -21,10 +20,10 @@ from probe.common import (
     train_hint,
     write_text_atomic,
 )
-from probe.world.gates import gate_row, passes
-from probe.world.identity import load_identity_encoder
-from probe.world.render import identity_seeds
-from probe.world.training import portrait_clip
+from anti_i2v.probe.world.gates import gate_row, passes
+from anti_i2v.probe.world.identity import load_identity_encoder
+from anti_i2v.probe.world.render import identity_seeds
+from anti_i2v.probe.world.training import portrait_clip
 
 
 def measure(model: str, identity_dir: Path, count: int, seed: int = 0, steps: int = 25) -> dict:

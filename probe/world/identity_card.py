@@ -14,13 +14,12 @@ import json
 from pathlib import Path
 
 import torch
-
-from probe.common import judge_name, write_text_atomic
-from probe.world.gates import gate_row, passes
-from probe.world.identity import load_identity_encoder
-from probe.world.render import identity_seeds
-from probe.world.robust import smooth_field
-from probe.world.training import portrait_clip
+from anti_i2v.probe.common import judge_name, write_text_atomic
+from anti_i2v.probe.world.gates import gate_row, passes
+from anti_i2v.probe.world.identity import load_identity_encoder
+from anti_i2v.probe.world.render import identity_seeds
+from anti_i2v.probe.world.robust import smooth_field
+from anti_i2v.probe.world.training import portrait_clip
 
 GATE = {
     "same_identity_across_frames": (">=", 0.95),

@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from anti_i2v.probe.common import ToolkitError, atomic_write, write_text_atomic
+from anti_i2v.probe.distributed import Ranks
 from PIL import Image
-
-from probe.common import ToolkitError, atomic_write, write_text_atomic
-from probe.distributed import Ranks
 
 # Part labels written in masks/*.png (uint8 values).
 LABELS: dict[str, int] = {
@@ -250,7 +249,7 @@ def check_render_fits(out: Path, count: int, frames: int, world: str, photos: bo
     """
     import shutil
 
-    from probe.world.render_v2 import SIZE_V2
+    from anti_i2v.probe.world.render_v2 import SIZE_V2
 
     side = SIZE if world == "v1" else SIZE_V2
     per_sample = frames * side * side * 4 + (side * side * 3 if photos else 0) + 4096
@@ -283,7 +282,7 @@ def render_sample(
         meta = {"identity": asdict(identity), "motion": asdict(motion), "labels": LABELS}
     elif world == "v2":
         # Imported here: render_v2 builds on this module's palettes and shapes.
-        from probe.world import render_v2 as v2
+        from anti_i2v.probe.world import render_v2 as v2
 
         identity, scene = v2.sample_identity_v2(identity_seed), v2.sample_scene(motion_seed)
         motion = v2.sample_motion_v2(motion_seed, frames)

@@ -25,9 +25,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from anti_i2v.probe.world.render import _HAIR, _SKIN, LABELS, Motion, _ellipse, sample_motion
 from scipy.ndimage import map_coordinates, zoom
-
-from probe.world.render import _HAIR, _SKIN, LABELS, Motion, _ellipse, sample_motion
 
 SIZE_V2 = 96
 _SUPERSAMPLE = 2

@@ -16,21 +16,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import (
-    AutoencoderKLCogVideoX,
-    CogVideoXDDIMScheduler,
-    CogVideoXImageToVideoPipeline,
-    CogVideoXTransformer3DModel,
-)
-from rich.console import Console
-from safetensors.torch import save_file
-
-from probe.common import atomic_dir, write_text_atomic
-from probe.world.identity import IdentityEncoder
-from probe.world.render import FRAMES, identity_seeds
-from probe.world.robust import robust_augment
-from probe.world.train_svd import train_mini_svd
-from probe.world.training import (
+from anti_i2v.probe.common import atomic_dir, write_text_atomic
+from anti_i2v.probe.world.identity import IdentityEncoder
+from anti_i2v.probe.world.render import FRAMES, identity_seeds
+from anti_i2v.probe.world.robust import robust_augment
+from anti_i2v.probe.world.train_svd import train_mini_svd
+from anti_i2v.probe.world.training import (
     StageCheckpoint,
     TrainConfig,
     cosine_lr,
@@ -44,6 +35,14 @@ from probe.world.training import (
     waiting_vae,
     world_size,
 )
+from diffusers import (
+    AutoencoderKLCogVideoX,
+    CogVideoXDDIMScheduler,
+    CogVideoXImageToVideoPipeline,
+    CogVideoXTransformer3DModel,
+)
+from rich.console import Console
+from safetensors.torch import save_file
 
 console = Console(stderr=True)
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # the null text conditioning, saved beside the pipeline

@@ -24,19 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    EulerDiscreteScheduler,
-    StableVideoDiffusionPipeline,
-    UNetSpatioTemporalConditionModel,
-)
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-from probe.backbones.svd import FPS, MOTION_BUCKET, NOISE_AUG
-from probe.backbones.wan import clip_pixels
-from probe.common import atomic_dir
-from probe.world.render import FRAMES, SIZE, identity_seeds
-from probe.world.training import (
+from anti_i2v.probe.backbones.svd import FPS, MOTION_BUCKET, NOISE_AUG
+from anti_i2v.probe.backbones.wan import clip_pixels
+from anti_i2v.probe.common import atomic_dir
+from anti_i2v.probe.world.render import FRAMES, SIZE, identity_seeds
+from anti_i2v.probe.world.training import (
     StageCheckpoint,
     TrainConfig,
     cosine_lr,
@@ -50,6 +42,13 @@ from probe.world.training import (
     waiting_vae,
     world_size,
 )
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    StableVideoDiffusionPipeline,
+    UNetSpatioTemporalConditionModel,
+)
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 P_MEAN, P_STD = 0.7, 1.6  # log-normal training sigmas, SVD's EDM setting
 

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from anti_i2v.probe.common import atomic_dir, atomic_path
+from anti_i2v.probe.world.render import FRAMES, SIZE, render_sample
+from anti_i2v.probe.world.render_v2 import SIZE_V2
 from rich.console import Console
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-
-from probe.common import atomic_dir, atomic_path
-from probe.world.render import FRAMES, SIZE, render_sample
-from probe.world.render_v2 import SIZE_V2
 
 console = Console(stderr=True)
 

@@ -14,11 +14,10 @@ import re
 
 import numpy as np
 import torch
+from anti_i2v.probe.backbones import Backbone
+from anti_i2v.probe.common import to_uint8
+from anti_i2v.protect.config import DISTORTIONS as DEFAULT
 from PIL import Image, ImageFilter
-
-from probe.backbones import Backbone
-from probe.common import to_uint8
-from protect.config import DISTORTIONS as DEFAULT
 
 
 def _pil(image: torch.Tensor) -> Image.Image:

@@ -22,12 +22,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from anti_i2v.analyses.profile import load_profile
+from anti_i2v.probe.common import ToolkitError, atomic_path, file_slug
+from anti_i2v.protect.config import EQUAL_VISIBILITY, NOT_SETTINGS, EvaluateConfig, ProtectConfig
+from anti_i2v.protect.evaluate.results import CloakSet, method_label, row_value
 from rich.console import Console
-
-from analyses.profile import load_profile
-from probe.common import ToolkitError, atomic_path, file_slug
-from protect.config import EQUAL_VISIBILITY, NOT_SETTINGS, EvaluateConfig, ProtectConfig
-from protect.evaluate.results import CloakSet, method_label, row_value
 
 console = Console(stderr=True)
 REPS, LEVEL = 2000, 0.95
@@ -139,8 +138,8 @@ class FrontierPlan:
 
     def cloak(self) -> list[CloakSet]:
         """Run protect for every pending set (finished photos are kept) and return every set."""
-        from probe.images import gather_images
-        from protect.run import run_protect
+        from anti_i2v.probe.images import gather_images
+        from anti_i2v.protect.run import run_protect
 
         out = list(self.sets)
         for i, (label, budget, pc) in enumerate(self.pending):

@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from anti_i2v.probe.common import MINI_IDENTITY, MINI_JUDGES, ToolkitError, to_uint8
+from anti_i2v.probe.world.identity import load_identity_encoder
 from safetensors.torch import load_file
-
-from probe.common import MINI_IDENTITY, MINI_JUDGES, ToolkitError, to_uint8
-from probe.world.identity import load_identity_encoder
 
 # Frames (N, 3, H, W) in [0, 1] -> unit (N, D)
 IdentityModel = Callable[[torch.Tensor], torch.Tensor]

@@ -10,10 +10,9 @@ import math
 
 import numpy as np
 import torch
+from anti_i2v.probe.common import psnr
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import structural_similarity
-
-from probe.common import psnr
 
 __all__ = [
     "psnr",

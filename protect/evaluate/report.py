@@ -6,10 +6,9 @@ import html
 from pathlib import Path
 
 import numpy as np
+from anti_i2v.probe.common import atomic_path, file_slug, write_text_atomic
+from anti_i2v.protect.evaluate.frontier import figure_name
 from PIL import Image
-
-from probe.common import atomic_path, file_slug, write_text_atomic
-from protect.evaluate.frontier import figure_name
 
 MAIN = [
     "ism_protected",

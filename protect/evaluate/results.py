@@ -13,13 +13,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-
-from probe.common import TOOLKIT_VERSION, atomic_write
-from protect.config import EvaluateConfig, ProtectConfig
-from protect.evaluate.identity import judge_name
-from protect.evaluate.metrics import PSNR_CAP, bootstrap_ci
-from protect.methods import METHODS
-from protect.sidecar import Sidecar
+from anti_i2v.probe.common import TOOLKIT_VERSION, atomic_write
+from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
+from anti_i2v.protect.evaluate.identity import judge_name
+from anti_i2v.protect.evaluate.metrics import PSNR_CAP, bootstrap_ci
+from anti_i2v.protect.methods import METHODS
+from anti_i2v.protect.sidecar import Sidecar
 
 DEFAULT_EPS, DEFAULT_AB_UNIT = ProtectConfig.eps, ProtectConfig.ab_unit
 

@@ -22,12 +22,9 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import Progress
-
-from analyses.reference import VisionEncoder, load_vision_encoder
-from probe.backbones import Backbone, check_offload, load_backbone, resolve_model
-from probe.common import (
+from anti_i2v.analyses.reference import VisionEncoder, load_vision_encoder
+from anti_i2v.probe.backbones import Backbone, check_offload, load_backbone, resolve_model
+from anti_i2v.probe.common import (
     ToolkitError,
     cached_tensors,
     check_writable_dir,
@@ -36,15 +33,19 @@ from probe.common import (
     to_uint8,
     write_text_atomic,
 )
-from probe.distributed import Ranks, process_group
-from probe.images import check_file_name, gather_images, load_photo
-from probe.store import check_location
-from probe.video import strip
-from protect.config import EvaluateConfig
-from protect.evaluate.distortions import distort
-from protect.evaluate.frontier import FrontierPlan, frontier_summary, write_frontier_figures
-from protect.evaluate.identity import IdentityModel, judge_name, load_identity
-from protect.evaluate.metrics import (
+from anti_i2v.probe.distributed import Ranks, process_group
+from anti_i2v.probe.images import check_file_name, gather_images, load_photo
+from anti_i2v.probe.store import check_location
+from anti_i2v.probe.video import strip
+from anti_i2v.protect.config import EvaluateConfig
+from anti_i2v.protect.evaluate.distortions import distort
+from anti_i2v.protect.evaluate.frontier import (
+    FrontierPlan,
+    frontier_summary,
+    write_frontier_figures,
+)
+from anti_i2v.protect.evaluate.identity import IdentityModel, judge_name, load_identity
+from anti_i2v.protect.evaluate.metrics import (
     delta_e,
     identity_similarity,
     psnr,
@@ -52,7 +53,7 @@ from protect.evaluate.metrics import (
     ssim_video,
     temporal_coherence,
 )
-from protect.evaluate.results import (
+from anti_i2v.protect.evaluate.results import (
     DEFAULT_EPS,
     CloakMeasures,
     CloakSet,
@@ -64,10 +65,12 @@ from protect.evaluate.results import (
     summarise,
     write_csv,
 )
-from protect.in_place import file_sha256
-from protect.output import OutputFolder
-from protect.perceptual import load_lpips
-from protect.sidecar import Sidecar
+from anti_i2v.protect.in_place import file_sha256
+from anti_i2v.protect.output import OutputFolder
+from anti_i2v.protect.perceptual import load_lpips
+from anti_i2v.protect.sidecar import Sidecar
+from rich.console import Console
+from rich.progress import Progress
 
 console = Console(stderr=True)
 
@@ -408,7 +411,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
         summary["frontier"] = frontier_summary(frontier_rows, cfg.budgets)
         write_frontier_figures(frontier_rows, summary["frontier"], out)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=json_num))
-    from protect.evaluate.report import write_report
+    from anti_i2v.protect.evaluate.report import write_report
 
     write_report(out, summary, strips)
     dest.publish(dest.shared_files())  # the report, not the hidden caches

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import typer
 
-from analyses import cli as analyses_cli
-from probe import cli as probe_cli
-from protect import cli as protect_cli
+from anti_i2v.analyses import cli as analyses_cli
+from anti_i2v.probe import cli as probe_cli
+from anti_i2v.protect import cli as protect_cli
 
 app = typer.Typer(
     name="anti-i2v",

@@ -1,0 +1,219 @@
+"""The analyse job (store -> profile, figures, report) and adapt (probe + analyse)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from anti_i2v.analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
+from anti_i2v.analyses.choose import ChoiceRule, choose
+from anti_i2v.analyses.explore import ExploreConfig, build_explorer, check_explorer_out
+from anti_i2v.analyses.figures import mask_overlays, pca_grid, score_curves
+from anti_i2v.analyses.profile import Profile, load_profile, save_profile
+from anti_i2v.analyses.reference import reference_features
+from anti_i2v.analyses.report import write_index
+from anti_i2v.probe.capture import split_vae_layers
+from anti_i2v.probe.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir
+from anti_i2v.probe.distributed import Ranks
+from anti_i2v.probe.images import gather_images, load_photo
+from anti_i2v.probe.run import ProbeConfig, run_probe
+from anti_i2v.probe.store import open_store
+
+
+def _photos_of(store) -> list:
+    """Re-open the store's photos (for a reference encoder) by name, checking their hashes."""
+    wanted = {s["name"]: s["sha256"] for s in store.attrs.samples}
+    photos = []
+    for p in gather_images([Path(x) for x in store.attrs.config["images"]]):
+        if p.stem in wanted:
+            photo = load_photo(p, max_side=512)
+            if photo.sha256 == wanted[p.stem]:
+                photos.append(photo)
+    return photos
+
+
+def score_store(
+    store_path: str | Path,
+    masks: Path | None = None,
+    reference: str | None = None,
+    rule: ChoiceRule = ChoiceRule(),
+    cfg: AnalysisConfig = AnalysisConfig(),
+    client=None,
+) -> tuple[Profile, Analysis, dict]:
+    """Score a store and choose layers: the profile, the analysis behind it, and the rule's picks.
+
+    `client`: a dask.distributed client to score on (`dask_client`); None scores here.
+    """
+    store = open_store(store_path)
+    names = [s["name"] for s in store.attrs.samples]
+    mask_arrays = load_masks(Path(masks), names) if masks else None
+    ref = reference_features(reference, _photos_of(store)) if reference else None
+    analysis = analyse_store(store, cfg, mask_arrays, ref, client)
+    picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
+    attrs = store.attrs
+    blocks, vae = split_vae_layers(analysis.layers)
+    profile = Profile(
+        model=attrs.model,
+        family=attrs.family,
+        config_sha256=attrs.config_sha256,
+        layers=blocks,
+        vae_layers=vae,
+        timesteps_probed=analysis.timesteps,
+        collapse_layers=picks["collapse_layers"],
+        anchor_layers=picks["anchor_layers"],
+        vae_anchor_layers=picks["vae_anchor_layers"],
+        timesteps=picks["timesteps"],
+        semantic=picks["semantic"],
+        low_level=picks["low_level"],
+        scores=analysis.scores,
+        rule=rule.to_dict(),
+        analysis=asdict(cfg),
+        store=store.name,
+        samples=len(names),
+        masks=mask_arrays is not None,
+        reference=reference if ref is not None else None,
+        toolkit_version=TOOLKIT_VERSION,
+    )
+    return profile, analysis, picks
+
+
+def check_analyse_outputs(out: Path, figures: Path | None) -> None:
+    """One line, before any scoring, when the profile or the figures cannot be written there."""
+    if out.is_dir():
+        raise ToolkitError(
+            f"--out {out} is a folder; give the profile's file name, e.g. {out}/profile.json"
+        )
+    check_writable_dir(out.parent)
+    if figures is not None:
+        if figures.exists() and not figures.is_dir():
+            raise ToolkitError(f"--figures {figures} is a file; give a folder for the figures")
+        check_writable_dir(figures, "--figures")
+
+
+def analyse(
+    store_path: str | Path,
+    out: Path,
+    figures: Path | None = None,
+    masks: Path | None = None,
+    reference: str | None = None,
+    rule: ChoiceRule = ChoiceRule(),
+    cfg: AnalysisConfig = AnalysisConfig(),
+    client=None,
+) -> Profile:
+    """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
+    check_analyse_outputs(Path(out), figures)
+    profile, analysis, picks = score_store(store_path, masks, reference, rule, cfg, client)
+    save_profile(profile, out)
+    if figures is not None:
+        figs = {
+            "PCA maps": pca_grid(analysis, figures / "pca_grid.png", picks),
+            "Scores versus depth": score_curves(analysis, figures / "scores.png", picks),
+            "Part masks and PCA maps": mask_overlays(
+                analysis, figures / "mask_overlays.png", picks
+            ),
+        }
+        write_index(figures.parent if figures.name == "figures" else figures, profile, figs)
+    return profile
+
+
+# adapt picks the timesteps too, so it probes more of them than a plain `probe` (100, 500, 900).
+ADAPT_TIMESTEPS = (100, 300, 500, 700, 900)
+
+
+def adapt(
+    model: str,
+    images: list[Path],
+    out: Path,
+    masks: Path | None = None,
+    reference: str | None = None,
+    probe_overrides: dict | None = None,
+    rule: ChoiceRule = ChoiceRule(),
+) -> Profile | None:
+    """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/,
+    index.html and explorer/. Under torchrun, rank 0 returns the profile and the others None."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = ProbeConfig(
+        model=model,
+        images=tuple(map(str, images)),
+        out=str(out / "activations.zarr"),
+        **{"timesteps": ADAPT_TIMESTEPS, **(probe_overrides or {})},
+    )
+    run_probe(cfg)  # under torchrun: every rank probes its shard, then the ranks part
+    if not Ranks.from_env().is_main:
+        return None  # rank 0 alone writes the profile, figures and explorer
+    profile = analyse(
+        out / "activations.zarr", out / "profile.json", out / "figures", masks, reference, rule
+    )
+    explore(out / "activations.zarr", out / "explorer", out / "profile.json", masks)
+    return profile
+
+
+def explore(
+    store_path: str | Path,
+    out: Path,
+    profile_path: Path | None = None,
+    masks: Path | None = None,
+    cfg: ExploreConfig = ExploreConfig(),
+) -> Path:
+    """Write the layer explorer for a store (`analyses.explore`); returns `out/index.html`.
+
+    Without a profile, the store is analysed here with the default rule, as `anti-i2v analyse`
+    would. Either way the folder holds the profile it shows (`out/profile.json`). Every input
+    is checked before the first layer is read.
+    """
+    check_explorer_out(out)
+    store = open_store(store_path)
+    names = [s["name"] for s in store.attrs.samples]
+    mask_arrays = load_masks(Path(masks), names) if masks else None
+    if profile_path is not None:
+        profile, source = load_profile(profile_path), str(profile_path)
+    else:
+        profile, source = score_store(store_path, masks)[0], "the profile"
+    photos = {p.name: p for p in _photos_of(store)}
+    return build_explorer(store, profile, out, photos, mask_arrays, cfg, source)
+
+
+@contextlib.contextmanager
+def dask_client(
+    workers: int | None = None, scheduler: str | None = None
+) -> Iterator[object | None]:
+    """A dask.distributed client for `analyse`: a LocalCluster of `workers` processes, or the
+    cluster at `scheduler`; None (score in this process) when neither is given.
+
+    Each local worker is one process with one thread (torch's too), so N workers use N cores.
+    """
+    if workers is not None and scheduler is not None:
+        raise ToolkitError("give --workers or --scheduler, not both")
+    if workers is not None and workers < 1:
+        raise ToolkitError(f"--workers {workers}: give at least 1")
+    if workers is None and scheduler is None:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise ToolkitError(
+                f"--scheduler {scheduler}: cannot connect ({exc}); is `dask scheduler` running there?"
+            ) from None
+        with client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(_one_thread)
+        yield client
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)

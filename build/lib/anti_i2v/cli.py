@@ -1,0 +1,23 @@
+"""The `anti-i2v` console script: one typer app gathering each stage's commands.
+
+Command bodies live in the stages (`probe.cli`, ...); this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from anti_i2v.analyses import cli as analyses_cli
+from anti_i2v.probe import cli as probe_cli
+from anti_i2v.protect import cli as protect_cli
+
+app = typer.Typer(
+    name="anti-i2v",
+    help="Protect photos from image-to-video generation: probe a video model, analyse its layers, cloak photos.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+probe_cli.register(app)
+analyses_cli.register(app)
+protect_cli.register(app)

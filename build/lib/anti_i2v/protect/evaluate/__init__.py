@@ -1,0 +1,1 @@
+"""How well a cloak protects: metrics, distortions, and the evaluation report."""

@@ -1,0 +1,53 @@
+"""Protection methods: each is a space plus loss weights, run through the same loop and budget.
+
+| method               | space | terms                                   | after                      |
+|----------------------|-------|-----------------------------------------|----------------------------|
+| `anti-i2v`           | dual  | irc, ira, diffusion, lpips              | Anti-I2V (CVPR 2026)       |
+| `rgb-pgd`            | rgb   | diffusion                               | AdvDM-style PGD            |
+| `mist`               | rgb   | diffusion + latent pull to a target     | Mist                       |
+| `sds`                | rgb   | score-distillation surrogate            | SDS(+) (Xue et al.)        |
+| `photoguard-encoder` | rgb   | latent pull to a target (VAE only)      | PhotoGuard encoder attack  |
+| `random-noise`       | rgb   | none: uniform noise at the same budget  | control                    |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method's defaults: the space it perturbs and the weight of each loss term."""
+
+    name: str
+    space: str
+    weights: dict[str, float]
+    optimises: bool = True
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("anti-i2v", "dual", {"irc": 1.0, "ira": 1.0, "diffusion": 1.0, "lpips": 1.0}),
+        Method("rgb-pgd", "rgb", {"diffusion": 1.0}),
+        Method("mist", "rgb", {"diffusion": 1.0, "latent_pull": 1.0}),
+        Method("sds", "rgb", {"sds": 1.0}),
+        Method("photoguard-encoder", "rgb", {"latent_pull": 1.0}),
+        Method("random-noise", "rgb", {}, optimises=False),
+    )
+}
+
+
+LOSS_TERMS = ("irc", "ira", "diffusion", "lpips", "sds", "latent_pull")
+PROFILE_TERMS = ("irc", "ira")  # the terms that need a layer profile
+
+
+def method_weights(method: str, losses: list[str] | None) -> dict[str, float]:
+    """A method's loss weights, restricted to `losses` when the user names them."""
+    base = METHODS[method].weights
+    if losses is None:
+        return dict(base)
+    unknown = [x for x in losses if x not in LOSS_TERMS]
+    if unknown:
+        raise ValueError(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSS_TERMS)}")
+    return {x: base.get(x, 1.0) for x in losses}

@@ -1,0 +1,250 @@
+"""The model side of protection: from a perturbed image to the objective the loop maximises.
+
+Per step: the perturbed photo is resized (differentiably) to the model's resolution, turned into
+the denoiser's conditioning, and the denoiser runs once on a noised latent at one of the
+profile's timesteps (cycled; fixed noise per timestep, so target features are computed once).
+Block features of the profile's collapse and anchor layers come from the same nnsight trace;
+when no term needs the denoiser's output the pass stops after the deepest profile layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch._subclasses.fake_tensor import is_fake
+
+from anti_i2v.probe.backbones import Backbone
+from anti_i2v.probe.capture import capture_vae, execution_order, trace_blocks
+from anti_i2v.protect.losses import diffusion_loss, ira_loss, irc_loss
+
+# Terms and the sign with which each enters the maximised objective.
+TERM_SIGNS = {
+    "irc": -1.0,  # pull anchors toward the collapse layer: minimise the distance
+    "ira": -1.0,  # targeted: pull anchors toward the target's (untargeted flips the sign)
+    "diffusion": +1.0,  # vanilla diffusion loss on the reference video: maximise
+    "lpips": -1.0,  # perceptual distance to the original: keep small
+    "sds": +1.0,  # score-distillation surrogate (no denoiser Jacobian)
+    "latent_pull": -1.0,  # VAE latent of the photo toward the target's latent (Mist, PhotoGuard)
+}
+NEEDS_OUTPUT = {"diffusion", "sds"}
+NEEDS_FEATURES = {"irc", "ira"}
+
+
+@dataclass
+class ObjectiveSpec:
+    """Which terms, with which weights, on which layers and timesteps."""
+
+    weights: dict[str, float]
+    collapse_layers: list[str]
+    anchor_layers: list[str]
+    timesteps: list[int]
+    clip_frames: int
+    # IRA on the VAE encoder too (`vae.encoder.*`, from a profile made with `adapt --vae`):
+    # its blocks are read while the photo is encoded, at their own resolution
+    vae_anchor_layers: list[str] = field(default_factory=list)
+    ira_targeted: bool = True
+    seed: int = 0
+    early_exit: bool = True
+    # Expectation over transformation: the model sees the cloak after these distortions, one per
+    # step in turn (see `ModelObjective.seen`); empty: the cloak as it is
+    eot: tuple[str, ...] = ()
+
+
+def _scalar(v: torch.Tensor) -> float:
+    """A term's value for the history; NaN for a fake tensor (`anti-i2v plan` runs this code
+    under FakeTensorMode, where tensors have shapes and no values)."""
+    return math.nan if is_fake(v) else float(v.detach())
+
+
+def clip_frames_for(backbone: Backbone, frames: int) -> int:
+    """Video frames to run so the latent covers the first `frames` frames.
+
+    With temporal compression r, latent frame k >= 1 covers video frames r(k-1)+1 .. rk, so
+    the first 4 frames of a 4x model need latent frames 0 and 1, i.e. a 5-frame clip.
+    """
+    r = next(n for n in range(2, 130) if backbone.latent_frames(n) == 2) - 1
+    latents = 1 + -(-(frames - 1) // r)
+    return 1 + r * (latents - 1)
+
+
+class ModelObjective:
+    """A callable `x_adv (B, 3, H, W) -> (objective, terms)`; holds the per-photo targets."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        spec: ObjectiveSpec,
+        clean: torch.Tensor,
+        reference: torch.Tensor | None,
+        target: torch.Tensor | None,
+        lpips_model=None,
+    ):
+        self.backbone, self.spec, self.lpips = backbone, spec, lpips_model
+        self.clean = clean.detach()
+        self.reference = reference.detach() if reference is not None else None
+        uses = {k for k, w in spec.weights.items() if w}
+        if "lpips" in uses and lpips_model is None:
+            uses.discard("lpips")
+        self.uses = uses
+        self.needs_output = bool(uses & NEEDS_OUTPUT)
+        self.needs_denoiser = bool(uses & (NEEDS_OUTPUT | NEEDS_FEATURES))
+        self.layers: list[str] = []
+        self.noise: dict[int, torch.Tensor] = {}
+        self.target_feats: dict[int, dict[str, torch.Tensor]] = {}
+        self.target_vae: dict[str, torch.Tensor] = {}  # VAE anchors do not depend on t
+        self.vae_layers = spec.vae_anchor_layers if "ira" in uses else []
+        self.target_latent: torch.Tensor | None = None
+        self.step = 0
+        self.prepared = False
+        self._target = target
+
+    def prepare(self) -> ModelObjective:
+        """Run the model once for what every step reuses: block order, noise, target features.
+
+        Kept out of the constructor so building an objective is cheap and side-effect free.
+        """
+        backbone, spec, uses, target = self.backbone, self.spec, self.uses, self._target
+        with torch.no_grad():
+            cond = backbone.condition(backbone.resize(self.clean), spec.clip_frames)
+            latent = self.reference if self.reference is not None else cond.clean
+            # Each photo of a batch draws the noise it would draw alone (its own generator from
+            # the seed), so a batch of photos gets the cloaks one-at-a-time runs give.
+            gens = [torch.Generator().manual_seed(spec.seed) for _ in range(latent.shape[0])]
+            for t in spec.timesteps:
+                self.noise[t] = torch.cat(
+                    [torch.randn((1, *latent.shape[1:]), generator=g) for g in gens]
+                ).to(latent)
+            if self.needs_denoiser:
+                t0 = spec.timesteps[0]
+                kwargs = backbone.denoiser_kwargs(
+                    backbone.add_noise(latent, self.noise[t0], t0), cond, t0
+                )
+                order = execution_order(backbone, kwargs)
+                wanted = set(spec.collapse_layers) | set(spec.anchor_layers)
+                self.layers = [name for name in order if name in wanted]
+            source = target if (spec.ira_targeted and target is not None) else self.clean
+            if "ira" in uses:
+                with capture_vae(backbone, self.vae_layers) as vae_feats:
+                    tcond = backbone.condition(backbone.resize(source), spec.clip_frames)
+                self.target_vae = dict(vae_feats)
+                tlatent = self.reference if self.reference is not None else tcond.clean
+                for t in spec.timesteps:
+                    feats, _ = self._forward(tcond, tlatent, t, need_output=False)
+                    self.target_feats[t] = {k: feats[k] for k in spec.anchor_layers}
+            if "latent_pull" in uses and target is not None:
+                self.target_latent = backbone.condition(
+                    backbone.resize(target), spec.clip_frames
+                ).clean
+        self.prepared = True
+        return self
+
+    def _forward(self, cond, latent, t: int, need_output: bool):
+        backbone = self.backbone
+        noisy = backbone.add_noise(latent, self.noise[t], t)
+        kwargs = backbone.denoiser_kwargs(noisy, cond, t)
+        stop = self.spec.early_exit and not need_output
+        feats = trace_blocks(
+            backbone, kwargs, self.layers, stop_after_last=stop, with_output=need_output
+        )
+        output = feats.pop("__output__", None)
+        laid = {k: backbone.layout(v, cond) for k, v in feats.items()}
+        return laid, (noisy, output)
+
+    def __call__(self, adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if not self.prepared:
+            self.prepare()
+        spec, backbone = self.spec, self.backbone
+        t = spec.timesteps[self.step % len(spec.timesteps)]
+        self.step += 1
+        with capture_vae(backbone, self.vae_layers) as vae_feats:
+            cond = backbone.condition(backbone.resize(self.seen(adv)), spec.clip_frames)
+        latent = self.reference if self.reference is not None else cond.clean
+        terms: dict[str, torch.Tensor] = {}
+        if self.needs_denoiser:
+            sds_latent = cond.clean if "sds" in self.uses else latent
+            feats, (noisy, output) = self._forward(cond, sds_latent, t, self.needs_output)
+            if "irc" in self.uses:
+                terms["irc"] = irc_loss(
+                    {k: feats[k] for k in spec.anchor_layers},
+                    {k: feats[k] for k in spec.collapse_layers},
+                )
+            if "ira" in self.uses:
+                # One mean over every anchor, the denoiser's and the VAE encoder's alike
+                terms["ira"] = ira_loss(
+                    {k: feats[k] for k in spec.anchor_layers} | vae_feats,
+                    self.target_feats[t] | self.target_vae,
+                )
+            if output is not None:
+                clean_hat = backbone.predict_clean(noisy, backbone.hidden(output), t)
+                if "diffusion" in self.uses:
+                    terms["diffusion"] = diffusion_loss(clean_hat, latent)
+                if "sds" in self.uses:
+                    # Score distillation: the residual is a constant direction; no denoiser Jacobian.
+                    residual = (cond.clean - clean_hat).detach()
+                    terms["sds"] = (residual * cond.clean).mean()
+        if "latent_pull" in self.uses and self.target_latent is not None:
+            terms["latent_pull"] = diffusion_loss(cond.clean, self.target_latent)
+        if "lpips" in self.uses:
+            terms["lpips"] = self.lpips(adv * 2 - 1, self.clean * 2 - 1).mean()
+        # float32 whatever the model's dtype: the loop's sign step and history read it
+        value = sum(self.sign(k) * spec.weights[k] * v.float() for k, v in terms.items())
+        if not terms:
+            raise ValueError(f"no loss term is active among {sorted(spec.weights)}")
+        return value, {k: _scalar(v) for k, v in terms.items()}
+
+    def seen(self, adv: torch.Tensor) -> torch.Tensor:
+        """What the model sees this step: `adv` `(B, 3, H, W)`, or it after this step's EOT distortion.
+
+        JPEG, platform recompression and VAE purification have no useful gradient, so the
+        distortion is applied straight-through (BPDA): the forward pass sees the distorted image,
+        the gradient flows as if the distortion were the identity. The distortions cycle with the
+        step and draw their noise from the seed and the step, so a run is reproducible.
+        """
+        if not self.spec.eot:
+            return adv
+        from anti_i2v.protect.evaluate.distortions import distort
+
+        k = self.step - 1  # __call__ has already counted this step
+        name = self.spec.eot[k % len(self.spec.eot)]
+        with torch.no_grad():
+            out = torch.stack(
+                [
+                    distort(a, name, self.spec.seed + k, self.backbone)
+                    for a in adv.detach().float().cpu()
+                ]
+            ).to(adv)
+        return adv + (out - adv).detach()
+
+    def sign(self, term: str) -> float:
+        if term == "ira" and not self.spec.ira_targeted:
+            return +1.0  # untargeted: push away from the clean image's features
+        return TERM_SIGNS[term]
+
+
+class EnsembleObjective:
+    """The mean of several models' objectives on one cloak (transfer: `protect --ensemble`).
+
+    Each member is a `ModelObjective` with its own backbone, layers, timesteps and reference
+    video; the image-side LPIPS term belongs to the first only, so it counts once. Terms of the
+    members after the first are recorded as `MODEL/term` in the history.
+    """
+
+    def __init__(self, parts: list[tuple[str, ModelObjective]]):
+        if not parts:
+            raise ValueError("an ensemble needs at least one model")
+        self.parts = parts
+
+    def prepare(self) -> EnsembleObjective:
+        for _, objective in self.parts:
+            objective.prepare()
+        return self
+
+    def __call__(self, adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        values, terms = [], {}
+        for i, (name, objective) in enumerate(self.parts):
+            value, mine = objective(adv)
+            values.append(value)
+            terms.update({(k if i == 0 else f"{name}/{k}"): v for k, v in mine.items()})
+        return torch.stack(values).mean(), terms
