@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 DEMO ?= out/demo
 REPORT ?= artifacts/reports/mini-world
 N ?= 32
+# Every Python folder: the layers (bottom to top) core, models, world, probe, analyses, protect,
+# evaluate and anti_i2v (plan, commands, the CLI), then tests and bench.
+SRC := core models world probe analyses protect evaluate anti_i2v tests bench tools artifacts/configs
 
 .PHONY: browser test test-fast demo report report-v2 frontier lint format bench clean-venv
 
@@ -137,12 +140,14 @@ frontier: $(STAMP)
 		--protected $(FRONTIER)/rgb-pgd --protected $(FRONTIER)/random-noise --distortions '' \
 		--identity $(FRONTIER_JUDGES) --budgets $(FRONTIER_BUDGETS) --profile $(PROFILE) --out $(FRONTIER)/eval
 
+# ruff, then the import contracts (pyproject.toml): each layer imports only those below it.
 lint: $(STAMP)
-	$(BIN)/ruff check probe analyses protect tests bench anti_i2v
-	$(BIN)/ruff format --check probe analyses protect tests bench anti_i2v
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/python tools/check_layers.py
 
 format: $(STAMP)
-	$(BIN)/ruff format probe analyses protect tests bench anti_i2v
+	$(BIN)/ruff format $(SRC)
 
 bench: $(STAMP)
 	$(BIN)/python bench/probe_overhead.py

@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
+from rich.console import Console
+from rich.progress import Progress
+from sklearn.decomposition import PCA
+
 from anti_i2v.analyses.scores import (
     LinearCKA,
     clamp_massive,
@@ -22,13 +27,9 @@ from anti_i2v.analyses.scores import (
     spatial_coherence,
     temporal_stability,
 )
-from anti_i2v.probe.capture import split_vae_layers, to_grid
-from anti_i2v.probe.common import ToolkitError
+from anti_i2v.core.common import ToolkitError
+from anti_i2v.models.capture import split_vae_layers, to_grid
 from anti_i2v.probe.store import ActivationStore, open_store
-from PIL import Image
-from rich.console import Console
-from rich.progress import Progress
-from sklearn.decomposition import PCA
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -43,16 +43,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from anti_i2v.analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
-from anti_i2v.analyses.figures import PART_COLOURS
-from anti_i2v.analyses.profile import Profile
-from anti_i2v.probe.capture import split_vae_layers
-from anti_i2v.probe.common import ToolkitError, atomic_dir, check_writable_dir, to_uint8
-from anti_i2v.probe.images import Photo
-from anti_i2v.probe.store import ActivationStore
 from PIL import Image
 from rich.progress import Progress
 from sklearn.decomposition import PCA
+
+from anti_i2v.analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
+from anti_i2v.analyses.figures import PART_COLOURS
+from anti_i2v.analyses.profile import Profile
+from anti_i2v.core.common import ToolkitError, atomic_dir, check_writable_dir, to_uint8
+from anti_i2v.core.images import Photo
+from anti_i2v.models.capture import split_vae_layers
+from anti_i2v.probe.store import ActivationStore
 
 PAGE_FILES = ("index.html", "explorer.js", "explorer.css")
 BASE64 = 4 / 3  # bytes written per byte encoded

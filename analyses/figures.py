@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from anti_i2v.analyses.analyse import Analysis
-from anti_i2v.probe.capture import is_vae_layer
-from anti_i2v.probe.common import atomic_path
 from matplotlib.figure import Figure
+
+from anti_i2v.analyses.analyse import Analysis
+from anti_i2v.core.common import atomic_path
+from anti_i2v.models.capture import is_vae_layer
 
 PART_COLOURS = (
     np.array(

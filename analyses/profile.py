@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anti_i2v.probe.common import ToolkitError, write_text_atomic
+from anti_i2v.core.common import ToolkitError, write_text_atomic
 from anti_i2v.probe.config import check_timesteps
 
 SCHEMA = "anti-i2v.profile/1"

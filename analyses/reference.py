@@ -6,8 +6,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from anti_i2v.probe.images import Photo
 from rich.console import Console
+
+from anti_i2v.core.images import Photo
 
 console = Console(stderr=True)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

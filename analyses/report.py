@@ -6,8 +6,9 @@ import html
 from pathlib import Path
 
 import numpy as np
+
 from anti_i2v.analyses.profile import Profile
-from anti_i2v.probe.common import write_text_atomic
+from anti_i2v.core.common import write_text_atomic
 
 
 def write_index(out_dir: Path, profile: Profile, figures: dict[str, Path]) -> Path:

@@ -14,10 +14,10 @@ from anti_i2v.analyses.figures import mask_overlays, pca_grid, score_curves
 from anti_i2v.analyses.profile import Profile, load_profile, save_profile
 from anti_i2v.analyses.reference import reference_features
 from anti_i2v.analyses.report import write_index
-from anti_i2v.probe.capture import split_vae_layers
-from anti_i2v.probe.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir
-from anti_i2v.probe.distributed import Ranks
-from anti_i2v.probe.images import gather_images, load_photo
+from anti_i2v.core.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir
+from anti_i2v.core.distributed import Ranks
+from anti_i2v.core.images import gather_images, load_photo
+from anti_i2v.models.capture import split_vae_layers
 from anti_i2v.probe.run import ProbeConfig, run_probe
 from anti_i2v.probe.store import open_store
 

@@ -1,15 +1,15 @@
 """The `anti-i2v` console script: one typer app gathering each stage's commands.
 
-Command bodies live in the stages (`probe.cli`, ...); this module only assembles them.
+Command bodies live in `anti_i2v.commands` (one module a stage); this module only assembles them.
 """
 
 from __future__ import annotations
 
 import typer
 
-from anti_i2v.analyses import cli as analyses_cli
-from anti_i2v.probe import cli as probe_cli
-from anti_i2v.protect import cli as protect_cli
+from anti_i2v.commands import analyses as analyses_cli
+from anti_i2v.commands import probe as probe_cli
+from anti_i2v.commands import protect as protect_cli
 
 app = typer.Typer(
     name="anti-i2v",

@@ -20,7 +20,7 @@ from anti_i2v.analyses.run import analyse, dask_client
 from anti_i2v.probe.config import ProbeConfig
 from anti_i2v.probe.run import run_probe
 from anti_i2v.probe.store import open_store
-from anti_i2v.probe.world.render import render_dataset
+from anti_i2v.world.dataset import render_dataset
 
 
 def main() -> None:

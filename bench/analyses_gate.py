@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from anti_i2v.analyses.run import adapt
-from anti_i2v.probe.world.render import render_dataset
+from anti_i2v.world.dataset import render_dataset
 
 
 def main() -> None:

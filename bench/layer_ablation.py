@@ -29,14 +29,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
 from anti_i2v.analyses.ablation import ablation_variants
 from anti_i2v.analyses.profile import load_profile, save_profile
-from anti_i2v.probe.common import MINI_WORLD, WORLD_JUDGE, atomic_write
-from anti_i2v.probe.world.render import render_dataset
+from anti_i2v.core.common import atomic_write
+from anti_i2v.evaluate.run import evaluate
+from anti_i2v.models.registry import MINI_WORLD, WORLD_JUDGE
 from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
-from anti_i2v.protect.evaluate.metrics import bootstrap_ci
-from anti_i2v.protect.evaluate.run import evaluate
+from anti_i2v.protect.metrics import bootstrap_ci
 from anti_i2v.protect.run import run_protect
+from anti_i2v.world.dataset import render_dataset
 
 OBJECTIVES = {"irc-ira": ("irc", "ira"), "full": None}  # None: the method's own terms
 # Each world's judges: v1's colour-robust judge and its first judge; the v2 world's own judge.

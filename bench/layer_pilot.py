@@ -42,21 +42,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from anti_i2v.analyses.profile import Profile, load_profile, save_profile
-from anti_i2v.probe.backbones import Backbone, load_backbone
-from anti_i2v.probe.common import MINI_WORLD
-from anti_i2v.probe.images import load_photo
-from anti_i2v.probe.world.render import render_dataset
-from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
-from anti_i2v.protect.evaluate.run import evaluate
-from anti_i2v.protect.objective import clip_frames_for
-from anti_i2v.protect.run import run_protect
 from layer_ablation import (  # bench/, beside this script
     JUDGES,
     OBJECTIVES,
     drops,
     paired_difference,
 )
+
+from anti_i2v.analyses.profile import Profile, load_profile, save_profile
+from anti_i2v.core.images import load_photo
+from anti_i2v.evaluate.run import evaluate
+from anti_i2v.models.backbones import Backbone, load_backbone
+from anti_i2v.models.registry import MINI_WORLD
+from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
+from anti_i2v.protect.objective import clip_frames_for
+from anti_i2v.protect.run import run_protect
+from anti_i2v.world.dataset import render_dataset
 
 
 @torch.no_grad()

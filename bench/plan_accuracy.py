@@ -1,7 +1,7 @@
 """Plan accuracy: `anti-i2v plan`'s predicted peak memory and FLOPs against a measured step.
 
 For each (model, task, lever) the plan runs under FakeTensorMode (no memory, no weights needed)
-and the same step then runs on real tensors in a fresh process (`probe.plan.measure`), side by
+and the same step then runs on real tensors in a fresh process (`anti_i2v.plan.measure`), side by
 side. Prints predicted and measured peak live bytes and their ratio (the tests hold it within
 ±20%), FLOPs predicted and counted, and the measured seconds per step with the CPU throughput
 that implies (what `plan` would need as its utilisation to predict this machine's time). Usage:
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from anti_i2v.probe.plan import PlanRequest, measure, plan
+from anti_i2v.plan import PlanRequest, measure, plan
 
 CASES = (("protect", False), ("protect", True), ("probe", False))
 

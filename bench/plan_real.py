@@ -3,7 +3,7 @@
 For each model at its native resolution: protect (the paper's 4 frames, bfloat16) with and
 without activation checkpointing, probe (one cell, every block captured, pool 1) and generate
 (one sampling step), with the fewest levers that fit each of an A100-40GB and an RTX 4090.
-Prints a Markdown table (the README's). Every number comes from `probe.plan.plan`, which runs
+Prints a Markdown table (the README's). Every number comes from `anti_i2v.plan.plan`, which runs
 the real diffusers modules under FakeTensorMode.
 Usage: python bench/plan_real.py [--models cogvideox-5b-i2v,svd-xt]
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from anti_i2v.probe.backbones import real_configs
-from anti_i2v.probe.cli import lever_text
-from anti_i2v.probe.plan import GIB, PlanRequest, plan
+from anti_i2v.commands.probe import lever_text
+from anti_i2v.models.backbones import real_configs
+from anti_i2v.plan import GIB, PlanRequest, plan
 
 
 def main() -> None:

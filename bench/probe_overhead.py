@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from anti_i2v.probe.backbones import load_backbone
-from anti_i2v.probe.backbones.cogvideox import CogVideoX
-from anti_i2v.probe.capture import execution_order, pool_spatial, trace_blocks
-from anti_i2v.probe.store import CellWriter, StoreAttrs, create_or_resume
 from diffusers import CogVideoXTransformer3DModel
+
+from anti_i2v.models.backbones import load_backbone
+from anti_i2v.models.backbones.cogvideox import CogVideoX
+from anti_i2v.models.capture import execution_order, pool_spatial, trace_blocks
+from anti_i2v.probe.store import CellWriter, StoreAttrs, create_or_resume
 
 
 def midsize_cogvideox():

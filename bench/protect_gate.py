@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from anti_i2v.analyses.run import adapt
-from anti_i2v.probe.world.render import render_dataset
+from anti_i2v.evaluate.run import evaluate
 from anti_i2v.protect.config import EvaluateConfig
-from anti_i2v.protect.evaluate.run import evaluate
 from anti_i2v.protect.run import ProtectConfig, run_protect
+from anti_i2v.world.dataset import render_dataset
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Prints: a dual-space step against an RGB step (same objective), an early-exit st
 stopping after the deepest profile layer) against a full step, steps per second, and peak memory
 (CUDA peak allocation on a GPU, process peak RSS on CPU). Then the levers: the dual full step in
 float32 and bfloat16, each with and without activation checkpointing, as time and live-tensor
-peak (`probe.memory.LiveBytes`) ratios to float32 without checkpointing.
+peak (`anti_i2v.models.memory.LiveBytes`) ratios to float32 without checkpointing.
 Configurations are interleaved over several rounds and the median step of each is compared.
 Usage: python bench/protect_step.py [--model mini-cogvideox] [--steps 8] [--rounds 5] [--device cpu]
 """
@@ -17,7 +17,8 @@ import statistics
 import time
 
 import torch
-from anti_i2v.probe.backbones import load_backbone
+
+from anti_i2v.models.backbones import load_backbone
 from anti_i2v.protect.loop import perturb_iterative
 from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
 from anti_i2v.protect.spaces import Space
@@ -106,7 +107,7 @@ def main() -> None:
 
 def step_peak(backbone, x) -> int:
     """Live tensor bytes at the peak of one dual full step (weights included)."""
-    from anti_i2v.probe.memory import LiveBytes, module_tensors
+    from anti_i2v.models.memory import LiveBytes, module_tensors
 
     layers = backbone.block_names()
     n = len(layers)

@@ -1,11 +1,6 @@
-"""probe/: getting inside a video denoiser. Three layers, each importing only the ones above it:
+"""The probe stage: capture every block of a video denoiser into a zarr store.
 
-- shared by every stage: `common` (the error, version, devices, safe writes), `images` (photos
-  in), `video` (videos out) and `backbones/` (one adapter per diffusers I2V family: blocks,
-  conditioning, noise, generation);
-- the probe stage itself: `config` (settings, checked), `capture` (nnsight), `store` (zarr),
-  `run` (the job) and `cli`;
-- `world/`: the mini world (renderer, training, the mini models' and the identity judge's cards).
-
-analyses/ and protect/ import the shared layer and `capture`; nothing here imports them.
+`config` (settings, checked), `store` (the zarr store, local or at a URL) and `run` (the job,
+resumable and sharded under torchrun). It reaches models through `anti_i2v.models` and shares
+`anti_i2v.core`; analyses, protect and evaluate sit above it and it imports none of them.
 """

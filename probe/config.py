@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anti_i2v.probe.common import ToolkitError
+from anti_i2v.core.common import ToolkitError
 
 STORAGE_DTYPES = ("float16", "float32")  # zarr has no bfloat16
 STORAGE_CODECS = ("zstd", "lz4", "none")  # chunk compressors (`probe.store.compressors`)

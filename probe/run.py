@@ -14,8 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from anti_i2v.probe.backbones import Backbone, load_backbone
-from anti_i2v.probe.capture import (
+from rich.console import Console
+from rich.table import Table
+
+from anti_i2v.core.common import TOOLKIT_VERSION, ToolkitError, pick_device, progress_bar
+from anti_i2v.core.distributed import Ranks, process_group
+from anti_i2v.core.images import Photo, gather_images, load_photo
+from anti_i2v.models.backbones import Backbone, load_backbone
+from anti_i2v.models.capture import (
     capture_vae,
     execution_order,
     frame_indices,
@@ -24,10 +30,7 @@ from anti_i2v.probe.capture import (
     to_grid,
     trace_blocks,
 )
-from anti_i2v.probe.common import TOOLKIT_VERSION, ToolkitError, pick_device, progress_bar
 from anti_i2v.probe.config import ProbeConfig
-from anti_i2v.probe.distributed import Ranks, process_group
-from anti_i2v.probe.images import Photo, gather_images, load_photo
 from anti_i2v.probe.store import (
     ActivationStore,
     CellWriter,
@@ -38,8 +41,6 @@ from anti_i2v.probe.store import (
     finish,
     mark_done,
 )
-from rich.console import Console
-from rich.table import Table
 
 console = Console(stderr=True)
 
@@ -113,7 +114,7 @@ def run_probe(cfg: ProbeConfig) -> ProbeResult:
     """Run (or resume) a probe; returns the store and what was skipped.
 
     Under torchrun every rank probes its shard of the pending (timestep, sample) cells; rank 0
-    creates the store and its arrays first and consolidates it last (`probe.distributed`).
+    creates the store and its arrays first and consolidates it last (`anti_i2v.core.distributed`).
     """
     ranks = Ranks.from_env()
     device = ranks.device(pick_device(cfg.device))

@@ -12,7 +12,7 @@ Where a store lives: a local path, or any fsspec URL (`s3://bucket/acts.zarr`, `
 file system's own configuration (for S3: the AWS variables and files, `AWS_ENDPOINT_URL` for an
 S3-compatible server), so nothing here is S3-specific.
 
-Who writes what (under torchrun, `probe.distributed`): rank 0 alone creates the group, its
+Who writes what (under torchrun, `anti_i2v.core.distributed`): rank 0 alone creates the group, its
 attributes, the `completed` array, every layer array and every coordinate array; after that, each
 chunk of a layer array and of `completed` belongs to one (timestep, sample) cell, and a cell is
 written, chunks first and its `completed` flag last, by the one rank whose shard holds it. So no
@@ -37,10 +37,11 @@ from urllib.parse import urlsplit
 import fsspec
 import numpy as np
 import zarr
-from anti_i2v.probe.common import ToolkitError, check_writable_dir, is_url
-from anti_i2v.probe.config import STORAGE_CODECS
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
+
+from anti_i2v.core.common import ToolkitError, check_writable_dir, is_url
+from anti_i2v.probe.config import STORAGE_CODECS
 
 SCHEMA = "anti-i2v.activations/1"
 DIMENSIONS = ("timestep", "sample", "frame", "height", "width", "channel")
@@ -84,7 +85,7 @@ class StoreAttrs:
     video_frames: int | None = None
     toolkit_version: str = ""
     config: dict[str, Any] = field(default_factory=dict)  # the probe command's settings
-    weights_sha256: str = ""  # the loaded weights (`probe.backbones.weights_sha256`)
+    weights_sha256: str = ""  # the loaded weights (`anti_i2v.models.backbones.weights_sha256`)
     schema: str = SCHEMA
 
     # What must match for a store to be resumed rather than refused: everything that decides

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from anti_i2v.probe.common import ToolkitError, check_out_given, is_url
+from anti_i2v.core.common import ToolkitError, check_out_given, is_url
 from anti_i2v.probe.config import MODEL_DTYPES, OFFLOADS, check_timesteps
 from anti_i2v.protect.methods import LOSS_TERMS, METHODS
 

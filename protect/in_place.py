@@ -27,10 +27,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from anti_i2v.probe.common import write_text_atomic
+from rich.console import Console
+
+from anti_i2v.core.common import write_text_atomic
 from anti_i2v.protect.output import write_png_uint8
 from anti_i2v.protect.sidecar import Sidecar
-from rich.console import Console
 
 JOURNAL_SCHEMA = "anti-i2v.in-place/1"
 console = Console(stderr=True)

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from anti_i2v.probe.common import ToolkitError
-from anti_i2v.probe.images import IMAGE_SUFFIXES, gather_images
+from anti_i2v.core.common import ToolkitError
+from anti_i2v.core.images import IMAGE_SUFFIXES, gather_images
 from anti_i2v.protect.sidecar import SIDECAR_SCHEMA, Sidecar
 
 ORIGINAL = ".original"  # in-place: NAME.original.EXT keeps the photo beside its cloak

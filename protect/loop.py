@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
 from anti_i2v.protect.spaces import Space
 
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]

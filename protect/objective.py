@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from anti_i2v.probe.backbones import Backbone
-from anti_i2v.probe.capture import capture_vae, execution_order, trace_blocks
-from anti_i2v.protect.losses import diffusion_loss, ira_loss, irc_loss
 from torch._subclasses.fake_tensor import is_fake
+
+from anti_i2v.models.backbones import Backbone
+from anti_i2v.models.capture import capture_vae, execution_order, trace_blocks
+from anti_i2v.protect.losses import diffusion_loss, ira_loss, irc_loss
 
 # Terms and the sign with which each enters the maximised objective.
 TERM_SIGNS = {
@@ -203,7 +204,7 @@ class ModelObjective:
         """
         if not self.spec.eot:
             return adv
-        from anti_i2v.protect.evaluate.distortions import distort
+        from anti_i2v.protect.distortions import distort
 
         k = self.step - 1  # __call__ has already counted this step
         name = self.spec.eot[k % len(self.spec.eot)]

@@ -10,8 +10,9 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import torch
-from anti_i2v.probe.common import atomic_path, is_url, to_uint8
 from PIL import Image
+
+from anti_i2v.core.common import atomic_path, is_url, to_uint8
 
 
 def write_png(image: torch.Tensor, path: Path) -> Path:

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
+
 from anti_i2v.analyses.profile import Profile, load_profile
-from anti_i2v.probe.backbones import Backbone, load_backbone, weights_sha256
-from anti_i2v.probe.common import (
+from anti_i2v.core.common import (
     TOOLKIT_VERSION,
     ToolkitError,
     atomic_path,
@@ -38,15 +39,16 @@ from anti_i2v.probe.common import (
     to_uint8,
     write_text_atomic,
 )
-from anti_i2v.probe.distributed import Ranks, process_group
-from anti_i2v.probe.images import Photo, load_photo, to_chw_float
+from anti_i2v.core.distributed import Ranks, process_group
+from anti_i2v.core.images import Photo, load_photo, to_chw_float
+from anti_i2v.models.backbones import Backbone, load_backbone, weights_sha256
 from anti_i2v.probe.store import check_location
 from anti_i2v.protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
-from anti_i2v.protect.evaluate.metrics import ssim
 from anti_i2v.protect.in_place import file_sha256, recover, with_original, write_in_place
 from anti_i2v.protect.inputs import Job, foreign_output, pending_path, photo_lock, plan_jobs
 from anti_i2v.protect.loop import DivergedError, perturb_iterative
 from anti_i2v.protect.methods import METHODS, PROFILE_TERMS, method_weights
+from anti_i2v.protect.metrics import ssim
 from anti_i2v.protect.objective import (
     EnsembleObjective,
     ModelObjective,
@@ -57,7 +59,6 @@ from anti_i2v.protect.output import OutputFolder, write_png_uint8
 from anti_i2v.protect.perceptual import load_lpips
 from anti_i2v.protect.sidecar import Sidecar
 from anti_i2v.protect.spaces import Space, budget_used
-from rich.console import Console
 
 console = Console(stderr=True)
 BAND_ROWS = 256  # rows of the full-size photo upsampled at a time: memory flat in photo size
@@ -478,7 +479,7 @@ def run_protect(
 ) -> list[PhotoResult]:
     """Cloak every photo; a failing photo is reported (through `on_result`, as it finishes) and the others go on.
 
-    Under torchrun each rank cloaks its shard of the photos (`probe.distributed`): every output is
+    Under torchrun each rank cloaks its shard of the photos (`anti_i2v.core.distributed`): every output is
     one photo's own files, so no two ranks write the same file; the results of every rank are
     returned on each, in the photos' order.
     """

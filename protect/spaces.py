@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import kornia.color
 import torch
 import torch_dct
+
 from anti_i2v.protect.config import SPACES
 
 AB_SCALE = 128.0  # normalised a*/b* unit: a*/b* divided by their half-range (the default)

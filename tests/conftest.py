@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from anti_i2v.probe.backbones import FAMILIES, load_backbone
-from anti_i2v.probe.world.render import render_video, sample_identity, sample_motion
 from PIL import Image
+
+from anti_i2v.models.backbones import FAMILIES, load_backbone
+from anti_i2v.world.render import render_video, sample_identity, sample_motion
 
 # The cores shared out among pytest-xdist's workers (`make test` runs two on the 2-core CI machine),
 # or OMP_NUM_THREADS when other work shares the cores: torch's OpenMP threads spin on each other at
@@ -91,7 +92,7 @@ def file_bytes(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if anything loads a model: refusals must come first."""
-    import anti_i2v.probe.backbones as backbones
+    import anti_i2v.models.backbones as backbones
     import anti_i2v.probe.run as probe_run
     import anti_i2v.protect.run as protect_run
 

@@ -9,6 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from typer.testing import CliRunner
+
 from anti_i2v.analyses.analyse import AnalysisConfig, analyse_store
 from anti_i2v.analyses.choose import ChoiceRule, choose
 from anti_i2v.analyses.profile import Profile, load_profile, save_profile
@@ -22,7 +25,8 @@ from anti_i2v.analyses.scores import (
     spatial_coherence,
     temporal_stability,
 )
-from anti_i2v.probe.common import ToolkitError
+from anti_i2v.cli import app
+from anti_i2v.core.common import ToolkitError
 from anti_i2v.probe.store import (
     SCHEMA,
     StoreAttrs,
@@ -32,10 +36,6 @@ from anti_i2v.probe.store import (
     mark_done,
     open_store,
 )
-from PIL import Image
-from typer.testing import CliRunner
-
-from anti_i2v.cli import app
 
 
 def _blob_masks(n: int, h: int = 8, w: int = 8, seed: int = 0) -> np.ndarray:

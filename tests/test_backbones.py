@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from anti_i2v.probe.backbones import FAMILIES, family_of, load_backbone, weights_sha256
-from anti_i2v.probe.capture import execution_order
-from anti_i2v.probe.common import ToolkitError
 from conftest import ALL_FAMILIES
 from safetensors.torch import save_file
+
+from anti_i2v.core.common import ToolkitError
+from anti_i2v.models.backbones import FAMILIES, family_of, load_backbone, weights_sha256
+from anti_i2v.models.capture import execution_order
 
 # Golden block lists of the tiny models: an upstream rename fails loudly here.
 GOLDEN = {
@@ -190,7 +191,7 @@ def test_hub_id_offline_says_how_to_get_it(monkeypatch, tmp_path):
 
 
 def test_registry_refuses_duplicates():
-    from anti_i2v.probe.backbones import register
+    from anti_i2v.models.backbones import register
 
     with pytest.raises(ValueError, match="already registered"):
         register(FAMILIES["svd"], lambda seed: None, ((32, 32), 2))
@@ -200,7 +201,8 @@ def _copies() -> list[tuple[Path, str, str]]:
     """(file, function source, the referenced dotted path) for every `# Copied from X` mark."""
     root = Path(__file__).resolve().parents[1]
     found = []
-    for path in sorted((root / "probe").rglob("*.py")) + sorted((root / "protect").rglob("*.py")):
+    folders = ("core", "models", "world", "probe", "analyses", "protect", "evaluate", "anti_i2v")
+    for path in sorted(p for folder in folders for p in (root / folder).rglob("*.py")):
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
             mark = re.match(r"\s*# Copied from ([\w.]+)$", line)

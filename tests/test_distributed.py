@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from anti_i2v.probe.common import ToolkitError
-from anti_i2v.probe.distributed import Ranks
-from anti_i2v.probe.store import open_store
-from anti_i2v.probe.world.render import render_dataset
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
+from anti_i2v.core.common import ToolkitError
+from anti_i2v.core.distributed import Ranks
+from anti_i2v.probe.store import open_store
+from anti_i2v.world.dataset import render_dataset
 
 BIN = Path(sys.executable).parent
 # One thread per process in both runs: torchrun's default, and a float sum's order depends on it.
@@ -115,7 +115,7 @@ def test_a_dead_rank_leaves_a_store_that_any_world_size_finishes(portraits, sing
     (hook / "sitecustomize.py").write_text(
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
-        "    from probe import store\n"
+        "    from anti_i2v.probe import store\n"
         "    _write = store.CellWriter._write\n"
         "    def _dying(self, t, s, cells):\n"
         "        _write(self, t, s, cells)\n"

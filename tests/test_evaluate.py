@@ -10,9 +10,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from anti_i2v.probe.common import ToolkitError
-from anti_i2v.protect.evaluate.distortions import DEFAULT, distort
-from anti_i2v.protect.evaluate.metrics import (
+from typer.testing import CliRunner
+
+from anti_i2v.cli import app
+from anti_i2v.core.common import ToolkitError
+from anti_i2v.protect.distortions import DEFAULT, distort
+from anti_i2v.protect.metrics import (
     bootstrap_ci,
     delta_e,
     psnr,
@@ -21,9 +24,6 @@ from anti_i2v.protect.evaluate.metrics import (
     temporal_coherence,
 )
 from anti_i2v.protect.run import ProtectConfig, run_protect
-from typer.testing import CliRunner
-
-from anti_i2v.cli import app
 
 
 def test_identical_inputs():
@@ -83,8 +83,8 @@ def test_unknown_distortion():
 
 @pytest.mark.parametrize("family", ["cogvideox", "svd"])
 def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(family):
-    from anti_i2v.probe.backbones import load_backbone
-    from anti_i2v.probe.world.render import render_video, sample_identity, sample_motion
+    from anti_i2v.models.backbones import load_backbone
+    from anti_i2v.world.render import render_video, sample_identity, sample_motion
 
     backbone = load_backbone("mini-cogvideox" if family == "cogvideox" else "mini-svd")
     photo = (
@@ -256,7 +256,7 @@ def facenet_weights(tmp_path_factory):
 
 @pytest.mark.slow  # builds the 23M-parameter InceptionResnetV1 twice
 def test_facenet_identity_is_the_model_on_standardised_160px_frames(facenet_weights):
-    from anti_i2v.protect.evaluate.identity import load_identity
+    from anti_i2v.evaluate.identity import load_identity
 
     path, net = facenet_weights
     encoder = load_identity(f"facenet:{path}")
@@ -270,8 +270,9 @@ def test_facenet_identity_is_the_model_on_standardised_160px_frames(facenet_weig
 
 
 def test_facenet_refuses_pickles_missing_files_and_other_weights(tmp_path, facenet_weights):
-    from anti_i2v.protect.evaluate.identity import load_identity
     from safetensors.torch import save_file
+
+    from anti_i2v.evaluate.identity import load_identity
 
     (tmp_path / "w.pt").write_bytes(b"not read")
     with pytest.raises(ToolkitError, match="not safetensors.*weights_only=True"):
@@ -287,11 +288,12 @@ def test_facenet_refuses_pickles_missing_files_and_other_weights(tmp_path, facen
 
 @pytest.mark.slow
 def test_evaluate_with_facenet_scores_ism_with_it(tmp_path, portraits, facenet_weights):
-    from anti_i2v.probe.images import load_photo
-    from anti_i2v.protect.evaluate.identity import load_identity
-    from anti_i2v.protect.evaluate.metrics import identity_similarity
-    from anti_i2v.protect.evaluate.run import _sha
     from safetensors.torch import load_file
+
+    from anti_i2v.core.images import load_photo
+    from anti_i2v.evaluate.identity import load_identity
+    from anti_i2v.evaluate.run import _sha
+    from anti_i2v.protect.metrics import identity_similarity
 
     # One method at its defaults, at another budget, and in another space: three rows, told apart.
     for folder, kw in (("noise", {}), ("noise8", {"eps": 8.0}), ("noise-lab", {"space": "lab"})):
@@ -359,9 +361,9 @@ def astronaut() -> torch.Tensor:
 
 @pytest.mark.slow  # loads dlib's detector, landmarks and ResNet: the full tier
 def test_dlib_judges_a_real_face_as_a_face_recogniser_would(astronaut):
-    from anti_i2v.protect.evaluate.identity import load_identity
-    from anti_i2v.protect.evaluate.metrics import identity_similarity
-    from anti_i2v.protect.evaluate.run import Judges
+    from anti_i2v.evaluate.identity import load_identity
+    from anti_i2v.evaluate.run import Judges
+    from anti_i2v.protect.metrics import identity_similarity
 
     judge = load_identity("dlib")
     shifted = torch.roll(astronaut, 20, dims=2)
@@ -380,7 +382,7 @@ def test_dlib_judges_a_real_face_as_a_face_recogniser_would(astronaut):
 def test_evaluate_with_dlib_refuses_photos_without_a_face_before_generating(
     tmp_path, portraits, monkeypatch
 ):
-    import anti_i2v.protect.evaluate.run as evaluate_run
+    import anti_i2v.evaluate.run as evaluate_run
 
     monkeypatch.setattr(
         evaluate_run, "load_backbone", lambda *a, **k: pytest.fail("generated before checking")
@@ -476,9 +478,9 @@ def test_budgets_frontier_recloaks_each_method_and_compares_at_equal_visibility(
 def test_frontier_recloaks_an_ensemble_with_each_models_profile_found_by_hash(
     tmp_path, portraits, tiny_profile
 ):
+    from anti_i2v.evaluate.frontier import FrontierPlan
+    from anti_i2v.evaluate.run import _read_set
     from anti_i2v.protect.config import EvaluateConfig
-    from anti_i2v.protect.evaluate.frontier import FrontierPlan
-    from anti_i2v.protect.evaluate.run import _read_set
 
     # The main model without a profile; the ensemble's second model with one (its timesteps).
     run_protect(
@@ -515,7 +517,7 @@ def test_frontier_recloaks_an_ensemble_with_each_models_profile_found_by_hash(
 
 
 def test_amplification_is_the_video_drop_over_the_cloaks_own_and_absent_without_one():
-    from anti_i2v.protect.evaluate.results import AMPLIFICATION_FLOOR, EvalRow, amplification
+    from anti_i2v.evaluate.results import AMPLIFICATION_FLOOR, EvalRow, amplification
 
     def row(ism_protected, cloak_ism):
         nan = math.nan

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
 from anti_i2v.analyses.analyse import AnalysisConfig, clamped_cell
 from anti_i2v.analyses.choose import ChoiceRule, choose
 from anti_i2v.analyses.explore import ExploreConfig, explorer_bytes, kept_frames, serve_folder
 from anti_i2v.analyses.profile import load_profile
 from anti_i2v.analyses.run import explore
-from anti_i2v.probe.capture import pooled_size
-from anti_i2v.probe.store import open_store
-from anti_i2v.probe.world.render import render_video, sample_identity, sample_motion
-from PIL import Image
-from typer.testing import CliRunner
-
 from anti_i2v.cli import app
+from anti_i2v.models.capture import pooled_size
+from anti_i2v.probe.store import open_store
+from anti_i2v.world.render import render_video, sample_identity, sample_motion
 
 MB = 1 << 20
 

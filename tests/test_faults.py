@@ -10,15 +10,15 @@ import json
 import shutil
 from pathlib import Path
 
-import anti_i2v.protect.in_place as in_place
 import numpy as np
 import pytest
-from anti_i2v.protect.sidecar import Sidecar
 from conftest import file_bytes as _files
 from PIL import Image
 from typer.testing import CliRunner
 
+import anti_i2v.protect.in_place as in_place
 from anti_i2v.cli import app
+from anti_i2v.protect.sidecar import Sidecar
 
 NOISE = ("--method", "random-noise")
 
@@ -194,8 +194,8 @@ def cloaked(tmp_path, photos) -> Path:
 
 
 def _matched(photos: Path, *protected: Path):
+    from anti_i2v.evaluate.run import match_photos
     from anti_i2v.protect.config import EvaluateConfig
-    from anti_i2v.protect.evaluate.run import match_photos
 
     cfg = EvaluateConfig(
         model="tiny:cogvideox",
@@ -245,8 +245,8 @@ def test_evaluate_refuses_an_input_folder_as_out(photos, cloaked, where, no_mode
 
 
 def test_robustness_share_is_absent_over_a_drop_of_about_zero():
+    from anti_i2v.evaluate.results import EvalRow, summarise
     from anti_i2v.protect.config import EvaluateConfig
-    from anti_i2v.protect.evaluate.results import EvalRow, summarise
 
     nan = float("nan")
 
@@ -443,7 +443,7 @@ def test_folders_where_files_belong_are_named_as_folders(tmp_path, photos, no_mo
 
 
 def test_plan_refuses_zero_frames_and_broken_configs(tmp_path):
-    from anti_i2v.probe.common import REAL_CONFIGS
+    from anti_i2v.models.registry import REAL_CONFIGS
 
     one_line(cli("plan", "tiny:cogvideox", "--task", "probe", "--frames", "0"), 2, "--frames")
     bad = tmp_path / "bad"

@@ -6,11 +6,11 @@ import json
 import shutil
 
 import pytest
-from anti_i2v.probe.backbones import real_configs
-from anti_i2v.probe.plan import PlanRequest, measure, plan, prepared_backbone, run_step
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
+from anti_i2v.models.backbones import real_configs
+from anti_i2v.plan import PlanRequest, measure, plan, prepared_backbone, run_step
 
 CASES = [
     ("tiny:cogvideox", "protect", False),

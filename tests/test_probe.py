@@ -5,20 +5,20 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import anti_i2v.probe.store as probe_store
 import numpy as np
 import pytest
 import torch
-from anti_i2v.probe.capture import frame_indices, pool_spatial, pooled_size
-from anti_i2v.probe.common import ToolkitError
-from anti_i2v.probe.images import load_photo
-from anti_i2v.probe.run import ProbeConfig, run_probe
-from anti_i2v.probe.store import DIMENSIONS, SCHEMA, open_store
 from conftest import ALL_FAMILIES
 from PIL import Image
 from typer.testing import CliRunner
 
+import anti_i2v.probe.store as probe_store
 from anti_i2v.cli import app
+from anti_i2v.core.common import ToolkitError
+from anti_i2v.core.images import load_photo
+from anti_i2v.models.capture import frame_indices, pool_spatial, pooled_size
+from anti_i2v.probe.run import ProbeConfig, run_probe
+from anti_i2v.probe.store import DIMENSIONS, SCHEMA, open_store
 
 REQUIRED_ATTRS = {
     "schema",
@@ -333,7 +333,7 @@ def test_vae_blocks_are_stored_beside_the_denoisers_unchanged(tmp_path, portrait
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_every_familys_vae_encoder_blocks_are_read_while_the_photo_is_encoded(backbones, family):
-    from anti_i2v.probe.capture import capture_vae
+    from anti_i2v.models.capture import capture_vae
 
     backbone = backbones(family)
     names = backbone.vae_block_names()

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anti_i2v.probe.backbones import FAMILIES, weights_sha256
-from anti_i2v.probe.capture import execution_order, trace_blocks
-from anti_i2v.probe.common import ToolkitError
-from anti_i2v.protect.methods import METHODS
-from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
-from anti_i2v.protect.run import ProtectConfig, run_protect
 from PIL import Image
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
+from anti_i2v.core.common import ToolkitError
+from anti_i2v.models.backbones import FAMILIES, weights_sha256
+from anti_i2v.models.capture import execution_order, trace_blocks
+from anti_i2v.protect.methods import METHODS
+from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
+from anti_i2v.protect.run import ProtectConfig, run_protect
 
 
 def _cfg(tmp_path, images, profile, **kw):
@@ -310,7 +310,7 @@ def test_method_needing_a_profile_says_so(tmp_path, portraits):
 @pytest.mark.slow
 def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
     """On the trained mini model with its shipped profile, IRC falls and the diffusion loss rises."""
-    from anti_i2v.probe.common import ARTIFACTS
+    from anti_i2v.models.registry import ARTIFACTS
 
     profile = ARTIFACTS / "profiles" / "mini-cogvideox.json"
     [r] = run_protect(
@@ -335,7 +335,7 @@ def test_mini_cloak_lowers_the_objective(tmp_path, portraits):
 def test_eot_shows_the_model_each_distortion_in_turn_and_passes_the_gradient_straight_through(
     backbones,
 ):
-    from anti_i2v.protect.evaluate.distortions import distort
+    from anti_i2v.protect.distortions import distort
 
     backbone = backbones("cogvideox")
     spec = _irc_spec(backbone, eot=("jpeg50", "none"))
@@ -355,8 +355,8 @@ def test_eot_shows_the_model_each_distortion_in_turn_and_passes_the_gradient_str
 
 def test_checkpointing_gives_the_same_gradient_with_a_lower_peak():
     """Measured with the dispatcher's live-byte count on real tensors (probe.memory)."""
-    from anti_i2v.probe.backbones import load_backbone
-    from anti_i2v.probe.memory import LiveBytes, module_tensors
+    from anti_i2v.models.backbones import load_backbone
+    from anti_i2v.models.memory import LiveBytes, module_tensors
 
     grads, peaks = {}, {}
     for ckpt in (False, True):
@@ -503,7 +503,7 @@ def test_bad_ensemble_is_refused_before_any_model_loads(
 def test_ira_on_vae_anchors_reads_the_encoder_at_its_own_resolution(backbones, family):
     """IRA on a VAE block alone: the term is the distance of the photo's and the target's
     features of that block, as the encoder computes them, and its gradient reaches the pixels."""
-    from anti_i2v.probe.capture import capture_vae
+    from anti_i2v.models.capture import capture_vae
     from anti_i2v.protect.losses import feature_distance
 
     backbone = backbones(family)

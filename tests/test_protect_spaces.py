@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from skimage.color import rgb2lab
+
 from anti_i2v.protect.losses import diffusion_loss, feature_distance, ira_loss, irc_loss
 from anti_i2v.protect.spaces import (
     Space,
@@ -17,7 +19,6 @@ from anti_i2v.protect.spaces import (
     lowpass_mask,
     rgb_to_lab,
 )
-from skimage.color import rgb2lab
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 8), (2, 3, 16, 12), (2, 4, 3, 5, 7)])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from anti_i2v.probe.backbones import load_backbone, real_configs
-from anti_i2v.probe.plan import PlanRequest, fewest_levers, measure, plan, resident_weights
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
+from anti_i2v.models.backbones import load_backbone, real_configs
+from anti_i2v.plan import PlanRequest, fewest_levers, measure, plan, resident_weights
 
 # Denoiser parameters of the published checkpoints (model cards; billions).
 PUBLISHED = {
@@ -189,8 +189,8 @@ def test_a_full_width_cogvideox_protect_step_runs_and_matches_its_plan(tmp_path)
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_a_full_width_cogvideox_protect_step_in_bfloat16_on_a_gpu(tmp_path):
-    from anti_i2v.probe.backbones import load_backbone
-    from anti_i2v.probe.plan import run_step
+    from anti_i2v.models.backbones import load_backbone
+    from anti_i2v.plan import run_step
 
     req = _full_width_request(tmp_path, "bfloat16")
     backbone = load_backbone(req.model, dtype="bfloat16", device="cuda", weights="random")

@@ -15,18 +15,18 @@ import sys
 import textwrap
 from pathlib import Path
 
-import anti_i2v.protect.run as protect_run
 import numpy as np
 import pytest
-from anti_i2v.analyses.profile import load_profile
-from anti_i2v.protect.inputs import photo_lock
-from anti_i2v.protect.run import ProtectConfig, run_protect
-from anti_i2v.protect.sidecar import Sidecar
 from conftest import file_bytes as _bytes
 from PIL import Image
 from typer.testing import CliRunner
 
+import anti_i2v.protect.run as protect_run
+from anti_i2v.analyses.profile import load_profile
 from anti_i2v.cli import app
+from anti_i2v.protect.inputs import photo_lock
+from anti_i2v.protect.run import ProtectConfig, run_protect
+from anti_i2v.protect.sidecar import Sidecar
 
 
 def cli(*args: str):
@@ -492,6 +492,7 @@ def test_sidecar_records_file_names_unless_asked(tmp_path, photos, tiny_profile)
 
 def test_lpips_is_not_fetched_offline(tmp_path, monkeypatch):
     import lpips
+
     from anti_i2v.protect import perceptual
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

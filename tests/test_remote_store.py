@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import anti_i2v.probe.store as probe_store
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
+import anti_i2v.probe.store as probe_store
 from anti_i2v.analyses.run import analyse
+from anti_i2v.cli import app
 from anti_i2v.probe.config import ProbeConfig
 from anti_i2v.probe.run import run_probe
 from anti_i2v.probe.store import open_store
-from typer.testing import CliRunner
-
-from anti_i2v.cli import app
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is a dependency")

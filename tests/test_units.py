@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from anti_i2v.probe.common import ToolkitError, atomic_write, to_uint8
+
+from anti_i2v.core.common import ToolkitError, atomic_write, to_uint8
+from anti_i2v.evaluate.results import EvalRow, paired_differences, summarise
 from anti_i2v.probe.store import CellWriter, StoreAttrs, create_or_resume
 from anti_i2v.protect.config import EvaluateConfig
-from anti_i2v.protect.evaluate.results import EvalRow, paired_differences, summarise
 from anti_i2v.protect.loop import DivergedError, perturb_iterative
 from anti_i2v.protect.spaces import Space
 
@@ -184,7 +185,7 @@ def test_summary_means_and_paired_differences_have_known_values():
 
 
 def test_frontier_reads_drops_off_each_curve_at_equal_visibility():
-    from anti_i2v.protect.evaluate.frontier import frontier_summary
+    from anti_i2v.evaluate.frontier import frontier_summary
 
     # a: visibility budget/4, drop 0.1 per ΔE unit; b: budget/2, 0.05 per unit (photo scales
     # average to 1, so the mean curves are exactly these lines).
@@ -249,7 +250,7 @@ def test_atomic_writes_get_an_ordinary_files_permissions(tmp_path):
 
 
 def test_summary_records_folder_names_not_user_paths(tmp_path):
-    from anti_i2v.protect.evaluate.results import shareable_config
+    from anti_i2v.evaluate.results import shareable_config
 
     cfg = EvaluateConfig(
         model="m",
@@ -271,6 +272,7 @@ def test_summary_records_folder_names_not_user_paths(tmp_path):
 
 def test_output_folder_uploads_in_order_and_reads_done_from_the_url(tmp_path):
     import fsspec
+
     from anti_i2v.protect.output import OutputFolder
 
     dest = OutputFolder("memory://units/cloaks")

@@ -9,25 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anti_i2v.probe.backbones import load_backbone
-from anti_i2v.probe.common import MINI_IDENTITY, MINI_PIPELINE, MINI_SVD_PIPELINE
-from anti_i2v.probe.world.card import GATE, gate_results, layer_measures
-from anti_i2v.probe.world.identity import load_identity_encoder
-from anti_i2v.probe.world.render import (
-    LABELS,
-    identity_seeds,
-    is_heldout,
-    render_video,
-    sample_identity,
-    sample_motion,
-    write_sample,
-)
 from conftest import ALL_FAMILIES
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
+from anti_i2v.models.backbones import load_backbone
+from anti_i2v.models.registry import MINI_IDENTITY, MINI_PIPELINE, MINI_SVD_PIPELINE
+from anti_i2v.world.card import GATE, gate_results, layer_measures
+from anti_i2v.world.dataset import identity_seeds, write_sample
+from anti_i2v.world.identity import load_identity_encoder
+from anti_i2v.world.render import LABELS, is_heldout, render_video, sample_identity, sample_motion
 
 
 def test_same_seed_same_bytes(tmp_path):
@@ -206,8 +199,8 @@ def test_training_smoke(tmp_path):
 @pytest.mark.slow  # end to end (a whole protect run or a judge card)
 def test_identity_v1_reads_colour_and_its_card_says_so():
     """The first judge fails the face-recogniser gate on colour: what the v2 judge fixes."""
-    from anti_i2v.probe.common import MINI_IDENTITY_V1
-    from anti_i2v.probe.world.identity_card import measure_judge
+    from anti_i2v.models.registry import MINI_IDENTITY_V1
+    from anti_i2v.world.identity_card import measure_judge
 
     m = measure_judge(MINI_IDENTITY_V1, count=8)
     assert m["passed"]["same_identity_across_frames"] and m["passed"]["different_identities"]
@@ -222,8 +215,8 @@ def test_identity_v2_passes_the_face_recogniser_gate():
 
     Measured on 32 portraits (its card): 0.978 under a +-8 a*/b* field, against v1's 0.924.
     """
-    from anti_i2v.probe.common import MINI_IDENTITY, MINI_IDENTITY_V1
-    from anti_i2v.probe.world.identity_card import measure_judge
+    from anti_i2v.models.registry import MINI_IDENTITY, MINI_IDENTITY_V1
+    from anti_i2v.world.identity_card import measure_judge
 
     v2, v1 = measure_judge(MINI_IDENTITY, count=8), measure_judge(MINI_IDENTITY_V1, count=8)
     assert all(v2["passed"].values()), v2
@@ -235,7 +228,7 @@ def test_identity_v2_passes_the_face_recogniser_gate():
 
 
 def test_v2_same_seed_same_bytes_and_v1_identity_files_unchanged(tmp_path):
-    from anti_i2v.probe.world.render import render_sample
+    from anti_i2v.world.dataset import render_sample
 
     write_sample(tmp_path / "a", 123, 123, frames=3, world="v2")
     write_sample(tmp_path / "b", 123, 123, frames=3, world="v2")
@@ -250,8 +243,8 @@ def test_v2_same_seed_same_bytes_and_v1_identity_files_unchanged(tmp_path):
 def test_v2_identity_is_shape_and_every_video_is_shot_differently():
     """The same person in two videos: the same identity, another light, white balance and
     clothes; their part layout (the mask) agrees far better than two people's."""
-    from anti_i2v.probe.world.render import render_sample
-    from anti_i2v.probe.world.render_v2 import LABELS_V2
+    from anti_i2v.world.dataset import render_sample
+    from anti_i2v.world.render_v2 import LABELS_V2
 
     a1, m1, meta1 = render_sample(40, 1, frames=1, world="v2")
     a2, m2, meta2 = render_sample(40, 2, frames=1, world="v2")
@@ -272,7 +265,7 @@ def test_v2_identity_is_shape_and_every_video_is_shot_differently():
 
 
 def test_v2_head_turns_and_expression_changes_over_the_clip():
-    from anti_i2v.probe.world.render_v2 import (
+    from anti_i2v.world.render_v2 import (
         LABELS_V2,
         render_video_v2,
         sample_identity_v2,
@@ -331,8 +324,8 @@ def _interrupt_then_rerun(module, monkeypatch, fit, at: int, checkpoint: Path):
 def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Ctrl-C in the middle of a stage, then the same call: it resumes from the last checkpoint
     (weights, optimiser, both generators) and ends with the weights of an uninterrupted run."""
-    import anti_i2v.probe.world.training as training
-    from anti_i2v.probe.world.train import mini_vae
+    import anti_i2v.world.training as training
+    from anti_i2v.world.train import mini_vae
 
     # One-frame clips keep it fast; the checkpoint logic does not depend on the clip length
     data = training.to_video(training.render_clips(identity_seeds(4, 0, "train")))[:, :, :1]
@@ -360,9 +353,10 @@ def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, mon
 def test_a_trained_vae_waits_for_its_denoiser_and_is_released(tmp_path):
     """A finished VAE is saved beside the checkpoints, so an interrupted denoiser stage starts
     from it instead of training it again; it is removed once its pipeline is saved."""
-    from anti_i2v.probe.world.train_svd import mini_svd_vae
-    from anti_i2v.probe.world.training import release_vae, waiting_vae
     from diffusers import AutoencoderKL
+
+    from anti_i2v.world.train_svd import mini_svd_vae
+    from anti_i2v.world.training import release_vae, waiting_vae
 
     checkpoints, timings = (tmp_path, 100), {}
     (tmp_path / "svd-vae.safetensors").write_bytes(b"the stage's step checkpoint")
@@ -383,8 +377,8 @@ def test_a_trained_vae_waits_for_its_denoiser_and_is_released(tmp_path):
 @pytest.mark.slow  # three UNet steps, twice
 def test_an_interrupted_mini_svd_unet_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """The mini-svd UNet stage (v2's longest on one core) checkpoints its UNet and CLIP tower."""
-    import anti_i2v.probe.world.train_svd as train_svd
-    from anti_i2v.probe.world.training import QUICK
+    import anti_i2v.world.train_svd as train_svd
+    from anti_i2v.world.training import QUICK
 
     cfg = replace(QUICK, dit_videos=4, svd_unet_steps=3, svd_batch=2)
 
@@ -439,7 +433,7 @@ def test_training_v2_smoke(tmp_path, monkeypatch):
 def _v2_cards(trained: Path, monkeypatch) -> None:
     """The v2 cards, end to end on the smoke-trained models standing in for the shipped ones:
     held-out v2 portraits, the world's own judge, and the layer gates from an adapted profile."""
-    from anti_i2v.probe.common import MINI_JUDGES, MINI_MODELS
+    from anti_i2v.models.registry import MINI_JUDGES, MINI_MODELS
 
     monkeypatch.setitem(MINI_MODELS, "mini-cogvideox-v2", trained / "mini-cogvideox-i2v")
     monkeypatch.setitem(MINI_JUDGES, "mini-identity-world2", trained / "mini-identity")
@@ -502,7 +496,7 @@ def test_card_refuses_a_profile_without_masks_and_other_models(tmp_path, tiny_pr
 
 
 def test_models_lists_the_v2_model_and_how_to_get_it_when_absent(monkeypatch, tmp_path, portraits):
-    from anti_i2v.probe.common import MINI_MODELS
+    from anti_i2v.models.registry import MINI_MODELS
 
     monkeypatch.setitem(MINI_MODELS, "mini-cogvideox-v2", tmp_path / "absent")
     res = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})

@@ -1,1 +1,0 @@
-"""How well a cloak protects: metrics, distortions, and the evaluation report."""

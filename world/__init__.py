@@ -1,0 +1,1 @@
+"""The mini world: a testbed beside the model layer (renderer, mini models and judges, cards)."""
