@@ -28,7 +28,8 @@ from anti_i2v.analyses.scores import (
     temporal_stability,
 )
 from anti_i2v.core.common import ToolkitError
-from anti_i2v.models.capture import split_vae_layers, to_grid
+from anti_i2v.models.capture import to_grid
+from anti_i2v.models.layers import split_vae_layers
 from anti_i2v.probe.store import ActivationStore, open_store
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from anti_i2v.core.common import ToolkitError
-from anti_i2v.models.capture import split_vae_layers
+from anti_i2v.models.layers import split_vae_layers
 
 SEMANTIC_MEASURES = ("mask_probe", "reference_cka", "spatial_coherence")
 

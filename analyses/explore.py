@@ -36,7 +36,6 @@ import io
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -48,42 +47,16 @@ from rich.progress import Progress
 from sklearn.decomposition import PCA
 
 from anti_i2v.analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
+from anti_i2v.analyses.config import ExploreConfig
 from anti_i2v.analyses.figures import PART_COLOURS
 from anti_i2v.analyses.profile import Profile
 from anti_i2v.core.common import ToolkitError, atomic_dir, check_writable_dir, to_uint8
 from anti_i2v.core.images import Photo
-from anti_i2v.models.capture import split_vae_layers
+from anti_i2v.models.layers import split_vae_layers
 from anti_i2v.probe.store import ActivationStore
 
 PAGE_FILES = ("index.html", "explorer.js", "explorer.css")
 BASE64 = 4 / 3  # bytes written per byte encoded
-
-
-@dataclass(frozen=True)
-class ExploreConfig:
-    """What the explorer keeps of a store; every size bound follows from these (`explorer_bytes`)."""
-
-    dims: int = 64  # PCA components kept per token (float16)
-    samples: int = 4  # the first samples of the store
-    frames: int = 2  # latent frames kept per sample, evenly spaced
-    max_fit_rows: int = 16384  # tokens fitting each layer's PCA (seeded subset)
-    thumbnail: int = 256  # longest side of the photo and mask thumbnails
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for flag, value, low in (
-            ("--dims", self.dims, 3),
-            ("--samples", self.samples, 1),
-            ("--frames", self.frames, 1),
-            ("--thumbnail", self.thumbnail, 16),
-        ):
-            if value < low:
-                raise ToolkitError(f"{flag} {value}: give at least {low}")
-        if self.max_fit_rows < self.dims:
-            raise ToolkitError(
-                f"max_fit_rows {self.max_fit_rows} is below --dims {self.dims}: a PCA needs "
-                "at least as many tokens as components"
-            )
 
 
 def is_explorer_folder(folder: Path) -> bool:

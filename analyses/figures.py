@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from anti_i2v.analyses.analyse import Analysis
 from anti_i2v.core.common import atomic_path
-from anti_i2v.models.capture import is_vae_layer
+from anti_i2v.models.layers import is_vae_layer
 
 PART_COLOURS = (
     np.array(

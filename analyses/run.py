@@ -17,7 +17,7 @@ from anti_i2v.analyses.report import write_index
 from anti_i2v.core.common import TOOLKIT_VERSION, ToolkitError, check_writable_dir
 from anti_i2v.core.distributed import Ranks
 from anti_i2v.core.images import gather_images, load_photo
-from anti_i2v.models.capture import split_vae_layers
+from anti_i2v.models.layers import split_vae_layers
 from anti_i2v.probe.run import ProbeConfig, run_probe
 from anti_i2v.probe.store import open_store
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.probe.config import MODEL_DTYPES, OFFLOADS
+
+if TYPE_CHECKING:  # torch loads when a plan is made: `anti-i2v plan` refuses bad arguments at once
+    import torch
 
 TASKS = ("protect", "probe", "generate")
 # Dense bf16 tensor-core peak and memory, from the vendors' datasheets (no sparsity).
@@ -105,6 +107,8 @@ class Plan:
 
 
 def _protect_step(backbone, x: torch.Tensor, frames: int) -> None:
+    import torch
+
     from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec
 
     layers = backbone.block_names()
@@ -124,6 +128,8 @@ def _protect_step(backbone, x: torch.Tensor, frames: int) -> None:
 
 def _probe_layers(backbone, x: torch.Tensor, frames: int) -> list[str]:
     """The block order, found once per probe run (not per cell), so outside what is counted."""
+    import torch
+
     from anti_i2v.models.capture import execution_order
 
     with torch.no_grad():
@@ -140,6 +146,8 @@ def _probe_cell(backbone, x: torch.Tensor, frames: int, pool: int, layers: list[
 
 
 def _generate_step(backbone, x: torch.Tensor, frames: int) -> None:
+    import torch
+
     # The pipeline call itself cannot run under FakeTensorMode (its schedulers read tensor
     # values with `.item()`), so this is the step's dominant part: one denoiser pass over the
     # whole clip, batched for classifier-free guidance as the pipelines batch it.
@@ -172,6 +180,8 @@ def _fake_weights(modules: list[torch.nn.Module], mode):
     Config-only models are built on the meta device; code that makes its own CPU tensors (a
     scheduler's tables, `torch.ones(..., device=x.device)`) must meet weights on one device.
     """
+    import torch
+
     saved = []
     for module in {id(m): m for root in modules for m in root.modules()}.values():
         for table in (module._parameters, module._buffers):
@@ -196,6 +206,7 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
     With `fake`, under FakeTensorMode (planning); otherwise on real tensors (measuring). The
     peak counts every weight of `step_modules` as resident (no offload).
     """
+    import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 

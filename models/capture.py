@@ -27,6 +27,7 @@ with contextlib.suppress(ImportError):
 from nnsight import NNsight  # noqa: E402
 
 from anti_i2v.models.backbones.base import Backbone
+from anti_i2v.models.layers import VAE_PREFIX
 
 
 def execution_order(backbone: Backbone, kwargs: dict[str, Any]) -> list[str]:
@@ -101,19 +102,6 @@ def trace_blocks(
 
 # Layers of the VAE encoder are named by their path in the pipeline (`vae.encoder.down_blocks.2`),
 # so they never collide with the denoiser's own block names.
-VAE_PREFIX = "vae."
-
-
-def is_vae_layer(name: str) -> bool:
-    """Whether a layer name is a VAE encoder block (`Backbone.vae_block_names`)."""
-    return name.startswith(VAE_PREFIX)
-
-
-def split_vae_layers(layers: list[str]) -> tuple[list[str], list[str]]:
-    """(denoiser blocks, VAE encoder blocks) of a layer list, each in its given order."""
-    return [n for n in layers if not is_vae_layer(n)], [n for n in layers if is_vae_layer(n)]
-
-
 def vae_layout(x: torch.Tensor) -> torch.Tensor:
     """A VAE encoder block's output as `(B, F, H, W, C)`: image VAEs give `(B, C, H, W)` (one
     frame), video VAEs `(B, C, F, H, W)`."""

@@ -64,3 +64,49 @@ def train_hint(world: str) -> str:
         if world == "v1"
         else f"--world {world} --out artifacts/models/{world}"
     )
+
+
+# The supported families and the diffusers pipeline each adapter drives, in registration order
+# (`anti_i2v.models.backbones.FAMILIES` holds the adapters; a test keeps the two equal). Here as
+# names, so that `anti-i2v models` lists them without importing diffusers.
+FAMILY_PIPELINES: dict[str, str] = {
+    "cogvideox": "CogVideoXImageToVideoPipeline",
+    "wan": "WanImageToVideoPipeline",
+    "wan22": "WanImageToVideoPipeline",
+    "ltx": "LTXImageToVideoPipeline",
+    "hunyuan": "HunyuanVideoImageToVideoPipeline",
+    "svd": "StableVideoDiffusionPipeline",
+}
+
+# Families people ask for that diffusers does not ship; the closest supported behaviour is named.
+UNSUPPORTED = {
+    "opensora": "Open-Sora 1.2 is not in diffusers; its conditioning (first-frame replacement, t=0 on "
+    "that frame) matches the `ltx` and `wan22` adapters",
+    "dynamicrafter": "DynamiCrafter is not in diffusers; its UNet behaves like the `svd` adapter",
+}
+
+BUILTINS: dict[str, str] = {
+    "mini-cogvideox": "the shipped mini CogVideoX-I2V trained on the mini world (64x64, 9 frames)",
+    "mini-svd": "the shipped mini SVD-style UNet trained on the same world (64x64, 9 frames)",
+    "mini-cogvideox-v2": "the mini CogVideoX-I2V of the v2 world (96x96 photo-like portraits, 12 "
+    "blocks, 9 frames)",
+    "mini-svd-v2": "the mini SVD-style UNet of the v2 world (96x96 photo-like portraits, 9 frames)",
+    **{
+        f"tiny:{f}": f"{f} at diffusers' test size with seeded random weights"
+        for f in FAMILY_PIPELINES
+    },
+}
+
+
+def real_configs() -> dict[str, Path]:
+    """Shipped configs of real models (no weights, for `plan`): name -> folder."""
+    if not REAL_CONFIGS.is_dir():
+        return {}
+    return {p.name: p for p in sorted(REAL_CONFIGS.iterdir()) if (p / "model_index.json").is_file()}
+
+
+def source_hub(folder: Path) -> str:
+    """The hub id a config folder's SOURCE names on its first line (`hub id: ...`), or ""."""
+    source = folder / "SOURCE"
+    first = source.read_text().splitlines()[0] if source.exists() else ""
+    return first.split(":", 1)[1].split("(")[0].strip() if first.startswith("hub id:") else ""

@@ -26,10 +26,10 @@ from anti_i2v.models.capture import (
     execution_order,
     frame_indices,
     pool_spatial,
-    split_vae_layers,
     to_grid,
     trace_blocks,
 )
+from anti_i2v.models.layers import split_vae_layers
 from anti_i2v.probe.config import ProbeConfig
 from anti_i2v.probe.store import (
     ActivationStore,

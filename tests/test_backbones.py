@@ -233,3 +233,13 @@ def test_marked_copies_equal_their_source():
     assert copies, "no `# Copied from` marks found: the check would pass vacuously"
     for path, source, dotted in copies:
         assert source == _source_of(dotted), f"{path.name}: the copy of {dotted} has drifted"
+
+
+def test_the_registrys_family_list_is_the_adapters():
+    """`anti-i2v models` lists families from the registry (no diffusers import): the same
+    families, in the same order, driving the same pipelines as the registered adapters."""
+    from anti_i2v.models.registry import FAMILY_PIPELINES
+
+    assert list(FAMILY_PIPELINES.items()) == [
+        (family, adapter.pipeline_class.__name__) for family, adapter in FAMILIES.items()
+    ]

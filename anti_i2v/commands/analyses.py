@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 
 from anti_i2v.analyses.choose import ChoiceRule as R
-from anti_i2v.analyses.explore import ExploreConfig as X
-from anti_i2v.core.common import ToolkitError, cli_command
+from anti_i2v.analyses.config import ExploreConfig as X
+from anti_i2v.core.common import ToolkitError, cli_command, parse_ints
 from anti_i2v.probe.config import ProbeConfig as P
 
 console = Console(stderr=True)
@@ -68,10 +68,10 @@ def analyse(
     ),
 ) -> None:
     """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
+    rule = _rule(anchors, collapse, timesteps, min_timestep, vae_anchors)  # checked before imports
     from anti_i2v.analyses.run import analyse as run
     from anti_i2v.analyses.run import dask_client
 
-    rule = _rule(anchors, collapse, timesteps, min_timestep, vae_anchors)
     with dask_client(workers, scheduler) as client:
         profile = run(store, out, figures, masks, reference, rule, client=client)
     _report(profile, out)
@@ -101,20 +101,15 @@ def adapt(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
-    from anti_i2v.analyses.run import adapt as run
-
     overrides = {"pool": pool, "frames": frames, "device": device, "vae": vae}
     if timesteps:
-        overrides["timesteps"] = tuple(int(t) for t in timesteps.split(","))
-    profile = run(
-        model,
-        images,
-        out,
-        masks,
-        reference,
-        overrides,
-        _rule(anchors, 1, 2, min_timestep, vae_anchors),
-    )
+        overrides["timesteps"] = parse_ints(timesteps, "--timesteps")
+    rule = _rule(anchors, 1, 2, min_timestep, vae_anchors)
+    # Every setting checked before the stage (and torch) is imported
+    P(model=model, images=tuple(map(str, images)), out=str(out / "activations.zarr"), **overrides)
+    from anti_i2v.analyses.run import adapt as run
+
+    profile = run(model, images, out, masks, reference, overrides, rule)
     if profile is None:  # a torchrun rank other than 0: rank 0 reports
         return
     _report(profile, out / "profile.json")
@@ -140,12 +135,12 @@ def explore(
     ),
 ) -> None:
     """Write an interactive layer explorer (opens from file://): maps, token similarity, scores."""
-    from anti_i2v.analyses.explore import ExploreConfig, serve_folder
-    from anti_i2v.analyses.run import explore as run
-
-    cfg = ExploreConfig(dims=dims, samples=samples, frames=frames)
+    cfg = X(dims=dims, samples=samples, frames=frames)
     if serve is not None and not 0 < serve < 65536:
         raise ToolkitError(f"--serve {serve}: give a TCP port in 1..65535")
+    from anti_i2v.analyses.explore import serve_folder
+    from anti_i2v.analyses.run import explore as run
+
     index = run(store, out, profile, masks, cfg)
     Console().print(f"explorer: {index} (open it in a browser; no server needed)")
     if serve is not None:

@@ -36,9 +36,17 @@ world_app = typer.Typer(
 
 def models() -> None:
     """List the built-in models and the supported families."""
-    from anti_i2v.models.backbones import BUILTINS, FAMILIES, UNSUPPORTED, real_configs
-    from anti_i2v.models.backbones.empty import source_hub
-    from anti_i2v.models.registry import MINI_MODELS, MINI_WORLD, train_hint
+    # The registry alone: listing models imports no model library
+    from anti_i2v.models.registry import (
+        BUILTINS,
+        FAMILY_PIPELINES,
+        MINI_MODELS,
+        MINI_WORLD,
+        UNSUPPORTED,
+        real_configs,
+        source_hub,
+        train_hint,
+    )
 
     table = Table(title="built-in models")
     table.add_column("name")
@@ -55,8 +63,8 @@ def models() -> None:
     fams = Table(title="families (auto-detected from model_index.json, or --family)")
     fams.add_column("family")
     fams.add_column("pipeline")
-    for fam, cls in FAMILIES.items():
-        fams.add_row(fam, cls.pipeline_class.__name__)
+    for fam, pipeline in FAMILY_PIPELINES.items():
+        fams.add_row(fam, pipeline)
     for fam, why in UNSUPPORTED.items():
         fams.add_row(f"{fam} (not supported)", why)
     Console().print(fams)
@@ -101,7 +109,6 @@ def probe(
 ) -> None:
     """Capture every block of a video denoiser into a zarr store."""
     from anti_i2v.core.common import check_out_given
-    from anti_i2v.probe.run import run_probe, summary_table
 
     check_out_given(out)  # an empty or memory:// store would vanish with this process
 
@@ -124,6 +131,8 @@ def probe(
         repair=repair,
         vae=vae,
     )
+    from anti_i2v.probe.run import run_probe, summary_table  # torch and diffusers: after the checks
+
     result = run_probe(cfg)
     if not Ranks.from_env().is_main:  # under torchrun, rank 0 speaks for the run
         return

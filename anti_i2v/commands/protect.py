@@ -100,8 +100,6 @@ def protect(
     device: str = typer.Option(D.device, help="auto, cpu or cuda"),
 ) -> None:
     """Cloak photos against image-to-video generation."""
-    from anti_i2v.protect.run import run_protect
-
     cfg = D(
         model=model,
         images=tuple(map(str, images)),
@@ -130,6 +128,8 @@ def protect(
         record_paths=record_paths,
         device=device,
     )
+
+    from anti_i2v.protect.run import run_protect  # torch and diffusers: after the checks
 
     def report(r) -> None:  # as each photo finishes, so an interrupted run still shows what it did
         if r.status == "done":
@@ -203,8 +203,6 @@ def evaluate(
     device: str = typer.Option(E.device, help="auto, cpu or cuda"),
 ) -> None:
     """Measure how well cloaks protect: identity, fidelity, coherence, imperceptibility, robustness."""
-    from anti_i2v.evaluate.run import evaluate as run
-
     cfg = E(
         model=model,
         clean=str(clean),
@@ -222,6 +220,8 @@ def evaluate(
         budgets=parse_floats(budgets, "--budgets"),
         profiles=tuple(map(str, profile)),
     )
+    from anti_i2v.evaluate.run import evaluate as run  # torch and diffusers: after the checks
+
     path = run(cfg)
     shown = f"{out.rstrip('/')}/index.html" if is_url(out) else path / "index.html"
     console.print(f"report: {shown}")

@@ -21,7 +21,15 @@ from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
 from anti_i2v.models.backbones.base import Backbone, Conditioning
 from anti_i2v.models.backbones.empty import build_empty, has_weights, weights_needed
-from anti_i2v.models.registry import MINI_MODELS, MINI_WORLD, REAL_CONFIGS, train_hint
+from anti_i2v.models.registry import (  # noqa: F401  (BUILTINS, UNSUPPORTED, real_configs: re-exported)
+    BUILTINS,
+    FAMILY_PIPELINES,
+    MINI_MODELS,
+    MINI_WORLD,
+    UNSUPPORTED,
+    real_configs,
+    train_hint,
+)
 
 __all__ = [
     "Backbone",
@@ -60,31 +68,6 @@ register(wan22.Wan22, wan22.tiny, ((64, 64), 9))
 register(ltx.LTX, ltx.tiny, ((32, 32), 9))
 register(hunyuan.Hunyuan, hunyuan.tiny, ((32, 32), 9))
 register(svd.SVD, svd.tiny, ((32, 32), 2))
-
-# Families people ask for that diffusers does not ship; the closest supported behaviour is named.
-UNSUPPORTED = {
-    "opensora": "Open-Sora 1.2 is not in diffusers; its conditioning (first-frame replacement, t=0 on "
-    "that frame) matches the `ltx` and `wan22` adapters",
-    "dynamicrafter": "DynamiCrafter is not in diffusers; its UNet behaves like the `svd` adapter",
-}
-
-BUILTINS: dict[str, str] = {
-    "mini-cogvideox": "the shipped mini CogVideoX-I2V trained on the mini world (64x64, 9 frames)",
-    "mini-svd": "the shipped mini SVD-style UNet trained on the same world (64x64, 9 frames)",
-    "mini-cogvideox-v2": "the mini CogVideoX-I2V of the v2 world (96x96 photo-like portraits, 12 "
-    "blocks, 9 frames)",
-    "mini-svd-v2": "the mini SVD-style UNet of the v2 world (96x96 photo-like portraits, 9 frames)",
-    **{f"tiny:{f}": f"{f} at diffusers' test size with seeded random weights" for f in FAMILIES},
-}
-
-
-def real_configs() -> dict[str, Path]:
-    """Shipped configs of real models (no weights, for `plan`): name -> folder."""
-    if not REAL_CONFIGS.is_dir():
-        return {}
-    return {p.name: p for p in sorted(REAL_CONFIGS.iterdir()) if (p / "model_index.json").is_file()}
-
-
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",

@@ -18,18 +18,12 @@ from typing import Any
 import torch
 
 from anti_i2v.core.common import ToolkitError
+from anti_i2v.models.registry import source_hub
 
 
 def has_weights(folder: Path) -> bool:
     """Whether a pipeline folder holds any weights (safetensors or, refused later, pickles)."""
     return any(folder.rglob("*.safetensors")) or any(folder.rglob("*.bin"))
-
-
-def source_hub(folder: Path) -> str:
-    """The hub id a config folder's SOURCE names on its first line (`hub id: ...`), or ""."""
-    source = folder / "SOURCE"
-    first = source.read_text().splitlines()[0] if source.exists() else ""
-    return first.split(":", 1)[1].split("(")[0].strip() if first.startswith("hub id:") else ""
 
 
 def weights_needed(folder: Path, model: str) -> ToolkitError:
