@@ -11,7 +11,7 @@ N ?= 32
 # evaluate and anti_i2v (plan, commands, the CLI), then tests and bench.
 SRC := core models world probe analyses protect evaluate anti_i2v tests bench tools artifacts/configs
 
-.PHONY: browser test test-fast demo report report-v2 frontier lint format bench clean-venv
+.PHONY: browser test test-fast demo report report-v2 frontier lint format bench clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -145,6 +145,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/python tools/check_layers.py
+
+# The documentation site: the command reference generated from the CLI, then mkdocs --strict
+# (a broken link or a page missing from the nav fails it). Opens from build/site/index.html.
+docs: $(STAMP)
+	$(BIN)/typer anti_i2v.cli utils docs --name anti-i2v --title "Commands" --output docs/commands.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Every report folder's README.md and the README's results table, from the result files.
+reports: $(STAMP)
+	$(BIN)/python -m anti_i2v.reports
 
 format: $(STAMP)
 	$(BIN)/ruff format $(SRC)

@@ -1,6 +1,10 @@
 """anti-i2v: protect photos from image-to-video generation (Anti-I2V, arXiv 2603.24570).
 
-One import namespace over the design card's folders, which stay at the top of the checkout:
-`anti_i2v.probe` is `probe/`, `anti_i2v.analyses` is `analyses/`, `anti_i2v.protect` is
-`protect/` (pyproject.toml maps them), so no generic name lands in site-packages.
+One import namespace over the top-level folders, one a layer (pyproject.toml maps them):
+`anti_i2v.core`, `.models`, `.world`, `.probe`, `.analyses`, `.protect`, `.evaluate`, and here
+`plan`, `commands` and `cli`. The stages are callable from Python with the CLI's typed configs,
+through `anti_i2v.api` (imported on its own, so that `import anti_i2v.cli` stays free of torch):
+
+    from anti_i2v import api
+    api.probe(api.ProbeConfig(model="tiny:cogvideox", images=("photos",), out="a.zarr"))
 """

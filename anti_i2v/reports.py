@@ -1,0 +1,342 @@
+"""README.md for every shipped report folder, and the README's results table, written from the
+folders' own result files: no number in them is typed by hand.
+
+A report folder is read by what it holds:
+- `summary.json` (evaluate): the main table and, with `--budgets`, the equal-visibility frontier;
+- `ablation.json` (the layer ablation): each layer choice's drop and its paired differences;
+- `pilot.json` (the pilot rule): the pilot's layers against the rule's and the random draws;
+- a folder of such folders (`levers/`): an index of them;
+- `NAME-profile/` (an `analyse --figures` report): the shipped profile `artifacts/profiles/NAME.json`.
+
+    python -m anti_i2v.reports           # write them (make reports)
+    python -m anti_i2v.reports --check   # exit 1 naming any that differs (the test suite does this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from anti_i2v.models.registry import ARTIFACTS
+
+REPORTS = ARTIFACTS / "reports"
+PROFILES = ARTIFACTS / "profiles"
+DOCS = ARTIFACTS.parent / "docs"
+HEADER = "<!-- Written by `python -m anti_i2v.reports` from this folder's {src}; do not edit. -->"
+README_START = "<!-- results:start (python -m anti_i2v.reports writes this table) -->"
+README_END = "<!-- results:end -->"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.{digits}f}" if digits == 3 else f"{x:.{digits}f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci or None in ci else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+# --- evaluate reports ----------------------------------------------------------------------------
+
+
+def evaluate_readme(folder: Path) -> str:
+    s = json.loads((folder / "summary.json").read_text())
+    cfg, judge = s["config"], s["judges"][0]
+    lines = [
+        HEADER.format(src="summary.json"),
+        f"# {folder.name}: `anti-i2v evaluate {cfg['model']}`",
+        "",
+        f"Protected folders {', '.join(f'`{p}`' for p in cfg['protected'])}; judges "
+        f"{', '.join(s['judges'])} (the first is the headline); {cfg['seeds']} generation "
+        f"seed(s), {cfg['steps']} denoising steps; {s['rows']} rows in `results.csv`. "
+        "Intervals are 95% bootstrap intervals over photos. The page is `index.html`.",
+        "",
+        f"## Identity drop on {cfg['model']}, no distortion, judge {judge}",
+        "",
+    ]
+    rows = []
+    for e in s["table"]:
+        if (e["eval_model"], e["judge"], e["distortion"]) != (cfg["model"], judge, "none"):
+            continue
+        rows.append(
+            [
+                e["method"],
+                str(e["n"]),
+                _num(e["ism_drop"]) + _ci(e.get("ism_drop_ci95")),
+                _num(e["cloak_delta_e"], 2),
+                _num(e["cloak_psnr"], 1),
+                _num(e.get("amplification"), 2),
+            ]
+        )
+    lines += _table(
+        ["method", "photos", "video ISM drop", "cloak ΔE2000", "cloak PSNR dB", "amplification"],
+        rows,
+    )
+    front = s.get("frontier")
+    if front:
+        lines += ["", "## At equal visibility (the frontier)", ""]
+        lines.append(
+            f"Every method re-cloaked at budgets {', '.join(f'{b:g}' for b in front['budgets'])}"
+            "/255 and read off its mean curve at each mean ΔE2000 (never extrapolated)."
+        )
+        marks = [
+            str(int(d)) if float(d).is_integer() else str(d)
+            for d in front["equal_visibility_delta_e"]
+        ]
+        for name, j in front["judges"].items():
+            lines += ["", f"### judge {name} ({j['n_photos']} photos)", ""]
+            rows = [
+                [m] + [_num(at[d]["ism_drop"]) + _ci(at[d]["ci95"]) for d in marks]
+                for m, at in j["at_delta_e"].items()
+            ]
+            lines += _table(["method"] + [f"drop at ΔE {d}" for d in marks], rows)
+            rows = [
+                [f"{p['a']} − {p['b']}", f"{p['delta_e']:g}", _num(p["diff"]) + _ci(p["ci95"])]
+                for p in j["paired"]
+            ]
+            lines += ["", *_table(["paired difference", "ΔE", "A − B"], rows)]
+    return "\n".join(lines) + "\n"
+
+
+# --- layer ablation and pilot ----------------------------------------------------------------------
+
+
+def ablation_readme(folder: Path) -> str:
+    a = json.loads((folder / "ablation.json").read_text())
+    lines = [
+        HEADER.format(src="ablation.json"),
+        f"# {folder.name}: which layers a cloak anchors",
+        "",
+        f"The profile `{a['profile']}` (world {a['world']}) against other layer choices, each "
+        f"cloaking the same held-out portraits for {a['steps']} steps at the same budget; the "
+        "drop is the video ISM drop. Random draws are confined to the rule's depth bands.",
+        "",
+        *_table(
+            ["choice", "collapse", "anchors"],
+            [
+                [k, ", ".join(v["collapse"]), ", ".join(v["anchors"])]
+                for k, v in a["layers"].items()
+            ],
+        ),
+    ]
+    for objective in ("irc-ira", "full"):
+        for judge, r in a.get(objective, {}).items():
+            lines += ["", f"## objective {objective}, judge {judge} ({r['n']} portraits)", ""]
+            lines += _table(
+                ["choice", "mean drop"], [[k, _num(v)] for k, v in r["mean_drop"].items()]
+            )
+            lines += [
+                "",
+                f"The median random draw is {r['median_random']}.",
+                "",
+                *_table(
+                    ["paired difference", "diff", "portraits where A wins"],
+                    [
+                        [k, _num(v["diff"]) + _ci(v["ci95"]), f"{v['wins']}/{r['n']}"]
+                        for k, v in r["paired"].items()
+                    ],
+                ),
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def pilot_readme(folder: Path) -> str:
+    p = json.loads((folder / "pilot.json").read_text())
+    lines = [
+        HEADER.format(src="pilot.json"),
+        f"# {folder.name}: layers chosen by a causal pilot",
+        "",
+        f"A pilot cloaks {len(p['pilot']['photos'])} selection portraits for {p['pilot_steps']} "
+        f"steps (seed {p['pilot_seed']}) anchoring one block at a time and keeps the blocks that "
+        f"remove most identity: collapse {', '.join(p['collapse'])}, anchors "
+        f"{', '.join(p['anchors'])} (the rule's profile `{p['profile']}` anchors "
+        f"{', '.join(p['rule_anchors'])}).",
+    ]
+    for objective in ("irc-ira", "full"):
+        for judge, r in p.get(objective, {}).items():
+            lines += [
+                "",
+                f"## objective {objective}, judge {judge} ({r['n']} portraits)",
+                "",
+                f"The pilot's layers remove {_num(r['pilot'])}; the median random draw is "
+                f"{r['median_random']}.",
+                "",
+                *_table(
+                    ["pilot minus", "their drop", "diff", "portraits where the pilot wins"],
+                    [
+                        [
+                            k,
+                            _num(v["mean"]),
+                            _num(v["diff"]) + _ci(v["ci95"]),
+                            f"{v['wins']}/{r['n']}",
+                        ]
+                        for k, v in r["minus"].items()
+                    ],
+                ),
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def profile_readme(folder: Path, profile: Path) -> str:
+    d = json.loads(profile.read_text())
+    rule = d.get("rule", {})
+    return (
+        "\n".join(
+            [
+                HEADER.format(src=f"profile, artifacts/profiles/{profile.name}"),
+                f"# {folder.name}: the layer profile of {d['model']} ({d['family']})",
+                "",
+                f"`anti-i2v analyse --figures` on {d.get('samples', 0)} portraits: collapse "
+                f"{', '.join(d['collapse_layers'])}; anchors {', '.join(d['anchor_layers'])}; "
+                f"timesteps {', '.join(map(str, d['timesteps']))}. The rule averages "
+                f"{', '.join(rule.get('measures', []))}. Figures are in `figures/`, the table in "
+                "`index.html`.",
+            ]
+        )
+        + "\n"
+    )
+
+
+def index_readme(folder: Path) -> str:
+    subs = sorted(p.name for p in folder.iterdir() if (p / "summary.json").is_file())
+    return (
+        "\n".join(
+            [
+                HEADER.format(src="sub-folders' summary.json"),
+                f"# {folder.name}",
+                "",
+                *[f"- [{name}]({name}/README.md)" for name in subs],
+            ]
+        )
+        + "\n"
+    )
+
+
+def readme_for(folder: Path) -> str | None:
+    """The README a report folder gets, from what it holds; None for a folder that is no report."""
+    if (folder / "summary.json").is_file():
+        return evaluate_readme(folder)
+    if (folder / "ablation.json").is_file():
+        return ablation_readme(folder)
+    if (folder / "pilot.json").is_file():
+        return pilot_readme(folder)
+    profile = PROFILES / f"{folder.name.removesuffix('-profile')}.json"
+    if folder.name.endswith("-profile") and profile.is_file():
+        return profile_readme(folder, profile)
+    if any((p / "summary.json").is_file() for p in folder.iterdir() if p.is_dir()):
+        return index_readme(folder)
+    return None
+
+
+def report_folders(root: Path = REPORTS) -> list[Path]:
+    """Every folder under `root` that gets a README (nested ones included), sorted."""
+    found = []
+    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+        if readme_for(folder) is not None:
+            found.append(folder)
+    return found
+
+
+# --- the README's table ------------------------------------------------------------------------
+
+
+def _frontier_cell(folder: Path, delta_e: str) -> str:
+    s = json.loads((folder / "summary.json").read_text())
+    judge = s["judges"][0]
+    for p in s["frontier"]["judges"][judge]["paired"]:
+        if (
+            p["a"].startswith("anti-i2v")
+            and p["b"].startswith("rgb-pgd")
+            and f"{p['delta_e']:g}" == delta_e
+        ):
+            return _num(p["diff"]) + _ci(p["ci95"])
+    return "-"
+
+
+def _ablation_cell(folder: Path, objective: str) -> str:
+    a = json.loads((folder / "ablation.json").read_text())
+    r = next(iter(a.get(objective, {}).values()), None)
+    if r is None:
+        return "-"
+    v = r["paired"][f"profile - {r['median_random']}"]
+    return _num(v["diff"]) + _ci(v["ci95"])
+
+
+# The shipped comparisons the README summarises: (model, frontier folder, ablation folder)
+HEADLINES = (
+    ("mini-cogvideox", "mini-world", "layer-ablation"),
+    ("mini-svd", "mini-world-svd", "layer-ablation-svd"),
+    ("mini-svd-v2", "mini-world-svd-v2", "layer-ablation-svd-v2"),
+)
+
+
+def results_table(root: Path = REPORTS, links: bool = True) -> str:
+    """The README's results table: Anti-I2V minus RGB PGD at equal visibility, and the profile's
+    layers minus the median random draw, per mini model, each naming its report (as links in
+    the README; as folder names in the docs site, which cannot link outside itself)."""
+    rows = []
+    for model, frontier, ablation in HEADLINES:
+        f, a = root / frontier, root / ablation
+        rows.append(
+            [
+                model,
+                _frontier_cell(f, "3"),
+                _frontier_cell(f, "5"),
+                _ablation_cell(a, "irc-ira"),
+                _ablation_cell(a, "full"),
+                f"[frontier](artifacts/reports/{frontier}/README.md), "
+                f"[ablation](artifacts/reports/{ablation}/README.md)"
+                if links
+                else f"`{frontier}/`, `{ablation}/`",
+            ]
+        )
+    head = [
+        "model",
+        "Anti-I2V − RGB PGD at ΔE 3",
+        "at ΔE 5",
+        "profile − median random layers (IRC+IRA)",
+        "(full objective)",
+        "reports",
+    ]
+    return "\n".join(_table(head, rows))
+
+
+def readme_with_results(text: str, root: Path = REPORTS, links: bool = True) -> str:
+    """`text` (README.md or docs/results.md) with the block between the results markers
+    regenerated."""
+    start, end = text.index(README_START), text.index(README_END)
+    table = results_table(root, links)
+    return text[: start + len(README_START)] + "\n" + table + "\n" + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any differs")
+    args = parser.parse_args(argv)
+    wanted = {folder / "README.md": readme_for(folder) for folder in report_folders()}
+    for page, links in ((ARTIFACTS.parent / "README.md", True), (DOCS / "results.md", False)):
+        if page.is_file() and README_START in page.read_text():
+            wanted[page] = readme_with_results(page.read_text(), links=links)
+    stale = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"{p.relative_to(ARTIFACTS.parent)} differs from what its results give; run "
+                  "`python -m anti_i2v.reports`")  # fmt: skip
+        return 1 if stale else 0
+    for p in stale:
+        p.write_text(wanted[p])
+    print(f"wrote {len(stale)} of {len(wanted)} README files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The docs: report READMEs and the results tables are generated from the result files, the
+README is a landing page, the docs site builds strictly, and the API page's example runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anti_i2v import reports
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_every_report_readme_and_results_table_is_what_its_results_give(capsys):
+    assert reports.main(["--check"]) == 0, capsys.readouterr().out
+    folders = reports.report_folders()
+    assert len(folders) >= 15 and all((f / "README.md").is_file() for f in folders)
+
+
+def test_a_report_readme_follows_its_json(tmp_path):
+    folder = tmp_path / "mini-world-svd-v2"
+    shutil.copytree(reports.REPORTS / "mini-world-svd-v2", folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    row = next(
+        e for e in summary["table"] if e["method"] == "anti-i2v" and e["distortion"] == "none"
+    )
+    row["ism_drop"] = 0.4321
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert "+0.432" in reports.readme_for(folder)
+    assert "+0.432" not in (folder / "README.md").read_text()
+
+
+def test_the_readme_is_a_landing_page():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    assert reports.README_START in text and "make docs" in text
+
+
+@pytest.mark.slow  # builds the site
+def test_the_docs_site_builds_strictly(tmp_path):
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    gen = subprocess.run(
+        [str(BIN / "typer"), "anti_i2v.cli", "utils", "docs", "--name", "anti-i2v",
+         "--output", str(tmp_path / "docs" / "commands.md")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    assert "## `anti-i2v protect`" in (tmp_path / "docs" / "commands.md").read_text()
+    build = subprocess.run(
+        [str(BIN / "mkdocs"), "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert (tmp_path / "site" / "concepts" / "index.html").is_file()
+
+
+@pytest.mark.slow  # probe, analyse, protect and evaluate on a tiny model
+def test_the_api_pages_example_runs(tmp_path, monkeypatch):
+    page = (ROOT / "docs" / "api.md").read_text()
+    [code] = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/api.md", "exec"), {"__name__": "docs_api"})
+    assert (tmp_path / "report" / "summary.json").is_file()
+    assert json.loads((tmp_path / "profile.json").read_text())["model"] == "tiny:cogvideox"
