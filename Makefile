@@ -9,7 +9,7 @@ REPORT ?= artifacts/reports/mini-world
 N ?= 32
 # Every Python folder: the layers (bottom to top) core, models, world, probe, analyses, protect,
 # evaluate and anti_i2v (plan, commands, the CLI), then tests and bench.
-SRC := core models world probe analyses protect evaluate anti_i2v tests bench tools artifacts/configs
+SRC := core models world probe analyses protect evaluate experiments anti_i2v tests bench tools artifacts/configs
 
 .PHONY: browser test test-fast demo report report-v2 frontier lint format bench clean-venv docs reports
 
@@ -107,7 +107,7 @@ report-v2: $(STAMP)
 		--protected $(V2)/rgb-pgd --protected $(V2)/random-noise --identity mini-identity-world2 \
 		--distortions jpeg75,blur,resize50 --budgets $(FRONTIER_BUDGETS) \
 		--profile $(V2)/adapt/profile.json --out $(V2)/eval
-	$(BIN)/python bench/layer_ablation.py --profile $(V2)/adapt/profile.json --count 8 --out $(V2)/ablation
+	$(BIN)/python -m anti_i2v.experiments.layer_ablation --profile $(V2)/adapt/profile.json --count 8 --out $(V2)/ablation
 	rm -rf $(REPORT_V2).tmp && mkdir -p $(REPORT_V2).tmp && cp -r $(V2)/eval/index.html $(V2)/eval/summary.json \
 		$(V2)/eval/results.csv $(V2)/eval/frontier.csv $(V2)/eval/frontier-*.png $(V2)/eval/strips \
 		$(V2)/adapt/profile.json $(V2)/ablation/ablation.json $(REPORT_V2).tmp/ \

@@ -99,6 +99,24 @@ class EvalRow:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def read_csv(cls, path: Path) -> list[EvalRow]:
+        """The rows of a results.csv (`write_csv`'s format), typed as they were written."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        with Path(path).open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = set(kinds) - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(f"{path} lacks the columns {', '.join(sorted(missing))}")
+            return [
+                cls(**{k: _parse(kinds[k], v) for k, v in row.items() if k in kinds})
+                for row in reader
+            ]
+
+
+def _parse(kind: str, text: str):
+    return int(text) if kind == "int" else float(text) if kind == "float" else text
+
 
 COLUMNS = [f.name for f in fields(EvalRow)]
 # Measures whose model may be absent (no weights offline): NaN in the CSV, null in the summary.
@@ -274,6 +292,27 @@ def summarise(rows: list[EvalRow], cfg: EvaluateConfig) -> dict:
         "toolkit_version": TOOLKIT_VERSION,
         "psnr_cap_db": PSNR_CAP,
     }
+
+
+def per_photo(
+    rows: list[EvalRow], key: str = "ism_drop", distortion: str = "none"
+) -> dict[tuple[str, str], dict[str, float]]:
+    """(judge, method) -> photo -> `key` (a summarised measure, `row_value`), averaged over the
+    generation seeds, for one distortion; the clean rows are left out."""
+    acc: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in rows:
+        if r.distortion == distortion and r.method != "clean":
+            acc.setdefault((r.judge, r.method), {}).setdefault(r.photo, []).append(
+                row_value(r, key)
+            )
+    return {k: {p: float(np.mean(v)) for p, v in d.items()} for k, d in acc.items()}
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict:
+    """`a` minus `b` over `a`'s photos (photo -> value): the mean, its 95% bootstrap interval
+    over photos, and the photos where `a` is ahead."""
+    diff = np.array([a[p] - b[p] for p in sorted(a)])
+    return {"diff": float(diff.mean()), "ci95": bootstrap_ci(diff), "wins": int((diff > 0).sum())}
 
 
 def paired_differences(rows: list[EvalRow]) -> list[dict]:

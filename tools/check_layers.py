@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The folders that install under anti_i2v (pyproject.toml's package-dir), and anti_i2v/ itself
-LAYERS = ("core", "models", "world", "probe", "analyses", "protect", "evaluate")
+LAYERS = ("core", "models", "world", "probe", "analyses", "protect", "evaluate", "experiments")
 
 
 def wheel_layout(dest: Path) -> Path:

@@ -3,7 +3,7 @@
 Protects N held-out portraits with each method at eps 16/255 (200 steps by default), generates
 videos from clean and protected photos, and prints mean ISM drop and video PSNR with 95% bootstrap
 intervals (via `anti-i2v evaluate`, no distortions).
-Usage: python bench/protect_gate.py [--count 32] [--steps 200] [--runs anti-i2v,random-noise,rgb-pgd,lab,dct,rgb]
+Usage: python -m anti_i2v.experiments.protect_gate [--count 32] [--steps 200] [--runs anti-i2v,random-noise,rgb-pgd,lab,dct,rgb]
 """
 
 from __future__ import annotations

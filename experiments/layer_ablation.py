@@ -1,7 +1,7 @@
 """Does the layer choice matter? Profile layers against random, inverted and last-block picks, paired.
 
 For each objective (IRC+IRA alone, then the full Anti-I2V objective) every variant of
-`analyses.ablation` cloaks the same held-out portraits with the same settings (only the layers
+`experiments.variants` cloaks the same held-out portraits with the same settings (only the layers
 differ), `anti-i2v evaluate` animates them on the same seeds, and the per-photo ISM drops are
 compared in pairs: profile minus the median random draw (the draw whose mean drop is the median),
 minus the inverted choice and minus the last blocks, each with a 95% bootstrap interval over
@@ -15,28 +15,28 @@ portraits 8-15 and summarises them with the 8 shipped ones. The portraits are th
 the slice (the held-out seeds are a fixed sequence), so a 32-portrait ablation can be built a
 session at a time; the merged `results-<objective>.csv` and `ablation.json` are what to ship.
 
-Usage: python bench/layer_ablation.py [--count 8] [--start 0] [--steps 200] [--random 5]
-    [--profile artifacts/profiles/mini-cogvideox.json] [--objectives irc-ira,full]
-    [--prior DIR] [--out out/ablation]
+Usage: python -m anti_i2v.experiments.layer_ablation [--count 8] [--start 0] [--steps 200]
+    [--random 5] [--profile artifacts/profiles/mini-cogvideox.json] [--objectives irc-ira,full]
+    [--prior DIR] [--eval-steps 25] [--out out/ablation]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from anti_i2v.analyses.ablation import ablation_variants
 from anti_i2v.analyses.profile import load_profile, save_profile
-from anti_i2v.core.common import atomic_write
+from anti_i2v.core.common import write_text_atomic
+from anti_i2v.evaluate.results import EvalRow, paired_difference, per_photo, write_csv
 from anti_i2v.evaluate.run import evaluate
+from anti_i2v.experiments.variants import ablation_variants
 from anti_i2v.models.registry import MINI_WORLD, WORLD_JUDGE
 from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
-from anti_i2v.protect.metrics import bootstrap_ci
 from anti_i2v.protect.run import run_protect
 from anti_i2v.world.dataset import render_dataset
 
@@ -46,17 +46,9 @@ JUDGES = {"v1": (WORLD_JUDGE["v1"], "mini-identity-v1"), "v2": (WORLD_JUDGE["v2"
 
 
 def drops(results: Path) -> dict[tuple[str, str], dict[str, float]]:
-    """(judge, variant) -> photo -> relative ISM drop, undistorted, averaged over seeds."""
-    acc: dict[tuple[str, str], dict[str, list[float]]] = {}
-    with results.open() as f:
-        for r in csv.DictReader(f):
-            if r["distortion"] != "none" or r["method"] == "clean":
-                continue
-            clean, prot = float(r["ism_clean"]), float(r["ism_protected"])
-            acc.setdefault((r["judge"], r["method"]), {}).setdefault(r["photo"], []).append(
-                (clean - prot) / max(clean, 1e-6)
-            )
-    return {k: {p: float(np.mean(v)) for p, v in d.items()} for k, d in acc.items()}
+    """(judge, variant) -> photo -> relative ISM drop, undistorted, averaged over seeds (read
+    through evaluate's typed rows and its own per-photo measure)."""
+    return per_photo(EvalRow.read_csv(results))
 
 
 def merged_results(new: Path, prior: Path | None, objective: str, out: Path) -> Path:
@@ -65,46 +57,53 @@ def merged_results(new: Path, prior: Path | None, objective: str, out: Path) -> 
     Refuses photos present in both (a slice run twice would count them twice) and variant or
     judge sets that differ (a prior run with other layers or settings is not the same ablation).
     """
-    with new.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = EvalRow.read_csv(new)
     if prior is not None:
-        with (prior / f"results-{objective}.csv").open() as f:
-            old = list(csv.DictReader(f))
-        key = ("method", "judge")
-        if {tuple(r[k] for k in key) for r in old} != {tuple(r[k] for k in key) for r in rows}:
+        old = EvalRow.read_csv(prior / f"results-{objective}.csv")
+        if {(r.method, r.judge) for r in old} != {(r.method, r.judge) for r in rows}:
             raise SystemExit(f"{prior} has other variants or judges than this run: not mergeable")
-        twice = {r["photo"] for r in old} & {r["photo"] for r in rows}
+        twice = {r.photo for r in old} & {r.photo for r in rows}
         if twice:
             raise SystemExit(f"{prior} already has {sorted(twice)[0]}: pick a later --start")
         rows = old + rows
-    with atomic_write(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out)
     return out
 
 
-def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict:
-    """`a` minus `b` over `a`'s photos (photo -> drop): mean, 95% bootstrap interval, wins of `a`."""
-    diff = np.array([a[p] - b[p] for p in sorted(a)])
-    return {"diff": float(diff.mean()), "ci95": bootstrap_ci(diff), "wins": int((diff > 0).sum())}
+@dataclass(frozen=True)
+class Comparison:
+    """One objective and judge of an ablation: each variant's mean drop and the profile's paired
+    differences (the `ablation.json` entry under `<objective>` -> `<judge>`)."""
+
+    n: int  # portraits
+    mean_drop: dict[str, float]  # variant -> mean relative ISM drop
+    median_random: str  # the random draw whose mean drop is the median
+    paired: dict[str, dict]  # "profile - X" -> diff, ci95, wins
+    random_means: list[float]  # every random draw's mean drop, ascending: chance's spread
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Comparison:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
-def compare(per: dict[str, dict[str, float]], n_random: int) -> dict:
+def compare(per: dict[str, dict[str, float]], n_random: int) -> Comparison:
     """Means per variant and the paired differences of the profile against the others."""
     photos = sorted(per["profile"])
     mean = {v: float(np.mean([d[p] for p in photos])) for v, d in per.items()}
     randoms = sorted((f"random-{k}" for k in range(n_random)), key=lambda v: mean[v])
     median = randoms[len(randoms) // 2]
-    out = {"n": len(photos), "mean_drop": mean, "median_random": median, "paired": {}}
-    for other in (median, "inverted", "last"):
-        out["paired"][f"profile - {other}"] = paired_difference(per["profile"], per[other])
-    # Each random draw's paired difference too: the spread chance alone gives.
-    out["random_means"] = [mean[v] for v in randoms]
-    return out
+    paired = {
+        f"profile - {other}": paired_difference(per["profile"], per[other])
+        for other in (median, "inverted", "last")
+    }
+    return Comparison(len(photos), mean, median, paired, [mean[v] for v in randoms])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Path:
+    """Run the ablation (see the module docstring); returns the path of `ablation.json`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--start", type=int, default=0, help="first held-out portrait")
@@ -114,8 +113,9 @@ def main() -> None:
     parser.add_argument("--profile", default="artifacts/profiles/mini-cogvideox.json")
     parser.add_argument("--objectives", default="irc-ira,full")
     parser.add_argument("--prior", type=Path, help="a shipped run to add this slice to")
+    parser.add_argument("--eval-steps", type=int, default=EvaluateConfig.steps)
     parser.add_argument("--out", default="out/ablation")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     photos = out / "photos"
     profile = load_profile(Path(args.profile))
@@ -173,6 +173,7 @@ def main() -> None:
                 out=str(out / f"eval-{objective}"),
                 distortions=(),
                 identity=judges,
+                steps=args.eval_steps,
             )
         )
         per = drops(
@@ -181,7 +182,8 @@ def main() -> None:
             )
         )
         summary[objective] = {
-            judge: compare({v: per[judge, v] for v in variants}, args.random) for judge in judges
+            judge: compare({v: per[judge, v] for v in variants}, args.random).to_json()
+            for judge in judges
         }
         for judge in judges:
             s = summary[objective][judge]
@@ -195,8 +197,9 @@ def main() -> None:
                 print(
                     f"  {k:22s} {p['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]  wins {p['wins']}/{s['n']}"
                 )
-    (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "ablation.json", json.dumps(summary, indent=2) + "\n")
     print(f"\nwritten {out / 'ablation.json'}")
+    return out / "ablation.json"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Alternative layer picks to test a profile's choice against (`bench/layer_ablation.py`).
+"""Alternative layer picks to test a profile's choice against (`anti_i2v.experiments.layer_ablation`).
 
 Does probing choose better layers than chance? Each variant keeps the profile's timesteps and
 the number of collapse and anchor layers, and changes only which layers fill the two roles:

@@ -2,7 +2,7 @@
 
 Adapts the mini model on two disjoint sets of held-out portraits (with their part masks) and
 prints whether the picks agree; re-running one set checks the profile is byte-identical.
-Usage: python bench/analyses_gate.py [--count 16] [--out out/gate-analyses]
+Usage: python -m anti_i2v.experiments.analyses_gate [--count 16] [--out out/gate-analyses]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Sourced by the bench/lever_*.sh scripts. With `make report`'s outputs present, start $OUT from its
+# Sourced by the experiments/levers/*.sh scripts. With `make report`'s outputs present, start $OUT from its
 # frontier, so the shipped Anti-I2V cloaks at every budget and their generated videos are reused,
 # not re-made. Without them (a fresh machine), make what the levers need from what is shipped: the
 # report's 32 held-out portraits (rendered again: the renderer is deterministic), its Anti-I2V

@@ -26,7 +26,7 @@ seed 7), so the rule never sees the photos it is judged on. Every cloak and vide
 Cost: one pilot cloak per block and pilot portrait, plus its video; on a real model with dozens
 of blocks, restrict the candidates (`--candidates`).
 
-Usage: python bench/layer_pilot.py --profile artifacts/profiles/mini-svd.json
+Usage: python -m anti_i2v.experiments.layer_pilot --profile artifacts/profiles/mini-svd.json
     [--count 8] [--steps 50] [--pilot-seed 11] [--candidates a,b,...]
     [--against artifacts/reports/layer-ablation-svd] [--out out/layer-pilot]
 """
@@ -34,7 +34,6 @@ Usage: python bench/layer_pilot.py --profile artifacts/profiles/mini-svd.json
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 from dataclasses import replace
@@ -42,16 +41,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from layer_ablation import (  # bench/, beside this script
-    JUDGES,
-    OBJECTIVES,
-    drops,
-    paired_difference,
-)
 
 from anti_i2v.analyses.profile import Profile, load_profile, save_profile
+from anti_i2v.core.common import write_text_atomic
 from anti_i2v.core.images import load_photo
+from anti_i2v.evaluate.results import EvalRow, paired_difference
 from anti_i2v.evaluate.run import evaluate
+from anti_i2v.experiments.layer_ablation import JUDGES, OBJECTIVES, drops
 from anti_i2v.models.backbones import Backbone, load_backbone
 from anti_i2v.models.registry import MINI_WORLD
 from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
@@ -128,6 +124,7 @@ def pilot(profile: Profile, args, out: Path, world: str) -> tuple[list[str], dic
             out=str(out / "pilot" / "eval"),
             distortions=(),
             identity=judges,
+            steps=args.eval_steps,
         )
     )
     shutil.copyfile(report / "results.csv", out / "pilot-results.csv")
@@ -189,12 +186,11 @@ def check_pairing(new: Path, shipped: Path, objective: str) -> None:
     """Refuse a comparison whose clean videos differ from the ablation's (not the same pairs)."""
 
     def clean_ism(path: Path) -> dict[tuple[str, str], float]:
-        with path.open() as f:
-            return {
-                (r["photo"], r["judge"]): round(float(r["ism_clean"]), 4)
-                for r in csv.DictReader(f)
-                if r["distortion"] == "none"
-            }
+        return {
+            (r.photo, r.judge): round(r.ism_clean, 4)
+            for r in EvalRow.read_csv(path)
+            if r.distortion == "none"
+        }
 
     a, b = clean_ism(new), clean_ism(shipped / f"results-{objective}.csv")
     differ = [k for k in a if k in b and a[k] != b[k]]
@@ -202,7 +198,8 @@ def check_pairing(new: Path, shipped: Path, objective: str) -> None:
         raise SystemExit(f"clean videos differ from {shipped}'s ({differ[:1]}): not paired")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Path:
+    """Run the pilot (see the module docstring); returns the path of `pilot.json`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="artifacts/profiles/mini-svd.json")
     parser.add_argument("--count", type=int, default=8, help="pilot portraits")
@@ -211,8 +208,9 @@ def main() -> None:
     parser.add_argument("--candidates", default="", help="blocks to try (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--against", type=Path, help="a shipped layer ablation to compare with")
+    parser.add_argument("--eval-steps", type=int, default=EvaluateConfig.steps)
     parser.add_argument("--out", default="out/layer-pilot")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     profile = load_profile(Path(args.profile))
     world = MINI_WORLD.get(profile.model, "v1")
@@ -246,6 +244,7 @@ def main() -> None:
                     out=str(out / "against" / f"eval-{objective}"),
                     distortions=(),
                     identity=judges,
+                    steps=args.eval_steps,
                 )
             )
             check_pairing(report / "results.csv", args.against, objective)
@@ -266,9 +265,10 @@ def main() -> None:
                         f"  minus {v:10s} ({p['mean']:.3f}) {p['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                         f"  wins {p['wins']}/{s['n']}"
                     )
-    (out / "pilot.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "pilot.json", json.dumps(summary, indent=2) + "\n")
     # What to ship: pilot.json, profile-pilot.json, pilot-results.csv, results-<objective>.csv
     print(f"\nwritten {chosen} and {out / 'pilot.json'}")
+    return out / "pilot.json"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,11 @@
+"""Efficacy experiments, on top of the stages: does the cloak protect, and do the layers matter?
+
+Each experiment is a module run as `python -m anti_i2v.experiments.NAME` (its docstring says
+what it measures and how to rerun it) and a function a test runs on a tiny model:
+- `layer_ablation`: the profile's layers against random, inverted and last-block picks, paired;
+- `layer_pilot`: a causal rule (anchor the blocks whose pilot cloak removes most identity),
+  tested against the same ablation;
+- `variants`: the layer picks an ablation compares.
+They read evaluate's results through its typed rows (`EvalRow.read_csv`) and use its statistics
+(`per_photo`, `paired_difference`); speed benchmarks stay in bench/.
+"""

@@ -1,0 +1,54 @@
+"""The efficacy experiments, end to end on one portrait and a tiny model: each writes its summary
+in the shipped format, read through evaluate's typed rows (their full runs: docs/efficacy.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anti_i2v.evaluate.results import EvalRow, paired_difference, per_photo
+from anti_i2v.experiments import layer_ablation, layer_pilot
+from anti_i2v.reports import ablation_readme, pilot_readme
+
+
+def test_typed_rows_read_back_what_evaluate_wrote_and_pair_by_photo(tmp_path):
+    from anti_i2v.evaluate.results import write_csv
+
+    def row(photo, method, ism):
+        return EvalRow(photo, method, "", 8.0, "none", "m", 0, "judge", 0.9, ism,
+                       *(float("nan"),) * 6, 0.9, float("nan"), float("nan"), float("nan"))  # fmt: skip
+
+    rows = [row("a", "x", 0.6), row("b", "x", 0.8), row("a", "y", 0.9), row("b", "y", 0.9)]
+    write_csv(rows, tmp_path / "r.csv")
+    back = EvalRow.read_csv(tmp_path / "r.csv")
+    assert [(r.photo, r.method, r.seed, r.ism_protected) for r in back] == [
+        (r.photo, r.method, r.seed, r.ism_protected) for r in rows
+    ]
+    per = per_photo(back)
+    assert per["judge", "x"] == pytest.approx({"a": 1 / 3, "b": 1 / 9})
+    diff = paired_difference(per["judge", "x"], per["judge", "y"])
+    assert diff["diff"] == pytest.approx((1 / 3 + 1 / 9) / 2) and diff["wins"] == 2
+
+
+@pytest.mark.slow  # cloaks and videos of one portrait with five layer choices, then the pilot
+def test_layer_ablation_and_pilot_run_on_one_portrait(tiny_profile, tmp_path):
+    ablation = layer_ablation.main(
+        ["--profile", str(tiny_profile), "--count", "1", "--steps", "1", "--random", "2",
+         "--objectives", "irc-ira", "--eval-steps", "2", "--out", str(tmp_path / "ablation")]
+    )  # fmt: skip
+    summary = json.loads(ablation.read_text())
+    assert set(summary["layers"]) == {"profile", "random-0", "random-1", "inverted", "last"}
+    arm = layer_ablation.Comparison.from_json(summary["irc-ira"]["mini-identity"])
+    assert arm.n == 1 and set(arm.mean_drop) == set(summary["layers"])
+    assert f"profile - {arm.median_random}" in arm.paired
+    assert "## objective irc-ira, judge mini-identity (1 portraits)" in ablation_readme(ablation.parent)
+    pilot = layer_pilot.main(
+        ["--profile", str(tiny_profile), "--count", "1", "--steps", "1", "--eval-steps", "2",
+         "--against", str(ablation.parent), "--out", str(tmp_path / "pilot")]
+    )  # fmt: skip
+    found = json.loads(pilot.read_text())
+    assert found["anchors"] and set(found["pilot"]["scores"]) >= set(found["anchors"])
+    minus = found["irc-ira"]["mini-identity"]["minus"]
+    assert set(minus) == set(summary["layers"])  # paired with every variant of the ablation
+    assert "pilot minus" in pilot_readme(pilot.parent)
