@@ -42,7 +42,9 @@ def test_layer_ablation_and_pilot_run_on_one_portrait(tiny_profile, tmp_path):
     arm = layer_ablation.Comparison.from_json(summary["irc-ira"]["mini-identity"])
     assert arm.n == 1 and set(arm.mean_drop) == set(summary["layers"])
     assert f"profile - {arm.median_random}" in arm.paired
-    assert "## objective irc-ira, judge mini-identity (1 portraits)" in ablation_readme(ablation.parent)
+    assert "## objective irc-ira, judge mini-identity (1 portraits)" in ablation_readme(
+        ablation.parent
+    )
     pilot = layer_pilot.main(
         ["--profile", str(tiny_profile), "--count", "1", "--steps", "1", "--eval-steps", "2",
          "--against", str(ablation.parent), "--out", str(tmp_path / "pilot")]
