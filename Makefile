@@ -35,8 +35,12 @@ browser:
 # Two pytest-xdist workers of one torch thread each (tests/conftest.py shares the cores out): most
 # tests are too small to keep two threads busy. worksteal evens out the few long ones.
 TEST_WORKERS ?= 2
+# One OpenMP thread per worker, set before the workers start: a native pool that reads the
+# variable when it loads (before tests/conftest.py runs) would otherwise start one thread per
+# core in each worker, and the spinning threads slowed whole end-to-end tests 6-fold.
+TEST_THREADS ?= 1
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
 
 # The unit tier: everything not marked slow (26-29 s of tests on 2 cores, plus ~14 s starting Python and importing torch and diffusers).
 test-fast: $(STAMP)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anti_i2v.analyses.profile import load_profile
 from anti_i2v.analyses.run import adapt
 from anti_i2v.core.common import parse_floats
 from anti_i2v.evaluate.run import evaluate
@@ -85,12 +86,11 @@ def main(argv: list[str] | None = None) -> Path:
         lever = cloak("anti-i2v-ens", args.profile, ensemble=(member,))
         profiles, models = (args.profile, args.second_profile), (args.second,)
     else:  # vae-ira: the profile adapted with the VAE encoder's blocks
+        # probed at the plain profile's timesteps, so the two profiles differ only by the VAE
+        probed = load_profile(Path(args.profile)).timesteps_probed
+        overrides = {"vae": True, **({"timesteps": tuple(probed)} if probed else {})}
         adapt(
-            args.model,
-            [photos],
-            out / "adapt-vae",
-            masks=out / "world",
-            probe_overrides={"vae": True},
+            args.model, [photos], out / "adapt-vae", masks=out / "world", probe_overrides=overrides
         )
         vae_profile = str(out / "adapt-vae" / "profile.json")
         lever = Path(f"vae={cloak('anti-i2v-vae', vae_profile)}")
