@@ -31,7 +31,8 @@ browser:
 				|| echo "chromium: apt-get failed; the browser tests will be skipped"; \
 		else echo "chromium: missing and apt-get is not usable here; the browser tests will be skipped"; fi; }
 
-# Everything: unit tests and the slow end-to-end, training, memory, plan, torchrun, S3, Dask and browser tests (about 8.5 minutes on 2 cores).
+# Everything: unit tests and the slow end-to-end, training, memory, plan, torchrun, S3, Dask, browser,
+# docs and packaging tests (about 6 minutes on 2 cores).
 # Two pytest-xdist workers of one torch thread each (tests/conftest.py shares the cores out): most
 # tests are too small to keep two threads busy. worksteal evens out the few long ones.
 TEST_WORKERS ?= 2
@@ -42,7 +43,7 @@ TEST_THREADS ?= 1
 test: $(STAMP) browser
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
 
-# The unit tier: everything not marked slow (26-29 s of tests on 2 cores, plus ~14 s starting Python and importing torch and diffusers).
+# The unit tier: everything not marked slow, serially.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
