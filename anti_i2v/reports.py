@@ -237,13 +237,17 @@ def readme_for(folder: Path) -> str | None:
     return None
 
 
+def readmes(root: Path = REPORTS) -> dict[Path, str]:
+    """Folder -> its README text, for every folder under `root` that gets one, sorted."""
+    texts = {
+        folder: readme_for(folder) for folder in sorted(p for p in root.rglob("*") if p.is_dir())
+    }
+    return {folder: text for folder, text in texts.items() if text is not None}
+
+
 def report_folders(root: Path = REPORTS) -> list[Path]:
     """Every folder under `root` that gets a README (nested ones included), sorted."""
-    found = []
-    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
-        if readme_for(folder) is not None:
-            found.append(folder)
-    return found
+    return list(readmes(root))
 
 
 # --- the README's table ------------------------------------------------------------------------
@@ -322,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any differs")
     args = parser.parse_args(argv)
-    wanted = {folder / "README.md": readme_for(folder) for folder in report_folders()}
+    wanted = {folder / "README.md": text for folder, text in readmes().items()}
     for page, links in ((ARTIFACTS.parent / "README.md", True), (DOCS / "results.md", False)):
         if page.is_file() and README_START in page.read_text():
             wanted[page] = readme_with_results(page.read_text(), links=links)

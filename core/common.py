@@ -169,6 +169,14 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         raise
 
 
+def file_sha256(path: Path | str) -> str:
+    """The sha256 of a file's bytes, read in blocks (photos, cloaks, targets)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def write_text_atomic(path: Path | str, text: str) -> Path:
     """Write a text file atomically (see `atomic_write`)."""
     with atomic_write(path) as f:
@@ -228,7 +236,7 @@ def check_out_given(out: str | Path, flag: str = "--out") -> None:
     text = str(out)
     if not text.strip():
         raise ToolkitError(f'{flag} "": give the folder to write into (it is created if missing)')
-    protocol = text.split("://", 1)[0] if "://" in text else ""
+    protocol = text.split("://", 1)[0] if is_url(text) else ""
     if protocol in EPHEMERAL_PROTOCOLS:
         raise ToolkitError(
             f"{flag} {text}: a {protocol}:// location lives only while this command runs, so "

@@ -3,8 +3,10 @@
 `torchrun --nproc-per-node N anti-i2v probe ...` (or `accelerate launch`, which sets the same
 variables) starts N copies of a command with RANK, WORLD_SIZE and LOCAL_RANK set. Every command
 that shards reads them through `Ranks.from_env()`; when they are unset it is one process, and
-nothing here does anything. The process group is NCCL on CUDA and gloo on CPU; each rank uses
-`cuda:LOCAL_RANK` when it uses CUDA.
+nothing here does anything. The process group (NCCL on CUDA, gloo on CPU) is the rendezvous; the
+objects ranks exchange (`Ranks.barrier`, `broadcast`, `gather`) travel through the run's
+key-value store, watched by heartbeats, so a stopped rank is named instead of waited for. Each
+rank uses `cuda:LOCAL_RANK` when it uses CUDA.
 
 The rule every sharded command follows, so that no file and no zarr chunk is written by two ranks:
 - rank 0 alone creates shared metadata (a store's group, arrays and coordinates) and writes the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from anti_i2v.core.common import NAME_MAX, ToolkitError
+from anti_i2v.core.common import NAME_MAX, ToolkitError, file_sha256
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # Refuse decompression bombs, allow real large photos (PIL itself refuses above 2 x its 89.5 MP).
@@ -137,10 +136,7 @@ def load_photo(path: Path, max_side: int | None = None) -> Photo:
     if not path.is_file():
         raise ToolkitError(f"cannot read {path}: no such file; check the path")
     check_file_name(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    sha256 = file_sha256(path)
     try:
         with warnings.catch_warnings():
             # Our own limit is below
@@ -165,4 +161,4 @@ def load_photo(path: Path, max_side: int | None = None) -> Photo:
     img = ImageOps.exif_transpose(img)  # phones store rotation in EXIF; the pixels are sideways
     if max_side and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return Photo(path=path, array=_to_rgb_array(img), sha256=digest.hexdigest(), original_mode=mode)
+    return Photo(path=path, array=_to_rgb_array(img), sha256=sha256, original_mode=mode)

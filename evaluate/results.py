@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +133,8 @@ class CloakSet:
     budget: float  # eps in 1/255 units of the method's space (NaN without a sidecar)
     recipe: Sidecar | None = None  # one of its sidecars: what `--budgets` re-cloaks with
     named: bool = False  # the label is the user's (NAME=DIR), kept for its frontier curve too
+    # photo name -> its readable sidecar (edited ones too: `cloak_problem` names them)
+    sidecars: dict[str, Sidecar] = field(default_factory=dict)
 
 
 def method_label(settings: dict, with_eps: bool = True) -> str:
@@ -333,14 +335,14 @@ def paired_differences(rows: list[EvalRow]) -> list[dict]:
             if (model_b, judge_b) != (model, judge) or a >= b or not keys:
                 continue
             entry = {"eval_model": model, "judge": judge, "a": a, "b": b, "n": len(keys)}
+            wins = 0
             for name in PAIRED:
-                diff = np.array([row_value(ra[k], name) - row_value(rb[k], name) for k in keys])
-                entry[f"{name}_diff"], entry[f"{name}_diff_ci95"] = (
-                    float(diff.mean()),
-                    bootstrap_ci(diff),
+                d = paired_difference(
+                    {k: row_value(ra[k], name) for k in keys},
+                    {k: row_value(rb[k], name) for k in keys},
                 )
-            entry["ism_drop_wins"] = int(
-                sum(row_value(ra[k], "ism_drop") > row_value(rb[k], "ism_drop") for k in keys)
-            )
+                entry[f"{name}_diff"], entry[f"{name}_diff_ci95"] = d["diff"], d["ci95"]
+                wins = d["wins"] if name == "ism_drop" else wins
+            entry["ism_drop_wins"] = wins
             out.append(entry)
     return out

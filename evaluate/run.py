@@ -30,6 +30,7 @@ from anti_i2v.core.common import (
     ToolkitError,
     cached_tensors,
     check_writable_dir,
+    file_sha256,
     is_url,
     pick_device,
     to_uint8,
@@ -61,7 +62,6 @@ from anti_i2v.models.registry import judge_name
 from anti_i2v.probe.store import check_location
 from anti_i2v.protect.config import EvaluateConfig
 from anti_i2v.protect.distortions import distort
-from anti_i2v.protect.in_place import file_sha256
 from anti_i2v.protect.metrics import (
     delta_e,
     identity_similarity,
@@ -146,15 +146,14 @@ def _read_set(spec: str, main_model: str) -> CloakSet:
     if not folder.is_dir():
         raise ToolkitError(f"--protected {spec}: no such folder (pass DIR or NAME=DIR)")
     files = {p.stem: p for p in gather_images([folder]) if not p.name.endswith(".loss.png")}
-    # Another JSON file, or a damaged or edited sidecar, is passed over here (an edited one
-    # leaves its cloak out later, `cloak_problem`).
+    # Another JSON file, or a damaged sidecar, is passed over; an edited one names no recipe
+    # (its cloak is left out later, `cloak_problem`).
     sidecars = {
-        p.stem: s
-        for p in sorted(folder.glob("*.json"))
-        if (s := Sidecar.read(p)) is not None and not s.tampered()
+        p.stem: s for p in sorted(folder.glob("*.json")) if (s := Sidecar.read(p)) is not None
     }
-    check_one_recipe(spec, sidecars)
-    recipe = next(iter(sidecars.values()), None)
+    untouched = {n: s for n, s in sidecars.items() if not s.tampered()}
+    check_one_recipe(spec, untouched)
+    recipe = next(iter(untouched.values()), None)
     if recipe is None:
         label, model, budget = folder.name, "unknown", math.nan
     else:
@@ -165,7 +164,7 @@ def _read_set(spec: str, main_model: str) -> CloakSet:
     elif model not in (main_model, "unknown"):
         # Cloaks made on another model than the main one are a transfer row of their own.
         label = f"{label} (made on {model})"
-    return CloakSet(label, files, model, budget, recipe, named=name is not None)
+    return CloakSet(label, files, model, budget, recipe, named=name is not None, sidecars=sidecars)
 
 
 def _recipe_of(side: Sidecar) -> tuple:
@@ -471,9 +470,11 @@ def match_photos(cfg: EvaluateConfig) -> tuple[dict[str, Path], list[CloakSet]]:
         sets.append(s)
     names = sorted(n for n in clean if all(n in s.files for s in sets))
     excluded = {}
-    for s in sets:
-        for name in names:
-            why = cloak_problem(s, name, clean[name])
+    checked = [s for s in sets if s.sidecars]  # folders of other tools' cloaks have no records
+    for name in names if checked else ():
+        clean_sha = file_sha256(clean[name])  # once per photo, whatever the number of sets
+        for s in checked:
+            why = cloak_problem(s, name, clean[name], clean_sha)
             if why is not None and name not in excluded:
                 excluded[name] = f"{s.files[name]}: {why}"
     for why in excluded.values():
@@ -493,23 +494,23 @@ def match_photos(cfg: EvaluateConfig) -> tuple[dict[str, Path], list[CloakSet]]:
     return {n: clean[n] for n in names}, sets
 
 
-def cloak_problem(cloaks: CloakSet, name: str, clean: Path) -> str | None:
+def cloak_problem(cloaks: CloakSet, name: str, clean: Path, clean_sha: str) -> str | None:
     """Why the cloak of `name` in a set must not be scored against `clean`, or None.
 
     A set with sidecars (made by protect) is checked cloak by cloak against its own sidecar:
     the sidecar unedited (its content hash), the PNG the one protect wrote (its sha256; for
     sidecars from before it was recorded, the PSNR to the clean photo within 0.5 dB of the
-    recorded one), and the clean photo the one it was made from (its sha256). A folder without
-    sidecars (another tool's cloaks) has nothing to check against.
+    recorded one), and the clean photo the one it was made from (`clean_sha`, its sha256). A
+    folder without sidecars (another tool's cloaks) has nothing to check against.
     """
-    if cloaks.recipe is None:
+    if not cloaks.sidecars:
         return None
-    side = Sidecar.read(cloaks.files[name].with_suffix(".json"))
+    side = cloaks.sidecars.get(name)
     if side is None:
         return "no readable sidecar beside it, so nothing says how it was made; cloak it again"
     if side.tampered():
         return "its sidecar was edited after protect wrote it (its content hash differs); cloak it again"
-    if side.photo_sha256 != file_sha256(clean):
+    if side.photo_sha256 != clean_sha:
         return (
             f"it was made from another photo than {clean.name} (the sha256 in its sidecar "
             "differs): compare a photo with its own cloak"

@@ -165,8 +165,6 @@ def check_location(where: str | Path, flag: str = "--out") -> None:
 def _endpoint(fs) -> str | None:
     """The URL of the server an object-store file system talks to, when one is set (an
     S3-compatible server); None for the cloud's own endpoints."""
-    import os
-
     kwargs = getattr(fs, "client_kwargs", None) or {}
     return (
         getattr(fs, "endpoint_url", None)
@@ -367,17 +365,16 @@ def _open_existing(where: str) -> zarr.Group | None:
     Raises:
         ToolkitError: something else is there.
     """
+    other = ToolkitError(f"{where} exists and is not an activation store; choose another --out")
     try:
         group = zarr.open_group(where, mode="r+")
     except Exception:
-        raise ToolkitError(
-            f"{where} exists and is not an activation store; choose another --out"
-        ) from None
+        raise other from None
     schema = group.attrs.get("schema")
     if schema is None and not dict(group.attrs) and set(group.keys()) <= _CREATION_ARRAYS:
         return None
     if schema != SCHEMA:
-        raise ToolkitError(f"{where} exists and is not an activation store; choose another --out")
+        raise other
     return group
 
 

@@ -20,7 +20,6 @@ mistakes a cloak for an original. Hidden files are never taken as photos (`gathe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import replace
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from anti_i2v.core.common import write_text_atomic
+from anti_i2v.core.common import file_sha256, write_text_atomic
 from anti_i2v.protect.output import write_png_uint8
 from anti_i2v.protect.sidecar import Sidecar
 
@@ -43,14 +42,6 @@ def journal_path(out: Path, name: str) -> Path:
 
 def staged_path(out: Path, name: str) -> Path:
     return out / f".{name}.cloak.png"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _has(path: Path, sha: str | None) -> bool:

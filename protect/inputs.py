@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from anti_i2v.core.common import ToolkitError
-from anti_i2v.core.images import IMAGE_SUFFIXES, gather_images
+from anti_i2v.core.common import ToolkitError, psnr
+from anti_i2v.core.images import IMAGE_SUFFIXES, gather_images, load_photo
 from anti_i2v.protect.sidecar import SIDECAR_SCHEMA, Sidecar
 
 ORIGINAL = ".original"  # in-place: NAME.original.EXT keeps the photo beside its cloak
@@ -185,19 +185,11 @@ def plan_jobs(inputs: list[Path], out: Path | None, in_place: bool = False) -> l
 def _looks_like_cloak_of(candidate: Path, original: Path, min_psnr: float = 20.0) -> bool:
     """Whether `candidate` is a cloak of `original`: the same size and within `min_psnr` dB
     (a cloak is 25-45 dB from its photo; two different photos are far below 20)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(candidate) as a, Image.open(original) as b:
-            if a.size != b.size:
-                return False
-            x = np.asarray(a.convert("RGB"), dtype=np.float64)
-            y = np.asarray(b.convert("RGB"), dtype=np.float64)
-    except (OSError, UnidentifiedImageError):
+        a, b = load_photo(candidate).pixels, load_photo(original).pixels
+    except ToolkitError:  # unreadable: not a cloak this toolkit wrote
         return False
-    mse = float(((x - y) ** 2).mean()) / 255**2
-    return mse == 0 or 10 * np.log10(1 / mse) >= min_psnr
+    return a.shape == b.shape and psnr(a, b) >= min_psnr
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import time
@@ -33,6 +32,7 @@ from anti_i2v.core.common import (
     atomic_path,
     cached_tensors,
     check_writable_dir,
+    file_sha256,
     is_url,
     pick_device,
     progress_bar,
@@ -44,7 +44,7 @@ from anti_i2v.core.images import Photo, load_photo, to_chw_float
 from anti_i2v.models.backbones import Backbone, load_backbone, weights_sha256
 from anti_i2v.probe.store import check_location
 from anti_i2v.protect.config import MIN_SIDE, NOT_SETTINGS, ProtectConfig
-from anti_i2v.protect.in_place import file_sha256, recover, with_original, write_in_place
+from anti_i2v.protect.in_place import recover, with_original, write_in_place
 from anti_i2v.protect.inputs import Job, foreign_output, pending_path, photo_lock, plan_jobs
 from anti_i2v.protect.loop import DivergedError, perturb_iterative
 from anti_i2v.protect.methods import METHODS, PROFILE_TERMS, method_weights
@@ -70,6 +70,7 @@ class PhotoResult:
     status: str  # "done", "skipped", "failed"
     detail: str = ""
     sidecar: Sidecar | None = None
+    bad_input: bool = False  # the photo itself cannot be cloaked (unreadable, too small, ...)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class Run:
         # Files by content, not path: a sidecar travels with its cloak, and a moved profile or
         # target is still the same work.
         d["profile"] = self.profile.sha256 if self.profile else None
-        d["target"] = _file_sha256(Path(self.cfg.target)) if self.cfg.target else None
+        d["target"] = file_sha256(self.cfg.target) if self.cfg.target else None
         # A retrained model keeps its name and config: its cloaks are other work
         d["weights_sha256"] = weights_sha256(self.cfg.model)
         d.pop("ensemble")  # only ensemble runs record it: single-model sidecars stay as they were
@@ -153,10 +154,6 @@ class Run:
             and (old.collapse_layers, old.anchor_layers, old.vae_anchor_layers)
             == (self.collapse_layers, self.anchor_layers, self.vae_anchor_layers)
         )
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def default_target(size: tuple[int, int]) -> torch.Tensor:
@@ -536,13 +533,14 @@ def _ready(job: Job, run: Run, dest: OutputFolder) -> Photo | PhotoResult:
     try:
         photo = load_photo(job.source)
     except ToolkitError as exc:
-        return PhotoResult(job.name, "failed", str(exc))
+        return PhotoResult(job.name, "failed", str(exc), bad_input=True)
     if min(photo.size) < MIN_SIDE:
         return PhotoResult(
             job.name,
             "skipped",
             f"too small to protect ({photo.size[1]}x{photo.size[0]} px; "
             f"at least {MIN_SIDE} px a side)",
+            bad_input=True,
         )
     done = _already_done(job, run, dest, photo)
     if done is not None:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import anti_i2v.protect.in_place as in_place
 from anti_i2v.cli import app
+from anti_i2v.core.common import ToolkitError
 from anti_i2v.protect.sidecar import Sidecar
 
 NOISE = ("--method", "random-noise")
@@ -223,6 +224,16 @@ def test_evaluate_leaves_out_a_replaced_cloak_a_changed_photo_and_an_edited_side
     res = cli("evaluate", "tiny:cogvideox", "--clean", str(photos), "--protected", str(cloaked),
               "--out", str(photos.parent / "report"))  # fmt: skip
     one_line(res, 2, "made from another photo than p30.png", "no photo of")
+
+
+def test_evaluate_leaves_out_every_cloak_when_every_sidecar_was_edited(photos, cloaked):
+    # With no untouched sidecar left, the folder must not pass for another tool's cloaks
+    for side in cloaked.glob("*.json"):
+        data = json.loads(side.read_text())
+        data["settings"]["eps"] = 4
+        side.write_text(json.dumps(data))
+    with pytest.raises(ToolkitError, match="no photo of"):
+        _matched(photos, cloaked)
 
 
 def test_evaluate_refuses_a_folder_mixing_budgets_and_names_the_odd_ones(photos, cloaked):

@@ -143,7 +143,7 @@ def protect(
     results = run_protect(cfg, on_result=report)
     # Exit 2 when no photo is, or already was, cloaked: a batch of only bad photos is an error,
     # as probe says it; a photo another run is cloaking counts as handled.
-    bad = [r for r in results if r.status == "failed" or "too small" in r.detail]
+    bad = [r for r in results if r.status == "failed" or r.bad_input]
     if results and len(bad) == len(results):
         console.print(
             f"[red]error:[/] no photo was cloaked: all {len(bad)} failed or were too small "
