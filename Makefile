@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 DEMO ?= out/demo
-REPORT ?= artifacts/reports/mini-world
-N ?= 32
+# The demo's study: small enough for the demo's time on 2 CPU cores
+DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,12 --steps 10 --pilot-steps 5 \
+	--cloak-seeds 1 --generation-seeds 1 --eval-steps 10
 # Every Python folder: the layers (bottom to top) core, models, world, probe, analyses, protect,
 # evaluate and anti_i2v (plan, commands, the CLI), then tests and bench.
 SRC := core models world probe analyses protect evaluate experiments anti_i2v tests bench tools artifacts/configs
 
-.PHONY: browser test test-fast demo report report-v2 frontier lint format bench clean-venv docs reports
+.PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox lint format bench clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -63,87 +64,38 @@ demo: $(STAMP)
 	$(BIN)/anti-i2v evaluate mini-cogvideox --clean $(DEMO)/photos --protected $(DEMO)/anti-i2v \
 		--protected $(DEMO)/rgb-pgd --protected $(DEMO)/random-noise --protected $(DEMO)/anti-i2v-svd \
 		--models mini-svd --distortions jpeg75,platform,vae --out $(DEMO)/report
-	@echo "demo done: open $(DEMO)/adapt/index.html and $(DEMO)/report/index.html"
+	# The question itself, small: on six fresh portraits (two choose the layers, four are evaluated),
+	# does Anti-I2V beat RGB PGD at equal visibility, and do the probed layers beat random ones?
+	$(BIN)/anti-i2v world render --out $(DEMO)/study-world --count 6 --seed 2 --photos $(DEMO)/study-photos
+	$(BIN)/anti-i2v study mini-cogvideox $(DEMO)/study-photos --masks $(DEMO)/study-world \
+		--out $(DEMO)/study $(DEMO_STUDY)
+	@echo "demo done: open $(DEMO)/study/README.md (the answer), $(DEMO)/adapt/index.html and $(DEMO)/report/index.html"
 
-# The shipped mini-world report (N held-out portraits, every distortion, both models, both judges,
-# the equal-visibility frontier; many hours on 2 CPU cores).
-# Every step resumes: photos already cloaked and videos already generated are kept.
-report: $(STAMP)
-	$(BIN)/anti-i2v world render --out out/report/world --count $(N) --seed 7 --photos out/report/photos
-	$(BIN)/anti-i2v adapt mini-cogvideox out/report/photos --masks out/report/world --out out/report/adapt
-	$(BIN)/anti-i2v adapt mini-svd out/report/photos --masks out/report/world --out out/report/adapt-svd
-	$(BIN)/anti-i2v protect mini-cogvideox out/report/photos --profile out/report/adapt/profile.json \
-		--out out/report/anti-i2v
-	# The baselines at their published budget (16/255 on [-1, 1] images = 8/255 here); the frontier
-	# re-cloaks every method at every budget, so methods are compared at equal visibility. RGB PGD
-	# takes the profile's timesteps too, so the comparison isolates Anti-I2V's spaces and feature terms.
-	for m in rgb-pgd random-noise; do \
-		$(BIN)/anti-i2v protect mini-cogvideox out/report/photos --method $$m --eps 8 \
-			--profile out/report/adapt/profile.json --out out/report/$$m || exit 1; done
-	$(BIN)/anti-i2v protect mini-svd out/report/photos --profile out/report/adapt-svd/profile.json \
-		--out out/report/anti-i2v-svd
-	$(BIN)/anti-i2v evaluate mini-cogvideox --clean out/report/photos --protected out/report/anti-i2v \
-		--protected out/report/rgb-pgd --protected out/report/random-noise \
-		--protected out/report/anti-i2v-svd --models mini-svd --budgets $(FRONTIER_BUDGETS) \
-		--profile out/report/adapt/profile.json --out out/report/eval
-	rm -rf $(REPORT).tmp && mkdir -p $(REPORT).tmp && cp -r out/report/eval/index.html out/report/eval/summary.json \
-		out/report/eval/results.csv out/report/eval/frontier.csv out/report/eval/frontier-*.png out/report/eval/strips \
-		$(REPORT).tmp/ && rm -rf $(REPORT) && mv $(REPORT).tmp $(REPORT)
-
-# The v2 world's report (the mini-world-v2 issue): V2_MODEL on N held-out v2 portraits, judged by
-# the v2 world's judge: its card with every gate, the equal-visibility frontier with amplification,
-# and the layer ablation (profile layers against random ones) on the first 8. The card goes into the
-# report, not over the shipped one in the model's folder (that one is measured on 32). The default is
-# mini-svd-v2, the v2 model whose layers differ; mini-cogvideox-v2 fails all four card gates.
-# Needs artifacts/models/v2 (shipped, or `anti-i2v world train --world v2 --out artifacts/models/v2`).
-# Many hours on 2 CPU cores; every step resumes.
-V2 ?= out/report-v2
-V2_MODEL ?= mini-svd-v2
-REPORT_V2 ?= artifacts/reports/mini-world-v2
-report-v2: $(STAMP)
-	$(BIN)/anti-i2v world render --world v2 --out $(V2)/world --count $(N) --seed 7 --photos $(V2)/photos
-	$(BIN)/anti-i2v adapt $(V2_MODEL) $(V2)/photos --masks $(V2)/world --out $(V2)/adapt
-	$(BIN)/anti-i2v world card --model $(V2_MODEL) --profile $(V2)/adapt/profile.json --out $(V2)/card/README.md
-	$(BIN)/anti-i2v protect $(V2_MODEL) $(V2)/photos --profile $(V2)/adapt/profile.json --out $(V2)/anti-i2v
-	for m in rgb-pgd random-noise; do \
-		$(BIN)/anti-i2v protect $(V2_MODEL) $(V2)/photos --method $$m --eps 8 \
-			--profile $(V2)/adapt/profile.json --out $(V2)/$$m || exit 1; done
-	$(BIN)/anti-i2v evaluate $(V2_MODEL) --clean $(V2)/photos --protected $(V2)/anti-i2v \
-		--protected $(V2)/rgb-pgd --protected $(V2)/random-noise --identity mini-identity-world2 \
-		--distortions jpeg75,blur,resize50 --budgets $(FRONTIER_BUDGETS) \
-		--profile $(V2)/adapt/profile.json --out $(V2)/eval
-	$(BIN)/python -m anti_i2v.experiments.layer_ablation --profile $(V2)/adapt/profile.json --count 8 --out $(V2)/ablation
-	rm -rf $(REPORT_V2).tmp && mkdir -p $(REPORT_V2).tmp && cp -r $(V2)/eval/index.html $(V2)/eval/summary.json \
-		$(V2)/eval/results.csv $(V2)/eval/frontier.csv $(V2)/eval/frontier-*.png $(V2)/eval/strips \
-		$(V2)/adapt/profile.json $(V2)/ablation/ablation.json $(REPORT_V2).tmp/ \
-		&& cp $(V2)/card/README.md $(REPORT_V2).tmp/card.md && cp $(V2)/card/card.json $(REPORT_V2).tmp/ \
-		&& rm -rf $(REPORT_V2) && mv $(REPORT_V2).tmp $(REPORT_V2)
-
-# The equal-visibility frontier on one mini model (protect/evaluate/frontier.py), as `make report`
-# builds it: Anti-I2V at its default 16/255, RGB PGD and random noise at the published baseline
-# budget (16/255 on [-1, 1] images = 8/255 here) with the profile's timesteps, each re-cloaked at
-# every budget in FRONTIER_BUDGETS, judged by both mini identity judges. N held-out portraits (the
-# report's); about 3 min a portrait on 2 CPU cores; every step resumes. On mini-svd:
-# make frontier FRONTIER_MODEL=mini-svd PROFILE=artifacts/profiles/mini-svd.json FRONTIER=out/frontier-svd
-# A v2 model needs its world's portraits and judge:
-# make frontier FRONTIER_MODEL=mini-svd-v2 PROFILE=artifacts/profiles/mini-svd-v2.json \
-#   FRONTIER_WORLD=v2 FRONTIER_JUDGES=mini-identity-world2 FRONTIER=out/frontier-svd-v2
-FRONTIER ?= out/frontier
-FRONTIER_BUDGETS ?= 4,8,16
-FRONTIER_MODEL ?= mini-cogvideox
-FRONTIER_WORLD ?= v1
-FRONTIER_JUDGES ?= mini-identity,mini-identity-v1
-PROFILE ?= artifacts/profiles/mini-cogvideox.json
-frontier: $(STAMP)
-	$(BIN)/anti-i2v world render --world $(FRONTIER_WORLD) --out $(FRONTIER)/world --count $(N) --seed 7 \
-		--photos $(FRONTIER)/photos
-	$(BIN)/anti-i2v protect $(FRONTIER_MODEL) $(FRONTIER)/photos --profile $(PROFILE) --out $(FRONTIER)/anti-i2v
-	for m in rgb-pgd random-noise; do \
-		$(BIN)/anti-i2v protect $(FRONTIER_MODEL) $(FRONTIER)/photos --method $$m --eps 8 \
-			--profile $(PROFILE) --out $(FRONTIER)/$$m || exit 1; done
-	$(BIN)/anti-i2v evaluate $(FRONTIER_MODEL) --clean $(FRONTIER)/photos --protected $(FRONTIER)/anti-i2v \
-		--protected $(FRONTIER)/rgb-pgd --protected $(FRONTIER)/random-noise --distortions '' \
-		--identity $(FRONTIER_JUDGES) --budgets $(FRONTIER_BUDGETS) --profile $(PROFILE) --out $(FRONTIER)/eval
+# The shipped studies (`anti-i2v study`, docs/study.md): each renders fresh held-out portraits of
+# its model's world from a seed no earlier run used, runs one pre-registered study on them and
+# ships the study's files to artifacts/studies/NAME. Every step resumes; rerun the same target.
+# Sized for a 2-core CPU (30 sign steps, 8 evaluation portraits, one video seed): each study's
+# README gives its command and cost.json its time. On a GPU, raise STUDY_ARGS' steps and seeds
+# (a new STUDY folder: a changed protocol is refused in the old one).
+STUDY_PORTRAITS ?= 12
+STUDY_ARGS ?= --selection 4 --random-layers 3 --budgets 4,8,14 --steps 30 --pilot-steps 20 \
+	--cloak-seeds 2 --generation-seeds 1
+STUDY_FILES := README.md report.json protocol.json portraits.csv results.csv frontier.png cost.json
+define study_recipe
+	$(BIN)/anti-i2v world render --world $(2) --out out/study-$(1)/world --count $(STUDY_PORTRAITS) \
+		--seed $(3) --photos out/study-$(1)/photos
+	$(BIN)/anti-i2v study $(1) out/study-$(1)/photos --masks out/study-$(1)/world \
+		--out out/study-$(1)/study $(STUDY_ARGS)
+	rm -rf artifacts/studies/$(1).tmp && mkdir -p artifacts/studies/$(1).tmp
+	cd out/study-$(1)/study && cp $(STUDY_FILES) ../../../artifacts/studies/$(1).tmp/
+	rm -rf artifacts/studies/$(1) && mv artifacts/studies/$(1).tmp artifacts/studies/$(1)
+endef
+study-mini-svd-v2: $(STAMP)
+	$(call study_recipe,mini-svd-v2,v2,41)
+study-mini-svd: $(STAMP)
+	$(call study_recipe,mini-svd,v1,43)
+study-mini-cogvideox: $(STAMP)
+	$(call study_recipe,mini-cogvideox,v1,47)
 
 # ruff, then the import contracts (pyproject.toml): each layer imports only those below it.
 lint: $(STAMP)

@@ -10,6 +10,7 @@ import typer
 from anti_i2v.commands import analyses as analyses_cli
 from anti_i2v.commands import probe as probe_cli
 from anti_i2v.commands import protect as protect_cli
+from anti_i2v.commands import study as study_cli
 
 app = typer.Typer(
     name="anti-i2v",
@@ -21,3 +22,4 @@ app = typer.Typer(
 probe_cli.register(app)
 analyses_cli.register(app)
 protect_cli.register(app)
+study_cli.register(app)

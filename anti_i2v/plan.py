@@ -235,6 +235,26 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
     return live.peak, float(flops.get_total_flops()), store
 
 
+def time_step(backbone, req: PlanRequest) -> float:
+    """Wall seconds of one protect or generate step on real tensors, uncounted (no dispatch
+    mode slows it), after one warm-up step."""
+    import time
+
+    import torch
+
+    frames = step_frames(backbone, req)
+    x = torch.rand(req.batch_size, 3, *backbone.resolution, device=backbone.device)
+    step = {"protect": _protect_step, "generate": _generate_step}[req.task]
+    step(backbone, x, frames)  # first-call allocations and lazy set-up
+    if str(backbone.device).startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step(backbone, x, frames)
+    if str(backbone.device).startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 _MEASURE = """
 import json, sys, time
 from anti_i2v.plan import PlanRequest, prepared_backbone, run_step

@@ -1,5 +1,5 @@
-"""README.md for every shipped report folder, and the README's results table, written from the
-folders' own result files: no number in them is typed by hand.
+"""README.md for every shipped report and study folder, and the README's results table, written
+from the folders' own result files: no number in them is typed by hand.
 
 A report folder is read by what it holds:
 - `summary.json` (evaluate): the main table and, with `--budgets`, the equal-visibility frontier;
@@ -7,6 +7,9 @@ A report folder is read by what it holds:
 - `pilot.json` (the pilot rule): the pilot's layers against the rule's and the random draws;
 - a folder of such folders (`levers/`): an index of them;
 - `NAME-profile/` (an `analyse --figures` report): the shipped profile `artifacts/profiles/NAME.json`.
+
+Study folders (`artifacts/studies/NAME/`, written by `anti-i2v study`) get their README from
+their report.json and protocol.json, and the README's results table has a row per study.
 
     python -m anti_i2v.reports           # write them (make reports)
     python -m anti_i2v.reports --check   # exit 1 naming any that differs (the test suite does this)
@@ -20,9 +23,12 @@ import math
 import sys
 from pathlib import Path
 
+from anti_i2v.experiments.study.analysis import StudyReport
+from anti_i2v.experiments.study.report import render_readme
 from anti_i2v.models.registry import ARTIFACTS
 
 REPORTS = ARTIFACTS / "reports"
+STUDIES = ARTIFACTS / "studies"  # `anti-i2v study` folders: the README's results come from these
 PROFILES = ARTIFACTS / "profiles"
 DOCS = ARTIFACTS.parent / "docs"
 HEADER = "<!-- Written by `python -m anti_i2v.reports` from this folder's {src}; do not edit. -->"
@@ -253,68 +259,75 @@ def report_folders(root: Path = REPORTS) -> list[Path]:
 # --- the README's table ------------------------------------------------------------------------
 
 
-def _frontier_cell(folder: Path, delta_e: str) -> str:
-    s = json.loads((folder / "summary.json").read_text())
-    judge = s["judges"][0]
-    for p in s["frontier"]["judges"][judge]["paired"]:
-        if (
-            p["a"].startswith("anti-i2v")
-            and p["b"].startswith("rgb-pgd")
-            and f"{p['delta_e']:g}" == delta_e
-        ):
-            return _num(p["diff"]) + _ci(p["ci95"])
-    return "-"
-
-
-def _ablation_cell(folder: Path, objective: str) -> str:
-    a = json.loads((folder / "ablation.json").read_text())
-    r = next(iter(a.get(objective, {}).values()), None)
-    if r is None:
+def _diff_cell(report: StudyReport, a: str, b: str) -> str:
+    c = next((c for c in report.primary if c.a == a and c.b == b), None)
+    if c is None or c.mean is None:
         return "-"
-    v = r["paired"][f"profile - {r['median_random']}"]
-    return _num(v["diff"]) + _ci(v["ci95"])
+    mark = " **(Holm p < α)**" if c.significant else ""
+    return f"{_num(c.mean)}{_ci(c.ci95)}{mark}"
 
 
-# The shipped comparisons the README summarises: (model, frontier folder, ablation folder)
-HEADLINES = (
-    ("mini-cogvideox", "mini-world", "layer-ablation"),
-    ("mini-svd", "mini-world-svd", "layer-ablation-svd"),
-    ("mini-svd-v2", "mini-world-svd-v2", "layer-ablation-svd-v2"),
-)
+def _rank_cell(report: StudyReport) -> str:
+    r = report.rank
+    return "-" if r is None else f"{r.rank} of {r.of} (p = {r.p:.2g})"
 
 
-def results_table(root: Path = REPORTS, links: bool = True) -> str:
-    """The README's results table: Anti-I2V minus RGB PGD at equal visibility, and the profile's
-    layers minus the median random draw, per mini model, each naming its report (as links in
-    the README; as folder names in the docs site, which cannot link outside itself)."""
+def studies(root: Path = STUDIES) -> list[Path]:
+    """Every shipped study folder (one holding report.json and protocol.json), sorted."""
+    return sorted(
+        p.parent for p in root.glob("*/report.json") if (p.parent / "protocol.json").is_file()
+    )
+
+
+def study_readme(folder: Path) -> str:
+    """A study folder's README, from its report.json and protocol.json (what the study wrote)."""
+    report = StudyReport.from_json(json.loads((folder / "report.json").read_text()))
+    return render_readme(report, json.loads((folder / "protocol.json").read_text()))
+
+
+def results_table(root: Path = STUDIES, links: bool = True) -> str:
+    """The README's results table, one row per shipped study: each cloak minus RGB PGD at the
+    headline visibility (Holm-corrected across the study's pre-registered comparisons) and where
+    the profile's layers rank, each naming its study (as links in the README; as folder names
+    in the docs site, which cannot link outside itself); then each study's verdict sentences."""
     rows = []
-    for model, frontier, ablation in HEADLINES:
-        f, a = root / frontier, root / ablation
+    for folder in studies(root):
+        report = StudyReport.from_json(json.loads((folder / "report.json").read_text()))
         rows.append(
             [
-                model,
-                _frontier_cell(f, "3"),
-                _frontier_cell(f, "5"),
-                _ablation_cell(a, "irc-ira"),
-                _ablation_cell(a, "full"),
-                f"[frontier](artifacts/reports/{frontier}/README.md), "
-                f"[ablation](artifacts/reports/{ablation}/README.md)"
+                report.model,
+                f"{report.judge}, {report.photos} portraits",
+                _diff_cell(report, "anti-i2v", "rgb-pgd"),
+                _diff_cell(report, "colour-space", "rgb-pgd"),
+                _diff_cell(report, "profile-layers", "random-layers"),
+                _rank_cell(report),
+                f"[{folder.name}](artifacts/studies/{folder.name}/README.md)"
                 if links
-                else f"`{frontier}/`, `{ablation}/`",
+                else f"`{folder.name}/`",
             ]
         )
     head = [
         "model",
+        "judge",
         "Anti-I2V − RGB PGD at ΔE 3",
-        "at ΔE 5",
-        "profile − median random layers (IRC+IRA)",
-        "(full objective)",
-        "reports",
+        "colour space alone − RGB PGD",
+        "profile − random layers (IRC+IRA)",
+        "profile's rank (permutation p)",
+        "study",
     ]
-    return "\n".join(_table(head, rows))
+    verdicts = [
+        f"- **{r.model}**: " + " ".join(r.verdicts)
+        for r in (
+            StudyReport.from_json(json.loads((f / "report.json").read_text()))
+            for f in studies(root)
+        )
+    ]
+    return "\n".join(
+        _table(head, rows) + ["", "What each study concludes, in its own words:", ""] + verdicts
+    )
 
 
-def readme_with_results(text: str, root: Path = REPORTS, links: bool = True) -> str:
+def readme_with_results(text: str, root: Path = STUDIES, links: bool = True) -> str:
     """`text` (README.md or docs/results.md) with the block between the results markers
     regenerated."""
     start, end = text.index(README_START), text.index(README_END)
@@ -327,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any differs")
     args = parser.parse_args(argv)
     wanted = {folder / "README.md": text for folder, text in readmes().items()}
+    wanted |= {folder / "README.md": study_readme(folder) for folder in studies()}
     for page, links in ((ARTIFACTS.parent / "README.md", True), (DOCS / "results.md", False)):
         if page.is_file() and README_START in page.read_text():
             wanted[page] = readme_with_results(page.read_text(), links=links)

@@ -18,6 +18,7 @@ does); its model code runs unchanged on current torch.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,8 @@ from anti_i2v.world.identity import load_identity_encoder
 # Frames (N, 3, H, W) in [0, 1] -> unit (N, D)
 IdentityModel = Callable[[torch.Tensor], torch.Tensor]
 FACENET_SIZE = 160
+# dlib's landmark and recognition models, in face_recognition_models' models/ folder
+DLIB_MODELS = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
 
 
 class FaceNet(torch.nn.Module):
@@ -111,10 +114,8 @@ class DlibFace:
             )
         models = Path(spec.submodule_search_locations[0]) / "models"
         self.detector = dlib.get_frontal_face_detector()
-        self.landmarks = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
-        self.recogniser = dlib.face_recognition_model_v1(
-            str(models / "dlib_face_recognition_resnet_model_v1.dat")
-        )
+        self.landmarks = dlib.shape_predictor(str(models / DLIB_MODELS[0]))
+        self.recogniser = dlib.face_recognition_model_v1(str(models / DLIB_MODELS[1]))
 
     def descriptor(self, image: np.ndarray) -> np.ndarray | None:
         """uint8 `(H, W, 3)` -> the largest face's 128-d descriptor, or None when no face is found."""
@@ -155,3 +156,33 @@ def load_identity(spec: str | None) -> IdentityModel:
         return load_identity_encoder(folder)
     except FileNotFoundError as exc:
         raise ToolkitError(f"{exc}; or pass dlib, or facenet:PATH for FaceNet weights") from exc
+
+
+def judge_sha256(spec: str | None) -> str:
+    """Content hash of the judge `--identity` names: every file its weights come from.
+
+    Two judges that share a name (a retrained mini judge, other FaceNet weights) hash apart,
+    so a study's protocol and results say which one scored them.
+    """
+    from anti_i2v.core.common import file_sha256
+
+    if spec == "dlib":
+        spec_ = importlib.util.find_spec("face_recognition_models")
+        if spec_ is None or not spec_.submodule_search_locations:
+            raise ToolkitError(
+                "--identity dlib needs its models: `pip install face-recognition-models`"
+            )
+        folder = Path(spec_.submodule_search_locations[0]) / "models"
+        files = [folder / n for n in DLIB_MODELS]
+    elif spec and spec.startswith("facenet:"):
+        files = [Path(spec.removeprefix("facenet:"))]
+    else:
+        folder = MINI_JUDGES.get(spec or "mini-identity", Path(spec) if spec else MINI_IDENTITY)
+        files = sorted(p for p in Path(folder).glob("*") if p.is_file())
+    missing = [f for f in files if not f.is_file()]
+    if missing or not files:
+        raise ToolkitError(f"judge {spec}: no weights at {missing[0] if missing else spec}")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{file_sha256(f)}\n".encode())
+    return digest.hexdigest()

@@ -31,6 +31,7 @@ class CloakMeasures:
     cloak_psnr: float  # dB against the photo (inf when identical)
     cloak_ssim: float
     cloak_delta_e: float  # mean CIEDE2000
+    cloak_delta_e_p95: float  # its 95th percentile over pixels
     cloak_lpips: float  # NaN without LPIPS weights
     cloak_ism: dict[str, float]  # judge -> the cloak photo's own identity similarity to the photo
 
@@ -70,6 +71,8 @@ class EvalRow:
     cloak_lpips: float
     ref_clean: float
     ref_protected: float
+    # Added after the first shipped results: a CSV without the column reads it as NaN.
+    cloak_delta_e_p95: float = math.nan
 
     @classmethod
     def rows(
@@ -88,6 +91,7 @@ class EvalRow:
                 cloak_psnr=cloak.cloak_psnr,
                 cloak_ssim=cloak.cloak_ssim,
                 cloak_delta_e=cloak.cloak_delta_e,
+                cloak_delta_e_p95=cloak.cloak_delta_e_p95,
                 cloak_ism=cloak.cloak_ism[judge],
                 cloak_lpips=cloak.cloak_lpips,
                 ref_clean=clean.ref,
@@ -105,13 +109,16 @@ class EvalRow:
         kinds = {f.name: f.type for f in fields(cls)}
         with Path(path).open(newline="") as f:
             reader = csv.DictReader(f)
-            missing = set(kinds) - set(reader.fieldnames or ())
+            missing = set(kinds) - set(reader.fieldnames or ()) - set(LATER_COLUMNS)
             if missing:
                 raise ValueError(f"{path} lacks the columns {', '.join(sorted(missing))}")
             return [
                 cls(**{k: _parse(kinds[k], v) for k, v in row.items() if k in kinds})
                 for row in reader
             ]
+
+
+LATER_COLUMNS = ("cloak_delta_e_p95",)  # columns older results.csv files lack (read as NaN)
 
 
 def _parse(kind: str, text: str):

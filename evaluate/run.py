@@ -63,7 +63,8 @@ from anti_i2v.probe.store import check_location
 from anti_i2v.protect.config import EvaluateConfig
 from anti_i2v.protect.distortions import distort
 from anti_i2v.protect.metrics import (
-    delta_e,
+    DELTA_E_PERCENTILE,
+    delta_e_map,
     identity_similarity,
     psnr,
     ssim,
@@ -119,10 +120,12 @@ class Judges:
 
     def cloak(self, protected: torch.Tensor, photo: torch.Tensor) -> CloakMeasures:
         """Measures of a cloak `(3, H, W)` against its photo."""
+        colour = delta_e_map(protected, photo)
         return CloakMeasures(
             cloak_psnr=psnr(protected, photo),
             cloak_ssim=ssim(protected, photo),
-            cloak_delta_e=delta_e(protected, photo),
+            cloak_delta_e=float(colour.mean()),
+            cloak_delta_e_p95=float(np.percentile(colour, DELTA_E_PERCENTILE)),
             cloak_lpips=self.lpips_distance(protected, photo),
             cloak_ism=self.ism(protected[None], photo),
         )

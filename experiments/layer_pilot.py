@@ -49,7 +49,7 @@ from anti_i2v.evaluate.results import EvalRow, paired_difference
 from anti_i2v.evaluate.run import evaluate
 from anti_i2v.experiments.layer_ablation import JUDGES, OBJECTIVES, drops
 from anti_i2v.models.backbones import Backbone, load_backbone
-from anti_i2v.models.registry import MINI_WORLD
+from anti_i2v.models.registry import MINI_WORLD, judge_name
 from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
 from anti_i2v.protect.objective import clip_frames_for
 from anti_i2v.protect.run import run_protect
@@ -91,7 +91,15 @@ def portraits(folder: Path, count: int, seed: int, world: str) -> Path:
     return folder / "photos"
 
 
-def cloak(profile: Profile, photos: Path, variant: Path, out: Path, losses, steps: int) -> None:
+def cloak(
+    profile: Profile,
+    photos: Path,
+    variant: Path,
+    out: Path,
+    losses,
+    steps: int,
+    device: str = "auto",
+) -> None:
     """Cloak every photo with the variant profile at `variant` (resumes)."""
     run_protect(
         ProtectConfig(
@@ -101,62 +109,99 @@ def cloak(profile: Profile, photos: Path, variant: Path, out: Path, losses, step
             out=str(out),
             losses=losses,
             steps=steps,
+            device=device,
         )
     )
 
 
-def pilot(profile: Profile, args, out: Path, world: str) -> tuple[list[str], dict]:
-    """Steps 1-3: pilot cloaks per block, their scores, and the anchors they choose."""
-    photos = portraits(out / "pilot", args.count, args.pilot_seed, world)
-    candidates = [x for x in profile.layers if x not in profile.collapse_layers]
-    if args.candidates:
-        candidates = [x for x in args.candidates.split(",") if x in candidates]
-    for layer in candidates:  # the long part: one pilot cloak per photo and block
-        single = out / "pilot" / "profiles" / f"{layer}.json"
+def pilot_scores(
+    profile: Profile,
+    photos: Path,
+    out: Path,
+    judges: tuple[str, ...],
+    steps: int,
+    eval_steps: int,
+    candidates: list[str] | None = None,
+    latent_seed: int | None = 0,
+    device: str = "auto",
+) -> dict[str, dict]:
+    """Steps 1-2: a pilot cloak per candidate block on `photos`, animated and judged.
+
+    Args:
+        candidates: blocks to try (default: every block that is not a collapse layer).
+        latent_seed: the noise of the judge-free `latent_move` score; None leaves it out.
+
+    Returns:
+        block -> {"drop_<judge>": mean relative ISM drop, "latent_move": ...}, in layer order.
+        The videos' rows are in `out/eval/results.csv`; every cloak and video resumes.
+    """
+    pool = [x for x in profile.layers if x not in profile.collapse_layers]
+    blocks = [x for x in (candidates or pool) if x in pool]
+    for layer in blocks:  # the long part: one pilot cloak per photo and block
+        single = out / "profiles" / f"{layer}.json"
         save_profile(replace(profile, anchor_layers=[layer]), single)
-        cloak(profile, photos, single, out / "pilot" / layer, ("irc", "ira"), args.steps)
-    judges = JUDGES[world]
+        cloak(profile, photos, single, out / layer, ("irc", "ira"), steps, device)
     report = evaluate(
         EvaluateConfig(
             model=profile.model,
             clean=str(photos),
-            protected=tuple(f"{x}={out / 'pilot' / x}" for x in candidates),
-            out=str(out / "pilot" / "eval"),
+            protected=tuple(f"{x}={out / x}" for x in blocks),
+            out=str(out / "eval"),
             distortions=(),
             identity=judges,
-            steps=args.eval_steps,
+            steps=eval_steps,
+            device=device,
         )
     )
-    shutil.copyfile(report / "results.csv", out / "pilot-results.csv")
     per = drops(report / "results.csv")
-    backbone = load_backbone(profile.model)
+    named = [judge_name(j) for j in judges]  # as the rows name them
+    scores: dict[str, dict] = {
+        layer: {f"drop_{j}": float(np.mean(list(per[j, layer].values()))) for j in named}
+        for layer in blocks
+    }
+    if latent_seed is not None:
+        backbone = load_backbone(profile.model)
+        names = sorted(p.stem for p in photos.glob("*.png"))
+        cleans = {n: load_photo(photos / f"{n}.png").pixels for n in names}
+        for layer in blocks:
+            moves = [
+                latent_move(
+                    backbone,
+                    cleans[n],
+                    load_photo(out / layer / f"{n}.png").pixels,
+                    profile.timesteps,
+                    latent_seed,
+                )
+                for n in names
+            ]
+            scores[layer] = {"latent_move": float(np.mean(moves)), **scores[layer]}
+    return scores
+
+
+def pilot_anchors(profile: Profile, scores: dict[str, dict], judge: str) -> list[str]:
+    """Step 3: the blocks with the largest pilot drop under `judge` (its name in the rows), as
+    many as the profile anchors, in layer order (ties go to the earlier block)."""
+    blocks = list(scores)
+    ranked = sorted(blocks, key=lambda x: (-scores[x][f"drop_{judge}"], blocks.index(x)))
+    return [x for x in profile.layers if x in ranked[: len(profile.anchor_layers)]]
+
+
+def pilot(profile: Profile, args, out: Path, world: str) -> tuple[list[str], dict]:
+    """Steps 1-3 on held-out portraits of `args.pilot_seed`: the scores and the anchors they choose."""
+    photos = portraits(out / "pilot", args.count, args.pilot_seed, world)
+    judges = JUDGES[world]
+    candidates = args.candidates.split(",") if args.candidates else None
+    scores = pilot_scores(
+        profile, photos, out / "pilot", judges, args.steps, args.eval_steps, candidates, args.seed
+    )
+    shutil.copyfile(out / "pilot" / "eval" / "results.csv", out / "pilot-results.csv")
+    anchors = pilot_anchors(profile, scores, judges[0])
     names = sorted(p.stem for p in photos.glob("*.png"))
-    cleans = {n: load_photo(photos / f"{n}.png").pixels for n in names}
-    scores: dict[str, dict] = {}
-    for layer in candidates:
-        moves = [
-            latent_move(
-                backbone,
-                cleans[n],
-                load_photo(out / "pilot" / layer / f"{n}.png").pixels,
-                profile.timesteps,
-                args.seed,
-            )
-            for n in names
-        ]
-        scores[layer] = {
-            "latent_move": float(np.mean(moves)),
-            **{f"drop_{j}": float(np.mean(list(per[j, layer].values()))) for j in judges},
-        }
-    headline = f"drop_{judges[0]}"
-    ranked = sorted(candidates, key=lambda x: (-scores[x][headline], candidates.index(x)))
-    anchors = [x for x in profile.layers if x in ranked[: len(profile.anchor_layers)]]
     print(
         f"\npilot: {len(names)} portraits (seed {args.pilot_seed}), {args.steps} steps, IRC + IRA"
     )
     print(f"collapse {profile.collapse_layers}; timesteps {profile.timesteps}")
-    for layer in candidates:
-        s = scores[layer]
+    for layer, s in scores.items():
         cols = "  ".join(f"{k} {v:.3f}" for k, v in s.items())
         print(f"  {layer:24s} {cols}{'  <- anchor' if layer in anchors else ''}")
     print(f"anchors by pilot drop: {anchors} (the profile's rule: {profile.anchor_layers})")

@@ -13,10 +13,12 @@ the number of collapse and anchor layers, and changes only which layers fill the
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 
 from anti_i2v.analyses.profile import Profile
+from anti_i2v.core.common import ToolkitError
 
 
 def depth_band(index: int, n_layers: int, bands: int) -> range:
@@ -55,6 +57,49 @@ def random_in_bands(
         collapse_layers=[profile.layers[i] for i in picks[0]],
         anchor_layers=[profile.layers[i] for i in picks[1]],
     )
+
+
+def random_anywhere(profile: Profile, seed: int, avoid: set) -> Profile:
+    """The profile with its collapse and anchor layers drawn at random over the whole depth.
+
+    The counts are the profile's and the two roles stay disjoint. A draw already in `avoid`
+    (the profile's own picks among them) is drawn again, so no draw equals the profile's or an
+    earlier one; the new picks are added to `avoid`.
+
+    Raises:
+        ValueError: every distinct configuration is already in `avoid`.
+    """
+    rng = random.Random(seed)
+    n_c, n_a = len(profile.collapse_layers), len(profile.anchor_layers)
+    for _ in range(1000):
+        taken = rng.sample(range(len(profile.layers)), n_c + n_a)
+        picks = (tuple(sorted(taken[:n_c])), tuple(sorted(taken[n_c:])))
+        if picks not in avoid:
+            avoid.add(picks)
+            return replace(
+                profile,
+                collapse_layers=[profile.layers[i] for i in picks[0]],
+                anchor_layers=[profile.layers[i] for i in picks[1]],
+            )
+    raise ValueError(f"no layer configuration is left to draw for seed {seed}")
+
+
+def random_draws(profile: Profile, k: int) -> dict[str, Profile]:
+    """`random-layers-0 .. k-1`: `random_anywhere` with seeds 0..k-1, distinct from the profile
+    and from each other.
+
+    Raises:
+        ToolkitError: the model has fewer than `k` other configurations to draw.
+    """
+    n, n_c, n_a = len(profile.layers), len(profile.collapse_layers), len(profile.anchor_layers)
+    others = math.comb(n, n_c) * math.comb(n - n_c, n_a) - 1
+    if k > others:
+        raise ToolkitError(
+            f"--random-layers {k}: {profile.model} has {n} blocks, so only {others} layer "
+            f"configurations differ from the profile's; ask for at most {others}"
+        )
+    drawn = {_picks(profile)}
+    return {f"random-layers-{i}": random_anywhere(profile, i, drawn) for i in range(k)}
 
 
 def _picks(profile: Profile) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -59,6 +59,9 @@ class ProtectConfig:
     ensemble: tuple[str, ...] = ()
     in_place: bool = False  # --out may be an input folder; originals are kept as NAME.original.EXT
     record_paths: bool = False  # sidecars record full input paths (default: file names only)
+    # Where the clean photos' reference videos are cached (default: OUT/.reference); runs that
+    # cloak the same photos with other settings (a study's arms and budgets) can share one
+    reference_cache: str | None = None
 
     def __post_init__(self) -> None:
         check_out_given(self.out)
@@ -148,6 +151,7 @@ NOT_SETTINGS = (
     "device",
     "in_place",
     "record_paths",
+    "reference_cache",
     "checkpointing",
     "offload",
     "batch_size",

@@ -48,11 +48,21 @@ def temporal_coherence(video: torch.Tensor) -> float:
     return float(np.mean([ssim(video[i], video[i + 1]) for i in range(video.shape[0] - 1)]))
 
 
-def delta_e(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean CIEDE2000 colour difference of two images (scikit-image)."""
+def delta_e_map(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """`(H, W)` CIEDE2000 colour difference of two images `(3, H, W)` in [0, 1] (scikit-image)."""
     la = rgb2lab(a.permute(1, 2, 0).double().numpy())
     lb = rgb2lab(b.permute(1, 2, 0).double().numpy())
-    return float(deltaE_ciede2000(la, lb).mean())
+    return deltaE_ciede2000(la, lb)
+
+
+def delta_e(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean CIEDE2000 colour difference of two images."""
+    return float(delta_e_map(a, b).mean())
+
+
+# A cloak's visibility is also read at this percentile of its pixels' CIEDE2000: a mean can hide
+# a patch that shows.
+DELTA_E_PERCENTILE = 95
 
 
 def identity_similarity(encoder, frames: torch.Tensor, photo: torch.Tensor) -> float:

@@ -283,10 +283,12 @@ def model_objective(
         eot=cfg.eot,
     )
     reference = None
+    # Keyed by model, photo, clip, seed and steps, so runs may share one folder of them
+    reference_cache = Path(cfg.reference_cache) if cfg.reference_cache else out / ".reference"
     if run.weights.get("diffusion"):
         reference = torch.cat(
             [
-                reference_latent(backbone, w, p.sha256, clip, cfg, out / ".reference")
+                reference_latent(backbone, w, p.sha256, clip, cfg, reference_cache)
                 for p, w in zip(photos, x, strict=True)
             ]
         )
