@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 DEMO ?= out/demo
 # The demo's study: small enough for the demo's time on 2 CPU cores
-DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,12 --steps 10 --pilot-steps 5 \
+DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,16 --steps 16 --pilot-steps 5 \
 	--cloak-seeds 1 --generation-seeds 1 --eval-steps 10
 # Every Python folder: the layers (bottom to top) core, models, world, probe, analyses, protect,
 # evaluate and anti_i2v (plan, commands, the CLI), then tests and bench.

@@ -18,6 +18,8 @@ from anti_i2v.analyses.profile import Profile, load_profile
 from anti_i2v.analyses.run import adapt, explore
 from anti_i2v.analyses.run import analyse as _analyse
 from anti_i2v.evaluate.run import evaluate as _evaluate
+from anti_i2v.experiments.study.analysis import StudyReport
+from anti_i2v.experiments.study.config import StudyConfig
 from anti_i2v.probe.config import ProbeConfig
 from anti_i2v.probe.run import ProbeResult, run_probe
 from anti_i2v.protect.config import EvaluateConfig, ProtectConfig
@@ -34,6 +36,8 @@ __all__ = [
     "Profile",
     "ProtectConfig",
     "Sidecar",
+    "StudyConfig",
+    "StudyReport",
     "adapt",
     "analyse",
     "evaluate",
@@ -41,6 +45,7 @@ __all__ = [
     "load_profile",
     "probe",
     "protect",
+    "study",
 ]
 
 
@@ -91,3 +96,16 @@ def evaluate(config: EvaluateConfig) -> Path:
     """Generate and judge videos of clean and protected photos; returns the report folder
     (results.csv, summary.json, index.html)."""
     return _evaluate(config)
+
+
+def study(config: StudyConfig) -> StudyReport:
+    """Run one pre-registered study (`anti-i2v study`; docs/study.md) and return its report.
+
+    Writes `config.out`: protocol.json before the first cloak, then README.md, report.json,
+    portraits.csv, results.csv and the frontier figure. Rerunning resumes.
+    """
+    import json
+
+    from anti_i2v.experiments.study.run import run_study
+
+    return StudyReport.from_json(json.loads(run_study(config).read_text()))

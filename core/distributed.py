@@ -93,6 +93,19 @@ class Ranks:
             return value
         return _exchange(value if self.is_main else None, source=0)[0]
 
+    def gather_items(self, items: dict[str, Any]) -> dict[str, Any]:
+        """Every rank's items merged, on every rank, sent one item per exchange: large values
+        (images) travel one at a time rather than as one pickle of them all, which the store
+        cannot carry."""
+        if not self.distributed:
+            return dict(items)
+        merged = {}
+        for source, keys in enumerate(_exchange(sorted(items))):
+            for key in keys:
+                mine = items[key] if source == self.rank else None
+                merged[key] = _exchange(mine, source=source)[0]
+        return merged
+
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value`, in rank order, on every rank (a one-item list when alone)."""
         if not self.distributed:

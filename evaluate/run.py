@@ -405,7 +405,11 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     order = list(clean)
     rows = _in_order(ranks.gather(rows), order, ran)
     frontier_rows = _in_order(ranks.gather(frontier_rows), order, ran)
-    strips = _first_strips(ranks.gather(strips), order, 3 * len(sets))
+    shown = set(order[:3])  # the report's strips are the first photos': only theirs travel
+    strips = ranks.gather_items(
+        {k: v for k, v in strips.items() if any(k.startswith(f"{p}__") for p in shown)}
+    )
+    strips = _first_strips([strips], order, 3 * len(sets))
     if not ranks.is_main:
         return out
     write_csv(rows, out / "results.csv")

@@ -1,6 +1,10 @@
 """Efficacy experiments, on top of the stages: does the cloak protect, and do the layers matter?
 
-Each experiment is a module run as `python -m anti_i2v.experiments.NAME` (its docstring says
+The first-class one is `study` (`anti-i2v study`, docs/study.md): one pre-registered answer to
+"does the cloak protect, and do the probed layers matter?" on any model. `judge_calibration`
+checks the dlib judge on real faces.
+
+The earlier experiments, whose shipped reports stay in artifacts/reports/: each is a module run as `python -m anti_i2v.experiments.NAME` (its docstring says
 what it measures and how to rerun it) and a function a test runs on a tiny model:
 - `layer_ablation`: the profile's layers against random, inverted and last-block picks, paired;
 - `layer_pilot`: a causal rule (anchor the blocks whose pilot cloak removes most identity),

@@ -67,6 +67,7 @@ def calibrate(
     steps: int,
     work: Path,
     max_side: int = 512,
+    methods: tuple[str, ...] = METHODS,
 ) -> dict:
     """Run the calibration (module docstring); writes and returns the JSON."""
     given = gather_images([photos])
@@ -83,7 +84,7 @@ def calibrate(
     clean = descriptors(judge, files)
     same, other = pair_scores(clean)
     moves = {}
-    for method in METHODS:
+    for method in methods:
         de = np.full((len(files), 1, len(budgets)), np.nan)
         move = np.full((len(files), 1, 1, len(budgets)), np.nan)
         for j, budget in enumerate(budgets):

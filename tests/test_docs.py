@@ -38,6 +38,28 @@ def test_a_report_readme_follows_its_json(tmp_path):
     assert "+0.432" not in (folder / "README.md").read_text()
 
 
+def test_the_shipped_studies_readmes_and_table_follow_their_reports(tmp_path):
+    shipped = reports.studies()
+    assert "mini-svd-v2" in [f.name for f in shipped]
+    for folder in shipped:  # every file a study writes, shipped beside its README
+        for name in (
+            "protocol.json",
+            "report.json",
+            "portraits.csv",
+            "results.csv",
+            "frontier.png",
+        ):
+            assert (folder / name).is_file(), f"{folder.name} lacks {name}"
+    folder = tmp_path / "study"
+    shutil.copytree(shipped[0], folder)
+    report = json.loads((folder / "report.json").read_text())
+    report["verdicts"] = ["A planted sentence."]
+    (folder / "report.json").write_text(json.dumps(report))
+    assert "- A planted sentence." in reports.study_readme(folder)
+    assert "A planted sentence." in reports.results_table(tmp_path)
+    assert "A planted sentence." not in (shipped[0] / "README.md").read_text()
+
+
 def test_the_readme_is_a_landing_page():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 200

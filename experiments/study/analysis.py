@@ -27,6 +27,10 @@ from anti_i2v.experiments.study.stats import (
 from anti_i2v.experiments.study.stats import estimate as nested_estimate
 
 SEED = 0  # of every bootstrap resample
+SPAN = (
+    2.0,
+    6.0,
+)  # mean ΔE2000 every arm's budgets should reach, from "hardly seen" to plainly seen
 
 
 def cloak_label(arm: str, budget: float, cloak_seed: int) -> str:
@@ -154,57 +158,12 @@ def analyse(rows: list[EvalRow], protocol: dict, layers: dict[str, dict]) -> Stu
     draws = [a for a in read if a.startswith("random-layers-")]
     if draws:  # the K draws as one arm: each portrait's read-off averaged over the draws
         read[POOLED_RANDOM] = nanmean(np.stack([read[a] for a in draws]), axis=0)
-    arms: dict[str, dict] = {}
-    for a, m in data.items():
-        arms[a] = {
-            "visibility": [
-                {
-                    "budget": float(b),
-                    "delta_e_mean": _mean(m.delta_e[:, :, j]),
-                    "delta_e_p95": _mean(m.delta_e_p95[:, :, j]),
-                    "ssim": _mean(m.ssim[:, :, j]),
-                }
-                for j, b in enumerate(protocol["budgets"])
-            ],
-            "at_delta_e": {
-                f"{t:g}": _est(nested_estimate(read[a][..., k], reps, SEED))
-                for k, t in enumerate(at)
-            },
-            "mean_curve": dict(
-                zip((f"{t:g}" for t in at), mean_curve_read_off(m.delta_e, m.drop, at), strict=True)
-            ),
-        }
+    arms = {a: arm_summary(read[a], at, reps, m, protocol["budgets"]) for a, m in data.items()}
     if draws:
-        arms[POOLED_RANDOM] = {
-            "visibility": [],
-            "at_delta_e": {
-                f"{t:g}": _est(nested_estimate(read[POOLED_RANDOM][..., k], reps, SEED))
-                for k, t in enumerate(at)
-            },
-            "mean_curve": {},
-        }
-    primary, secondary = [], []
-    for k, t in enumerate(at):
-        found = []
-        for c in analysis["comparisons"]:
-            e = nested_estimate(read[c["a"]][..., k] - read[c["b"]][..., k], reps, SEED, test=True)
-            found.append((c, e))
-        is_headline = abs(t - headline) < 1e-9
-        adjusted = holm([e.p for _, e in found]) if is_headline else [None] * len(found)
-        for (c, e), ph in zip(found, adjusted, strict=True):
-            result = ComparisonResult(
-                c["a"],
-                c["b"],
-                c["why"],
-                float(t),
-                e.mean,
-                list(e.ci95) if e.ci95 else None,
-                e.n,
-                e.p,
-                ph,
-                None if ph is None else bool(ph < analysis["alpha"]),
-            )
-            (primary if is_headline else secondary).append(result)
+        arms[POOLED_RANDOM] = arm_summary(read[POOLED_RANDOM], at, reps)
+    primary, secondary = compare(
+        read, analysis["comparisons"], at, headline, reps, analysis["alpha"]
+    )
     h = f"{headline:g}"
     scores = {
         a: arms[a]["at_delta_e"][h]["mean"]
@@ -230,6 +189,73 @@ def analyse(rows: list[EvalRow], protocol: dict, layers: dict[str, dict]) -> Stu
         rank=rank,
     )
     return replace(report, verdicts=verdicts(report))
+
+
+def arm_summary(
+    read: np.ndarray,
+    at: tuple[float, ...],
+    reps: int,
+    m: Measured | None = None,
+    budgets: list[float] | None = None,
+) -> dict:
+    """One arm's entry in report.json: its drop at each visibility (per-portrait read-offs
+    `read` `(P, C, G, T)`, nested intervals) and, from its measurements `m`, its visibility per
+    budget and the mean-curve reading (none for the pooled random draws)."""
+    entry = {
+        "visibility": [],
+        "at_delta_e": {
+            f"{t:g}": _est(nested_estimate(read[..., k], reps, SEED)) for k, t in enumerate(at)
+        },
+        "mean_curve": {},
+    }
+    if m is not None and budgets is not None:
+        entry["visibility"] = [
+            {
+                "budget": float(b),
+                "delta_e_mean": _mean(m.delta_e[:, :, j]),
+                "delta_e_p95": _mean(m.delta_e_p95[:, :, j]),
+                "ssim": _mean(m.ssim[:, :, j]),
+            }
+            for j, b in enumerate(budgets)
+        ]
+        readings = mean_curve_read_off(m.delta_e, m.drop, at)
+        entry["mean_curve"] = {f"{t:g}": v for t, v in zip(at, readings, strict=True)}
+    return entry
+
+
+def compare(
+    read: dict[str, np.ndarray],
+    comparisons: list[dict],
+    at: tuple[float, ...],
+    headline: float,
+    reps: int,
+    alpha: float,
+) -> tuple[list[ComparisonResult], list[ComparisonResult]]:
+    """Every pre-registered comparison at every visibility, paired per portrait and seed:
+    Holm-corrected at the headline visibility (primary), uncorrected elsewhere (secondary)."""
+    primary, secondary = [], []
+    for k, t in enumerate(at):
+        found = [
+            (c, nested_estimate(read[c["a"]][..., k] - read[c["b"]][..., k], reps, SEED, test=True))
+            for c in comparisons
+        ]
+        is_headline = abs(t - headline) < 1e-9
+        adjusted = holm([e.p for _, e in found]) if is_headline else [None] * len(found)
+        for (c, e), ph in zip(found, adjusted, strict=True):
+            result = ComparisonResult(
+                a=c["a"],
+                b=c["b"],
+                why=c["why"],
+                delta_e=float(t),
+                mean=e.mean,
+                ci95=list(e.ci95) if e.ci95 else None,
+                n=e.n,
+                p=e.p,
+                p_holm=ph,
+                significant=None if ph is None else bool(ph < alpha),
+            )
+            (primary if is_headline else secondary).append(result)
+    return primary, secondary
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -287,6 +313,19 @@ def verdicts(report: StudyReport) -> list[str]:
         for a, d in report.arms.items()
         if d["at_delta_e"].get(f"{report.headline_delta_e:g}", {}).get("n", 0) < report.photos
     ]
+    span = (min(report.delta_e), max(report.delta_e))  # where the curves are read
+    narrow = {
+        a: (min(v), max(v))
+        for a, d in report.arms.items()
+        if (v := [b["delta_e_mean"] for b in d["visibility"] if b["delta_e_mean"] is not None])
+        and (min(v) > span[0] or max(v) < span[1])
+    }
+    if narrow:
+        out.append(
+            f"On average the budgets did not span ΔE {span[0]:g}-{span[1]:g} for "
+            + ", ".join(f"{a} ({lo:.1f}-{hi:.1f})" for a, (lo, hi) in narrow.items())
+            + "; a denser or wider --budgets would."
+        )
     if short:
         out.append(
             f"Not every portrait's curve reaches {h} for {', '.join(short)}; those portraits are "

@@ -250,7 +250,7 @@ def render_readme(report: StudyReport, protocol: dict) -> str:
         "- `portraits.csv`: each arm's drop per portrait at each visibility; `results.csv`: every "
         "video's row (evaluate's columns);",
         f"- `{FIGURE}`: drop against visibility per arm, random draws pooled; `cost.json`: the "
-        "predicted and the measured time.",
+        "prediction of the work left and the wall time of the run that finished the study.",
         "",
     ]
     return "\n".join(lines)

@@ -47,6 +47,12 @@ from anti_i2v.models.registry import MINI_WORLD, WORLD_JUDGE, judge_name
 console = Console(stderr=True)
 
 
+def say(message: str) -> None:
+    """Progress, printed once (by rank 0 under torchrun)."""
+    if Ranks.from_env().is_main:
+        console.print(message)
+
+
 def default_judge(model: str) -> str:
     """The mini world's judge for a mini model (its world's), dlib's face recogniser otherwise."""
     return WORLD_JUDGE[MINI_WORLD[model]] if model in MINI_WORLD else "dlib"
@@ -93,9 +99,7 @@ def copy_group(photos: list[Path], names: dict[str, str], dest: Path) -> Path:
     return dest
 
 
-def choose_layers(
-    cfg: StudyConfig, selection: Path, out: Path, judge: str, device: str
-) -> dict[str, Profile]:
+def choose_layers(cfg: StudyConfig, selection: Path, out: Path, judge: str) -> dict[str, Profile]:
     """Stage 3: configuration name -> profile, every one chosen on the selection photos only."""
     from anti_i2v.analyses.run import adapt
     from anti_i2v.experiments.layer_pilot import pilot_anchors, pilot_scores
@@ -107,7 +111,7 @@ def choose_layers(
     elif (out / "adapt" / "profile.json").exists():
         profile = load_profile(out / "adapt" / "profile.json")
     else:
-        console.print("study: adapt on the selection photos")
+        say("study: adapt on the selection photos")
         profile = adapt(cfg.model, gather_images([selection]), out / "adapt", masks=cfg.masks)
         Ranks.from_env().barrier()  # rank 0 analyses after the probe; the others wait for it
         if profile is None:  # a torchrun rank other than 0: rank 0 wrote it
@@ -116,7 +120,7 @@ def choose_layers(
     if "random-layers" in cfg.arms:
         chosen |= random_draws(profile, cfg.random_layers)
     if "pilot-layers" in cfg.arms:
-        console.print("study: the pilot rule on the selection photos")
+        say("study: the pilot rule on the selection photos")
         scores = pilot_scores(
             profile,
             selection,
@@ -154,9 +158,7 @@ def cloak_sets(cfg: StudyConfig, out: Path, evaluation: Path) -> list[tuple[str,
             for seed in range(cfg.cloak_seeds):
                 folder = out / "cloaks" / arm.name / f"eps{budget:g}" / f"seed{seed}"
                 sets.append((cloak_label(arm.name, budget, seed), folder))
-                console.print(
-                    f"study: cloaks {len(sets)}/{total}: {arm.name} at {budget:g}/255, seed {seed}"
-                )
+                say(f"study: cloaks {len(sets)}/{total}: {arm.name} at {budget:g}/255, seed {seed}")
                 run_protect(
                     ProtectConfig(
                         model=cfg.model,
@@ -230,7 +232,7 @@ def _run(
     ranks.barrier()
     selection = copy_group(photos, split.selection, out / "photos" / "selection")
     evaluation = copy_group(photos, split.evaluation, out / "photos" / "evaluation")
-    chosen = choose_layers(cfg, selection, out, judge, device)
+    chosen = choose_layers(cfg, selection, out, judge)
     sets = cloak_sets(cfg, out, evaluation)
     return finish(cfg, protocol, chosen, sets, evaluation, judge, cost, started)
 
@@ -269,7 +271,7 @@ def finish(
     from anti_i2v.protect.config import EvaluateConfig
 
     out = Path(cfg.out)
-    console.print(f"study: videos of {len(sets)} cloak sets, {cfg.generation_seeds} seeds each")
+    say(f"study: videos of {len(sets)} cloak sets, {cfg.generation_seeds} seeds each")
     report_dir = evaluate(
         EvaluateConfig(
             model=cfg.model,
@@ -291,7 +293,8 @@ def finish(
         for name, p in chosen.items()
     }
     report = analyse(rows, protocol, layers)
-    measured = {"predicted": cost.to_json(), "wall_seconds": time.perf_counter() - started}
+    # This run's time only: a resumed run's wall time is not the study's
+    measured = {"predicted": cost.to_json(), "wall_seconds_this_run": time.perf_counter() - started}
     write_text_atomic(out / "cost.json", json.dumps(measured, indent=2) + "\n")
     return write_report(out, replace(report, command=command_line(cfg)), rows, protocol)
 
