@@ -286,7 +286,7 @@ TINY = ["--judge", "mini-identity", "--selection", "1", "--random-layers", "2", 
 
 
 @pytest.mark.slow  # about 2 minutes on one core
-def test_a_tiny_study_runs_end_to_end_resumes_and_refuses_a_changed_protocol(tmp_path, portraits):
+def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, portraits):
     out = tmp_path / "study"
     result = runner.invoke(app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
@@ -314,10 +314,10 @@ def test_a_tiny_study_runs_end_to_end_resumes_and_refuses_a_changed_protocol(tmp
     assert {r.seed for r in rows} == {0, 1} and all(
         r.cloak_delta_e_p95 >= 0 for r in rows if r.method != "clean"
     )
-    before = (out / "report.json").read_bytes()
-    again = runner.invoke(app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY])
-    assert again.exit_code == 0 and "cloaks 1/" in again.output
-    assert (out / "report.json").read_bytes() == before  # resumed to the same result
+    # The answer is a function of the files it was written from: re-analysed, the same bytes
+    # (the stages' own resume is tested with protect and evaluate)
+    again = replace(analyse(rows, protocol, report.layers), command=report.command)
+    assert json.dumps(again.to_json(), indent=2) + "\n" == (out / "report.json").read_text()
     changed = runner.invoke(
         app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, "--steps", "3"]
     )
