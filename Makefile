@@ -33,7 +33,7 @@ browser:
 		else echo "chromium: missing and apt-get is not usable here; the browser tests will be skipped"; fi; }
 
 # Everything: unit tests and the slow end-to-end, training, memory, plan, torchrun, S3, Dask, browser,
-# docs and packaging tests (about 6 minutes on 2 cores).
+# docs and packaging tests (about 8 minutes on 2 cores).
 # Two pytest-xdist workers of one torch thread each (tests/conftest.py shares the cores out): most
 # tests are too small to keep two threads busy. worksteal evens out the few long ones.
 TEST_WORKERS ?= 2
