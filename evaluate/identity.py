@@ -87,6 +87,22 @@ def load_facenet(path: Path) -> FaceNet:
     return FaceNet(net).eval().requires_grad_(False)
 
 
+def dlib_models() -> Path:
+    """The folder of dlib's models in `face-recognition-models`, found without importing it (its
+    `__init__` needs setuptools' pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ToolkitError(
+            "--identity dlib needs its models: `pip install face-recognition-models`"
+        )
+    return Path(spec.submodule_search_locations[0]) / "models"
+
+
+def judge_folder(spec: str | None) -> Path:
+    """The folder of a mini-world judge `--identity` names (a built-in name, or a folder)."""
+    return MINI_JUDGES.get(spec or "mini-identity", Path(spec) if spec else MINI_IDENTITY)
+
+
 class DlibFace:
     """dlib's face-recognition ResNet (99.38% on LFW) as a judge: frames in, unit descriptors out.
 
@@ -107,12 +123,7 @@ class DlibFace:
             raise ToolkitError(
                 "--identity dlib needs dlib: `pip install dlib-bin face-recognition-models`"
             ) from exc
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise ToolkitError(
-                "--identity dlib needs its models: `pip install face-recognition-models`"
-            )
-        models = Path(spec.submodule_search_locations[0]) / "models"
+        models = dlib_models()
         self.detector = dlib.get_frontal_face_detector()
         self.landmarks = dlib.shape_predictor(str(models / DLIB_MODELS[0]))
         self.recogniser = dlib.face_recognition_model_v1(str(models / DLIB_MODELS[1]))
@@ -151,9 +162,8 @@ def load_identity(spec: str | None) -> IdentityModel:
         return DlibFace()
     if spec and spec.startswith("facenet:"):
         return load_facenet(Path(spec.removeprefix("facenet:")))
-    folder = MINI_JUDGES.get(spec or "mini-identity", Path(spec) if spec else MINI_IDENTITY)
     try:
-        return load_identity_encoder(folder)
+        return load_identity_encoder(judge_folder(spec))
     except FileNotFoundError as exc:
         raise ToolkitError(f"{exc}; or pass dlib, or facenet:PATH for FaceNet weights") from exc
 
@@ -167,18 +177,11 @@ def judge_sha256(spec: str | None) -> str:
     from anti_i2v.core.common import file_sha256
 
     if spec == "dlib":
-        spec_ = importlib.util.find_spec("face_recognition_models")
-        if spec_ is None or not spec_.submodule_search_locations:
-            raise ToolkitError(
-                "--identity dlib needs its models: `pip install face-recognition-models`"
-            )
-        folder = Path(spec_.submodule_search_locations[0]) / "models"
-        files = [folder / n for n in DLIB_MODELS]
+        files = [dlib_models() / n for n in DLIB_MODELS]
     elif spec and spec.startswith("facenet:"):
         files = [Path(spec.removeprefix("facenet:"))]
     else:
-        folder = MINI_JUDGES.get(spec or "mini-identity", Path(spec) if spec else MINI_IDENTITY)
-        files = sorted(p for p in Path(folder).glob("*") if p.is_file())
+        files = sorted(p for p in judge_folder(spec).glob("*") if p.is_file())
     missing = [f for f in files if not f.is_file()]
     if missing or not files:
         raise ToolkitError(f"judge {spec}: no weights at {missing[0] if missing else spec}")
