@@ -279,10 +279,14 @@ def studies(root: Path = STUDIES) -> list[Path]:
     )
 
 
+def study_report(folder: Path) -> StudyReport:
+    """A study folder's typed report.json."""
+    return StudyReport.from_json(json.loads((folder / "report.json").read_text()))
+
+
 def study_readme(folder: Path) -> str:
     """A study folder's README, from its report.json and protocol.json (what the study wrote)."""
-    report = StudyReport.from_json(json.loads((folder / "report.json").read_text()))
-    return render_readme(report, json.loads((folder / "protocol.json").read_text()))
+    return render_readme(study_report(folder), json.loads((folder / "protocol.json").read_text()))
 
 
 def results_table(root: Path = STUDIES, links: bool = True) -> str:
@@ -290,13 +294,13 @@ def results_table(root: Path = STUDIES, links: bool = True) -> str:
     headline visibility (Holm-corrected across the study's pre-registered comparisons) and where
     the profile's layers rank, each naming its study (as links in the README; as folder names
     in the docs site, which cannot link outside itself); then each study's verdict sentences."""
+    found = {folder: study_report(folder) for folder in studies(root)}
     rows = []
-    for folder in studies(root):
-        report = StudyReport.from_json(json.loads((folder / "report.json").read_text()))
+    for folder, report in found.items():
         rows.append(
             [
                 report.model,
-                f"{report.judge}, {report.photos} portraits",
+                f"{report.judge}, {report.photos} portraits, at ΔE {report.headline_delta_e:g}",
                 _diff_cell(report, "anti-i2v", "rgb-pgd"),
                 _diff_cell(report, "colour-space", "rgb-pgd"),
                 _diff_cell(report, "profile-layers", "random-layers"),
@@ -308,20 +312,14 @@ def results_table(root: Path = STUDIES, links: bool = True) -> str:
         )
     head = [
         "model",
-        "judge",
-        "Anti-I2V − RGB PGD at ΔE 3",
+        "judge, portraits, visibility",
+        "Anti-I2V − RGB PGD",
         "colour space alone − RGB PGD",
         "profile − random layers (IRC+IRA)",
         "profile's rank (permutation p)",
         "study",
     ]
-    verdicts = [
-        f"- **{r.model}**: " + " ".join(r.verdicts)
-        for r in (
-            StudyReport.from_json(json.loads((f / "report.json").read_text()))
-            for f in studies(root)
-        )
-    ]
+    verdicts = [f"- **{r.model}**: " + " ".join(r.verdicts) for r in found.values()]
     return "\n".join(
         _table(head, rows) + ["", "What each study concludes, in its own words:", ""] + verdicts
     )
