@@ -32,12 +32,8 @@ class Comparison:
     b: str
     why: str
 
-    @property
-    def name(self) -> str:
-        return f"{self.a} - {self.b}"
 
-
-def comparisons(arms: list[str]) -> list[Comparison]:
+def comparisons(arms: set[str]) -> list[Comparison]:
     """The family Holm corrects, given the arms run (pooled `random-layers` as one arm).
 
     Every cloak against RGB PGD (does anything beat the plain baseline), then what each
@@ -54,8 +50,7 @@ def comparisons(arms: list[str]) -> list[Comparison]:
         ("anti-i2v", "colour-space", "what IRC and IRA add on top of the colour space"),
         (LEVER_ARM, "anti-i2v", "what the EOT lever adds"),
     ]
-    have = set(arms)
-    return [Comparison(a, b, why) for a, b, why in wanted if a in have and b in have]
+    return [Comparison(a, b, why) for a, b, why in wanted if a in arms and b in arms]
 
 
 @dataclass(frozen=True)
@@ -101,12 +96,8 @@ def build_protocol(
     """The protocol as protocol.json holds it: plain JSON types (lists, not tuples), so the one
     rebuilt on a rerun compares equal, key by key, to the one read back."""
     arms = cfg.study_arms()
-    names = [a.name for a in arms]
-    pooled = [n for n in names if not n.startswith("random-layers-")]
-    if any(n.startswith("random-layers-") for n in names):
-        pooled.insert(
-            pooled.index("pilot-layers") if "pilot-layers" in pooled else 0, POOLED_RANDOM
-        )
+    # The arms the comparisons may name: the K draws count as one, pooled per portrait
+    named = {a.name for a in arms} | ({POOLED_RANDOM} if "random-layers" in cfg.arms else set())
     protocol = {
         "question": QUESTION,
         "toolkit_version": TOOLKIT_VERSION,
@@ -145,7 +136,7 @@ def build_protocol(
             "reps": cfg.reps,
             "correction": "holm",
             "alpha": cfg.alpha,
-            "comparisons": [asdict(c) for c in comparisons(pooled)],
+            "comparisons": [asdict(c) for c in comparisons(named)],
             "rank": "the profile among every layer configuration tried (its own, the random "
             "draws, the pilot's) by mean drop at the headline ΔE; permutation p = (1 + draws at "
             "or above it) / (1 + draws)",
