@@ -82,6 +82,7 @@ def calibrate(
         files.append(small)
     judge = DlibFace()
     clean = descriptors(judge, files)
+    pixels = {p: load_photo(p).pixels for p in files}
     same, other = pair_scores(clean)
     moves = {}
     for method in methods:
@@ -105,7 +106,7 @@ def calibrate(
             )
             for i, p in enumerate(files):
                 cloak = load_photo(folder / f"{p.stem}.png").pixels
-                de[i, 0, j] = delta_e(cloak, load_photo(p).pixels)
+                de[i, 0, j] = delta_e(cloak, pixels[p])
                 move[i, 0, 0, j] = 1 - float(judge(cloak[None])[0].numpy() @ clean[p.stem])
         at = read_off(de, move, (AT_DELTA_E,))[:, 0, 0, 0]
         moves[method] = {

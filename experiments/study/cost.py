@@ -30,9 +30,13 @@ class StepCost:
     device: str
 
 
-def measure_steps(cfg: StudyConfig, device: str) -> StepCost:
+def measure_steps(cfg: StudyConfig, device: str) -> tuple[StepCost, int]:
     """Load the model once; time one protect and one generation step (after a warm-up each)
-    and count each one's peak memory (a second, counted run: counting slows a step)."""
+    and count each one's peak memory (a second, counted run: counting slows a step).
+
+    Returns:
+        The step's cost, and the model's block count (the pilot cloaks once per block).
+    """
     from anti_i2v.models.backbones import load_backbone
     from anti_i2v.plan import PlanRequest, run_step, time_step
 
@@ -43,9 +47,10 @@ def measure_steps(cfg: StudyConfig, device: str) -> StepCost:
         seconds = time_step(backbone, req)
         peak, _, _ = run_step(backbone, req, fake=False)
         out[task] = (seconds, peak)
-    return StepCost(
+    step = StepCost(
         out["protect"][0], out["protect"][1], out["generate"][0], out["generate"][1], device
     )
+    return step, len(backbone.block_names())
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,12 @@ class Split:
     evaluation: dict[str, str]
 
 
-def split_photos(photos: list[Path], cfg: StudyConfig) -> Split:
+def split_photos(
+    photos: list[Path], cfg: StudyConfig, sha256: dict[Path, str] | None = None
+) -> Split:
     """Shuffle the photos (sorted by name, then seeded) and cut them into the two groups.
+
+    `sha256`: the photos' content hashes where already computed (reading a photo hashes it).
 
     Raises:
         ToolkitError: too few photos, or two photos with the same name (stems key every result).
@@ -85,7 +89,11 @@ def split_photos(photos: list[Path], cfg: StudyConfig) -> Split:
     evaluated = rest if cfg.evaluation is None else rest[: cfg.evaluation]
 
     def hashed(group: list[Path]) -> dict[str, str]:
-        return {p.stem: file_sha256(p) for p in sorted(group, key=lambda p: p.name)}
+        known = sha256 or {}
+        return {
+            p.stem: known[p] if p in known else file_sha256(p)
+            for p in sorted(group, key=lambda p: p.name)
+        }
 
     return Split(cfg.split_seed, hashed(chosen), hashed(evaluated))
 

@@ -58,8 +58,9 @@ def default_judge(model: str) -> str:
     return WORLD_JUDGE[MINI_WORLD[model]] if model in MINI_WORLD else "dlib"
 
 
-def check_inputs(cfg: StudyConfig) -> tuple[list[Path], str]:
-    """The photos (each readable) and the judge, or one line naming the problem and the fix."""
+def check_inputs(cfg: StudyConfig) -> tuple[list[Path], dict[Path, str], str]:
+    """The photos (each readable) with their content hashes, and the judge; or one line naming
+    the problem and the fix."""
     from anti_i2v.models.backbones import resolve_model
 
     folder = Path(cfg.photos)
@@ -68,15 +69,14 @@ def check_inputs(cfg: StudyConfig) -> tuple[list[Path], str]:
     photos = gather_images([folder])
     if not photos:
         raise ToolkitError(f"{cfg.photos}: no photos there (png, jpg, webp, ...)")
-    for p in photos:
-        load_photo(p)  # a damaged or hostile file is one line now
+    sha256 = {p: load_photo(p).sha256 for p in photos}  # a damaged file is one line now
     if cfg.masks and not Path(cfg.masks).is_dir():
         raise ToolkitError(f"--masks {cfg.masks}: not a folder (the world render's --out)")
     if cfg.profile:
         load_profile(Path(cfg.profile))
     resolve_model(cfg.model)
     check_writable_dir(Path(cfg.out))
-    return photos, cfg.judge or default_judge(cfg.model)
+    return photos, sha256, cfg.judge or default_judge(cfg.model)
 
 
 def require_faces(judge: str, photos: list[Path]) -> None:
@@ -186,8 +186,8 @@ def run_study(cfg: StudyConfig) -> Path:
     from anti_i2v.models.backbones import weights_sha256
 
     out = Path(cfg.out)
-    photos, judge = check_inputs(cfg)
-    split = split_photos(photos, cfg)
+    photos, sha256, judge = check_inputs(cfg)
+    split = split_photos(photos, cfg, sha256)
     protocol = build_protocol(
         cfg, split, judge_name(judge), judge_sha256(judge), weights_sha256(cfg.model)
     )
@@ -213,8 +213,7 @@ def _run(
     """Stages 2-6, inside the run's process group."""
     evaluated = [p for p in photos if p.stem in split.evaluation]
     started = time.perf_counter()
-    step = measure_steps(cfg, device)
-    n_layers = len(_block_names(cfg.model))
+    step, n_layers = measure_steps(cfg, device)
     cost = predict(
         cfg,
         step,
@@ -245,12 +244,6 @@ def finished_cloaks(out: Path, names: list[str]) -> dict[str, int]:
             (folder / f"{n}.png").is_file() for folder in arm.glob("eps*/seed*") for n in names
         )
     return found
-
-
-def _block_names(model: str) -> list[str]:
-    from anti_i2v.models.backbones import load_backbone
-
-    return load_backbone(model, weights=False).block_names()
 
 
 def finish(

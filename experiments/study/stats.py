@@ -106,8 +106,7 @@ def nanmean(values: np.ndarray, axis) -> np.ndarray:
 
 def portrait_means(values: np.ndarray) -> np.ndarray:
     """`(P,)` each portrait's mean over its seeds (NaN when no seed reached the visibility)."""
-    with _quiet():
-        return np.nanmean(values, axis=(1, 2))
+    return nanmean(values, axis=(1, 2))
 
 
 @dataclass(frozen=True)
