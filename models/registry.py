@@ -76,12 +76,11 @@ FAMILY_PIPELINES: dict[str, str] = {
     "ltx": "LTXImageToVideoPipeline",
     "hunyuan": "HunyuanVideoImageToVideoPipeline",
     "svd": "StableVideoDiffusionPipeline",
+    "opensora": "OpenSoraPipeline",
 }
 
 # Families people ask for that diffusers does not ship; the closest supported behaviour is named.
 UNSUPPORTED = {
-    "opensora": "Open-Sora 1.2 is not in diffusers; its conditioning (first-frame replacement, t=0 on "
-    "that frame) matches the `ltx` and `wan22` adapters",
     "dynamicrafter": "DynamiCrafter is not in diffusers; its UNet behaves like the `svd` adapter",
 }
 

@@ -104,3 +104,22 @@ def no_model(monkeypatch):
 
 
 ALL_FAMILIES = sorted(FAMILIES)
+
+# Every container of blocks a supported denoiser has, as its own module tree names them.
+BLOCK_LISTS = (
+    "transformer_blocks",
+    "single_transformer_blocks",
+    "blocks",
+    "spatial_blocks",
+    "temporal_blocks",
+    "down_blocks",
+    "up_blocks",
+    "input_blocks",
+    "output_blocks",
+)
+
+
+def count_blocks(denoiser: torch.nn.Module) -> int:
+    """Count blocks straight from the module tree, independently of the adapters."""
+    n = sum(len(getattr(denoiser, attr, [])) for attr in BLOCK_LISTS)
+    return n + sum(getattr(denoiser, a, None) is not None for a in ("mid_block", "middle_block"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ALL_FAMILIES
+from conftest import ALL_FAMILIES, count_blocks
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -63,17 +63,7 @@ def test_store_has_every_block(tmp_path, portraits, backbones, family):
     assert attrs.schema == SCHEMA and attrs.family == family
     denoiser = result.store  # the store alone: count arrays against the model's own module tree
     model = backbones(family).denoiser
-    expected = sum(
-        len(getattr(model, a, []))
-        for a in (
-            "transformer_blocks",
-            "single_transformer_blocks",
-            "blocks",
-            "down_blocks",
-            "up_blocks",
-        )
-    )
-    expected += int(getattr(model, "mid_block", None) is not None)
+    expected = count_blocks(model)
     coordinates = {k for k, a in denoiser.group.arrays() if a.metadata.dimension_names == (k,)}
     assert {"timestep", "sample", "frame", "height", "width", "channel"} <= coordinates
     arrays = [k for k in denoiser.group.array_keys() if k not in coordinates | {"completed"}]

@@ -269,6 +269,8 @@ def test_predict_clean_inverts_each_family_parameterisation(backbones, family):
     elif family == "svd":
         sigma = backbone.sigma(t)  # v-prediction in EDM form: c_out-scaled
         target = (noisy / (sigma**2 + 1) - clean) * ((sigma**2 + 1) ** 0.5 / sigma)
+    elif family == "opensora":
+        target = clean - noise  # Open-Sora's velocity points the other way
     else:
         target = noise - clean
     torch.testing.assert_close(

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from anti_i2v.core.common import ToolkitError
-from anti_i2v.models.backbones import cogvideox, hunyuan, ltx, svd, wan, wan22
+from anti_i2v.models.backbones import cogvideox, hunyuan, ltx, opensora, svd, wan, wan22
 from anti_i2v.models.backbones.base import Backbone, Conditioning
 from anti_i2v.models.backbones.empty import build_empty, has_weights, weights_needed
 from anti_i2v.models.registry import (  # noqa: F401  (BUILTINS, UNSUPPORTED, real_configs: re-exported)
@@ -68,6 +68,7 @@ register(wan22.Wan22, wan22.tiny, ((64, 64), 9))
 register(ltx.LTX, ltx.tiny, ((32, 32), 9))
 register(hunyuan.Hunyuan, hunyuan.tiny, ((32, 32), 9))
 register(svd.SVD, svd.tiny, ((32, 32), 2))
+register(opensora.OpenSora, opensora.tiny, ((32, 32), 9))
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -76,6 +77,7 @@ _PIPELINE_FAMILY = {
     "LTXConditionPipeline": "ltx",
     "HunyuanVideoImageToVideoPipeline": "hunyuan",
     "StableVideoDiffusionPipeline": "svd",
+    "OpenSoraPipeline": "opensora",
     "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 
