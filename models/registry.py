@@ -77,11 +77,7 @@ FAMILY_PIPELINES: dict[str, str] = {
     "hunyuan": "HunyuanVideoImageToVideoPipeline",
     "svd": "StableVideoDiffusionPipeline",
     "opensora": "OpenSoraPipeline",
-}
-
-# Families people ask for that diffusers does not ship; the closest supported behaviour is named.
-UNSUPPORTED = {
-    "dynamicrafter": "DynamiCrafter is not in diffusers; its UNet behaves like the `svd` adapter",
+    "dynamicrafter": "DynamiCrafterPipeline",
 }
 
 BUILTINS: dict[str, str] = {

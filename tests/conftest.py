@@ -122,4 +122,5 @@ BLOCK_LISTS = (
 def count_blocks(denoiser: torch.nn.Module) -> int:
     """Count blocks straight from the module tree, independently of the adapters."""
     n = sum(len(getattr(denoiser, attr, [])) for attr in BLOCK_LISTS)
-    return n + sum(getattr(denoiser, a, None) is not None for a in ("mid_block", "middle_block"))
+    single = ("mid_block", "middle_block", "init_attn")  # blocks that are one module, not a list
+    return n + sum(getattr(denoiser, a, None) is not None for a in single)

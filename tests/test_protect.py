@@ -16,6 +16,7 @@ from anti_i2v.cli import app
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones import FAMILIES, weights_sha256
 from anti_i2v.models.capture import execution_order, trace_blocks
+from anti_i2v.models.dynamicrafter.pipeline import dynamic_scale
 from anti_i2v.protect.methods import METHODS
 from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec, clip_frames_for
 from anti_i2v.protect.run import ProtectConfig, run_protect
@@ -271,6 +272,9 @@ def test_predict_clean_inverts_each_family_parameterisation(backbones, family):
         target = (noisy / (sigma**2 + 1) - clean) * ((sigma**2 + 1) ** 0.5 / sigma)
     elif family == "opensora":
         target = clean - noise  # Open-Sora's velocity points the other way
+    elif family == "dynamicrafter":  # v of the dynamically rescaled x0
+        a, s = backbone._abar(t), dynamic_scale(t, backbone.pipe.config.base_scale)
+        target = a**0.5 * noise - (1 - a) ** 0.5 * s * clean
     else:
         target = noise - clean
     torch.testing.assert_close(

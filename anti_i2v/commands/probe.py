@@ -42,7 +42,6 @@ def models() -> None:
         FAMILY_PIPELINES,
         MINI_MODELS,
         MINI_WORLD,
-        UNSUPPORTED,
         real_configs,
         source_hub,
         train_hint,
@@ -65,8 +64,6 @@ def models() -> None:
     fams.add_column("pipeline")
     for fam, pipeline in FAMILY_PIPELINES.items():
         fams.add_row(fam, pipeline)
-    for fam, why in UNSUPPORTED.items():
-        fams.add_row(f"{fam} (not supported)", why)
     Console().print(fams)
 
 

@@ -18,15 +18,23 @@ import torch
 from safetensors.torch import load_file
 
 from anti_i2v.core.common import ToolkitError
-from anti_i2v.models.backbones import cogvideox, hunyuan, ltx, opensora, svd, wan, wan22
+from anti_i2v.models.backbones import (
+    cogvideox,
+    dynamicrafter,
+    hunyuan,
+    ltx,
+    opensora,
+    svd,
+    wan,
+    wan22,
+)
 from anti_i2v.models.backbones.base import Backbone, Conditioning
 from anti_i2v.models.backbones.empty import build_empty, has_weights, weights_needed
-from anti_i2v.models.registry import (  # noqa: F401  (BUILTINS, UNSUPPORTED, real_configs: re-exported)
+from anti_i2v.models.registry import (  # noqa: F401  (BUILTINS, real_configs: re-exported)
     BUILTINS,
     FAMILY_PIPELINES,
     MINI_MODELS,
     MINI_WORLD,
-    UNSUPPORTED,
     real_configs,
     train_hint,
 )
@@ -69,6 +77,7 @@ register(ltx.LTX, ltx.tiny, ((32, 32), 9))
 register(hunyuan.Hunyuan, hunyuan.tiny, ((32, 32), 9))
 register(svd.SVD, svd.tiny, ((32, 32), 2))
 register(opensora.OpenSora, opensora.tiny, ((32, 32), 9))
+register(dynamicrafter.DynamiCrafter, dynamicrafter.tiny, ((32, 32), 9))
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -78,6 +87,7 @@ _PIPELINE_FAMILY = {
     "HunyuanVideoImageToVideoPipeline": "hunyuan",
     "StableVideoDiffusionPipeline": "svd",
     "OpenSoraPipeline": "opensora",
+    "DynamiCrafterPipeline": "dynamicrafter",
     "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 
@@ -99,10 +109,6 @@ def family_of(index: dict[str, Any]) -> str:
 
 
 def _check_family(family: str) -> str:
-    key = family.lower().replace("-", "").replace(".", "").replace(" ", "")
-    for name, why in UNSUPPORTED.items():
-        if key.startswith(name):
-            raise ToolkitError(f"{why}. Use one of: {', '.join(sorted(FAMILIES))}")
     if family not in FAMILIES:
         raise ToolkitError(f"unknown family {family!r}; supported: {', '.join(sorted(FAMILIES))}")
     return family
