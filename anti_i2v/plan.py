@@ -168,9 +168,8 @@ def step_frames(backbone, req: PlanRequest) -> int:
 
 def step_modules(backbone) -> dict[str, torch.nn.Module]:
     """The components a step runs, by name (the text encoders never are: embeddings are saved)."""
-    encoder = getattr(backbone.pipe, "image_encoder", None)
-    mods = {"denoiser": backbone.denoiser, "vae": backbone.pipe.vae, "image_encoder": encoder}
-    return {k: m for k, m in mods.items() if m is not None}
+    parts = {name: getattr(backbone.pipe, name, None) for name in backbone.conditioning_parts}
+    return {k: m for k, m in {"denoiser": backbone.denoiser, **parts}.items() if m is not None}
 
 
 @contextlib.contextmanager

@@ -100,6 +100,16 @@ def real_configs() -> dict[str, Path]:
     return {p.name: p for p in sorted(REAL_CONFIGS.iterdir()) if (p / "model_index.json").is_file()}
 
 
+def source_convert(folder: Path) -> str:
+    """The command a config folder's SOURCE gives for making a pipeline of the official weights
+    (its `convert:` line: families not in diffusers), or ""."""
+    source = folder / "SOURCE"
+    lines = source.read_text().splitlines() if source.exists() else []
+    return next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("convert:")), ""
+    )
+
+
 def source_hub(folder: Path) -> str:
     """The hub id a config folder's SOURCE names on its first line (`hub id: ...`), or ""."""
     source = folder / "SOURCE"

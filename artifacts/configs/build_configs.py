@@ -1,4 +1,4 @@
-"""Write the published component configs of six real image-to-video models (no weights).
+"""Write the published component configs of nine real image-to-video models (no weights).
 
 Run from the project root: `python artifacts/configs/build_configs.py`. It writes one diffusers
 pipeline folder per model (`model_index.json`, one `config.json` per component, the image
@@ -10,11 +10,16 @@ The values are the ones diffusers' own conversion scripts (`scripts/convert_*_to
 build the published checkpoints with; where a script takes a class's defaults, the defaults are
 written out here so that a later diffusers release cannot change a shipped config silently.
 The hub itself cannot be reached from here, so no hub revision is pinned: `SOURCE` names the
-hub id and the script the values were read from.
+hub id and the script the values were read from. Open-Sora 1.2 and DynamiCrafter are not in
+diffusers: their components are this toolkit's own classes (`anti_i2v.models.opensora`,
+`anti_i2v.models.dynamicrafter`), built from the facts in shared/models, and their official
+checkpoints become pipeline folders through `anti-i2v convert` (the `convert:` line of SOURCE),
+which reads these configs.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -399,11 +404,86 @@ MODELS: dict[str, tuple] = {
             "feature_extractor": ("transformers", "CLIPImageProcessor", CLIP_PROCESSOR),
         },
     ),
+    "opensora-1.2": (
+        "hpcai-tech/OpenSora-STDiT-v3 + hpcai-tech/OpenSora-VAE-v1.2",
+        "shared/models/opensora-dynamicrafter.md (hub config.json: depth 28, hidden 1152, heads 16, "
+        "patch (1,2,2), caption 4096 x 300; VAE scale/shift), the classes' defaults",
+        "OpenSoraPipeline",
+        {},
+        {
+            "transformer": ("anti_i2v.models.opensora.stdit3", "STDiT3Model", {}),
+            "vae": ("anti_i2v.models.opensora.vae", "OpenSoraVAE", {}),
+            "scheduler": (
+                "diffusers",
+                "FlowMatchEulerDiscreteScheduler",
+                dict(num_train_timesteps=1000, shift=1.0),
+            ),
+        },
+        "anti-i2v convert opensora-1.2 DIR --out PIPELINE",
+    ),
+    **{
+        f"dynamicrafter-{size}": (
+            f"Doubiiu/DynamiCrafter_{size}",
+            "shared/models/opensora-dynamicrafter.md (the official YAML's UNet, Resampler, "
+            "OpenCLIP ViT-H-14 and SD VAE; image_size, base_scale and default_fs per size)",
+            "DynamiCrafterPipeline",
+            dict(frame_stride=fs, base_scale=base, height=hw[0], width=hw[1], num_frames=16),
+            {
+                "unet": ("anti_i2v.models.dynamicrafter.unet", "DynamiCrafterUNet", {}),
+                "image_proj_model": ("anti_i2v.models.dynamicrafter.image", "Resampler", {}),
+                "image_encoder": (
+                    "anti_i2v.models.dynamicrafter.image",
+                    "OpenCLIPVisionTower",
+                    {},
+                ),
+                "vae": (
+                    "diffusers",
+                    "AutoencoderKL",
+                    dict(
+                        in_channels=3,
+                        out_channels=3,
+                        down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(128, 256, 512, 512),
+                        layers_per_block=2,
+                        latent_channels=4,
+                        norm_num_groups=32,
+                        sample_size=512,
+                        scaling_factor=0.18215,
+                    ),
+                ),
+                "scheduler": (
+                    "diffusers",
+                    "DDIMScheduler",
+                    dict(
+                        num_train_timesteps=1000,
+                        beta_start=0.00085,
+                        beta_end=0.012,
+                        beta_schedule="scaled_linear",
+                        rescale_betas_zero_snr=True,
+                        prediction_type="v_prediction",
+                        timestep_spacing="trailing",
+                        clip_sample=False,
+                        set_alpha_to_one=True,
+                    ),
+                ),
+            },
+            f"anti-i2v convert dynamicrafter CKPT --size {size} --out PIPELINE",
+        )
+        for size, fs, base, hw in ((512, 24, 0.7, (320, 512)), (1024, 10, 0.3, (576, 1024)))
+    },
 }
 
 
+def component_class(library: str, cls: str) -> type:
+    """A component's class: diffusers', or one of this toolkit's own model modules."""
+    if library == "diffusers":
+        return getattr(diffusers, cls)
+    return getattr(importlib.import_module(library), cls)
+
+
 def write(name: str) -> Path:
-    hub, source, pipeline, extra, components = MODELS[name]
+    hub, source, pipeline, extra, components, *convert = MODELS[name]
     folder = HERE / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -420,12 +500,17 @@ def write(name: str) -> Path:
             CLIPImageProcessor(**spec[2]).save_pretrained(sub)
         else:  # models are built on the meta device: configs only, no memory for weights
             with init_empty_weights():
-                getattr(diffusers, cls).from_config(dict(spec[2])).save_config(sub)
+                component_class(lib, cls).from_config(dict(spec[2])).save_config(sub)
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    weights = (
+        f"weights: none here; download the official checkpoint and run `{convert[0]}`, then pass PIPELINE\n"
+        f"convert: {convert[0]}\n"
+        if convert
+        else "weights: none here; download them (`hf download <hub id> --local-dir DIR`) and pass DIR\n"
+    )
     (folder / "SOURCE").write_text(
         f"hub id: {hub}\nvalues from: {source}\n"
-        "revision: not pinned (the hub is unreachable where these were written)\n"
-        "weights: none here; download them (`hf download <hub id> --local-dir DIR`) and pass DIR\n"
+        "revision: not pinned (the hub is unreachable where these were written)\n" + weights
     )
     return folder
 

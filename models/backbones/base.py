@@ -52,6 +52,9 @@ class Backbone(ABC):
     # Denoiser passes per sampling step in the published pipeline: 2 with classifier-free
     # guidance (conditional and unconditional, batched). Used by `plan --task generate`.
     guidance_passes: ClassVar[int] = 2
+    # Pipeline components besides the denoiser that conditioning runs (frozen here; `plan`
+    # counts their weights); those a pipeline lacks are skipped.
+    conditioning_parts: ClassVar[tuple[str, ...]] = ("vae", "image_encoder")
     # The loaded weights' hash (`anti_i2v.models.backbones.weights_sha256`), set by `load_backbone`.
     weights_sha256: str = ""
 
@@ -72,7 +75,7 @@ class Backbone(ABC):
         self.denoiser.eval().requires_grad_(False)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)  # the toolkit shows its own progress
-        for part in ("vae", "image_encoder"):
+        for part in self.conditioning_parts:
             module = getattr(pipe, part, None)
             if isinstance(module, nn.Module):
                 module.eval().requires_grad_(False)

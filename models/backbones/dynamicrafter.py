@@ -44,13 +44,14 @@ class DynamiCrafter(Backbone):
     pipeline_class = DynamiCrafterPipeline
     block_containers = ("input_blocks", "init_attn", "middle_block", "output_blocks")
     skip_components = ()  # no text encoder in the folder: text features come saved
+    conditioning_parts = ("vae", "image_encoder", "image_proj_model")
 
     @property
     def denoiser(self) -> torch.nn.Module:
         return self.pipe.unet
 
     def native_resolution(self) -> tuple[int, int]:
-        return tuple(self.pipe.config.sample_size)
+        return self.pipe.config.height, self.pipe.config.width
 
     def native_frames(self) -> int:
         return self.pipe.config.num_frames
@@ -164,6 +165,7 @@ def tiny(seed: int = 0) -> DynamiCrafterPipeline:
         image_encoder=encoder,
         vae=vae,
         scheduler=ddim_scheduler(),
-        sample_size=(32, 32),
+        height=32,
+        width=32,
         num_frames=frames,
     )

@@ -11,6 +11,7 @@ one line, naming where to get them.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from anti_i2v.core.common import ToolkitError
-from anti_i2v.models.registry import source_hub
+from anti_i2v.models.registry import source_convert, source_hub
 
 
 def has_weights(folder: Path) -> bool:
@@ -28,11 +29,33 @@ def has_weights(folder: Path) -> bool:
 
 def weights_needed(folder: Path, model: str) -> ToolkitError:
     """The one-line refusal for running a config-only model (its SOURCE names the hub id)."""
-    hub = source_hub(folder)
-    get = f"`hf download {hub} --local-dir DIR`" if hub else "download its weights"
+    hub, convert = source_hub(folder), source_convert(folder)
+    if convert:  # official checkpoints of families written here become pipelines by conversion
+        get = f"download {hub} where you have access, run `{convert}` and pass PIPELINE"
+    else:
+        get = (
+            f"`hf download {hub} --local-dir DIR`" if hub else "download its weights"
+        ) + " where you have access and pass DIR"
     return ToolkitError(
         f"{model} has configs but no weights (planning only: `anti-i2v plan {model}`); to "
-        f"generate, probe or protect with it, {get} where you have access and pass DIR"
+        f"generate, probe or protect with it, {get}"
+    )
+
+
+def _library(name: str) -> Any:
+    """The module a `model_index.json` entry names: diffusers, transformers, or this toolkit's own
+    model modules (Open-Sora, DynamiCrafter). Nothing else is imported: importing runs code."""
+    import diffusers
+    import transformers
+
+    if name == "diffusers":
+        return diffusers
+    if name == "transformers":
+        return transformers
+    if name.startswith("anti_i2v.models.") and name.split(".")[2] in ("opensora", "dynamicrafter"):
+        return importlib.import_module(name)
+    raise ValueError(
+        f"components from {name!r} are not loaded (only diffusers, transformers and anti_i2v.models)"
     )
 
 
@@ -41,8 +64,7 @@ def _component(folder: Path, library: str, cls: str, dtype: torch.dtype, empty: 
     import transformers
     from accelerate import init_empty_weights
 
-    module = diffusers if library == "diffusers" else transformers
-    klass = getattr(module, cls)
+    klass = getattr(_library(library), cls)
     if cls.endswith(("Processor", "FeatureExtractor")):
         return klass.from_pretrained(folder)
     if library == "diffusers" and issubclass(klass, diffusers.SchedulerMixin):
@@ -52,7 +74,7 @@ def _component(folder: Path, library: str, cls: str, dtype: torch.dtype, empty: 
     torch.set_default_dtype(dtype)
     try:
         with init_empty_weights(include_buffers=True) if empty else contextlib.nullcontext():
-            if library == "diffusers":
+            if library != "transformers":  # diffusers' classes and the toolkit's own
                 return klass.from_config(klass.load_config(folder))
             return klass._from_config(transformers.AutoConfig.from_pretrained(folder))
     finally:

@@ -46,7 +46,7 @@ class OpenSora(FlowMatchBackbone):
     def token_grid(self, cond: Conditioning) -> tuple[int, int, int]:
         _, _, f, h, w = cond.clean.shape
         pt, ph, pw = self.denoiser.config.patch_size
-        return f // pt, h // ph, w // pw
+        return f // pt, -(-h // ph), -(-w // pw)  # a partial patch is padded to a whole one
 
     def condition(self, image: torch.Tensor, frames: int | None = None) -> Conditioning:
         f = self.latent_frames(frames or self.default_frames)
@@ -71,8 +71,8 @@ class OpenSora(FlowMatchBackbone):
             "mask": text["prompt_mask"],
             "x_mask": cond.tensors["x_mask"],
             "fps": torch.full((b,), float(FPS), device=noisy.device),
-            "height": torch.full((b,), float(height)),
-            "width": torch.full((b,), float(width)),
+            "height": float(height),  # numbers: the official (B,) tensors' element 0
+            "width": float(width),
         }
 
     def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:

@@ -21,7 +21,6 @@ from anti_i2v.models.dynamicrafter.image import OpenCLIPVisionTower, Resampler
 from anti_i2v.models.dynamicrafter.unet import DynamiCrafterUNet
 from anti_i2v.models.opensora.pipeline import VideoOutput
 
-SIZE_512 = (320, 512)  # the 512 model's training size (the 1024 model's: 576 x 1024)
 RESCALE_STEPS = 400  # scale_arr falls linearly from 1 to base_scale over the first 400 timesteps
 
 
@@ -40,7 +39,7 @@ class DynamiCrafterPipeline(DiffusionPipeline):
         unet, image_proj_model, image_encoder, vae, scheduler: the components.
         frame_stride: the UNet's `fs` (24 for the 512 model, 10 for 1024).
         base_scale: the dynamic rescale's floor (0.7 for 512, 0.3 for 1024).
-        sample_size: the [height, width] the model was trained at ([320, 512] or [576, 1024]).
+        height, width: the size the model was trained at (320 x 512, or 576 x 1024).
         num_frames: frames it generates (16).
     """
 
@@ -55,7 +54,8 @@ class DynamiCrafterPipeline(DiffusionPipeline):
         scheduler: DDIMScheduler,
         frame_stride: int = 24,
         base_scale: float = 0.7,
-        sample_size: list[int] | None = None,
+        height: int = 320,
+        width: int = 512,
         num_frames: int = 16,
     ):
         super().__init__()
@@ -69,7 +69,8 @@ class DynamiCrafterPipeline(DiffusionPipeline):
         self.register_to_config(
             frame_stride=frame_stride,
             base_scale=base_scale,
-            sample_size=list(sample_size or SIZE_512),
+            height=height,
+            width=width,
             num_frames=num_frames,
         )
         self.vae_scale_factor = 8

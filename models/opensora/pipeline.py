@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
 
@@ -119,6 +120,11 @@ class OpenSoraPipeline(DiffusionPipeline):
                 v = v_null + guidance_scale * (v_cond - v_null)
             z = self.scheduler.step(-v, t, z.float(), return_dict=False)[0].to(dtype)
         z[:, :, :1] = cond
-        video = self.vae.decode(z.to(self.vae.dtype), num_frames)[..., :height, :width]
-        video = ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)
+        video = self.vae.decode(z.to(self.vae.dtype), num_frames).float()
+        video = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)  # (B, F, 3, h, w)
+        if tuple(video.shape[-2:]) != (height, width):  # 426 px wide decodes to 424
+            flat = F.interpolate(
+                video.flatten(0, 1), size=(height, width), mode="bicubic", antialias=True
+            )
+            video = flat.clamp(0, 1).view(b, num_frames, 3, height, width)
         return VideoOutput(frames=video)

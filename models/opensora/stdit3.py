@@ -318,19 +318,19 @@ class STDiT3Model(ModelMixin, ConfigMixin):
         mask: torch.Tensor,
         x_mask: torch.Tensor | None = None,
         fps: torch.Tensor | None = None,
-        height: torch.Tensor | None = None,
-        width: torch.Tensor | None = None,
+        height: torch.Tensor | float | None = None,
+        width: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
         """One denoiser pass.
 
         Args:
-            x: `(B, 4, T, H, W)` noisy latent; H and W divisible by the patch.
+            x: `(B, 4, T, H, W)` noisy latent.
             timestep: `(B,)` in [0, 1000], 1000 = pure noise.
             y: `(B, 1, L, 4096)` caption features; mask: `(B, L)`, nonzero on real tokens.
             x_mask: `(B, T)` bool, False on latent frames given as conditions (timestep-0
                 modulation there); None treats every frame as generated.
-            fps: `(B,)` frames per second (24 for video); height, width: `(B,)` pixels, element 0
-                sets the positional scale (default: the latent size times 8).
+            fps: `(B,)` frames per second (24 for video); height, width: `(B,)` pixels (element 0
+                sets the positional scale) or numbers; default: the latent size times 8.
 
         Returns:
             `(B, 2*4 or 4, T, H, W)` float32; channels 0-3 are the velocity x0 - noise.
@@ -338,16 +338,22 @@ class STDiT3Model(ModelMixin, ConfigMixin):
         cfg = self.config
         b, _, frames, h, w = x.shape
         pt, ph, pw = cfg.patch_size
-        if frames % pt or h % ph or w % pw:
-            raise ValueError(
-                f"latent {tuple(x.shape[2:])} is not divisible by the patch {(pt, ph, pw)}"
-            )
+        if frames % pt:
+            raise ValueError(f"{frames} latent frames are not divisible by the patch's {pt}")
+        # A latent side that is not a whole number of patches (240x426 gives 30x53) is zero-padded
+        # at its end, and the output cut back (at the end, as the 15x27 tokens of 240x426 imply).
+        x = F.pad(x, (0, -w % pw, 0, -h % ph))
         dtype = self.x_embedder.proj.weight.dtype
-        frames, hp, wp = frames // pt, h // ph, w // pw
+        frames, hp, wp = frames // pt, x.shape[3] // ph, x.shape[4] // pw
         spots = hp * wp
-        height = height if height is not None else torch.full((b,), h * 8.0)
-        width = width if width is not None else torch.full((b,), w * 8.0)
-        scale = math.sqrt(float(height[0]) * float(width[0])) / cfg.input_sq_size
+        # Pixels: element 0 of a (B,) tensor, as the official code reads it, or a number (which
+        # needs no tensor read: `plan` runs this under FakeTensorMode, where tensors have no values).
+        height = h * 8.0 if height is None else height
+        width = w * 8.0 if width is None else width
+        area = (height[0] if torch.is_tensor(height) else height) * (
+            width[0] if torch.is_tensor(width) else width
+        )
+        scale = math.sqrt(float(area)) / cfg.input_sq_size
         fps = fps if fps is not None else torch.full((b,), 24.0, device=x.device)
 
         fps_emb = self.fps_embedder(fps.to(x.device), dtype)
@@ -371,5 +377,6 @@ class STDiT3Model(ModelMixin, ConfigMixin):
                     tokens = block(*args)
         out = self.final_layer(tokens, t, t0, x_mask, frames, spots)
         out = out.view(b, frames, hp, wp, pt, ph, pw, self.out_channels)
-        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.out_channels, frames * pt, h, w)
-        return out.float()
+        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        out = out.reshape(b, self.out_channels, frames * pt, hp * ph, wp * pw)
+        return out[..., :h, :w].float()
