@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from anti_i2v.commands import analyses as analyses_cli
+from anti_i2v.commands import convert as convert_cli
 from anti_i2v.commands import probe as probe_cli
 from anti_i2v.commands import protect as protect_cli
 from anti_i2v.commands import study as study_cli
@@ -23,3 +24,4 @@ probe_cli.register(app)
 analyses_cli.register(app)
 protect_cli.register(app)
 study_cli.register(app)
+convert_cli.register(app)

@@ -84,7 +84,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim: int, theta: float = 10000.0):
         super().__init__()
-        freqs = 1.0 / theta ** (torch.arange(0, dim, 2).float() / dim)
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2).to(torch.get_default_dtype()) / dim)
         self.freqs = nn.Parameter(freqs, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
