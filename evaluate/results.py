@@ -159,6 +159,12 @@ def method_label(settings: dict, with_eps: bool = True) -> str:
         + ([f"eps {eps:g}/255"] if with_eps and eps != DEFAULT_EPS else [])
         + ([f"a*b*/{ab_unit:g}"] if ab_unit != DEFAULT_AB_UNIT else [])
         + ([f"eot {'+'.join(settings['eot'])}"] if settings.get("eot") else [])
+        + ([settings["optimizer"]] if settings.get("optimizer", "sign") != "sign" else [])
+        + (
+            [f"{settings['alpha_decay']} alpha"]
+            if settings.get("alpha_decay", "constant") != "constant"
+            else []
+        )
         + (
             [f"+ {'+'.join(m['model'] for m in settings['ensemble'])}"]
             if settings.get("ensemble")

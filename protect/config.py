@@ -19,6 +19,9 @@ DISTORTIONS = ("jpeg90", "jpeg75", "jpeg50", "blur", "noise", "resize50", "platf
 # Cloak visibilities (mean CIEDE2000) at which the frontier compares methods: 2 is about the
 # threshold of a noticeable colour difference, 5 clearly visible.
 EQUAL_VISIBILITY = (2.0, 3.0, 5.0)
+# The loop's step direction (the gradient's sign, or MI-FGSM's momentum) and step-size schedules.
+OPTIMIZERS = ("sign", "momentum")
+ALPHA_DECAYS = ("constant", "cosine")
 MIN_SIDE = 16  # px: below this a photo carries no face worth protecting, and SSIM has no window
 
 
@@ -34,6 +37,10 @@ class ProtectConfig:
     steps: int = 200
     eps: float = 16.0  # in 1/255 units of each space
     alpha: float = 1.0  # in 1/255 units
+    optimizer: str = (
+        "sign"  # the step's direction: "sign" (PGD, the paper's) or "momentum" (MI-FGSM)
+    )
+    alpha_decay: str = "constant"  # or "cosine": the step size falls on a half cosine
     space: str | None = None  # default: the method's
     losses: tuple[str, ...] | None = None  # default: the method's
     target: str | None = None  # IRA / latent-pull target image; default: the built-in pattern
@@ -76,6 +83,12 @@ class ProtectConfig:
         if self.steps < 1:
             raise ToolkitError(
                 f"--steps {self.steps}: at least 1 optimisation step (the paper uses 200)"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ToolkitError(f"--optimizer {self.optimizer}: choose from {', '.join(OPTIMIZERS)}")
+        if self.alpha_decay not in ALPHA_DECAYS:
+            raise ToolkitError(
+                f"--alpha-decay {self.alpha_decay}: choose from {', '.join(ALPHA_DECAYS)}"
             )
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ToolkitError(

@@ -121,6 +121,9 @@ class Run:
         # A retrained model keeps its name and config: its cloaks are other work
         d["weights_sha256"] = weights_sha256(self.cfg.model)
         d.pop("ensemble")  # only ensemble runs record it: single-model sidecars stay as they were
+        for key in ("optimizer", "alpha_decay"):  # levers: recorded only when not the paper's
+            if d[key] == ProtectConfig.__dataclass_fields__[key].default:
+                d.pop(key)
         if self.members:
             d["ensemble"] = [
                 {
@@ -343,7 +346,15 @@ def cloak_photos(
                 ]
             )
         objective.prepare()
-        result = perturb_iterative(x, objective, space, cfg.steps, cfg.alpha / 255)
+        result = perturb_iterative(
+            x,
+            objective,
+            space,
+            cfg.steps,
+            cfg.alpha / 255,
+            optimizer=cfg.optimizer,
+            alpha_decay=cfg.alpha_decay,
+        )
         advs, history, params = result.adv.cpu(), result.history, result.params
     else:  # each photo its own generator, as alone
         parts = [

@@ -167,6 +167,8 @@ def test_two_inputs_with_one_cloak_name_are_refused_before_any_work(tmp_path, ph
         (["--steps", "0"], "--steps 0"),
         (["--frames", "0"], "--frames 0"),
         (["--alpha", "0"], "--alpha 0"),
+        (["--optimizer", "adam"], "--optimizer adam"),
+        (["--alpha-decay", "linear"], "--alpha-decay linear"),
         (["--space", "bogus"], "--space bogus"),
         (["--losses", "bogus"], "--losses bogus"),
         (["--timesteps", "-1"], "--timesteps -1"),

@@ -75,6 +75,29 @@ def test_profile_rank_and_its_permutation_p():
 # --- protocol ------------------------------------------------------------------------------
 
 
+def test_the_fast_lever_is_an_arm_with_its_own_steps_and_optimiser(tmp_path):
+    from anti_i2v.experiments.study.config import FAST_ARM
+    from anti_i2v.experiments.study.protocol import arm_record, comparisons
+
+    cfg = StudyConfig(model="tiny:svd", photos=str(tmp_path), out=str(tmp_path / "s"), steps=60,
+                      arms=("rgb-pgd", "anti-i2v"), fast_steps=15)  # fmt: skip
+    fast = cfg.study_arms()[-1]
+    assert fast.name == FAST_ARM and fast.steps(cfg.steps) == 15 and fast.optimizer == "momentum"
+    assert (fast.alpha, fast.alpha_decay) == (2.0, "cosine")
+    # recorded with its lever fields; an arm without them reads as protocols always did
+    assert arm_record(fast)["step_fraction"] == 0.25 and arm_record(fast)["optimizer"] == "momentum"
+    assert set(arm_record(cfg.study_arms()[0])) == {
+        "name",
+        "method",
+        "space",
+        "losses",
+        "layers",
+        "eot",
+    }
+    wanted = {(c.a, c.b) for c in comparisons({"rgb-pgd", "anti-i2v", FAST_ARM})}
+    assert {(FAST_ARM, "rgb-pgd"), (FAST_ARM, "anti-i2v")} <= wanted
+
+
 def _photos(tmp_path: Path, n: int) -> list[Path]:
     d = tmp_path / "photos"
     d.mkdir(exist_ok=True)
@@ -150,6 +173,9 @@ def test_random_draws_cover_the_whole_depth_and_never_repeat_the_profile(tiny_pr
         (["--delta-e", "2,5"], "--headline-delta-e 3"),
         (["--random-layers", "1"], "at least 2 draws"),
         (["--eot", "jpeg200"], "unknown distortion"),
+        (["--fast-steps", "0"], "--fast-steps 0"),
+        (["--fast-steps", "10", "--fast-optimizer", "adam"], "--fast-optimizer adam"),
+        (["--fast-steps", "10", "--fast-alpha", "0"], "--fast-alpha 0"),
     ],
 )
 def test_bad_options_are_one_line_before_any_model(tmp_path, no_model, args, message):

@@ -54,6 +54,47 @@ def test_loop_reaches_the_target_inside_the_budget_and_stops_at_its_edge():
     assert image.eq(0.5).all()  # the input is never modified
 
 
+def _scripted(weights: list[torch.Tensor]):
+    """Objective `sum(x * w_t)` whose gradient at call t is `weights[t]` (each call the next)."""
+    calls = iter(weights)
+
+    def objective(x: torch.Tensor):
+        return (x * next(calls)).sum(), {}
+
+    return objective
+
+
+def test_momentum_steps_by_the_sign_of_the_normalised_running_gradient():
+    image = torch.full((2, 3, 2, 2), 0.5)
+    # photo 0: gradient +1 then -0.5 (momentum: 1 + (-0.5 / 0.5) = 0, no second step);
+    # photo 1: gradient +3 then -1 (momentum: 1 + (-1 / 1) = 0): the same, whatever the scale
+    first = torch.cat([torch.full((1, 3, 2, 2), 1.0), torch.full((1, 3, 2, 2), 3.0)])
+    second = torch.cat([torch.full((1, 3, 2, 2), -0.5), torch.full((1, 3, 2, 2), -1.0)])
+    space = Space("rgb", eps=0.1)
+    sign = perturb_iterative(image, _scripted([first, second]), space, steps=2, alpha=0.01)
+    torch.testing.assert_close(sign.params["rgb"], torch.zeros_like(image))  # up, then down
+    mom = perturb_iterative(
+        image, _scripted([first, second]), space, steps=2, alpha=0.01, optimizer="momentum"
+    )
+    torch.testing.assert_close(mom.params["rgb"], torch.full_like(image, 0.01))  # up, then stays
+
+
+def test_cosine_decay_halves_the_step_size_halfway_and_starts_at_alpha():
+    from anti_i2v.protect.loop import step_size
+
+    assert step_size(0.02, 0, 10, "cosine") == pytest.approx(0.02)
+    assert step_size(0.02, 5, 10, "cosine") == pytest.approx(0.01)
+    assert step_size(0.02, 9, 10, "cosine") < 0.001
+    assert step_size(0.02, 9, 10, "constant") == 0.02
+    image = torch.full((1, 3, 2, 2), 0.5)
+    ones = [torch.ones_like(image)] * 4
+    out = perturb_iterative(
+        image, _scripted(ones), Space("rgb", eps=1.0), steps=4, alpha=0.04, alpha_decay="cosine"
+    )
+    expected = sum(step_size(0.04, t, 4, "cosine") for t in range(4))
+    torch.testing.assert_close(out.params["rgb"], torch.full_like(image, expected))
+
+
 def test_loop_keeps_the_image_in_range():
     image = torch.ones(1, 3, 4, 4) * 0.98
     result = perturb_iterative(

@@ -36,6 +36,12 @@ def protect(
         D.eps, help="L-inf budget in 1/255 units of the perturbed space, in (0, 255]"
     ),
     alpha: float = typer.Option(D.alpha, help="step size in 1/255 units"),
+    optimizer: str = typer.Option(
+        D.optimizer, help="step direction: sign (PGD, the paper's) or momentum (MI-FGSM)"
+    ),
+    alpha_decay: str = typer.Option(
+        D.alpha_decay, help="step size: constant, or cosine (falls on a half cosine)"
+    ),
     space: str = typer.Option(None, help=f"{', '.join(SPACES)} (default: the method's)"),
     losses: str = typer.Option(
         None, help=f"comma-separated terms: {','.join(LOSS_TERMS)} (default: the method's)"
@@ -109,6 +115,8 @@ def protect(
         steps=steps,
         eps=eps,
         alpha=alpha,
+        optimizer=optimizer,
+        alpha_decay=alpha_decay,
         space=space,
         losses=tuple(x for x in losses.split(",")) if losses is not None else None,
         target=str(target) if target else None,

@@ -42,6 +42,16 @@ def study(
     eot: str = typer.Option(
         "", help="a lever arm: full Anti-I2V through these distortions (e.g. jpeg75)"
     ),
+    fast_steps: int = typer.Option(
+        None, help="add the cost lever arm anti-i2v-fast: full Anti-I2V in this many steps"
+    ),
+    fast_optimizer: str = typer.Option(
+        D.fast_optimizer, help="its step direction: sign or momentum"
+    ),
+    fast_alpha: float = typer.Option(D.fast_alpha, help="its step size (1/255 units)"),
+    fast_alpha_decay: str = typer.Option(
+        D.fast_alpha_decay, help="its schedule: constant or cosine"
+    ),
     delta_e: str = typer.Option(
         ",".join(f"{t:g}" for t in D.delta_e), help="visibilities (mean CIEDE2000) to read at"
     ),
@@ -82,6 +92,10 @@ def study(
         pilot_steps=pilot_steps,
         eval_steps=eval_steps,
         eot=tuple(d.strip() for d in eot.split(",") if d.strip()),
+        fast_steps=fast_steps,
+        fast_optimizer=fast_optimizer,
+        fast_alpha=fast_alpha,
+        fast_alpha_decay=fast_alpha_decay,
         delta_e=parse_floats(delta_e, "--delta-e"),
         headline_delta_e=headline_delta_e,
         reps=reps,

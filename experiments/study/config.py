@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from anti_i2v.core.common import ToolkitError, check_out_given
-from anti_i2v.protect.config import EQUAL_VISIBILITY, is_distortion
+from anti_i2v.protect.config import ALPHA_DECAYS, EQUAL_VISIBILITY, OPTIMIZERS, is_distortion
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,16 @@ class Arm:
     losses: tuple[str, ...] | None = None  # None: the method's own
     layers: str = "none"
     eot: tuple[str, ...] = ()  # a lever: distortions the model sees the cloak through
+    # The cost lever: the loop's direction and step-size schedule, alpha (1/255 units) and the
+    # share of the study's steps the arm takes (`protect --optimizer/--alpha-decay/--alpha`)
+    optimizer: str = "sign"
+    alpha_decay: str = "constant"
+    alpha: float = 1.0
+    step_fraction: float = 1.0
+
+    def steps(self, study_steps: int) -> int:
+        """The optimisation steps this arm takes in a study of `study_steps`."""
+        return max(1, round(study_steps * self.step_fraction))
 
     @property
     def optimises(self) -> bool:
@@ -49,6 +59,7 @@ ARMS: dict[str, Arm] = {
     )
 }
 LEVER_ARM = "anti-i2v-eot"
+FAST_ARM = "anti-i2v-fast"  # full Anti-I2V in fewer steps (--fast-steps), another optimiser
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,12 @@ class StudyConfig:
     pilot_steps: int = 50
     eval_steps: int = 25
     eot: tuple[str, ...] = ()  # a lever arm: full Anti-I2V through these distortions
+    # The cost lever arm (`anti-i2v-fast`): full Anti-I2V in `fast_steps` steps (None: no arm),
+    # stepping by `fast_optimizer` with `fast_alpha` on the `fast_alpha_decay` schedule
+    fast_steps: int | None = None
+    fast_optimizer: str = "momentum"
+    fast_alpha: float = 2.0
+    fast_alpha_decay: str = "cosine"
     delta_e: tuple[float, ...] = EQUAL_VISIBILITY  # where curves are read per portrait
     headline_delta_e: float = (
         3.0  # the pre-registered comparisons are made here; the rest are secondary
@@ -122,6 +139,21 @@ class StudyConfig:
                 f"--random-layers {self.random_layers}: at least 2 draws, or the profile's rank "
                 "among them means nothing"
             )
+        if self.fast_steps is not None and not 1 <= self.fast_steps <= self.steps:
+            raise ToolkitError(
+                f"--fast-steps {self.fast_steps}: between 1 and --steps {self.steps} (the lever "
+                "is fewer steps)"
+            )
+        if self.fast_optimizer not in OPTIMIZERS or self.fast_alpha_decay not in ALPHA_DECAYS:
+            raise ToolkitError(
+                f"--fast-optimizer {self.fast_optimizer} --fast-alpha-decay "
+                f"{self.fast_alpha_decay}: choose from {', '.join(OPTIMIZERS)} and "
+                f"{', '.join(ALPHA_DECAYS)}"
+            )
+        if not (math.isfinite(self.fast_alpha) and self.fast_alpha > 0):
+            raise ToolkitError(
+                f"--fast-alpha {self.fast_alpha:g}: a step size above 0 (1/255 units)"
+            )
         bad = [d for d in self.eot if not is_distortion(d) or d == "none"]
         if bad:
             raise ToolkitError(f"--eot {','.join(bad)}: unknown distortion (e.g. jpeg75,blur)")
@@ -151,4 +183,16 @@ class StudyConfig:
                 out.append(arm)
         if self.eot:
             out.append(Arm(LEVER_ARM, "anti-i2v", layers="profile", eot=self.eot))
+        if self.fast_steps is not None:
+            out.append(
+                Arm(
+                    FAST_ARM,
+                    "anti-i2v",
+                    layers="profile",
+                    optimizer=self.fast_optimizer,
+                    alpha_decay=self.fast_alpha_decay,
+                    alpha=self.fast_alpha,
+                    step_fraction=self.fast_steps / self.steps,
+                )
+            )
         return out

@@ -112,7 +112,7 @@ def predict(
     for arm in cfg.study_arms():
         cloaks = max(0, n_eval * budgets * seeds - done.get(arm.name, 0))
         videos = n_eval * budgets * seeds * gens  # made at the end: all counted, cached or not
-        optimise = cloaks * cfg.steps * step.protect_s if arm.optimises else 0.0
+        optimise = cloaks * arm.steps(cfg.steps) * step.protect_s if arm.optimises else 0.0
         peak = step.protect_peak_bytes if arm.optimises else step.generate_peak_bytes
         arms.append(ArmCost(arm.name, cloaks, videos, optimise + videos * video, peak))
     return StudyCost(step, stages, arms)

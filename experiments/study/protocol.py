@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anti_i2v.core.common import TOOLKIT_VERSION, ToolkitError, file_sha256, write_text_atomic
-from anti_i2v.experiments.study.config import LEVER_ARM, StudyConfig
+from anti_i2v.experiments.study.config import FAST_ARM, LEVER_ARM, Arm, StudyConfig
 
 QUESTION = (
     "On this model, at a visibility nobody notices, does the cloak remove more identity than "
@@ -43,12 +43,20 @@ def comparisons(arms: set[str]) -> list[Comparison]:
     wanted = [
         *[
             (a, "rgb-pgd", "does it beat plain RGB PGD at equal visibility?")
-            for a in ("anti-i2v", "colour-space", "profile-layers", "pilot-layers", LEVER_ARM)
+            for a in (
+                "anti-i2v",
+                "colour-space",
+                "profile-layers",
+                "pilot-layers",
+                LEVER_ARM,
+                FAST_ARM,
+            )
         ],
         ("profile-layers", POOLED_RANDOM, "do the probed layers beat random ones?"),
         ("pilot-layers", POOLED_RANDOM, "do the pilot rule's layers beat random ones?"),
         ("anti-i2v", "colour-space", "what IRC and IRA add on top of the colour space"),
         (LEVER_ARM, "anti-i2v", "what the EOT lever adds"),
+        (FAST_ARM, "anti-i2v", "does the fast optimiser reach the full-step cloak's effect?"),
     ]
     return [Comparison(a, b, why) for a, b, why in wanted if a in arms and b in arms]
 
@@ -98,6 +106,19 @@ def split_photos(
     return Split(cfg.split_seed, hashed(chosen), hashed(evaluated))
 
 
+def arm_record(arm: Arm) -> dict:
+    """An arm as the protocol records it: the cost lever's fields only where an arm uses them, so
+    protocols registered before the lever existed read back unchanged."""
+    record = asdict(arm)
+    for name, field in Arm.__dataclass_fields__.items():
+        if (
+            name in ("optimizer", "alpha_decay", "alpha", "step_fraction")
+            and record[name] == field.default
+        ):
+            record.pop(name)
+    return record
+
+
 def build_protocol(
     cfg: StudyConfig, split: Split, judge: str, judge_sha: str, weights_sha: str
 ) -> dict:
@@ -125,7 +146,7 @@ def build_protocol(
             "pilot": "IRC + IRA on each non-collapse block alone over the selection photos; "
             "the blocks whose videos lose the most identity become the anchors",
         },
-        "arms": [asdict(a) for a in arms],
+        "arms": [arm_record(a) for a in arms],
         "budgets": list(cfg.budgets),
         "steps": cfg.steps,
         "pilot_steps": cfg.pilot_steps,
