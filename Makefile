@@ -12,7 +12,8 @@ DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,16 --steps 16 --pilot-
 # evaluate and anti_i2v (plan, commands, the CLI), then tests and bench.
 SRC := core models world probe analyses protect evaluate experiments anti_i2v tests bench tools artifacts/configs
 
-.PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox lint format bench clean-venv docs reports
+.PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
+	study-levers-mini-svd-v2 study-levers-mini-svd lint format bench clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -96,6 +97,28 @@ study-mini-svd: $(STAMP)
 	$(call study_recipe,mini-svd,v1,43)
 study-mini-cogvideox: $(STAMP)
 	$(call study_recipe,mini-cogvideox,v1,47)
+
+# The cost lever (issue: a cloak that wins at a quarter of the cost): fresh portraits, a pilot of
+# optimisers on the study's selection photos only, then a study registered with the pilot's
+# choice as the anti-i2v-fast arm (a quarter of the steps) beside full Anti-I2V and RGB PGD.
+LEVER_ARGS ?= --selection 4 --arms rgb-pgd,anti-i2v --budgets 4,8,14 --steps 60 \
+	--cloak-seeds 2 --generation-seeds 1
+define lever_recipe
+	$(BIN)/anti-i2v world render --world $(2) --out out/study-$(1)/world --count $(STUDY_PORTRAITS) \
+		--seed $(3) --photos out/study-$(1)/photos
+	$(BIN)/python -m anti_i2v.experiments.optimiser_pilot $(4) out/study-$(1)/photos \
+		--profile artifacts/profiles/$(4).json --selection 4 --steps 60 --out out/study-$(1)/pilot
+	$(BIN)/anti-i2v study $(4) out/study-$(1)/photos --masks out/study-$(1)/world \
+		--out out/study-$(1)/study $(LEVER_ARGS) $$(cat out/study-$(1)/pilot/study-options.txt)
+	rm -rf artifacts/studies/$(1).tmp && mkdir -p artifacts/studies/$(1).tmp
+	cd out/study-$(1)/study && cp $(STUDY_FILES) ../../../artifacts/studies/$(1).tmp/
+	cp out/study-$(1)/pilot/pilot.json artifacts/studies/$(1).tmp/
+	rm -rf artifacts/studies/$(1) && mv artifacts/studies/$(1).tmp artifacts/studies/$(1)
+endef
+study-levers-mini-svd-v2: $(STAMP)
+	$(call lever_recipe,levers-mini-svd-v2,v2,53,mini-svd-v2)
+study-levers-mini-svd: $(STAMP)
+	$(call lever_recipe,levers-mini-svd,v1,59,mini-svd)
 
 # ruff, then the import contracts (pyproject.toml): each layer imports only those below it.
 lint: $(STAMP)

@@ -48,12 +48,16 @@ def pca_grid(analysis: Analysis, path: Path, picks: dict, sample: int = 0) -> Pa
     frames = next(iter(analysis.pca_maps.values())).shape[1]
     cols = len(ts) * frames
     row_h = 0.55 if len(layers) > 24 else 0.9
+    # Room on the left for the longest block name (7 pt text, about 0.6 em a character), so
+    # names like `temporal_blocks.27` are not cut at the figure's edge.
+    label_in = max(len(layer) for layer in layers) * 7 * 0.6 / 72 + 0.15
+    width = max(4, cols * row_h * 1.2) + label_in
     fig, axes = _subplots(
         len(layers),
         cols,
-        figsize=(max(4, cols * row_h * 1.2), len(layers) * row_h + 0.8),
+        figsize=(width, len(layers) * row_h + 0.8),
         squeeze=False,
-        gridspec_kw={"wspace": 0.04, "hspace": 0.08},
+        gridspec_kw={"wspace": 0.04, "hspace": 0.08, "left": label_in / width, "right": 0.98},
     )
     for r, layer in enumerate(layers):
         for ti, t in enumerate(ts):

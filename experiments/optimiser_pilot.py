@@ -15,7 +15,8 @@ A variant's score is the share of the reference's objective rise it reaches: (it
   pilot, measures what counts (identity removed at equal visibility); the objective only ranks
   candidates cheaply.
 
-Written to `--out`: pilot.json (every variant's per-photo scores and the choice) and the cloaks.
+Written to `--out`: pilot.json (every variant's per-photo scores and the choice), the study
+options of the choice (study-options.txt: `--fast-steps ... --fast-alpha-decay ...`) and the cloaks.
 
 Usage: python -m anti_i2v.experiments.optimiser_pilot MODEL PHOTOS --profile PROFILE.json
     [--selection 4] [--split-seed 0] [--steps 60] [--budget 8] [--out out/optimiser-pilot]
@@ -121,6 +122,13 @@ def run(args: argparse.Namespace) -> dict:
         f"--split-seed {args.split_seed} --steps {args.steps} --budget {args.budget:g}",
     }
     write_text_atomic(out / "pilot.json", json.dumps(result, indent=2) + "\n")
+    pick = scores[best]
+    # The study's options for the chosen candidate, for a recipe to pass on as they are
+    write_text_atomic(
+        out / "study-options.txt",
+        f"--fast-steps {quarter} --fast-optimizer {pick['optimizer']} --fast-alpha "
+        f"{pick['alpha']:g} --fast-alpha-decay {pick['alpha_decay']}\n",
+    )
     return result
 
 

@@ -348,3 +348,24 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
         app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, "--steps", "3"]
     )
     assert changed.exit_code == 2 and "registered with another 'steps'" in changed.output
+
+
+@pytest.mark.parametrize(("fast_slope", "says"), [(0.03, "reaches"), (0.005, "falls short")])
+def test_the_fast_levers_verdict_says_whether_it_reaches_the_full_cloak(tmp_path, fast_slope, says):
+    cfg = StudyConfig(model="tiny:svd", photos="p", out="o", budgets=(4, 8), arms=("rgb-pgd", "anti-i2v"),
+                      cloak_seeds=1, generation_seeds=1, reps=300, steps=40, fast_steps=10)  # fmt: skip
+    protocol = build_protocol(
+        cfg, split_photos(_photos(tmp_path, 10), cfg), "j", "j" * 64, "w" * 64
+    )
+    rng = np.random.default_rng(2)
+    rows = [
+        _row(f"e{i}", cloak_label(arm, b, 0), 0, b / 2 * (1 + 0.05 * i),
+             slope * b / 2 * (1 + 0.05 * i) + 0.001 * rng.standard_normal())
+        for arm, slope in (("rgb-pgd", 0.01), ("anti-i2v", 0.03), ("anti-i2v-fast", fast_slope))
+        for i in range(8) for b in (4, 8)
+    ]  # fmt: skip
+    report = analyse(
+        rows, protocol, {"profile-layers": {"collapse": [], "anchors": [], "timesteps": [500]}}
+    )
+    line = next(v for v in report.verdicts if v.startswith("The fast lever"))
+    assert says in line

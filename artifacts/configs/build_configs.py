@@ -28,6 +28,8 @@ import diffusers
 from accelerate import init_empty_weights
 from transformers import CLIPImageProcessor, CLIPVisionConfig
 
+from anti_i2v.models.dynamicrafter.pipeline import DDIM_CONFIG
+
 HERE = Path(__file__).resolve().parent
 
 # laion/CLIP-ViT-H-14-laion2B-s32B-b79K, the image encoder of Wan2.1-I2V and SVD.
@@ -452,21 +454,7 @@ MODELS: dict[str, tuple] = {
                         scaling_factor=0.18215,
                     ),
                 ),
-                "scheduler": (
-                    "diffusers",
-                    "DDIMScheduler",
-                    dict(
-                        num_train_timesteps=1000,
-                        beta_start=0.00085,
-                        beta_end=0.012,
-                        beta_schedule="scaled_linear",
-                        rescale_betas_zero_snr=True,
-                        prediction_type="v_prediction",
-                        timestep_spacing="trailing",
-                        clip_sample=False,
-                        set_alpha_to_one=True,
-                    ),
-                ),
+                "scheduler": ("diffusers", "DDIMScheduler", DDIM_CONFIG),
             },
             f"anti-i2v convert dynamicrafter CKPT --size {size} --out PIPELINE",
         )

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from anti_i2v.evaluate.results import EvalRow, row_value
+from anti_i2v.experiments.study.config import FAST_ARM
 from anti_i2v.experiments.study.protocol import POOLED_RANDOM, QUESTION
 from anti_i2v.experiments.study.stats import (
     Estimate,
@@ -308,6 +309,16 @@ def verdicts(report: StudyReport) -> list[str]:
     )
     if layers is not None and layers.mean is not None:
         out.append(f"Profile layers minus random layers (pooled draws): {_signed(layers)}.")
+    fast = next((c for c in report.primary if c.a == FAST_ARM and c.b == "anti-i2v"), None)
+    if fast is not None and fast.mean is not None and fast.ci95:
+        reached = (
+            "falls short of the full-step cloak"
+            if fast.ci95[1] < 0
+            else "reaches the full-step cloak's effect within the interval"
+        )
+        out.append(
+            f"The fast lever ({FAST_ARM}) minus full Anti-I2V: {_signed(fast)}: it {reached}."
+        )
     short = [
         a
         for a, d in report.arms.items()

@@ -20,23 +20,12 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from anti_i2v.models.backbones.base import Backbone, Conditioning
 from anti_i2v.models.dynamicrafter.image import OpenCLIPVisionTower, Resampler
-from anti_i2v.models.dynamicrafter.pipeline import DynamiCrafterPipeline, dynamic_scale
+from anti_i2v.models.dynamicrafter.pipeline import (
+    DDIM_CONFIG,
+    DynamiCrafterPipeline,
+    dynamic_scale,
+)
 from anti_i2v.models.dynamicrafter.unet import DynamiCrafterUNet
-
-
-def ddim_scheduler() -> DDIMScheduler:
-    """DynamiCrafter's training schedule and DDIM spacing, in diffusers' terms."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        rescale_betas_zero_snr=True,
-        prediction_type="v_prediction",
-        timestep_spacing="trailing",
-        clip_sample=False,
-        set_alpha_to_one=True,
-    )
 
 
 class DynamiCrafter(Backbone):
@@ -164,7 +153,7 @@ def tiny(seed: int = 0) -> DynamiCrafterPipeline:
         image_proj_model=resampler,
         image_encoder=encoder,
         vae=vae,
-        scheduler=ddim_scheduler(),
+        scheduler=DDIMScheduler(**DDIM_CONFIG),
         height=32,
         width=32,
         num_frames=frames,

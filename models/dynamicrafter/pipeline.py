@@ -21,6 +21,18 @@ from anti_i2v.models.dynamicrafter.image import OpenCLIPVisionTower, Resampler
 from anti_i2v.models.dynamicrafter.unet import DynamiCrafterUNet
 from anti_i2v.models.opensora.pipeline import VideoOutput
 
+# DynamiCrafter's training schedule and DDIM spacing, in diffusers' DDIMScheduler's terms.
+DDIM_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "rescale_betas_zero_snr": True,
+    "prediction_type": "v_prediction",
+    "timestep_spacing": "trailing",
+    "clip_sample": False,
+    "set_alpha_to_one": True,
+}
 RESCALE_STEPS = 400  # scale_arr falls linearly from 1 to base_scale over the first 400 timesteps
 
 
