@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from anti_i2v.experiments.study.analysis import StudyReport
+from anti_i2v.experiments.study.config import FAST_ARM
 from anti_i2v.experiments.study.report import render_readme
 from anti_i2v.models.registry import ARTIFACTS
 
@@ -305,6 +306,7 @@ def results_table(root: Path = STUDIES, links: bool = True) -> str:
                 _diff_cell(report, "colour-space", "rgb-pgd"),
                 _diff_cell(report, "profile-layers", "random-layers"),
                 _rank_cell(report),
+                _diff_cell(report, FAST_ARM, "anti-i2v"),
                 f"[{folder.name}](artifacts/studies/{folder.name}/README.md)"
                 if links
                 else f"`{folder.name}/`",
@@ -317,9 +319,12 @@ def results_table(root: Path = STUDIES, links: bool = True) -> str:
         "colour space alone − RGB PGD",
         "profile − random layers (IRC+IRA)",
         "profile's rank (permutation p)",
+        "fewer steps (anti-i2v-fast) − Anti-I2V",
         "study",
     ]
-    verdicts = [f"- **{r.model}**: " + " ".join(r.verdicts) for r in found.values()]
+    verdicts = [
+        f"- **{r.model}** (`{folder.name}`): " + " ".join(r.verdicts) for folder, r in found.items()
+    ]
     return "\n".join(
         _table(head, rows) + ["", "What each study concludes, in its own words:", ""] + verdicts
     )

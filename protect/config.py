@@ -37,10 +37,10 @@ class ProtectConfig:
     steps: int = 200
     eps: float = 16.0  # in 1/255 units of each space
     alpha: float = 1.0  # in 1/255 units
-    optimizer: str = (
-        "sign"  # the step's direction: "sign" (PGD, the paper's) or "momentum" (MI-FGSM)
-    )
-    alpha_decay: str = "constant"  # or "cosine": the step size falls on a half cosine
+    # The step's direction, "sign" (PGD, the paper's) or "momentum" (MI-FGSM), and its size's
+    # schedule, "constant" or "cosine" (falling on a half cosine): the cost lever
+    optimizer: str = "sign"
+    alpha_decay: str = "constant"
     space: str | None = None  # default: the method's
     losses: tuple[str, ...] | None = None  # default: the method's
     target: str | None = None  # IRA / latent-pull target image; default: the built-in pattern
