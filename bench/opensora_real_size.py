@@ -7,8 +7,10 @@ size (the shipped config, seeded), beside what `plan` predicts for the same prob
 1. `plan`: one probe cell at 240x426, 51 frames, float32 (FakeTensorMode, no weights).
 2. A random-weight pipeline of `artifacts/configs/opensora-1.2` (seed 0), saved once to
    OUT/model (float32 safetensors, about 6.4 GB).
-3. `anti-i2v adapt OUT/model PHOTOS --timesteps 500` in a child process (the probe store, the
-   PCA-per-block page `figures/pca_grid.png`, the profile), then `anti-i2v explore`.
+3. `anti-i2v probe` alone (like for like with plan's figure), then `anti-i2v adapt OUT/model
+   PHOTOS --timesteps 500` (the probe store, the PCA-per-block page `figures/pca_grid.png`, the
+   profile; its peak adds the analysis), then `anti-i2v explore`, each in a child process.
+   A rerun measures only the stages OUT/summary.json does not have yet.
 
 Prints the planned peak beside each child's peak resident memory (which also counts Python,
 torch and the libraries: an upper bound on what the tensors need) and the wall time of each
@@ -43,8 +45,12 @@ def child(args: list[str]) -> tuple[float, int]:
         [sys.executable, "-c", code, str(exe), *args], capture_output=True, text=True
     )
     if done.returncode:
-        raise SystemExit(f"anti-i2v {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    rss_kib = int(next(line for line in done.stdout.splitlines() if line.startswith("MAXRSS")).split()[1])
+        raise SystemExit(
+            f"anti-i2v {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    rss_kib = int(
+        next(line for line in done.stdout.splitlines() if line.startswith("MAXRSS")).split()[1]
+    )
     return time.time() - started, rss_kib * 1024
 
 
@@ -73,21 +79,36 @@ def main() -> None:
         backbone.pipe.save_pretrained(model, safe_serialization=True)
         del backbone
         print(f"random-weight pipeline saved in {time.time() - started:.0f} s", flush=True)
-    stages = {}
+    summary_path = out / "summary.json"
+    # Stages already measured are kept (a rerun measures only what is missing)
+    stages = json.loads(summary_path.read_text())["stages"] if summary_path.exists() else {}
     for name, cmd in (
+        # the probe alone: like for like with plan's figure (adapt adds the analysis)
+        ("probe", ["probe", str(model), args.photos, "--out", str(out / "probe.zarr"),
+                   "--timesteps", args.timesteps, "--device", "cpu"]),
         ("adapt", ["adapt", str(model), args.photos, "--out", str(out / "adapt"),
                    "--timesteps", args.timesteps, "--device", "cpu"]),
         ("explore", ["explore", str(out / "adapt" / "activations.zarr"), "--out",
                      str(out / "explorer")]),
     ):  # fmt: skip
+        if name in stages:
+            continue
         seconds, peak = child(cmd)
-        stages[name] = {"seconds": round(seconds, 1), "peak_rss_bytes": peak}
+        photos = len(list(Path(args.photos).glob("*.png")))
+        stages[name] = {"seconds": round(seconds, 1), "peak_rss_bytes": peak, "photos": photos}
         print(
             f"{name}: {seconds:.0f} s, peak resident {peak / GIB:.2f} GiB "
             f"(plan's probe peak x {peak / planned.peak_bytes:.2f})",
             flush=True,
         )
-    summary = {
+        summary_path.write_text(json.dumps(_summary(planned, stages), indent=2) + "\n")
+    print(
+        f"figure: {out / 'adapt' / 'figures' / 'pca_grid.png'}; explorer: {out / 'explorer' / 'index.html'}"
+    )
+
+
+def _summary(planned, stages: dict) -> dict:
+    return {
         "model": "opensora-1.2 (random weights, seed 0)",
         "resolution": list(planned.resolution),
         "frames": planned.frames,
@@ -96,8 +117,6 @@ def main() -> None:
         "stages": stages,
         "machine": f"{os.cpu_count()} CPU cores, {resource.getpagesize()}-byte pages",
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"figure: {out / 'adapt' / 'figures' / 'pca_grid.png'}; explorer: {out / 'explorer' / 'index.html'}")
 
 
 if __name__ == "__main__":
