@@ -59,6 +59,8 @@ ARMS: dict[str, Arm] = {
     )
 }
 LEVER_ARM = "anti-i2v-eot"
+# The Arm fields of the cost lever (a protocol records them only for arms that set them)
+LEVER_FIELDS = ("optimizer", "alpha_decay", "alpha", "step_fraction")
 FAST_ARM = "anti-i2v-fast"  # full Anti-I2V in fewer steps (--fast-steps), another optimiser
 
 

@@ -15,7 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anti_i2v.core.common import TOOLKIT_VERSION, ToolkitError, file_sha256, write_text_atomic
-from anti_i2v.experiments.study.config import FAST_ARM, LEVER_ARM, Arm, StudyConfig
+from anti_i2v.experiments.study.config import (
+    FAST_ARM,
+    LEVER_ARM,
+    LEVER_FIELDS,
+    Arm,
+    StudyConfig,
+)
 
 QUESTION = (
     "On this model, at a visibility nobody notices, does the cloak remove more identity than "
@@ -110,11 +116,8 @@ def arm_record(arm: Arm) -> dict:
     """An arm as the protocol records it: the cost lever's fields only where an arm uses them, so
     protocols registered before the lever existed read back unchanged."""
     record = asdict(arm)
-    for name, field in Arm.__dataclass_fields__.items():
-        if (
-            name in ("optimizer", "alpha_decay", "alpha", "step_fraction")
-            and record[name] == field.default
-        ):
+    for name in LEVER_FIELDS:
+        if record[name] == Arm.__dataclass_fields__[name].default:
             record.pop(name)
     return record
 

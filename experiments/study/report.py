@@ -20,6 +20,7 @@ from anti_i2v.experiments.study.analysis import (
     measured,
     parse_label,
 )
+from anti_i2v.experiments.study.config import LEVER_FIELDS, Arm
 from anti_i2v.experiments.study.protocol import POOLED_RANDOM
 from anti_i2v.experiments.study.stats import nanmean, read_off
 
@@ -124,6 +125,18 @@ def _comparison_rows(found: list[ComparisonResult], corrected: bool) -> list[str
     return lines
 
 
+def _optimiser(record: dict, steps: int) -> str:
+    """An arm's steps and how it steps (the protocol records the cost lever's fields only where
+    an arm uses them: the paper's PGD otherwise)."""
+    arm = Arm(
+        record["name"], record["method"], **{k: record[k] for k in LEVER_FIELDS if k in record}
+    )
+    if not arm.optimises:
+        return "—"
+    decay = "" if arm.alpha_decay == "constant" else f", {arm.alpha_decay} decay"
+    return f"{arm.steps(steps)}, {arm.optimizer}, alpha {arm.alpha:g}{decay}"
+
+
 def render_readme(report: StudyReport, protocol: dict) -> str:
     """The study's README, every number from `report` and `protocol` (see the module docstring)."""
     h = f"{report.headline_delta_e:g}"
@@ -168,14 +181,14 @@ def render_readme(report: StudyReport, protocol: dict) -> str:
         "",
         "## Arms",
         "",
-        "| arm | method | space | losses | layers | EOT |",
-        "|---|---|---|---|---|---|",
+        "| arm | method | space | losses | layers | EOT | steps, optimiser |",
+        "|---|---|---|---|---|---|---|",
     ]
     for a in protocol["arms"]:
         lines.append(
             f"| {a['name']} | {a['method']} | {a['space'] or 'its own'} | "
             f"{','.join(a['losses']) if a['losses'] else 'its own'} | {a['layers']} | "
-            f"{','.join(a['eot']) or '—'} |"
+            f"{','.join(a['eot']) or '—'} | {_optimiser(a, protocol['steps'])} |"
         )
     lines += [
         "",
