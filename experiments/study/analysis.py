@@ -311,14 +311,15 @@ def verdicts(report: StudyReport) -> list[str]:
         out.append(f"Profile layers minus random layers (pooled draws): {_signed(layers)}.")
     fast = next((c for c in report.primary if c.a == FAST_ARM and c.b == "anti-i2v"), None)
     if fast is not None and fast.mean is not None and fast.ci95:
+        lo, hi = fast.ci95
         reached = (
             "falls short of the full-step cloak"
-            if fast.ci95[1] < 0
-            else "reaches the full-step cloak's effect within the interval"
+            if hi < 0
+            else "does better than the full-step cloak"
+            if lo > 0
+            else "no shortfall against the full-step cloak is shown (the interval contains 0)"
         )
-        out.append(
-            f"The fast lever ({FAST_ARM}) minus full Anti-I2V: {_signed(fast)}: it {reached}."
-        )
+        out.append(f"The fast lever ({FAST_ARM}) minus full Anti-I2V: {_signed(fast)}: {reached}.")
     short = [
         a
         for a, d in report.arms.items()
