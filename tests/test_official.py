@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -309,27 +310,8 @@ def test_every_stage_runs_on_the_papers_models(tmp_path, portraits, family):
         assert res.exit_code == 0, res.output
         return res
 
-    ok("adapt", model, portraits, "--out", tmp_path / "adapt", "--timesteps", "300,700")
-    profile = tmp_path / "adapt" / "profile.json"
-    ok("explore", tmp_path / "adapt" / "activations.zarr", "--out", tmp_path / "explorer")
-    assert (tmp_path / "explorer" / "index.html").is_file()
-    ok(
-        "protect",
-        model,
-        portraits,
-        "--profile",
-        profile,
-        "--out",
-        tmp_path / "cloaks",
-        "--steps",
-        "2",
-    )
-    for photo in ("p10", "p20", "p30"):  # a cloak and its sidecar per photo
-        assert (tmp_path / "cloaks" / f"{photo}.png").is_file()
-        assert (tmp_path / "cloaks" / f"{photo}.json").is_file()
-    ok("evaluate", model, "--clean", portraits, "--protected", tmp_path / "cloaks",
-       "--out", tmp_path / "report", "--steps", "2", "--identity", "mini-identity")  # fmt: skip
-    assert (tmp_path / "report" / "results.csv").is_file()
+    # One study runs every stage's own code on the family: probe and adapt (with the explorer)
+    # on the selection photo, protect for each arm and budget, evaluate, then the analysis.
     study = tmp_path / "study"
     ok("study", model, portraits, "--out", study, "--judge", "mini-identity", "--selection", "1",
        "--arms", "rgb-pgd,anti-i2v", "--budgets", "1,2", "--steps", "2", "--eval-steps", "1",
@@ -337,3 +319,13 @@ def test_every_stage_runs_on_the_papers_models(tmp_path, portraits, family):
        "--delta-e", "0.3,0.4,0.5", "--headline-delta-e", "0.4")  # fmt: skip
     readme = (study / "README.md").read_text()
     assert readme.startswith(f"# Study: {model}") and (study / "report.json").is_file()
+    assert (study / "adapt" / "activations.zarr").is_dir()
+    assert (study / "adapt" / "explorer" / "index.html").is_file()
+    # the protect command itself, on the profile the study chose
+    ok("protect", model, portraits, "--profile", study / "adapt" / "profile.json",
+       "--out", tmp_path / "cloaks", "--steps", "2")  # fmt: skip
+    for photo in ("p10", "p20", "p30"):  # a cloak and its sidecar per photo
+        assert (tmp_path / "cloaks" / f"{photo}.png").is_file()
+        assert (tmp_path / "cloaks" / f"{photo}.json").is_file()
+    rows = list(csv.DictReader((study / "results.csv").open()))  # evaluate's rows, on this model
+    assert rows and {r["eval_model"] for r in rows} == {model}
