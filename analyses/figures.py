@@ -42,42 +42,63 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _nearest(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """`(y, x, 3)` brought to `(h, w, 3)` by nearest-neighbour indexing (maps stay blocky)."""
+    rows = np.arange(h) * image.shape[0] // h
+    cols = np.arange(w) * image.shape[1] // w
+    return image[rows][:, cols]
+
+
 def pca_grid(analysis: Analysis, path: Path, picks: dict, sample: int = 0) -> Path:
-    """Rows: layers (collapse in blue, anchors in red); columns: timesteps x kept frames."""
+    """Rows: layers (collapse in blue, anchors in red); columns: timesteps x kept frames.
+
+    The cells are drawn as one mosaic image on one axes, every map brought to the largest map's
+    size: one matplotlib axes per cell (hundreds at real depth) made this figure the slowest part
+    of an analysis.
+    """
     layers, ts = analysis.layers, analysis.timesteps
     frames = next(iter(analysis.pca_maps.values())).shape[1]
     cols = len(ts) * frames
+    cell_h = max(m.shape[2] for m in analysis.pca_maps.values())
+    cell_w = max(m.shape[3] for m in analysis.pca_maps.values())
+    pad = max(1, cell_h // 8)  # white gaps between cells
+    mosaic = np.ones((len(layers) * (cell_h + pad) + pad, cols * (cell_w + pad) + pad, 3))
+    for r, layer in enumerate(layers):
+        for ti in range(len(ts)):
+            maps = analysis.pca_maps.get((layer, ti))
+            if maps is None or sample >= len(maps):
+                continue  # too few tokens for a PCA: the cell stays blank
+            for f in range(min(frames, maps.shape[1])):
+                y, x = pad + r * (cell_h + pad), pad + (ti * frames + f) * (cell_w + pad)
+                mosaic[y : y + cell_h, x : x + cell_w] = _nearest(maps[sample, f], cell_h, cell_w)
     row_h = 0.55 if len(layers) > 24 else 0.9
     # Room on the left for the longest block name (7 pt text, about 0.6 em a character), so
     # names like `temporal_blocks.27` are not cut at the figure's edge.
     label_in = max(len(layer) for layer in layers) * 7 * 0.6 / 72 + 0.15
     width = max(4, cols * row_h * 1.2) + label_in
-    fig, axes = _subplots(
-        len(layers),
-        cols,
-        figsize=(width, len(layers) * row_h + 0.8),
-        squeeze=False,
-        gridspec_kw={"wspace": 0.04, "hspace": 0.08, "left": label_in / width, "right": 0.98},
+    fig, ax = _subplots(figsize=(width, len(layers) * row_h + 0.8))
+    fig.subplots_adjust(
+        left=label_in / width, right=0.98, top=1 - 0.6 / (len(layers) * row_h + 0.8)
     )
-    for r, layer in enumerate(layers):
-        for ti, t in enumerate(ts):
-            maps = analysis.pca_maps.get((layer, ti))
-            for f in range(frames):
-                ax = axes[r, ti * frames + f]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if maps is not None and sample < len(maps):
-                    ax.imshow(maps[sample, f], interpolation="nearest")
-                if r == 0:
-                    ax.set_title(f"t={t}" + (f" f{f}" if frames > 1 else ""), fontsize=7)
-        colour = (
+    ax.imshow(mosaic, interpolation="nearest", aspect="auto")
+    ax.set_xticks([pad + c * (cell_w + pad) + cell_w / 2 for c in range(cols)])
+    ax.set_xticklabels(
+        [f"t={t}" + (f" f{f}" if frames > 1 else "") for t in ts for f in range(frames)], fontsize=7
+    )
+    ax.xaxis.tick_top()
+    ax.set_yticks([pad + r * (cell_h + pad) + cell_h / 2 for r in range(len(layers))])
+    ax.set_yticklabels(layers, fontsize=7)
+    for label, layer in zip(ax.get_yticklabels(), layers, strict=True):
+        label.set_color(
             "tab:blue"
             if layer in picks["collapse_layers"]
             else "tab:red"
             if layer in picks["anchor_layers"] + picks.get("vae_anchor_layers", [])
             else "black"
         )
-        axes[r, 0].set_ylabel(layer, rotation=0, ha="right", va="center", fontsize=7, color=colour)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     fig.suptitle(
         "PCA of block features (first 3 components as RGB); blue: collapse, red: anchors",
         fontsize=9,
