@@ -273,7 +273,7 @@ def test_predict_clean_inverts_each_family_parameterisation(backbones, family):
     elif family == "opensora":
         target = clean - noise  # Open-Sora's velocity points the other way
     elif family == "dynamicrafter":  # v of the dynamically rescaled x0
-        a, s = backbone._abar(t), dynamic_scale(t, backbone.pipe.config.base_scale)
+        a, s = backbone.alpha_bar(t), dynamic_scale(t, backbone.pipe.config.base_scale)
         target = a**0.5 * noise - (1 - a) ** 0.5 * s * clean
     else:
         target = noise - clean

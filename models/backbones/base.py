@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from anti_i2v.core.common import ToolkitError
 
@@ -158,6 +159,20 @@ class Backbone(ABC):
         if n != f * h * w:
             raise ValueError(f"{self.family}: block output has {n} tokens, expected {f}x{h}x{w}")
         return hidden.reshape(b, f, h, w, c)
+
+    @staticmethod
+    def frames_in_batch_layout(hidden: torch.Tensor, frames: int) -> torch.Tensor:
+        """UNet blocks' `(B*F, C, H, W)`, frames in the batch in (b f) order -> `(B, F, H, W, C)`."""
+        bf, c, h, w = hidden.shape
+        return hidden.reshape(bf // frames, frames, c, h, w).permute(0, 1, 3, 4, 2)
+
+    def alpha_bar(self, t: float) -> float:
+        """The DDPM schedule's alphas_cumprod at timestep t (0..999), as a number.
+
+        Read outside FakeTensorMode (`anti-i2v plan`), where a tensor read would have no value.
+        """
+        with unset_fake_temporarily():
+            return float(self.pipe.scheduler.alphas_cumprod[min(int(round(t)), 999)])
 
     def enable_checkpointing(self) -> list[str]:
         """Activation checkpointing (diffusers' own) in the denoiser's blocks and the VAE.

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from anti_i2v.models.backbones.base import Backbone, Conditioning
 from anti_i2v.models.dynamicrafter.image import OpenCLIPVisionTower, Resampler
@@ -53,9 +52,7 @@ class DynamiCrafter(Backbone):
         return f, h, w
 
     def layout(self, hidden: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        f = cond.clean.shape[2]
-        bf, c, h, w = hidden.shape
-        return hidden.reshape(bf // f, f, c, h, w).permute(0, 1, 3, 4, 2)
+        return self.frames_in_batch_layout(hidden, cond.clean.shape[2])
 
     def condition(self, image: torch.Tensor, frames: int | None = None) -> Conditioning:
         frames = frames or self.default_frames
@@ -67,14 +64,8 @@ class DynamiCrafter(Backbone):
         }
         return Conditioning(tensors=tensors, clean=latent.repeat(1, 1, frames, 1, 1))
 
-    def _abar(self, t: float) -> float:
-        # A number from the real schedule even under FakeTensorMode (`plan`), where a tensor read
-        # would have no value.
-        with unset_fake_temporarily():
-            return float(self.pipe.scheduler.alphas_cumprod[min(int(round(t)), 999)])
-
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
-        a, s = self._abar(t), dynamic_scale(t, self.pipe.config.base_scale)
+        a, s = self.alpha_bar(t), dynamic_scale(t, self.pipe.config.base_scale)
         return math.sqrt(a) * s * clean + math.sqrt(1 - a) * noise
 
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
@@ -88,7 +79,7 @@ class DynamiCrafter(Backbone):
         }
 
     def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
-        a, s = self._abar(t), dynamic_scale(t, self.pipe.config.base_scale)
+        a, s = self.alpha_bar(t), dynamic_scale(t, self.pipe.config.base_scale)
         return (math.sqrt(a) * noisy - math.sqrt(1 - a) * output.to(noisy.dtype)) / s
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from anti_i2v.models.backbones.base import Conditioning, FlowMatchBackbone
 from anti_i2v.models.opensora.pipeline import FPS, OpenSoraPipeline
 from anti_i2v.models.opensora.stdit3 import STDiT3Model
-from anti_i2v.models.opensora.vae import OpenSoraVAE
+from anti_i2v.models.opensora.vae import SDXL_VAE, OpenSoraVAE
 
 
 class OpenSora(FlowMatchBackbone):
@@ -112,14 +112,10 @@ def tiny(seed: int = 0) -> OpenSoraPipeline:
         hidden_size=32, depth=2, num_heads=2, caption_channels=32, model_max_length=16
     )
     vae = OpenSoraVAE(
-        spatial={
-            "in_channels": 3,
-            "out_channels": 3,
-            "down_block_types": ["DownEncoderBlock2D"] * 4,
-            "up_block_types": ["UpDecoderBlock2D"] * 4,
+        spatial={  # the SDXL layout at toy widths (still 8x spatial)
+            **SDXL_VAE,
             "block_out_channels": [8, 8, 8, 8],
             "layers_per_block": 1,
-            "latent_channels": 4,
             "norm_num_groups": 2,
             "sample_size": 32,
         },

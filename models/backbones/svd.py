@@ -23,7 +23,6 @@ from diffusers import (
     StableVideoDiffusionPipeline,
     UNetSpatioTemporalConditionModel,
 )
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from anti_i2v.models.backbones.base import Backbone, Conditioning
@@ -59,9 +58,7 @@ class SVD(Backbone):
         return f, h, w
 
     def layout(self, hidden: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        f = cond.clean.shape[1]
-        bf, c, h, w = hidden.shape
-        return hidden.reshape(bf // f, f, c, h, w).permute(0, 1, 3, 4, 2)
+        return self.frames_in_batch_layout(hidden, cond.clean.shape[1])
 
     def condition(self, image: torch.Tensor, frames: int | None = None) -> Conditioning:
         frames = frames or self.default_frames
@@ -89,10 +86,7 @@ class SVD(Backbone):
 
     def sigma(self, t: float) -> float:
         """Karras/EDM sigma of training timestep t: sqrt((1 - abar) / abar)."""
-        # A number from the real schedule even under FakeTensorMode (`anti-i2v plan`), where a
-        # tensor read would have no value.
-        with unset_fake_temporarily():
-            abar = float(self.pipe.scheduler.alphas_cumprod[int(round(min(t, 999)))])
+        abar = self.alpha_bar(t)
         return math.sqrt((1 - abar) / abar)
 
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
