@@ -33,14 +33,16 @@ def cli_command(fn: F) -> F:
     """Wrap a command body: a ToolkitError becomes one red line and exit 2; Ctrl-C exits 130."""
     import typer
     from rich.console import Console
+    from rich.markup import escape
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ToolkitError as exc:
+            # escaped: the line quotes user input (paths, names), which must not be read as markup
             Console(stderr=True, soft_wrap=True).print(
-                f"[red]error:[/] {exc}", markup=True, highlight=False
+                f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False
             )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
@@ -53,7 +55,7 @@ def cli_command(fn: F) -> F:
             if line is None:
                 raise
             Console(stderr=True, soft_wrap=True).print(
-                f"[red]error:[/] {line}", markup=True, highlight=False
+                f"[red]error:[/] {escape(line)}", markup=True, highlight=False
             )
             raise typer.Exit(1) from None
 

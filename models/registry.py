@@ -78,6 +78,7 @@ FAMILY_PIPELINES: dict[str, str] = {
     "svd": "StableVideoDiffusionPipeline",
     "opensora": "OpenSoraPipeline",
     "dynamicrafter": "DynamiCrafterPipeline",
+    "skyreels-v2": "SkyReelsV2ImageToVideoPipeline",
 }
 
 BUILTINS: dict[str, str] = {

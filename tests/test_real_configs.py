@@ -17,6 +17,8 @@ PUBLISHED = {
     "ltx-video-0.9.0": ("ltx", 1.92),
     "hunyuanvideo-i2v": ("hunyuan", 12.81),
     "svd-xt": ("svd", 1.52),
+    # SkyReels-V2-I2V-14B: Wan2.1-I2V-14B's architecture, so its count too
+    "skyreels-v2-i2v-14b-540p": ("skyreels-v2", 16.39),
     # the families written here: checked exactly against the official key lists (test_official.py)
     "opensora-1.2": ("opensora", 1.21),
     "dynamicrafter-512": ("dynamicrafter", 1.44),
@@ -24,7 +26,7 @@ PUBLISHED = {
 }
 
 
-def test_nine_real_configs_ship_and_models_lists_them():
+def test_the_real_configs_ship_and_models_lists_them():
     assert set(real_configs()) == set(PUBLISHED)
     for folder in real_configs().values():
         assert (folder / "SOURCE").read_text().startswith("hub id: ")

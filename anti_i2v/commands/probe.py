@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from anti_i2v.core.common import ToolkitError, cli_command, parse_ints
@@ -34,8 +35,18 @@ world_app = typer.Typer(
 )
 
 
-def models() -> None:
-    """List the built-in models and the supported families."""
+def models(
+    check: str = typer.Option(
+        None,
+        "--check",
+        help="run the adapter contract on a family (`wan`), every family (`all`), or your own "
+        "adapter module (`my_pkg.my_adapter` or `path/to/adapter.py`; docs/adding-a-family.md)",
+    ),
+) -> None:
+    """List the built-in models and the supported families, or check adapters against the contract."""
+    if check is not None:
+        _check_adapters(check)
+        return
     # The registry alone: listing models imports no model library
     from anti_i2v.models.registry import (
         BUILTINS,
@@ -65,6 +76,37 @@ def models() -> None:
     for fam, pipeline in FAMILY_PIPELINES.items():
         fams.add_row(fam, pipeline)
     Console().print(fams)
+
+
+def _check_adapters(spec: str) -> None:
+    """`models --check SPEC`: the contract's six checks on each adapter, one table row a check.
+
+    Exit 0 when every check passed, 1 when one failed (its row says how); a SPEC that names no
+    family and no importable adapter module is refused with exit 2 before any model is built.
+    """
+    from anti_i2v.contract import CHECKS, load_adapter_module, run_contract
+    from anti_i2v.models.backbones import FAMILIES, load_backbone
+
+    if spec == "all":
+        families = sorted(FAMILIES)
+    elif spec in FAMILIES:
+        families = [spec]
+    else:
+        families = [load_adapter_module(spec)]
+    failed = 0
+    for family in families:
+        backbone = load_backbone(f"tiny:{family}")
+        table = Table(title=f"adapter contract: {family} (tiny:{family}, {len(CHECKS)} checks)")
+        for column in ("check", "result", "what it saw"):
+            table.add_column(column)
+        for outcome in run_contract(backbone):
+            failed += not outcome.passed
+            mark = "[green]pass[/]" if outcome.passed else "[red]FAIL[/]"
+            table.add_row(outcome.check, mark, escape(outcome.detail))
+        Console(soft_wrap=True).print(table)
+    if failed:
+        Console(stderr=True).print(f"{failed} check(s) failed: see the rows marked FAIL")
+        raise typer.Exit(1)
 
 
 def probe(

@@ -1,4 +1,4 @@
-"""Write the published component configs of nine real image-to-video models (no weights).
+"""Write the published component configs of real image-to-video models (no weights).
 
 Run from the project root: `python artifacts/configs/build_configs.py`. It writes one diffusers
 pipeline folder per model (`model_index.json`, one `config.json` per component, the image
@@ -170,6 +170,45 @@ MODELS: dict[str, tuple] = {
                     patch_size=(1, 2, 2),
                     qk_norm="rms_norm_across_heads",
                     text_dim=4096,
+                ),
+            ),
+            "vae": ("diffusers", "AutoencoderKLWan", dict(base_dim=96, z_dim=16)),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler", dict(FLOW_UNIPC, flow_shift=3.0)),
+            "image_encoder": ("transformers", "CLIPVisionModelWithProjection", CLIP_VIT_H),
+            "image_processor": ("transformers", "CLIPImageProcessor", CLIP_PROCESSOR),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+        },
+    ),
+    # Wan 2.1 I2V-14B's architecture under SkyReels' own denoiser class (the facts sheet in
+    # shared/models: 14B = 40 x 5120); the sample-info and causal-block options stay off for I2V.
+    "skyreels-v2-i2v-14b-540p": (
+        "Skywork/SkyReels-V2-I2V-14B-540P-Diffusers",
+        "shared/models/diffusers-0.42-i2v-families.md (SkyReels-V2: Wan2.1-I2V layout, 14B = 40x5120) "
+        "and diffusers' SkyReelsV2Transformer3DModel defaults; flow_shift as Wan2.1-I2V's (unverified)",
+        "SkyReelsV2ImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "SkyReelsV2Transformer3DModel",
+                dict(
+                    image_dim=1280,
+                    added_kv_proj_dim=5120,
+                    attention_head_dim=128,
+                    cross_attn_norm=True,
+                    eps=1e-6,
+                    ffn_dim=13824,
+                    freq_dim=256,
+                    in_channels=36,
+                    num_attention_heads=40,
+                    num_layers=40,
+                    out_channels=16,
+                    patch_size=(1, 2, 2),
+                    qk_norm="rms_norm_across_heads",
+                    text_dim=4096,
+                    inject_sample_info=False,
+                    num_frame_per_block=1,
                 ),
             ),
             "vae": ("diffusers", "AutoencoderKLWan", dict(base_dim=96, z_dim=16)),

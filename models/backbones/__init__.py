@@ -24,6 +24,7 @@ from anti_i2v.models.backbones import (
     hunyuan,
     ltx,
     opensora,
+    skyreels,
     svd,
     wan,
     wan22,
@@ -78,6 +79,7 @@ register(hunyuan.Hunyuan, hunyuan.tiny, ((32, 32), 9))
 register(svd.SVD, svd.tiny, ((32, 32), 2))
 register(opensora.OpenSora, opensora.tiny, ((32, 32), 9))
 register(dynamicrafter.DynamiCrafter, dynamicrafter.tiny, ((32, 32), 9))
+register(skyreels.SkyReelsV2, skyreels.tiny, ((32, 32), 9))
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -88,6 +90,7 @@ _PIPELINE_FAMILY = {
     "StableVideoDiffusionPipeline": "svd",
     "OpenSoraPipeline": "opensora",
     "DynamiCrafterPipeline": "dynamicrafter",
+    "SkyReelsV2ImageToVideoPipeline": "skyreels-v2",
     "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 

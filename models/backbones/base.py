@@ -144,6 +144,10 @@ class Backbone(ABC):
     def native_frames(self) -> int:
         """Video frames the pipeline generates by default."""
 
+    def generated_frames(self, frames: int) -> int:
+        """Video frames `generate(frames=frames)` returns (the pipeline's own count)."""
+        return frames
+
     def latent_frames(self, frames: int) -> int:
         """Latent frames for `frames` video frames (4x temporal compression + 1 by default)."""
         return (frames - 1) // 4 + 1
@@ -221,6 +225,15 @@ class Backbone(ABC):
         """The denoiser's estimate of the clean latent from its output at timestep t."""
 
     @abstractmethod
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        """What a perfect denoiser outputs for `add_noise(clean, noise, t)`: its training target
+        (the velocity, the noise, ...), in the family's parameterisation.
+
+        Written from the schedule, not by inverting `predict_clean`, so that the adapter contract
+        (`anti_i2v.contract`) can check that the two agree: `predict_clean` of the target is `clean`.
+        """
+
+    @abstractmethod
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Video `(B, F, 3, H, W)` in [0, 1] at the model's resolution -> clean latent (like `Conditioning.clean`)."""
 
@@ -295,6 +308,9 @@ class FlowMatchBackbone(Backbone):
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
         s = t / 1000.0
         return (1 - s) * clean + s * noise
+
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        return noise - clean  # d(noisy)/d(sigma)
 
     def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
         return noisy - (t / 1000.0) * output  # the velocity is noise - x0

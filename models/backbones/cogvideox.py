@@ -8,6 +8,7 @@ v-prediction; every transformer block returns `(hidden, encoder_hidden)`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -77,6 +78,10 @@ class CogVideoX(Backbone):
         if self.denoiser.config.ofs_embed_dim is not None:  # CogVideoX1.5
             kwargs["ofs"] = noisy.new_full((1,), 2.0)
         return kwargs
+
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        a = self.alpha_bar(t)  # v = sqrt(a) noise - sqrt(1 - a) x0 (Salimans and Ho, 2022)
+        return math.sqrt(a) * noise - math.sqrt(1 - a) * clean
 
     def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
         a = self.pipe.scheduler.alphas_cumprod[int(round(t))].to(noisy.device, torch.float32)

@@ -78,6 +78,10 @@ class DynamiCrafter(Backbone):
             "fs": torch.full((b,), self.pipe.config.frame_stride, device=noisy.device),
         }
 
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        a, s = self.alpha_bar(t), dynamic_scale(t, self.pipe.config.base_scale)
+        return math.sqrt(a) * noise - math.sqrt(1 - a) * s * clean  # v of the scaled latent
+
     def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
         a, s = self.alpha_bar(t), dynamic_scale(t, self.pipe.config.base_scale)
         return (math.sqrt(a) * noisy - math.sqrt(1 - a) * output.to(noisy.dtype)) / s

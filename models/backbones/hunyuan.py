@@ -42,6 +42,10 @@ class Hunyuan(FlowMatchBackbone):
     def native_frames(self) -> int:
         return 129
 
+    def generated_frames(self, frames: int) -> int:
+        # latent_concat: the pipeline decodes the image's latent frame too, then drops its 4 frames
+        return frames - self.pipe.vae_scale_factor_temporal
+
     # Copied from anti_i2v.models.backbones.wan.Wan.latent_frames
     def latent_frames(self, frames: int) -> int:
         return (frames - 1) // self.pipe.vae_scale_factor_temporal + 1

@@ -75,6 +75,9 @@ class OpenSora(FlowMatchBackbone):
             "width": float(width),
         }
 
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        return clean - noise  # Open-Sora's velocity points from noise to data
+
     def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
         return noisy + (t / 1000.0) * output.to(noisy.dtype)  # the output is x0 - noise
 

@@ -107,6 +107,11 @@ class SVD(Backbone):
             "return_dict": False,
         }
 
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+        # v of the variance-preserving twin of x0 + sigma noise: alpha = 1/sqrt(sigma^2 + 1)
+        sigma = self.sigma(t)
+        return (noise - sigma * clean) / math.sqrt(sigma**2 + 1)
+
     def predict_clean(self, noisy: torch.Tensor, output: torch.Tensor, t: float) -> torch.Tensor:
         sigma = self.sigma(t)  # EulerDiscrete's v-prediction pre-conditioning
         return output * (-sigma / math.sqrt(sigma**2 + 1)) + noisy / (sigma**2 + 1)
