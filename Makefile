@@ -13,7 +13,7 @@ DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,16 --steps 16 --pilot-
 SRC := core models world probe analyses protect evaluate experiments anti_i2v tests bench tools artifacts/configs
 
 .PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
-	study-levers-mini-svd-v2 study-levers-mini-svd lint format bench clean-venv docs reports
+	study-levers-mini-svd-v2 study-levers-mini-svd lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -138,6 +138,13 @@ reports: $(STAMP)
 
 format: $(STAMP)
 	$(BIN)/ruff format $(SRC)
+
+# On the first GPU the project gets: gpu-marked tests, the probe's overhead on a midsize model and
+# one protect step of full-size random-weight CogVideoX-5B-I2V and Wan2.2-TI2V-5B against plan,
+# within 8 minutes; writes out/gpu-check/summary.{json,md} (format: bench/gpu_check.py's docstring).
+# The CPU suite dry-runs the same script at toy size (tests/test_gpu_check.py).
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py --device cuda --out out/gpu-check --time-limit 480
 
 bench: $(STAMP)
 	$(BIN)/python bench/probe_overhead.py

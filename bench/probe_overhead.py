@@ -62,8 +62,15 @@ def midsize_cogvideox():
 def bench(
     backbone, repeats: int, rounds: int = 3, codec: str = "zstd"
 ) -> tuple[float, float, float]:
-    """Median per-pass seconds of plain forwards, nnsight captures alone, and whole probe passes."""
-    image = torch.rand(1, 3, *backbone.resolution)
+    """Median per-pass seconds of plain forwards, nnsight captures alone, and whole probe passes
+    (on the backbone's device; CUDA work is synchronised before each clock read)."""
+    image = torch.rand(1, 3, *backbone.resolution, device=backbone.device)
+
+    def clock() -> float:
+        if backbone.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     with torch.no_grad():
         cond = backbone.condition(image)
         noisy = backbone.add_noise(cond.clean, torch.randn_like(cond.clean), 500)
@@ -76,15 +83,15 @@ def bench(
     for r in range(rounds):
         # Blocks, not interleaved passes: the probe's writes overlap its next pass, so a plain pass
         # timed in between would pay for them. Each probe block includes draining its last writes.
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(repeats):
             with torch.no_grad():
                 backbone.denoiser(**kwargs)
-        t1 = time.perf_counter()
+        t1 = clock()
         for _ in range(repeats):
             with torch.no_grad():
                 trace_blocks(backbone, kwargs, layers)
-        t1b = time.perf_counter()
+        t1b = clock()
         attrs = StoreAttrs(
             model="bench",
             family="cogvideox",
@@ -102,11 +109,11 @@ def bench(
                     i,
                     0,
                     {
-                        n: pool_spatial(backbone.layout(h, cond).float(), 1)[0].numpy()
+                        n: pool_spatial(backbone.layout(h, cond).float(), 1)[0].cpu().numpy()
                         for n, h in hidden.items()
                     },
                 )
-        t2 = time.perf_counter()
+        t2 = clock()
         plain.append((t1 - t0) / repeats)
         captured.append((t1b - t1) / repeats)
         probed.append((t2 - t1b) / repeats)
