@@ -281,7 +281,9 @@ def test_predict_clean_inverts_each_family_parameterisation(backbones, family):
         backbone.predict_clean(noisy, target.float(), t), clean, atol=1e-4, rtol=1e-4
     )
     # the adapter's own target (the contract's `schedule` check round-trips it) is this one
-    torch.testing.assert_close(backbone.target(clean, noise, t), target.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        backbone.target(clean, noise, t), target.float(), atol=1e-4, rtol=1e-4
+    )
 
 
 @pytest.mark.slow  # end to end (a whole protect run or a judge card)
