@@ -101,7 +101,7 @@ def check_store(store: ActivationStore) -> None:
     ) in store.layers:  # one listing per layer; absent chunks are named by has_chunk's caller
         for t in range(n_t):
             for s in range(n_s):
-                if not store.has_chunk(layer, t, s):
+                if store.runs(layer, t) and not store.has_chunk(layer, t, s):
                     store.read_cell(layer, t, s)  # raises the one-line error naming layer and cell
 
 
@@ -179,12 +179,18 @@ def analyse_store(
             store itself; the result is the serial one's (same token subsets, same order).
 
     Returns:
-        Scores (measure -> layer -> one value per timestep) and PCA maps for the figures.
+        Scores (measure -> layer -> one value per timestep; NaN where the layer did not run, as
+        one expert's blocks at the other expert's timesteps) and PCA maps for the figures.
     """
     check_store(store)
     task = ScoreTask(store.path, cfg, token_picks(store, cfg), masks, reference)
     analysis = Analysis(layers=store.layers, timesteps=list(store.attrs.timesteps), scores={})
-    cells = [(layer, ti) for layer in analysis.layers for ti in range(len(analysis.timesteps))]
+    cells = [
+        (layer, ti)
+        for layer in analysis.layers
+        for ti in range(len(analysis.timesteps))
+        if store.runs(layer, ti)
+    ]
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("analyse", total=len(cells))
         if client is None:
@@ -194,9 +200,11 @@ def analyse_store(
                 progress.advance(bar)
         else:
             results = _score_on_cluster(client, task, cells, lambda: progress.advance(bar))
+    n_t = len(analysis.timesteps)
     for (layer, ti), (values, maps) in zip(cells, results, strict=True):
         for measure, value in values.items():
-            analysis.scores.setdefault(measure, {}).setdefault(layer, []).append(value)
+            row = analysis.scores.setdefault(measure, {}).setdefault(layer, [math.nan] * n_t)
+            row[ti] = value
         if maps is not None:
             analysis.pca_maps[(layer, ti)] = maps
     if masks:
@@ -251,9 +259,9 @@ class _Scorer:
     def __init__(self, store: ActivationStore, cfg: AnalysisConfig, masks, reference, picks):
         self.store, self.cfg, self.masks, self.reference = store, cfg, masks, reference
         self.names = [s["name"] for s in store.attrs.samples]
-        # CKA to the denoiser's first and last blocks (VAE encoder blocks, when probed, come after)
-        blocks = split_vae_layers(store.layers)[0]
-        self.first, self.last = blocks[0], blocks[-1]
+        # CKA to the denoiser's first and last blocks that ran at the timestep (VAE encoder
+        # blocks, when probed, come after; a model of experts runs one expert's blocks)
+        self.blocks = split_vae_layers(store.layers)[0]
         self.classes = 1 + max(int(m.max()) for m in masks.values()) if masks else 0
         self.token_pick = picks
 
@@ -268,6 +276,8 @@ class _Scorer:
         """Measure -> value for this layer and timestep, and the token rows kept for its PCA."""
         coherence, stability, pca_rows, readout_rows = [], [], [], []
         cka_first, cka_last, cka_ref = LinearCKA(), LinearCKA(), LinearCKA()
+        ran = [b for b in self.blocks if self.store.runs(b, ti)]
+        first, last = ran[0], ran[-1]
         for s, name in enumerate(self.names):
             x = self.cell(layer, ti, s)
             f, h, w, c = x.shape
@@ -277,7 +287,7 @@ class _Scorer:
             pick = self.pick(s, rows.shape[0])
             if sum(len(r) for r in pca_rows) < self.cfg.max_pca_rows:
                 pca_rows.append(rows[pick])
-            for other, acc in ((self.first, cka_first), (self.last, cka_last)):
+            for other, acc in ((first, cka_first), (last, cka_last)):
                 y = self.cell(other, ti, s)
                 grid = (min(h, y.shape[1]), min(w, y.shape[2]))
                 acc.update(

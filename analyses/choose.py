@@ -116,8 +116,61 @@ def choose(
     Returns:
         collapse_layers, anchor_layers, vae_anchor_layers and timesteps (each sorted), and the
         per-layer `semantic` and `low_level` scores the choice used.
+
+    A model of experts (Wan 2.2 A14B) runs each expert's blocks at its own band of timesteps
+    (the other timesteps' scores are NaN). The rule is then applied to each band on its own:
+    depth counts within the expert, and each expert gets its collapse and anchor blocks and its
+    timesteps, so the cloak reaches both experts, each at the timesteps it denoises.
     """
     layers, vae = split_vae_layers(layers)
+    picks: dict = {}
+    for band, steps in _bands(scores, layers):
+        part = _choose_blocks(
+            {
+                m: {layer: [by[layer][t] for t in steps] for layer in band}
+                for m, by in scores.items()
+            },
+            band,
+            [timesteps[t] for t in steps],
+            rule,
+        )
+        for key, value in part.items():  # blocks stay in execution order, band after band
+            if key == "timesteps":
+                picks[key] = sorted(picks.get(key, []) + value)
+            elif isinstance(value, list):
+                picks[key] = picks.get(key, []) + value
+            else:
+                picks[key] = picks.get(key, {}) | value
+    picks["vae_anchor_layers"] = []
+    if vae:
+        vae_semantic = semantic_matrix(scores, vae, rule).mean(axis=1)
+        vae_low = _normalise(np.array([np.mean(scores["cka_first"][layer]) for layer in vae]))
+        best = sorted(range(len(vae)), key=lambda i: (-vae_semantic[i], i))[: rule.n_vae_anchors]
+        picks["vae_anchor_layers"] = [vae[i] for i in sorted(best)]
+        picks["semantic"] |= {layer: float(vae_semantic[i]) for i, layer in enumerate(vae)}
+        picks["low_level"] |= {layer: float(vae_low[i]) for i, layer in enumerate(vae)}
+    return picks
+
+
+def _bands(
+    scores: dict[str, dict[str, list[float]]], layers: list[str]
+) -> list[tuple[list[str], list[int]]]:
+    """Blocks grouped by the timesteps they ran at (scores not NaN), in the order they first
+    come: one group of every block and timestep, but for a model of experts one per expert."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for layer in layers:
+        ran = tuple(i for i, v in enumerate(scores["cka_first"][layer]) if not np.isnan(v))
+        groups.setdefault(ran, []).append(layer)
+    return [(band, list(steps)) for steps, band in groups.items()]
+
+
+def _choose_blocks(
+    scores: dict[str, dict[str, list[float]]],
+    layers: list[str],
+    timesteps: list[int],
+    rule: ChoiceRule,
+) -> dict:
+    """The rule on denoiser blocks that all ran at every one of `timesteps`."""
     n = len(layers)
     sem_t = semantic_matrix(scores, layers, rule)  # (L, T)
     semantic = sem_t.mean(axis=1)
@@ -137,19 +190,10 @@ def choose(
         range(len(timesteps))
     )
     best_t = sorted(noisy, key=lambda t: (-per_t[t], t))[: rule.n_timesteps]
-    picks = {
+    return {
         "collapse_layers": [layers[i] for i in sorted(collapse)],
         "anchor_layers": [layers[i] for i in sorted(anchors)],
-        "vae_anchor_layers": [],
         "timesteps": sorted(int(timesteps[t]) for t in best_t),
         "semantic": {layer: float(semantic[i]) for i, layer in enumerate(layers)},
         "low_level": {layer: float(low[i]) for i, layer in enumerate(layers)},
     }
-    if vae:
-        vae_semantic = semantic_matrix(scores, vae, rule).mean(axis=1)
-        vae_low = _normalise(np.array([np.mean(scores["cka_first"][layer]) for layer in vae]))
-        best = sorted(range(len(vae)), key=lambda i: (-vae_semantic[i], i))[: rule.n_vae_anchors]
-        picks["vae_anchor_layers"] = [vae[i] for i in sorted(best)]
-        picks["semantic"] |= {layer: float(vae_semantic[i]) for i, layer in enumerate(vae)}
-        picks["low_level"] |= {layer: float(vae_low[i]) for i, layer in enumerate(vae)}
-    return picks

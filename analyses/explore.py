@@ -136,19 +136,23 @@ class _LayerReducer:
         self.store, self.cfg, self.samples, self.frames = store, cfg, samples, frames
         self.ratio = AnalysisConfig().massive_ratio  # the analysis's clamp: the same features
 
-    def cells(self, layer: str) -> list[list[np.ndarray]]:
-        """[timestep][sample] -> (kept frames, h, w, C) float32, clamped as the analysis does."""
+    def cells(self, layer: str) -> list[list[np.ndarray] | None]:
+        """[timestep][sample] -> (kept frames, h, w, C) float32, clamped as the analysis does;
+        None at a timestep the layer did not run at (one expert's block, the other's band)."""
         n_t = len(self.store.attrs.timesteps)
         return [
             [
                 clamped_cell(self.store, layer, ti, s, self.ratio)[self.frames].numpy()
                 for s in range(self.samples)
             ]
+            if self.store.runs(layer, ti)
+            else None
             for ti in range(n_t)
         ]
 
-    def fit(self, cells: list[list[np.ndarray]]) -> PCA:
+    def fit(self, cells: list[list[np.ndarray] | None]) -> PCA:
         rng = np.random.default_rng(self.cfg.seed)
+        cells = [per_t for per_t in cells if per_t is not None]
         per_cell = max(1, self.cfg.max_fit_rows // (len(cells) * self.samples))
         rows = []
         for per_t in cells:
@@ -165,18 +169,24 @@ class _LayerReducer:
     def reduce(self, layer: str) -> dict:
         cells = self.cells(layer)
         pca = self.fit(cells)
-        f, h, w, c = cells[0][0].shape
+        f, h, w, c = next(per_t for per_t in cells if per_t is not None)[0].shape
         z = [
-            [pca.transform(x.reshape(-1, c)).reshape(f, h, w, -1) for x in per_t] for per_t in cells
+            None
+            if per_t is None
+            else [pca.transform(x.reshape(-1, c)).reshape(f, h, w, -1) for x in per_t]
+            for per_t in cells
         ]
         # One colour scale per layer (1st..99th percentile of the first 3 components over every
         # kept cell), so the same colour means the same direction at every timestep and sample.
         first3 = np.concatenate(
-            [zz[..., :3].reshape(-1, min(3, zz.shape[-1])) for t in z for zz in t]
+            [zz[..., :3].reshape(-1, min(3, zz.shape[-1])) for t in z if t for zz in t]
         )
         lo, hi = np.percentile(first3, 1, axis=0), np.percentile(first3, 99, axis=0)
-        timesteps = []
+        timesteps: list[dict | None] = []
         for per_t in z:
+            if per_t is None:  # the page says the block does not run at this timestep
+                timesteps.append(None)
+                continue
             tiles = []
             for zz in per_t:  # (f, h, w, d) -> one row of frames
                 rgb = np.clip((zz[..., :3] - lo) / np.maximum(hi - lo, 1e-8), 0, 1)
@@ -255,7 +265,7 @@ def manifest(
             "anchor_layers": profile.anchor_layers,
             "timesteps": profile.timesteps,
             "semantic": profile.semantic,
-            "scores": profile.scores,
+            "scores": profile.to_json()["scores"],  # NaN (a block that did not run) as null
             "rule": profile.rule,
         },
         "photos": {n: _thumbnail(photos[n], cfg.thumbnail) for n in names if n in photos},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,12 @@ class Profile:
         for key in ("vae_layers", "vae_anchor_layers"):
             if not d[key]:
                 d.pop(key)
+        # A block that did not run at a timestep (one expert's, at the other's) scores NaN,
+        # which JSON has no word for: null, read back as NaN.
+        d["scores"] = {
+            m: {layer: [None if math.isnan(v) else v for v in vs] for layer, vs in by.items()}
+            for m, by in d["scores"].items()
+        }
         return d
 
     @classmethod
@@ -182,7 +189,12 @@ class Profile:
         check_timesteps(tuple(ts), flag=f"{source}: timesteps")
         _check_fields(data, source)
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        fields["scores"] = {
+            m: {layer: [math.nan if v is None else v for v in vs] for layer, vs in by.items()}
+            for m, by in fields.get("scores", {}).items()
+        }
+        return cls(**fields)
 
     @property
     def sha256(self) -> str:

@@ -2,7 +2,8 @@
 
 Six checks, each run on the family's tiny model (seeded random weights, CPU, seconds):
 
-- `blocks`: every named block exists, runs exactly in one forward pass, and gives a hidden state.
+- `blocks`: every named block exists, gives a hidden state, and runs: in one forward pass, or, for
+  a model of experts, in the pass at a timestep of its expert's band (`Backbone.active_blocks`).
 - `layout`: `Backbone.layout` is a pure rearrangement of a block's output (no value lost, made
   up or moved twice), so the token at (frame, row, column) is the one the block computed there.
 - `gradient`: a loss on the denoiser's output reaches the photo, finite and non-zero: the cloak
@@ -105,19 +106,33 @@ def check_blocks(backbone: Backbone) -> str:
             backbone.denoiser.get_submodule(name)
         except AttributeError:
             raise ContractError(f"block {name!r} is not a submodule of the denoiser") from None
-    _, kwargs = _inputs(backbone, torch.rand(1, 3, 40, 56))
-    try:
-        order = execution_order(backbone, kwargs)
-    except RuntimeError as exc:
-        raise ContractError(str(exc)) from None
-    seen, _ = _block_outputs(backbone, kwargs)
-    for name in order:
-        hidden = backbone.hidden(seen[name])
+    ran: set[str] = set()
+    for t in TIMESTEPS:  # a multi-expert model runs one expert's blocks per call
+        active = backbone.active_blocks(t)
         _require(
-            isinstance(hidden, torch.Tensor) and hidden.is_floating_point(),
-            f"hidden() of block {name!r} is not a float tensor",
+            bool(active) and set(active) <= set(names),
+            f"t={t:g}: active_blocks() {active[:3]} is empty or names unknown blocks",
         )
-    return f"{len(names)} blocks, all run in one forward pass: {names[0]} ... {names[-1]}"
+        _, kwargs = _inputs(backbone, torch.rand(1, 3, 40, 56), t)
+        try:
+            order = execution_order(backbone, kwargs, t)
+        except RuntimeError as exc:
+            raise ContractError(str(exc)) from None
+        seen, _ = _block_outputs(backbone, kwargs)
+        for name in order:
+            hidden = backbone.hidden(seen[name])
+            _require(
+                isinstance(hidden, torch.Tensor) and hidden.is_floating_point(),
+                f"hidden() of block {name!r} is not a float tensor",
+            )
+        ran |= set(order)
+    _require(
+        ran == set(names),
+        f"blocks never run at t in {TIMESTEPS}: {sorted(set(names) - ran)[:4]}",
+    )
+    bands = len({tuple(backbone.active_blocks(t)) for t in TIMESTEPS})
+    how = "one forward pass" if bands == 1 else f"{bands} bands of timesteps (one expert each)"
+    return f"{len(names)} blocks, all run in {how}: {names[0]} ... {names[-1]}"
 
 
 def check_layout(backbone: Backbone) -> str:
@@ -156,7 +171,7 @@ def _token_positions(backbone: Backbone) -> str:
     cond, _ = _inputs(backbone, torch.rand(1, 3, 40, 56))
     if cond.grid is not None:
         return "packed tokens: positions not nudged"
-    first = backbone.block_names()[0]
+    first = backbone.active_blocks(500.0)[0]
     noise = torch.randn(cond.clean.shape, generator=torch.Generator().manual_seed(0))
     noisy = backbone.add_noise(cond.clean, noise.to(cond.clean), 500.0)
     lat_h, lat_w = noisy.shape[-2:]
@@ -239,15 +254,21 @@ def _scheduler_agrees(backbone: Backbone, clean: torch.Tensor, noise: torch.Tens
     if flow and hasattr(sched, "set_timesteps"):
         sched.set_timesteps(4)
         train = cfg.get("num_train_timesteps", 1000)
+        # EDM sigmas (Cosmos: 0.002 to 80) reach the denoiser as x / (1 + sigma), which is the
+        # flow interpolation at s = sigma / (1 + sigma); flow sigmas are s themselves
+        edm = max(sched.sigmas.tolist()) > 1
         for ts, sigma in zip(sched.timesteps.tolist(), sched.sigmas.tolist(), strict=False):
             # UniPC hands the denoiser int(sigma * 1000): within one training step of sigma
             _require(
                 abs(ts / train - sigma) <= 1.0 / train + 1e-6,
                 f"{name}: timestep {ts:g} has sigma {sigma:.4f}, the adapter assumes t/1000",
             )
-            want = (1 - sigma) * clean + sigma * noise
-            got = backbone.add_noise(clean, noise, sigma * 1000.0)
+            s = sigma / (1 + sigma) if edm else sigma
+            want = (1 - s) * clean + s * noise
+            got = backbone.add_noise(clean, noise, s * 1000.0)
             _require(torch.allclose(got, want, atol=1e-5), f"{name}: noising differs at t={ts:g}")
+        if edm:
+            return f"{name}: EDM sigmas, noising (1-s) x0 + s noise at s = sigma / (1 + sigma)"
         return f"{name}: its timesteps are sigma x 1000 (to one step), noising (1-s) x0 + s noise"
     # DDPM-type: add_noise indexed by training timestep (Euler's is indexed by its own sigmas)
     if hasattr(sched, "alphas_cumprod") and not hasattr(sched, "sigmas"):

@@ -99,6 +99,7 @@ class Plan:
     utilisation: float = UTILISATION
     gpus: dict[str, dict] = field(default_factory=dict)
     fit: dict | None = None  # for --gpu: its fewest levers that fit (None: nothing fits)
+    experts: int = 1  # denoisers that share the timesteps (Wan 2.2 A14B: 2; a step runs one)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -111,7 +112,7 @@ def _protect_step(backbone, x: torch.Tensor, frames: int) -> None:
 
     from anti_i2v.protect.objective import ModelObjective, ObjectiveSpec
 
-    layers = backbone.block_names()
+    layers = backbone.active_blocks(500)  # a model of experts: the expert that runs at t=500
     mid = len(layers) // 2
     spec = ObjectiveSpec(
         weights={"irc": 1.0, "ira": 1.0, "diffusion": 1.0},
@@ -134,7 +135,7 @@ def _probe_layers(backbone, x: torch.Tensor, frames: int) -> list[str]:
 
     with torch.no_grad():
         cond = backbone.condition(x[:1], frames)
-        return execution_order(backbone, backbone.denoiser_kwargs(cond.clean, cond, 500))
+        return execution_order(backbone, backbone.denoiser_kwargs(cond.clean, cond, 500), 500)
 
 
 def _probe_cell(backbone, x: torch.Tensor, frames: int, pool: int, layers: list[str]) -> dict:
@@ -166,10 +167,23 @@ def step_frames(backbone, req: PlanRequest) -> int:
     return req.frames or backbone.default_frames
 
 
+EXPERT = "denoiser."  # step_modules' prefix of each expert of a model of experts
+
+
 def step_modules(backbone) -> dict[str, torch.nn.Module]:
-    """The components a step runs, by name (the text encoders never are: embeddings are saved)."""
+    """The components a step runs, by name (the text encoders never are: embeddings are saved).
+
+    A model of experts (Wan 2.2 A14B) gives each expert as a component of its own
+    (`denoiser.high`, `denoiser.low`): the pipeline holds them apart, and model offload moves one
+    at a time.
+    """
     parts = {name: getattr(backbone.pipe, name, None) for name in backbone.conditioning_parts}
-    return {k: m for k, m in {"denoiser": backbone.denoiser, **parts}.items() if m is not None}
+    denoiser = backbone.denoiser
+    experts = {
+        f"{EXPERT}{e}": getattr(denoiser, e) for e in ("high", "low") if hasattr(denoiser, e)
+    }
+    mine = experts or {"denoiser": denoiser}
+    return {k: m for k, m in {**mine, **parts}.items() if m is not None}
 
 
 @contextlib.contextmanager
@@ -320,10 +334,15 @@ def resident_weights(req: PlanRequest, sizes: dict[str, int], largest_leaf: int)
     - `model` (`enable_model_cpu_offload`): one whole component at a time, so the largest.
     - `sequential` (`enable_sequential_cpu_offload`): one leaf module's weights at a time.
     For `protect` offload saves nothing: the backward to the photo needs every weight the forward
-    used, and autograd keeps the GPU copies the hooks made alive until then.
+    used, and autograd keeps the GPU copies the hooks made alive until then. Nothing but the
+    idle expert of a model of experts (Wan 2.2 A14B): a step runs one expert, so under offload
+    one expert is resident, and without it both are.
     """
-    if req.offload == "none" or req.task == "protect":
+    if req.offload == "none":
         return sum(sizes.values())
+    if req.task == "protect":  # but a model of experts leaves the idle expert on the CPU
+        experts = [v for k, v in sizes.items() if k.startswith(EXPERT)]
+        return sum(sizes.values()) - sum(experts) + max(experts, default=0)
     if req.offload == "model":
         return max(sizes.values())
     return largest_leaf
@@ -442,4 +461,5 @@ def plan(req: PlanRequest, gpu: str | None = None) -> Plan:
         store_bytes_per_sample=store,
         gpus=gpus,
         fit=fit,
+        experts=max(1, sum(k.startswith(EXPERT) for k in sizes)),
     )

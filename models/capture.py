@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,16 @@ from anti_i2v.models.backbones.base import Backbone
 from anti_i2v.models.layers import VAE_PREFIX
 
 
-def execution_order(backbone: Backbone, kwargs: dict[str, Any]) -> list[str]:
-    """Block names in the order they run (UNets register `mid_block` after `up_blocks`)."""
+def execution_order(
+    backbone: Backbone, kwargs: dict[str, Any], t: float | None = None
+) -> list[str]:
+    """Block names in the order they run (UNets register `mid_block` after `up_blocks`).
+
+    Args:
+        backbone: the adapter; kwargs: one denoiser call (`backbone.denoiser_kwargs`).
+        t: the call's timestep: then only `backbone.active_blocks(t)` must run (one expert of a
+            multi-expert model); None: every block must.
+    """
     order: list[str] = []
     handles = []
     try:
@@ -44,12 +52,37 @@ def execution_order(backbone: Backbone, kwargs: dict[str, Any]) -> list[str]:
         for h in handles:
             h.remove()
     seen = list(dict.fromkeys(order))  # a block called twice counts once, at its first call
-    missing = set(backbone.block_names()) - set(seen)
+    missing = set(backbone.block_names() if t is None else backbone.active_blocks(t)) - set(seen)
     if missing:
         raise RuntimeError(
             f"{backbone.family}: blocks never ran in a forward pass: {sorted(missing)}"
         )
     return seen
+
+
+def block_order(
+    backbone: Backbone, kwargs_at: Callable[[float], dict[str, Any]], timesteps: Sequence[float]
+) -> list[str]:
+    """The blocks calls at `timesteps` run, in the order they run.
+
+    One call per band of timesteps that runs its own set of blocks: one call for most models,
+    one per expert's band for a model of experts (`Backbone.active_blocks`), taken from the
+    noisiest timestep down, as sampling meets them.
+
+    Args:
+        backbone: the adapter.
+        kwargs_at: t -> one denoiser call's kwargs at timestep t.
+        timesteps: the timesteps whose blocks are wanted (0..1000).
+    """
+    order: list[str] = []
+    bands: set[tuple[str, ...]] = set()
+    for t in sorted(timesteps, reverse=True):
+        band = tuple(backbone.active_blocks(t))
+        if band in bands:
+            continue
+        bands.add(band)
+        order += [n for n in execution_order(backbone, kwargs_at(t), t) if n not in order]
+    return order
 
 
 _WRAPPED: weakref.WeakKeyDictionary[torch.nn.Module, NNsight] = weakref.WeakKeyDictionary()

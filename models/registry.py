@@ -79,6 +79,8 @@ FAMILY_PIPELINES: dict[str, str] = {
     "opensora": "OpenSoraPipeline",
     "dynamicrafter": "DynamiCrafterPipeline",
     "skyreels-v2": "SkyReelsV2ImageToVideoPipeline",
+    "wan22-a14b": "WanImageToVideoPipeline",  # with transformer_2 and boundary_ratio
+    "wan-vace": "WanVACEPipeline",
 }
 
 BUILTINS: dict[str, str] = {

@@ -22,8 +22,8 @@ from anti_i2v.core.distributed import Ranks, process_group
 from anti_i2v.core.images import Photo, gather_images, load_photo
 from anti_i2v.models.backbones import Backbone, load_backbone
 from anti_i2v.models.capture import (
+    block_order,
     capture_vae,
-    execution_order,
     frame_indices,
     pool_spatial,
     to_grid,
@@ -148,12 +148,26 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
         for i, seed in cells
     ]
 
-    with torch.no_grad():  # one plain forward records block order and which blocks return tuples
+    with torch.no_grad():  # plain forwards record block order (one per band of timesteps)
         cond = backbone.condition(pixels[:1].to(device), cfg.video_frames)
-        layers = execution_order(
-            backbone, backbone.denoiser_kwargs(cond.clean, cond, cfg.timesteps[0])
+        layers = block_order(
+            backbone, lambda t: backbone.denoiser_kwargs(cond.clean, cond, t), cfg.timesteps
         )
         kept = frame_indices(cond.clean.shape[1], cfg.frames)  # the store's frame coordinate
+    unprobed = [name for name in backbone.block_names() if name not in layers]
+    if unprobed:  # a model of experts, and no timestep in one expert's band
+        raise ToolkitError(
+            f"--timesteps {','.join(map(str, cfg.timesteps))} never run {len(unprobed)} of "
+            f"{backbone.name}'s blocks ({unprobed[0]}, ...): add a timestep its expert "
+            f"denoises (each expert owns a band of timesteps)"
+        )
+    # which timestep indices each block does not run at (a model of experts: the other band's)
+    runs_at = {ti: set(backbone.active_blocks(t)) for ti, t in enumerate(cfg.timesteps)}
+    inactive = {
+        name: [ti for ti in runs_at if name not in runs_at[ti]]
+        for name in layers
+        if any(name not in active for active in runs_at.values())
+    }
     if (
         cfg.vae
     ):  # after the denoiser's blocks: depth and the first and last block stay the denoiser's
@@ -174,6 +188,7 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
         video_frames=cfg.video_frames or backbone.default_frames,
         toolkit_version=TOOLKIT_VERSION,
         config={k: v for k, v in asdict(cfg).items() if k != "repair"},
+        inactive=inactive,
     )
     probe = functools.partial(
         probe_cells,
@@ -183,9 +198,20 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
         pool=cfg.pool,
         video_frames=cfg.video_frames,
     )
-    first_cell = functools.partial(
-        probe, pixels[:1], float(cfg.timesteps[0]), [(cells[0][1], cells[0][0])]
-    )
+
+    def at(ti: int) -> list[str]:
+        """The layers stored at timestep index ti: every one that runs there."""
+        return [name for name in layers if ti not in inactive.get(name, ())]
+
+    def first_cell() -> dict[str, torch.Tensor]:
+        """One cell of every layer (shapes for the arrays): a timestep of each band."""
+        out: dict[str, torch.Tensor] = {}
+        for ti, t in enumerate(cfg.timesteps):
+            if any(name not in out for name in at(ti)):
+                sample = [(cells[0][1], cells[0][0])]
+                out |= probe(pixels[:1], float(t), sample, layers=at(ti))
+        return out
+
     store, repaired, todo = _shared_store(cfg, attrs, ranks, first_cell, kept, len(cells))
     result = ProbeResult(store=store, skipped=skipped, repaired=repaired)
     mine = ranks.shard(todo)
@@ -202,9 +228,10 @@ def _run_probe(cfg: ProbeConfig, ranks: Ranks, device: str) -> ProbeResult:
                     pixels[[cells[j][0] for j in batch]],
                     float(t),
                     [(cells[j][1], cells[j][0]) for j in batch],
+                    layers=at(ti),
                 )
                 for b, j in enumerate(batch):
-                    writer.put(ti, j, {name: acts[name][b].numpy() for name in layers})
+                    writer.put(ti, j, {name: acts[name][b].numpy() for name in at(ti)})
                     result.cells_written += 1
                 progress.advance(task, len(batch))
     ranks.barrier()  # every rank's cells are written before rank 0 consolidates the store

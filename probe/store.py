@@ -87,6 +87,10 @@ class StoreAttrs:
     config: dict[str, Any] = field(default_factory=dict)  # the probe command's settings
     weights_sha256: str = ""  # the loaded weights (`anti_i2v.models.backbones.weights_sha256`)
     schema: str = SCHEMA
+    # layer -> timestep indices at which it does not run, so its cells there are never written:
+    # a model of experts (Wan 2.2 A14B) runs one expert's blocks per timestep. Empty otherwise,
+    # and then not written at all (stores of other models read exactly as before).
+    inactive: dict[str, list[int]] = field(default_factory=dict)
 
     # What must match for a store to be resumed rather than refused: everything that decides
     # which values a cell holds. The version, resolution and the command's paths may differ.
@@ -103,10 +107,14 @@ class StoreAttrs:
         "frames",
         "pool",
         "dtype",
+        "inactive",
     )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not data["inactive"]:
+            del data["inactive"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoreAttrs:
@@ -115,7 +123,7 @@ class StoreAttrs:
 
     def differences(self, other: StoreAttrs) -> list[str]:
         """The identity fields in which `other` differs (empty: the same run)."""
-        mine, theirs = self.to_json(), other.to_json()
+        mine, theirs = asdict(self), asdict(other)
         return [k for k in self.IDENTITY if mine[k] != theirs[k]]
 
 
@@ -214,6 +222,15 @@ class ActivationStore:
     def name(self) -> str:
         return store_name(self.path)
 
+    @functools.cached_property
+    def _inactive(self) -> dict[str, set[int]]:
+        return {layer: set(ts) for layer, ts in self.attrs.inactive.items()}
+
+    def runs(self, layer: str, t: int) -> bool:
+        """Whether `layer` ran at timestep index t (a model of experts runs one expert's blocks
+        per timestep; its other cells are never written and never read)."""
+        return t not in self._inactive.get(layer, ())
+
     def stored_bytes(self, layer: str) -> int:
         """Bytes of one layer's objects as stored (compressed), local or at a URL."""
         fs, root = fsspec.core.url_to_fs(str(self.path))
@@ -276,7 +293,7 @@ class ActivationStore:
         bad = set()
         for layer in self.layers:
             for t, s in zip(*np.nonzero(done), strict=True):
-                if (int(t), int(s)) in bad:
+                if (int(t), int(s)) in bad or not self.runs(layer, int(t)):
                     continue
                 try:
                     self.read_cell(layer, int(t), int(s))

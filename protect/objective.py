@@ -16,7 +16,7 @@ import torch
 from torch._subclasses.fake_tensor import is_fake
 
 from anti_i2v.models.backbones import Backbone
-from anti_i2v.models.capture import capture_vae, execution_order, trace_blocks
+from anti_i2v.models.capture import block_order, capture_vae, trace_blocks
 from anti_i2v.protect.losses import diffusion_loss, ira_loss, irc_loss
 
 # Terms and the sign with which each enters the maximised objective.
@@ -117,11 +117,14 @@ class ModelObjective:
                     [torch.randn((1, *latent.shape[1:]), generator=g) for g in gens]
                 ).to(latent)
             if self.needs_denoiser:
-                t0 = spec.timesteps[0]
-                kwargs = backbone.denoiser_kwargs(
-                    backbone.add_noise(latent, self.noise[t0], t0), cond, t0
+                # every block the timesteps run (both experts' bands for a model of experts)
+                order = block_order(
+                    backbone,
+                    lambda t: backbone.denoiser_kwargs(
+                        backbone.add_noise(latent, self.noise[t], t), cond, t
+                    ),
+                    spec.timesteps,
                 )
-                order = execution_order(backbone, kwargs)
                 wanted = set(spec.collapse_layers) | set(spec.anchor_layers)
                 self.layers = [name for name in order if name in wanted]
             source = target if (spec.ira_targeted and target is not None) else self.clean
@@ -132,7 +135,7 @@ class ModelObjective:
                 tlatent = self.reference if self.reference is not None else tcond.clean
                 for t in spec.timesteps:
                     feats, _ = self._forward(tcond, tlatent, t, need_output=False)
-                    self.target_feats[t] = {k: feats[k] for k in spec.anchor_layers}
+                    self.target_feats[t] = {k: feats[k] for k in spec.anchor_layers if k in feats}
             if "latent_pull" in uses and target is not None:
                 self.target_latent = backbone.condition(
                     backbone.resize(target), spec.clip_frames
@@ -145,8 +148,12 @@ class ModelObjective:
         noisy = backbone.add_noise(latent, self.noise[t], t)
         kwargs = backbone.denoiser_kwargs(noisy, cond, t)
         stop = self.spec.early_exit and not need_output
+        active = set(backbone.active_blocks(t))  # a model of experts runs one expert at t
+        layers = [name for name in self.layers if name in active]
+        if not layers and not need_output:
+            return {}, (noisy, None)  # nothing of this call is wanted: the call is not made
         feats = trace_blocks(
-            backbone, kwargs, self.layers, stop_after_last=stop, with_output=need_output
+            backbone, kwargs, layers, stop_after_last=stop and bool(layers), with_output=need_output
         )
         output = feats.pop("__output__", None)
         laid = {k: backbone.layout(v, cond) for k, v in feats.items()}
@@ -165,16 +172,21 @@ class ModelObjective:
         if self.needs_denoiser:
             sds_latent = cond.clean if "sds" in self.uses else latent
             feats, (noisy, output) = self._forward(cond, sds_latent, t, self.needs_output)
+            # Only the blocks that ran at t: a model of experts runs one expert per timestep, so
+            # a chosen block of the other expert has no say in this step.
+            anchors = {k: feats[k] for k in spec.anchor_layers if k in feats}
+            collapse = {k: feats[k] for k in spec.collapse_layers if k in feats}
+            # a term with no block at t is a zero that keeps the graph (its gradient is zero)
+            nothing = cond.clean.float().sum() * 0.0
             if "irc" in self.uses:
-                terms["irc"] = irc_loss(
-                    {k: feats[k] for k in spec.anchor_layers},
-                    {k: feats[k] for k in spec.collapse_layers},
-                )
+                terms["irc"] = irc_loss(anchors, collapse) if anchors and collapse else nothing
             if "ira" in self.uses:
                 # One mean over every anchor, the denoiser's and the VAE encoder's alike
-                terms["ira"] = ira_loss(
-                    {k: feats[k] for k in spec.anchor_layers} | vae_feats,
-                    self.target_feats[t] | self.target_vae,
+                reached = anchors | vae_feats
+                terms["ira"] = (
+                    ira_loss(reached, self.target_feats[t] | self.target_vae)
+                    if reached
+                    else nothing
                 )
             if output is not None:
                 clean_hat = backbone.predict_clean(noisy, backbone.hidden(output), t)

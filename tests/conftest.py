@@ -110,6 +110,7 @@ BLOCK_LISTS = (
     "transformer_blocks",
     "single_transformer_blocks",
     "blocks",
+    "vace_blocks",
     "spatial_blocks",
     "temporal_blocks",
     "down_blocks",
@@ -121,6 +122,9 @@ BLOCK_LISTS = (
 
 def count_blocks(denoiser: torch.nn.Module) -> int:
     """Count blocks straight from the module tree, independently of the adapters."""
+    experts = [getattr(denoiser, e) for e in ("high", "low") if hasattr(denoiser, e)]
+    if experts:  # a model of experts (Wan 2.2 A14B): each expert's blocks
+        return sum(count_blocks(e) for e in experts)
     n = sum(len(getattr(denoiser, attr, [])) for attr in BLOCK_LISTS)
     single = ("mid_block", "middle_block", "init_attn")  # blocks that are one module, not a list
     return n + sum(getattr(denoiser, a, None) is not None for a in single)

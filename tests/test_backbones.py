@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones import FAMILIES, family_of, load_backbone, weights_sha256
-from anti_i2v.models.capture import execution_order
+from anti_i2v.models.capture import block_order, execution_order
 
 # Golden block lists of the tiny models: an upstream rename fails loudly here.
 GOLDEN = {
@@ -25,6 +25,9 @@ GOLDEN = {
     "wan": ["blocks.0", "blocks.1"],
     "wan22": ["blocks.0", "blocks.1"],
     "skyreels-v2": ["blocks.0", "blocks.1"],
+    "wan22-a14b": ["high.blocks.0", "high.blocks.1", "low.blocks.0", "low.blocks.1"],
+    # VACE's hint blocks run first, then the main blocks they are added to
+    "wan-vace": ["vace_blocks.0", "vace_blocks.1", "blocks.0", "blocks.1"],
     "ltx": ["transformer_blocks.0", "transformer_blocks.1"],
     "hunyuan": ["transformer_blocks.0", "single_transformer_blocks.0"],
     "svd": ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"],
@@ -47,10 +50,12 @@ def _kwargs(backbone, image, t=500.0):
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_execution_order_is_golden(backbones, family):
     backbone = backbones(family)
-    _, kwargs = _kwargs(backbone, torch.rand(1, 3, 40, 56))
-    order = execution_order(backbone, kwargs)
+    image = torch.rand(1, 3, 40, 56)
+    order = block_order(backbone, lambda t: _kwargs(backbone, image, t)[1], (950.0, 500.0))
     assert order == GOLDEN[family]
     assert len(order) == count_blocks(backbone.denoiser)
+    if order == backbone.active_blocks(500.0):  # one call runs every block
+        assert execution_order(backbone, _kwargs(backbone, image)[1]) == order
 
 
 # Layouts, differentiable conditioning and schedules of every family: tests/test_contract.py.
@@ -186,3 +191,20 @@ def test_the_registrys_family_list_is_the_adapters():
     assert list(FAMILY_PIPELINES.items()) == [
         (family, adapter.pipeline_class.__name__) for family, adapter in FAMILIES.items()
     ]
+
+
+def test_wan_vace_conditioning_is_the_pipelines_own(backbones):
+    """The 96 control channels equal what WanVACEPipeline builds from the same video and mask
+    (its `prepare_video_latents` and `prepare_masks`), here in torch and differentiable."""
+    backbone = backbones("wan-vace")
+    pipe, frames = backbone.pipe, backbone.default_frames
+    photo = torch.rand(1, 3, *backbone.resolution)
+    cond = backbone.condition(photo, frames)
+    video = torch.zeros(1, 3, frames, *backbone.resolution)
+    video[:, :, 0] = photo * 2 - 1
+    mask = torch.ones(1, 3, frames, *backbone.resolution)
+    mask[:, :, 0] = 0
+    with torch.no_grad():
+        latents = pipe.prepare_video_latents(video, mask, [[]], device="cpu")  # no reference images
+        masks = pipe.prepare_masks(mask, [[]])
+    torch.testing.assert_close(cond.tensors["control"], torch.cat([latents, masks], dim=1))

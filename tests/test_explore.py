@@ -418,3 +418,49 @@ def test_analyse_refuses_figures_at_a_file_before_writing_the_profile(tiny_profi
         res.output
     )
     assert not (tmp_path / "p.json").exists() and (tmp_path / "figs").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def experts_explorer(portraits, tmp_path_factory) -> Path:
+    """`adapt` on a model of experts (tiny Wan 2.2 A14B), at a timestep of each expert's band."""
+    out = tmp_path_factory.mktemp("experts") / "adapt"
+    res = CliRunner().invoke(
+        app, ["adapt", "tiny:wan22-a14b", str(portraits), "--timesteps", "500,700,950",
+              "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return out / "explorer"
+
+
+@pytest.mark.slow  # a real browser
+@browser_only
+def test_a_model_of_experts_shows_each_block_at_its_own_timesteps(browser, experts_explorer):
+    profile = load_profile(experts_explorer / "profile.json")
+    # each expert gets its collapse and anchor blocks, and its own timesteps
+    assert {layer.split(".")[0] for layer in profile.collapse_layers} == {"high", "low"}
+    assert {layer.split(".")[0] for layer in profile.anchor_layers} == {"high", "low"}
+    assert 950 in profile.timesteps and min(profile.timesteps) < 900
+    pg = browser.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.goto((experts_explorer / "index.html").as_uri())
+    pg.wait_for_function("window.explorer !== undefined")
+    pg.evaluate("window.explorer.ready")
+    keys = ("collapse_layers", "anchor_layers", "timesteps")
+    picked = pg.evaluate(f"window.explorer.recompute({json.dumps(list(profile.rule['measures']))})")
+    assert {k: picked[k] for k in keys} == {k: getattr(profile, k) for k in keys}
+    layers = pg.evaluate("window.EXPLORER.layers")
+    corner = (
+        "Array.from(document.getElementById('map').getContext('2d').getImageData(2, 2, 1, 1).data)"
+    )
+    for layer, timestep, runs in (("high.blocks.0", 2, True), ("high.blocks.0", 0, False),
+                                  ("low.blocks.1", 0, True)):  # fmt: skip
+        pg.evaluate(
+            f"Object.assign(window.explorer.state, {{layer: {layers.index(layer)}, timestep: {timestep}}})"
+        )
+        pg.evaluate("window.explorer.show()")
+        # a block that did not run shows the placeholder's grey, one that ran its PCA map
+        assert (pg.evaluate(corner)[:3] == [244, 244, 244]) is not runs, (layer, timestep)
+    assert errors == []
+    pg.close()

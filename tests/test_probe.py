@@ -56,7 +56,10 @@ def _chunk_digest(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_store_has_every_block(tmp_path, portraits, backbones, family):
-    result = _run_probe(tmp_path, f"tiny:{family}", [portraits], timesteps=(500,))
+    # a model of experts needs a timestep in each expert's band (t >= 900: the high-noise one)
+    experts = backbones(family).active_blocks(950) != backbones(family).active_blocks(500)
+    timesteps = (950, 500) if experts else (500,)
+    result = _run_probe(tmp_path, f"tiny:{family}", [portraits], timesteps=timesteps)
     store = open_store(result.store.path)
     attrs = store.attrs
     assert REQUIRED_ATTRS <= set(store.group.attrs)  # the on-disk schema, as other tools read it
@@ -76,12 +79,15 @@ def test_store_has_every_block(tmp_path, portraits, backbones, family):
             d == base or d.startswith(f"{base}_")
             for d, base in zip(arr.metadata.dimension_names, DIMENSIONS, strict=True)
         )
-        assert (
-            arr.shape[:2] == (1, 3) and arr.chunks[:2] == (1, 1) and arr.chunks[2:] == arr.shape[2:]
-        )
-        values = arr[:]
+        assert arr.shape[:2] == (len(timesteps), 3)
+        assert arr.chunks[:2] == (1, 1) and arr.chunks[2:] == arr.shape[2:]
+        ran = [t for t in range(len(timesteps)) if store.runs(name, t)]
+        values = arr[ran]
+        assert len(ran) == (1 if experts else len(timesteps))  # each expert: its own band
         assert np.isfinite(values).all()
         assert values.std() > 0
+        # a block's cells where it did not run are never written (not even as zeros)
+        assert all(not store.has_chunk(name, t, 0) for t in range(len(timesteps)) if t not in ran)
     assert store.is_complete()
 
 
@@ -337,3 +343,13 @@ def test_every_familys_vae_encoder_blocks_are_read_while_the_photo_is_encoded(ba
     with torch.no_grad():
         backbone.condition(torch.rand(2, 3, *backbone.resolution))
     assert got == {}
+
+
+def test_probing_a_model_of_experts_refuses_timesteps_that_miss_an_expert(tmp_path, portraits):
+    out = tmp_path / "acts.zarr"
+    res = CliRunner().invoke(
+        app, ["probe", "tiny:wan22-a14b", str(portraits), "--timesteps", "100,500",
+              "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "never run 2 of" in res.output and "high.blocks.0" in res.output
+    assert not out.exists()

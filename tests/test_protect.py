@@ -576,3 +576,35 @@ def test_a_vae_profile_cloak_records_its_vae_anchors(tmp_path, portraits):
         assert sidecar["vae_anchor_layers"] == expected
         cloaks[name] = (tmp_path / f"cloak-{name}" / "p10.png").read_bytes()
     assert cloaks["plain"] != cloaks["vae"]
+
+
+def test_a_model_of_experts_is_cloaked_through_the_expert_of_each_timestep(backbones):
+    """Wan 2.2 A14B: a step at t >= the boundary runs (and differentiates) the high-noise expert
+    only, a step below it the low-noise one, and each step's IRC reads its own expert's blocks."""
+    backbone = backbones("wan22-a14b")
+    spec = ObjectiveSpec(
+        weights={"irc": 1.0, "diffusion": 1.0},
+        collapse_layers=["high.blocks.0", "low.blocks.0"],
+        anchor_layers=["high.blocks.1", "low.blocks.1"],
+        timesteps=[950, 500],
+        clip_frames=backbone.default_frames,
+    )
+    objective = ModelObjective(backbone, spec, torch.rand(1, 3, 32, 32), None, None).prepare()
+    assert objective.layers == ["high.blocks.0", "high.blocks.1", "low.blocks.0", "low.blocks.1"]
+    for expected in ("high", "low"):  # the spec's timesteps, in turn
+        calls = {"high": 0, "low": 0}
+        hooks = [
+            getattr(backbone.denoiser, e).register_forward_hook(
+                lambda *_, e=e, calls=calls: calls.__setitem__(e, calls[e] + 1)
+            )
+            for e in calls
+        ]
+        try:
+            adv = torch.rand(1, 3, 32, 32, requires_grad=True)
+            value, terms = objective(adv)
+            value.backward()
+        finally:
+            for h in hooks:
+                h.remove()
+        assert calls[expected] >= 1 and calls[{"high": "low", "low": "high"}[expected]] == 0
+        assert terms["irc"] != 0 and adv.grad.abs().sum() > 0

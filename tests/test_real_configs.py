@@ -14,6 +14,10 @@ PUBLISHED = {
     "cogvideox-5b-i2v": ("cogvideox", 5.57),
     "wan2.1-i2v-14b-480p": ("wan", 16.39),  # the 14B model plus its image cross-attention
     "wan2.2-ti2v-5b": ("wan22", 5.00),
+    # the card's "27B total, 14B active": two experts of 14.29 B each (Wan 2.1 14B, no CLIP branch)
+    "wan2.2-i2v-a14b": ("wan22-a14b", 28.58),
+    # the card's "14B" is the base model (14.29 B); its 8 VACE hint blocks add 3.05 B
+    "wan2.1-vace-14b": ("wan-vace", 17.34),
     "ltx-video-0.9.0": ("ltx", 1.92),
     "hunyuanvideo-i2v": ("hunyuan", 12.81),
     "svd-xt": ("svd", 1.52),

@@ -56,9 +56,10 @@
   window.explorerLayer = function (index, payload) {
     const done = waiting[index];
     delete waiting[index];
-    const timesteps = payload.timesteps.map((t) => ({ features: decodeFloat16(t.features), sprite: t.sprite }));
-    Promise.all(timesteps.map((t) => decodeImage(t.sprite))).then((imgs) => {
-      imgs.forEach((img, i) => (timesteps[i].image = img));
+    // null: the block did not run at that timestep (a model of experts runs one expert per band)
+    const timesteps = payload.timesteps.map((t) => t && { features: decodeFloat16(t.features), sprite: t.sprite });
+    Promise.all(timesteps.map((t) => t && decodeImage(t.sprite))).then((imgs) => {
+      imgs.forEach((img, i) => { if (timesteps[i]) timesteps[i].image = img; });
       done({ ...payload, timesteps });
     });
   };
@@ -119,7 +120,14 @@
     return decodeImage(url).then((img) => ctx.drawImage(img, 0, 0, canvas.width, canvas.height));
   }
 
+  // Whether `layer` ran at the current timestep (each expert of a model of experts owns a band).
+  const runs = (layer) => layer.timesteps[state.timestep] !== null;
+
   async function drawMap(canvas, layer, sample) {
+    if (!runs(layer)) {
+      clearCanvas(canvas, `${layer.layer} does not run at t=${M.timesteps[state.timestep]}`);
+      return;
+    }
     const ctx = canvas.getContext("2d");
     const [h, w] = layer.grid;
     sizeCanvas(canvas, layer.grid);
@@ -224,12 +232,45 @@
     return layers.map((_, i) => mats[0][i].map((_, t) => mean(mats.map((mat) => mat[i][t]))));
   }
 
+  // Scores are null where a block did not run (one expert's blocks, the other expert's band).
+  const num = (v) => (v === null ? NaN : v);
+  const ranAt = (layer) => M.profile.scores.cka_first[layer].map((v, t) => (v === null ? -1 : t)).filter((t) => t >= 0);
+
+  // As choose.py: the rule on each band of blocks that ran at the same timesteps (one band, but
+  // one per expert for a model of experts), blocks in execution order band after band.
   function recompute(measures) {
-    const P = M.profile, rule = P.rule, layers = M.layers, n = layers.length;
-    const semT = semanticMatrix(P.scores, layers, measures);
+    const bands = new Map();
+    for (const l of M.layers) {
+      const key = ranAt(l).join(",");
+      if (!bands.has(key)) bands.set(key, { layers: [], steps: ranAt(l) });
+      bands.get(key).layers.push(l);
+    }
+    const semantic = M.layers.map(() => M.timesteps.map(() => NaN));
+    const out = { collapse_layers: [], anchor_layers: [], timesteps: [], semantic };
+    for (const { layers, steps } of bands.values()) {
+      const part = recomputeBand(measures, layers, steps);
+      if (!part) return null;
+      out.collapse_layers.push(...part.collapse_layers);
+      out.anchor_layers.push(...part.anchor_layers);
+      out.timesteps.push(...part.timesteps);
+      layers.forEach((l, i) => steps.forEach((t, k) => (semantic[M.layers.indexOf(l)][t] = part.semantic[i][k])));
+    }
+    out.timesteps.sort((a, b) => a - b);
+    return out;
+  }
+
+  function recomputeBand(measures, layers, steps) {
+    const P = M.profile, rule = P.rule, n = layers.length;
+    const scores = {};
+    for (const m of Object.keys(P.scores)) {
+      scores[m] = {};
+      for (const l of layers) scores[m][l] = steps.map((t) => num(P.scores[m][l][t]));
+    }
+    const times = steps.map((t) => M.timesteps[t]);
+    const semT = semanticMatrix(scores, layers, measures);
     if (!semT) return null;
     const semantic = semT.map(mean);
-    const low = normalise([layers.map((l) => mean(P.scores.cka_first[l]))])[0];
+    const low = normalise([layers.map((l) => mean(scores.cka_first[l]))])[0];
     const depth = layers.map((_, i) => i / Math.max(n - 1, 1));
     const idx = layers.map((_, i) => i);
     let pool = idx.filter((i) => depth[i] <= rule.collapse_max_depth);
@@ -238,14 +279,14 @@
     let anchorPool = idx.filter((i) => rule.anchor_min_depth <= depth[i] && depth[i] <= rule.anchor_max_depth && !collapse.includes(i));
     if (!anchorPool.length) anchorPool = idx.filter((i) => !collapse.includes(i));
     const anchors = anchorPool.sort(byKey((i) => [-semantic[i], i])).slice(0, rule.n_anchors);
-    const perT = M.timesteps.map((_, t) => mean(anchors.map((i) => semT[i][t])));
-    let noisy = M.timesteps.map((_, t) => t).filter((t) => M.timesteps[t] >= rule.min_timestep);
-    if (!noisy.length) noisy = M.timesteps.map((_, t) => t);
+    const perT = times.map((_, t) => mean(anchors.map((i) => semT[i][t])));
+    let noisy = times.map((_, t) => t).filter((t) => times[t] >= rule.min_timestep);
+    if (!noisy.length) noisy = times.map((_, t) => t);
     const bestT = noisy.sort(byKey((t) => [-perT[t], t])).slice(0, rule.n_timesteps);
     return {
       collapse_layers: collapse.sort((a, b) => a - b).map((i) => layers[i]),
       anchor_layers: anchors.sort((a, b) => a - b).map((i) => layers[i]),
-      timesteps: bestT.map((t) => M.timesteps[t]).sort((a, b) => a - b),
+      timesteps: bestT.map((t) => times[t]).sort((a, b) => a - b),
       semantic: semT,
     };
   }
@@ -263,7 +304,7 @@
     const pad = { l: 40, r: 10, t: 10, b: 30 };
     const n = M.layers.length, t = state.timestep;
     const x = (i) => pad.l + ((W - pad.l - pad.r) * i) / Math.max(n - 1, 1);
-    const series = Object.keys(M.profile.scores).sort().map((m) => [m, M.layers.map((l) => M.profile.scores[m][l][t])]);
+    const series = Object.keys(M.profile.scores).sort().map((m) => [m, M.layers.map((l) => num(M.profile.scores[m][l][t]))]);
     if (picks) series.push(["semantic (rule, this timestep)", picks.semantic.map((row) => row[t])]);
     const all = series.flatMap(([, v]) => v).filter((v) => Number.isFinite(v));
     const lo = Math.min(0, ...all), hi = Math.max(1, ...all);
@@ -285,10 +326,14 @@
     const key = (colourOf, name) => el("span", {}, swatch(colourOf), name);
     series.forEach(([name, values], k) => {
       const colourOf = name.startsWith("semantic") ? "#000" : PALETTE[k % PALETTE.length];
-      const pts = values.map((v, i) => `${x(i)},${y(v)}`).join(" ");
-      const line = svgEl("polyline", { points: pts, fill: "none", stroke: colourOf, "stroke-width": 2 });
-      if (name.startsWith("semantic")) line.setAttribute("stroke-dasharray", "6 3");
-      parts.push(line);
+      // one polyline per run of finite values: a block that did not run leaves a gap
+      const runsOf = [[]];
+      values.forEach((v, i) => (Number.isFinite(v) ? runsOf[runsOf.length - 1].push(`${x(i)},${y(v)}`) : runsOf.push([])));
+      for (const pts of runsOf.filter((r) => r.length)) {
+        const line = svgEl("polyline", { points: pts.join(" "), fill: "none", stroke: colourOf, "stroke-width": 2 });
+        if (name.startsWith("semantic")) line.setAttribute("stroke-dasharray", "6 3");
+        parts.push(line);
+      }
       legend.push(key(colourOf, name));
     });
     parts.push(svgEl("text", { x: pad.l, y: H - 8, "font-size": 10 }, `depth: ${M.layers[0]} ... ${M.layers[n - 1]} (click to pick a layer)`));
@@ -336,7 +381,7 @@
     $("corr-caption").textContent = `${a.layer} on ${M.samples[state.sample2]}: the clicked token's best match is outlined`;
     await drawMap($("map"), a, state.sample);
     await drawMap($("map2"), b, state.sample);
-    if (state.clicked) {
+    if (state.clicked && runs(a) && runs(b)) {
       const token = tokenOf(a, state.clicked);
       const q = vector(a, state.sample, token);
       const same = similarity(q, a, state.sample);
@@ -353,7 +398,8 @@
       drawHeat($("sim2"), other, [[token2, "#fff"]]);
       drawHeat($("corr"), corr, [[corr.argmax, "#f33"]]);
     } else {
-      for (const id of ["sim", "sim2", "corr"]) clearCanvas($(id), "click a token on the left map");
+      const why = runs(a) && runs(b) ? "click a token on the left map" : "a block does not run at this timestep";
+      for (const id of ["sim", "sim2", "corr"]) clearCanvas($(id), why);
     }
     drawChart(recompute(chosenMeasures()));
   }

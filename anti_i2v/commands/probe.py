@@ -459,6 +459,12 @@ def plan(
     )
     if p.store_bytes_per_sample is not None:
         head += f", store {p.store_bytes_per_sample / 2**20:.2f} MiB per sample and timestep"
+    if p.experts > 1:
+        resident = "both experts" if offload == "none" else "one expert at a time"
+        head += (
+            f"\n{p.experts} experts share the timesteps and a step runs one: {resident} on the "
+            "GPU (--offload model keeps one resident; none keeps both)"
+        )
     Console().print(head)
     table = Table(title=f"per GPU (seconds at {UTILISATION:.0%} of dense bf16 peak, an assumption)")
     for col in ("gpu", "memory", "fits", "s / step", "fewest levers that fit"):

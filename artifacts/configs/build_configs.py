@@ -219,6 +219,82 @@ MODELS: dict[str, tuple] = {
             "tokenizer": ("transformers", "T5TokenizerFast"),
         },
     ),
+    # Two experts of Wan 2.1 14B's width, no CLIP branch: the high-noise expert (transformer) runs
+    # t >= 0.9 x 1000, the low-noise one (transformer_2) the rest.
+    "wan2.2-i2v-a14b": (
+        "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+        "diffusers scripts/convert_wan_to_diffusers.py (--model_type Wan2.2-I2V-14B-720p: two "
+        "WanTransformer3DModel experts, image_dim None) and shared/models/diffusers-0.42-i2v-families.md "
+        "(boundary 0.9 for I2V, from memory; flow_shift 5.0, unverified)",
+        "WanImageToVideoPipeline",
+        {"boundary_ratio": 0.9, "expand_timesteps": False},
+        {
+            **{
+                expert: (
+                    "diffusers",
+                    "WanTransformer3DModel",
+                    dict(
+                        added_kv_proj_dim=None,
+                        image_dim=None,
+                        attention_head_dim=128,
+                        cross_attn_norm=True,
+                        eps=1e-6,
+                        ffn_dim=13824,
+                        freq_dim=256,
+                        in_channels=36,
+                        num_attention_heads=40,
+                        num_layers=40,
+                        out_channels=16,
+                        patch_size=(1, 2, 2),
+                        qk_norm="rms_norm_across_heads",
+                        text_dim=4096,
+                    ),
+                )
+                for expert in ("transformer", "transformer_2")
+            },
+            "vae": ("diffusers", "AutoencoderKLWan", dict(base_dim=96, z_dim=16)),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler", dict(FLOW_UNIPC, flow_shift=5.0)),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+        },
+    ),
+    # Wan 2.1 14B with 8 VACE hint blocks (one before every 5th block) on 96 control channels.
+    "wan2.1-vace-14b": (
+        "Wan-AI/Wan2.1-VACE-14B-diffusers",
+        "diffusers scripts/convert_wan_to_diffusers.py (--model_type Wan-VACE-14B) and "
+        "shared/models/diffusers-0.42-i2v-families.md (vace_layers 0, 5, ..., 35; 96 control "
+        "channels); flow_shift 5.0, unverified",
+        "WanVACEPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "WanVACETransformer3DModel",
+                dict(
+                    added_kv_proj_dim=None,
+                    image_dim=None,
+                    attention_head_dim=128,
+                    cross_attn_norm=True,
+                    eps=1e-6,
+                    ffn_dim=13824,
+                    freq_dim=256,
+                    in_channels=16,
+                    num_attention_heads=40,
+                    num_layers=40,
+                    out_channels=16,
+                    patch_size=(1, 2, 2),
+                    qk_norm="rms_norm_across_heads",
+                    text_dim=4096,
+                    vace_layers=[0, 5, 10, 15, 20, 25, 30, 35],
+                    vace_in_channels=96,
+                ),
+            ),
+            "vae": ("diffusers", "AutoencoderKLWan", dict(base_dim=96, z_dim=16)),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler", dict(FLOW_UNIPC, flow_shift=5.0)),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+        },
+    ),
     "wan2.2-ti2v-5b": (
         "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
         "diffusers scripts/convert_wan_to_diffusers.py (--model_type Wan2.2-TI2V-5B, vae22_diffusers_config)",

@@ -28,6 +28,8 @@ from anti_i2v.models.backbones import (
     svd,
     wan,
     wan22,
+    wan22_a14b,
+    wan_vace,
 )
 from anti_i2v.models.backbones.base import Backbone, Conditioning
 from anti_i2v.models.backbones.empty import build_empty, has_weights, weights_needed
@@ -80,6 +82,8 @@ register(svd.SVD, svd.tiny, ((32, 32), 2))
 register(opensora.OpenSora, opensora.tiny, ((32, 32), 9))
 register(dynamicrafter.DynamiCrafter, dynamicrafter.tiny, ((32, 32), 9))
 register(skyreels.SkyReelsV2, skyreels.tiny, ((32, 32), 9))
+register(wan22_a14b.Wan22A14B, wan22_a14b.tiny, ((32, 32), 9))
+register(wan_vace.WanVACE, wan_vace.tiny, ((32, 32), 9))
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -91,6 +95,7 @@ _PIPELINE_FAMILY = {
     "OpenSoraPipeline": "opensora",
     "DynamiCrafterPipeline": "dynamicrafter",
     "SkyReelsV2ImageToVideoPipeline": "skyreels-v2",
+    "WanVACEPipeline": "wan-vace",
     "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 
@@ -101,6 +106,8 @@ def family_of(index: dict[str, Any]) -> str:
     family = _PIPELINE_FAMILY.get(cls)
     if family == "wan" and index.get("expand_timesteps"):
         family = "wan22"
+    elif family == "wan" and index.get("boundary_ratio") and index.get("transformer_2"):
+        family = "wan22-a14b"  # two experts (Wan2.2-I2V-A14B)
     elif cls == "WanPipeline":
         family = None  # Wan's text-to-video models
     if family is None:
@@ -311,7 +318,10 @@ def load_backbone(
     skipped = {name: None for name in adapter.skip_components if name in index}
     try:
         pipe = adapter.pipeline_class.from_pretrained(
-            folder, dtype=torch_dtype, use_safetensors=True, **skipped
+            folder,
+            dtype=torch_dtype,
+            use_safetensors=True,
+            **{**skipped, **adapter.stand_in_components()},
         )
     except (OSError, ValueError) as exc:
         raise ToolkitError(

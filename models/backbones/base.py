@@ -56,6 +56,12 @@ class Backbone(ABC):
     # Pipeline components besides the denoiser that conditioning runs (frozen here; `plan`
     # counts their weights); those a pipeline lacks are skipped.
     conditioning_parts: ClassVar[tuple[str, ...]] = ("vae", "image_encoder")
+    @classmethod
+    def stand_in_components(cls) -> dict[str, Any]:
+        """Pipeline components given at load time instead of read from the folder (Cosmos'
+        guardrail, whose package may be absent): none for most families."""
+        return {}
+
     # The loaded weights' hash (`anti_i2v.models.backbones.weights_sha256`), set by `load_backbone`.
     weights_sha256: str = ""
 
@@ -121,6 +127,11 @@ class Backbone(ABC):
             else:
                 names.append(container)
         return names
+
+    def active_blocks(self, t: float) -> list[str]:
+        """The blocks a denoiser call at timestep t runs: all of them, but for models whose
+        experts split the timesteps between them (Wan 2.2 A14B), where one expert's."""
+        return self.block_names()
 
     def vae_block_names(self) -> list[str]:
         """The VAE encoder's blocks (`vae.encoder.down_blocks.0`, ..., `vae.encoder.mid_block`).

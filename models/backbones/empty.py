@@ -131,4 +131,4 @@ def build_empty(
     for name, param in accepted.items():  # components the folder does not list at all
         if name != "self" and name not in kwargs and param.default is inspect.Parameter.empty:
             kwargs[name] = None
-    return adapter.pipeline_class(**kwargs)
+    return adapter.pipeline_class(**{**kwargs, **adapter.stand_in_components()})
