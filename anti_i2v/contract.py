@@ -12,7 +12,8 @@ Six checks, each run on the family's tiny model (seeded random weights, CPU, sec
   target (`Backbone.target`) gives back the clean latent; and the noising is the scheduler's own
   where the scheduler states it (flow matching: sigma = t / 1000 at the scheduler's timesteps;
   DDPM-type: `add_noise` and `get_velocity`).
-- `generation`: the pipeline generates a video of the adapter's frames and resolution in [0, 1].
+- `generation`: the pipeline generates a video of the adapter's frames and resolution in [0, 1],
+  and `encode_video` turns it into a latent laid out as the conditioning's clean latent.
 - `plan`: `anti-i2v plan`'s peak for one protect step, counted on fake tensors, is within 20% of
   the live bytes of the same step on real ones, and its FLOPs agree to 1%.
 
@@ -302,7 +303,19 @@ def check_generation(backbone: Backbone) -> str:
         bool(torch.isfinite(video).all()) and 0 <= float(video.min()) <= float(video.max()) <= 1,
         "generated frames are not finite values in [0, 1]",
     )
-    return f"{want[0]} frames of {want[2]}x{want[3]} in [0, 1] for {frames} asked"
+    # protect's diffusion loss compares a generated video's latent with the photo's still one
+    with torch.no_grad():
+        latent = backbone.encode_video(video[None].to(backbone.device))
+        still = backbone.condition(video[:1].to(backbone.device), len(video)).clean
+    _require(
+        isinstance(latent, torch.Tensor) and latent.shape == still.shape,
+        f"encode_video gave {getattr(latent, 'shape', latent)}, the conditioning's latent is "
+        f"{tuple(still.shape)}",
+    )
+    return (
+        f"{want[0]} frames of {want[2]}x{want[3]} in [0, 1] for {frames} asked; "
+        "encode_video lays them out as the conditioning's latent"
+    )
 
 
 def check_plan(backbone: Backbone) -> str:

@@ -81,6 +81,8 @@ FAMILY_PIPELINES: dict[str, str] = {
     "skyreels-v2": "SkyReelsV2ImageToVideoPipeline",
     "wan22-a14b": "WanImageToVideoPipeline",  # with transformer_2 and boundary_ratio
     "wan-vace": "WanVACEPipeline",
+    "skyreels-v2-df": "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+    "cosmos2": "Cosmos2VideoToWorldPipeline",
 }
 
 BUILTINS: dict[str, str] = {

@@ -28,6 +28,8 @@ GOLDEN = {
     "wan22-a14b": ["high.blocks.0", "high.blocks.1", "low.blocks.0", "low.blocks.1"],
     # VACE's hint blocks run first, then the main blocks they are added to
     "wan-vace": ["vace_blocks.0", "vace_blocks.1", "blocks.0", "blocks.1"],
+    "skyreels-v2-df": ["blocks.0", "blocks.1"],
+    "cosmos2": ["transformer_blocks.0", "transformer_blocks.1"],
     "ltx": ["transformer_blocks.0", "transformer_blocks.1"],
     "hunyuan": ["transformer_blocks.0", "single_transformer_blocks.0"],
     "svd": ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"],
@@ -208,3 +210,19 @@ def test_wan_vace_conditioning_is_the_pipelines_own(backbones):
         latents = pipe.prepare_video_latents(video, mask, [[]], device="cpu")  # no reference images
         masks = pipe.prepare_masks(mask, [[]])
     torch.testing.assert_close(cond.tensors["control"], torch.cat([latents, masks], dim=1))
+
+
+def test_cosmos_generates_only_through_nvidias_guardrail(backbones, monkeypatch):
+    """Without `cosmos_guardrail` the Cosmos pipeline is loaded with a stand-in that refuses to
+    generate (the model's licence requires the guardrail); probing and cloaking need none."""
+    from anti_i2v.models.backbones import cosmos
+
+    backbone = backbones("cosmos2")
+    assert cosmos.Cosmos2.stand_in_components()["safety_checker"].passes is False  # not installed
+    monkeypatch.setattr(backbone.pipe.safety_checker, "passes", False)
+    with pytest.raises(ToolkitError, match="pip install cosmos_guardrail"):
+        backbone.generate(torch.rand(3, 32, 32), steps=1)
+    cond = backbone.condition(torch.rand(1, 3, 32, 32))  # the denoiser runs without it
+    assert (
+        backbone.denoiser(**backbone.denoiser_kwargs(cond.clean, cond, 500.0))[0].isfinite().all()
+    )

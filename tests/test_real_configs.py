@@ -18,6 +18,8 @@ PUBLISHED = {
     "wan2.2-i2v-a14b": ("wan22-a14b", 28.58),
     # the card's "14B" is the base model (14.29 B); its 8 VACE hint blocks add 3.05 B
     "wan2.1-vace-14b": ("wan-vace", 17.34),
+    "skyreels-v2-df-1.3b-540p": ("skyreels-v2-df", 1.44),  # the card's 1.3B, plus sample info
+    "cosmos-predict2-2b-video2world": ("cosmos2", 1.96),
     "ltx-video-0.9.0": ("ltx", 1.92),
     "hunyuanvideo-i2v": ("hunyuan", 12.81),
     "svd-xt": ("svd", 1.52),

@@ -295,6 +295,82 @@ MODELS: dict[str, tuple] = {
             "tokenizer": ("transformers", "T5TokenizerFast"),
         },
     ),
+    # Diffusion forcing: the 1.3B I2V layout without image channels or CLIP, with sample info.
+    "skyreels-v2-df-1.3b-540p": (
+        "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers",
+        "shared/models/diffusers-0.42-i2v-families.md (SkyReels-V2 1.3B = 30 x 1536; DF: no "
+        "concat, no CLIP) and Wan2.1-T2V-1.3B's widths (ffn 8960, 12 heads); inject_sample_info "
+        "and flow_shift 8.0 unverified",
+        "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "SkyReelsV2Transformer3DModel",
+                dict(
+                    added_kv_proj_dim=None,
+                    image_dim=None,
+                    attention_head_dim=128,
+                    cross_attn_norm=True,
+                    eps=1e-6,
+                    ffn_dim=8960,
+                    freq_dim=256,
+                    in_channels=16,
+                    num_attention_heads=12,
+                    num_layers=30,
+                    out_channels=16,
+                    patch_size=(1, 2, 2),
+                    qk_norm="rms_norm_across_heads",
+                    text_dim=4096,
+                    inject_sample_info=True,
+                    num_frame_per_block=1,
+                ),
+            ),
+            "vae": ("diffusers", "AutoencoderKLWan", dict(base_dim=96, z_dim=16)),
+            "scheduler": ("diffusers", "UniPCMultistepScheduler", dict(FLOW_UNIPC, flow_shift=8.0)),
+            "text_encoder": ("transformers", "UMT5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+        },
+    ),
+    # Cosmos-Predict2 2B: EDM sigmas (0.002..80) on a Wan 2.1 VAE; the guardrail gets no folder
+    # (the adapter loads NVIDIA's where cosmos_guardrail is installed, else a refusing stand-in).
+    "cosmos-predict2-2b-video2world": (
+        "nvidia/Cosmos-Predict2-2B-Video2World",
+        "diffusers scripts/convert_cosmos_to_diffusers.py (Cosmos-2.0-Diffusion-2B-Video2World, "
+        "from memory: 28 x 16 heads x 128, text 1024, adaln_lora 256, rope_scale 1/3/3)",
+        "Cosmos2VideoToWorldPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "CosmosTransformer3DModel",
+                dict(
+                    in_channels=17,
+                    out_channels=16,
+                    num_attention_heads=16,
+                    attention_head_dim=128,
+                    num_layers=28,
+                    mlp_ratio=4.0,
+                    text_embed_dim=1024,
+                    adaln_lora_dim=256,
+                    max_size=(128, 240, 240),
+                    patch_size=(1, 2, 2),
+                    rope_scale=(1.0, 3.0, 3.0),
+                    concat_padding_mask=True,
+                    extra_pos_embed_type=None,
+                ),
+            ),
+            "vae": ("diffusers", "AutoencoderKLWan", dict(base_dim=96, z_dim=16)),
+            "scheduler": (
+                "diffusers",
+                "FlowMatchEulerDiscreteScheduler",
+                dict(use_karras_sigmas=True, shift=1.0),
+            ),
+            "text_encoder": ("transformers", "T5EncoderModel"),
+            "tokenizer": ("transformers", "T5TokenizerFast"),
+            "safety_checker": ("cosmos_guardrail", "CosmosSafetyChecker"),
+        },
+    ),
     "wan2.2-ti2v-5b": (
         "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
         "diffusers scripts/convert_wan_to_diffusers.py (--model_type Wan2.2-TI2V-5B, vae22_diffusers_config)",

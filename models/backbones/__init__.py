@@ -20,11 +20,13 @@ from safetensors.torch import load_file
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones import (
     cogvideox,
+    cosmos,
     dynamicrafter,
     hunyuan,
     ltx,
     opensora,
     skyreels,
+    skyreels_df,
     svd,
     wan,
     wan22,
@@ -84,6 +86,8 @@ register(dynamicrafter.DynamiCrafter, dynamicrafter.tiny, ((32, 32), 9))
 register(skyreels.SkyReelsV2, skyreels.tiny, ((32, 32), 9))
 register(wan22_a14b.Wan22A14B, wan22_a14b.tiny, ((32, 32), 9))
 register(wan_vace.WanVACE, wan_vace.tiny, ((32, 32), 9))
+register(skyreels_df.SkyReelsV2DF, skyreels_df.tiny, ((32, 32), 9))
+register(cosmos.Cosmos2, cosmos.tiny, ((32, 32), 9))
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -96,6 +100,8 @@ _PIPELINE_FAMILY = {
     "DynamiCrafterPipeline": "dynamicrafter",
     "SkyReelsV2ImageToVideoPipeline": "skyreels-v2",
     "WanVACEPipeline": "wan-vace",
+    "SkyReelsV2DiffusionForcingImageToVideoPipeline": "skyreels-v2-df",
+    "Cosmos2VideoToWorldPipeline": "cosmos2",
     "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 

@@ -56,6 +56,7 @@ class Backbone(ABC):
     # Pipeline components besides the denoiser that conditioning runs (frozen here; `plan`
     # counts their weights); those a pipeline lacks are skipped.
     conditioning_parts: ClassVar[tuple[str, ...]] = ("vae", "image_encoder")
+
     @classmethod
     def stand_in_components(cls) -> dict[str, Any]:
         """Pipeline components given at load time instead of read from the folder (Cosmos'

@@ -110,8 +110,10 @@ class Cosmos2(FlowMatchBackbone):
         }
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        latent = super().encode_video(video)
-        return latent * self.pipe.scheduler.config.sigma_data
+        vae = self.pipe.vae
+        x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, vae.dtype)
+        latent = normalize_wan_latents(vae.encode(x).latent_dist.mode(), vae)
+        return (latent * self.pipe.scheduler.config.sigma_data).to(self.dtype)
 
     def null_text(self) -> dict[str, torch.Tensor]:
         return {"prompt_embeds": torch.zeros(1, 16, self.denoiser.config.text_embed_dim)}
