@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from diffusers import (
-    AutoencoderKLWan,
     Cosmos2VideoToWorldPipeline,
     CosmosTransformer3DModel,
     FlowMatchEulerDiscreteScheduler,
@@ -31,7 +30,7 @@ from diffusers import (
 
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones.base import Conditioning, FlowMatchBackbone
-from anti_i2v.models.backbones.wan import normalize_wan_latents
+from anti_i2v.models.backbones.wan import normalize_wan_latents, tiny_wan_vae
 
 SIGMA_CONDITIONING = 0.0001  # the pipeline's default noise level of the given frame
 FPS = 16  # the pipeline's default
@@ -136,10 +135,7 @@ def guardrail() -> Any:
 def tiny(seed: int = 0) -> Cosmos2VideoToWorldPipeline:
     """Cosmos-Predict2 Video2World at toy size (2 blocks, 32x32 frames), seeded random weights."""
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )  # fmt: skip
+    vae = tiny_wan_vae()
     transformer = CosmosTransformer3DModel(
         in_channels=17,
         out_channels=16,

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import torch
 from diffusers import (
-    AutoencoderKLWan,
     SkyReelsV2ImageToVideoPipeline,
     SkyReelsV2Transformer3DModel,
     UniPCMultistepScheduler,
 )
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from anti_i2v.models.backbones.wan import Wan
+from anti_i2v.models.backbones.wan import TINY_WAN_DIT, Wan, tiny_wan_vae
 
 
 class SkyReelsV2(Wan):
@@ -37,23 +36,9 @@ class SkyReelsV2(Wan):
 def tiny(seed: int = 0) -> SkyReelsV2ImageToVideoPipeline:
     """SkyReels-V2 I2V at toy size (2 blocks, 32x32 frames) with seeded random weights."""
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )  # fmt: skip
+    vae = tiny_wan_vae()
     transformer = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=36,
-        out_channels=16,
-        text_dim=16,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=2,
-        rope_max_seq_len=32,
-        image_dim=4,
-        added_kv_proj_dim=16,
+        **TINY_WAN_DIT, in_channels=36, image_dim=4, added_kv_proj_dim=24
     )
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(

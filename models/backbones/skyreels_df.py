@@ -19,14 +19,13 @@ from typing import Any
 
 import torch
 from diffusers import (
-    AutoencoderKLWan,
     SkyReelsV2DiffusionForcingImageToVideoPipeline,
     SkyReelsV2Transformer3DModel,
     UniPCMultistepScheduler,
 )
 
 from anti_i2v.models.backbones.base import Conditioning
-from anti_i2v.models.backbones.wan import Wan, normalize_wan_latents
+from anti_i2v.models.backbones.wan import TINY_WAN_DIT, Wan, normalize_wan_latents, tiny_wan_vae
 
 FPS_FLAG = 1  # the pipeline's `fps` (24 by default) as the sample-info embedding reads it
 
@@ -74,23 +73,9 @@ class SkyReelsV2DF(Wan):
 def tiny(seed: int = 0) -> SkyReelsV2DiffusionForcingImageToVideoPipeline:
     """SkyReels-V2 DF at toy size (2 blocks, sample info on, 32x32 frames), seeded weights."""
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )  # fmt: skip
+    vae = tiny_wan_vae()
     transformer = SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=2,
-        rope_max_seq_len=32,
-        inject_sample_info=True,
-        num_frame_per_block=1,
+        **TINY_WAN_DIT, in_channels=16, inject_sample_info=True, num_frame_per_block=1
     )
     return SkyReelsV2DiffusionForcingImageToVideoPipeline(
         tokenizer=None,

@@ -112,31 +112,40 @@ class Wan(FlowMatchBackbone):
         return {"prompt_embeds": text, "negative_prompt_embeds": text, "guidance_scale": 1.0}
 
 
-def tiny(seed: int = 0) -> WanImageToVideoPipeline:
-    """diffusers' test-size Wan 2.1 I2V (2 blocks, 16x16 frames) with seeded random weights."""
-    torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
+# diffusers' test-size Wan transformer (2 blocks, 2 heads of 12): the toy denoiser of every
+# Wan-derived tiny model, each adding its own input channels and extras.
+TINY_WAN_DIT = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,
+    out_channels=16,
+    text_dim=32,
+    freq_dim=256,
+    ffn_dim=32,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=32,
+)
+
+
+def tiny_wan_vae() -> AutoencoderKLWan:
+    """diffusers' test-size Wan 2.1 VAE (3 base channels, 16 latent ones, 8x space, 4x time),
+    the toy VAE of every Wan-derived tiny model (seed the generator first)."""
+    return AutoencoderKLWan(
         base_dim=3,
         z_dim=16,
         dim_mult=[1, 1, 1, 1],
         num_res_blocks=1,
         temperal_downsample=[False, True, True],
     )
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=36,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        image_dim=4,
-    )
+
+
+def tiny(seed: int = 0) -> WanImageToVideoPipeline:
+    """diffusers' test-size Wan 2.1 I2V (2 blocks, 16x16 frames) with seeded random weights."""
+    torch.manual_seed(seed)
+    vae = tiny_wan_vae()
+    transformer = WanTransformer3DModel(**TINY_WAN_DIT, in_channels=36, image_dim=4)
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=4,

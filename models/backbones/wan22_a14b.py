@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from diffusers import (
-    AutoencoderKLWan,
     UniPCMultistepScheduler,
     WanImageToVideoPipeline,
     WanTransformer3DModel,
@@ -29,7 +28,7 @@ from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
 from anti_i2v.models.backbones.base import Conditioning
-from anti_i2v.models.backbones.wan import Wan
+from anti_i2v.models.backbones.wan import TINY_WAN_DIT, Wan, tiny_wan_vae
 
 EXPERTS = ("high", "low")  # the pipeline's transformer and transformer_2, in sampling order
 
@@ -97,27 +96,8 @@ class Wan22A14B(Wan):
 def tiny(seed: int = 0) -> WanImageToVideoPipeline:
     """Wan 2.2 A14B I2V at toy size: two 2-block experts, 32x32 frames, seeded random weights."""
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )  # fmt: skip
-
-    def expert() -> WanTransformer3DModel:
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
-            in_channels=36,
-            out_channels=16,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
-        )
-
+    vae = tiny_wan_vae()
+    experts = [WanTransformer3DModel(**TINY_WAN_DIT, in_channels=36) for _ in EXPERTS]
     return WanImageToVideoPipeline(
         tokenizer=None,
         text_encoder=None,
@@ -125,7 +105,7 @@ def tiny(seed: int = 0) -> WanImageToVideoPipeline:
         scheduler=UniPCMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
         ),
-        transformer=expert(),
-        transformer_2=expert(),
+        transformer=experts[0],
+        transformer_2=experts[1],
         boundary_ratio=0.9,
     )

@@ -23,14 +23,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers import (
-    AutoencoderKLWan,
     UniPCMultistepScheduler,
     WanVACEPipeline,
     WanVACETransformer3DModel,
 )
 
 from anti_i2v.models.backbones.base import Conditioning
-from anti_i2v.models.backbones.wan import Wan, normalize_wan_latents
+from anti_i2v.models.backbones.wan import TINY_WAN_DIT, Wan, normalize_wan_latents, tiny_wan_vae
 
 
 class WanVACE(Wan):
@@ -116,23 +115,9 @@ class WanVACE(Wan):
 def tiny(seed: int = 0) -> WanVACEPipeline:
     """Wan VACE at toy size (2 blocks, a hint before each, 32x32 frames), seeded random weights."""
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )  # fmt: skip
+    vae = tiny_wan_vae()
     transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=2,
-        rope_max_seq_len=32,
-        vace_layers=[0, 1],
-        vace_in_channels=96,
+        **TINY_WAN_DIT, in_channels=16, vace_layers=[0, 1], vace_in_channels=96
     )
     return WanVACEPipeline(
         tokenizer=None,
