@@ -104,6 +104,12 @@ def no_model(monkeypatch):
 
 
 ALL_FAMILIES = sorted(FAMILIES)
+# The fast tier (`make test-fast`) runs per-family tests on one DiT and one UNet family; the
+# whole suite runs them on every family (the others are marked slow).
+FAST_FAMILIES = ("cogvideox", "svd")
+EVERY_FAMILY = [
+    f if f in FAST_FAMILIES else pytest.param(f, marks=pytest.mark.slow) for f in ALL_FAMILIES
+]
 
 # Every container of blocks a supported denoiser has, as its own module tree names them.
 BLOCK_LISTS = (

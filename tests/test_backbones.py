@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ALL_FAMILIES, count_blocks
+from conftest import EVERY_FAMILY, count_blocks
 from safetensors.torch import save_file
 
 from anti_i2v.core.common import ToolkitError
@@ -49,7 +49,7 @@ def _kwargs(backbone, image, t=500.0):
     return cond, backbone.denoiser_kwargs(backbone.add_noise(cond.clean, noise, t), cond, t)
 
 
-@pytest.mark.parametrize("family", ALL_FAMILIES)
+@pytest.mark.parametrize("family", EVERY_FAMILY)
 def test_execution_order_is_golden(backbones, family):
     backbone = backbones(family)
     image = torch.rand(1, 3, 40, 56)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from conftest import EVERY_FAMILY
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
@@ -16,7 +17,7 @@ from anti_i2v.contract import CHECKS, ContractError, check_layout, check_schedul
 from anti_i2v.models.backbones import FAMILIES, TINY, TINY_SIZES, load_backbone
 
 
-@pytest.fixture(params=sorted(FAMILIES))
+@pytest.fixture(params=EVERY_FAMILY)
 def adapter(request, backbones):
     """Each registered family's adapter on its tiny model (built once per session)."""
     return backbones(request.param)
@@ -33,6 +34,7 @@ def test_every_family_keeps_the_contract(adapter, check):
     assert detail and "\n" not in detail
 
 
+@pytest.mark.slow  # the whole contract once, on a tiny model
 def test_a_broken_layout_and_a_wrong_target_fail_their_checks(monkeypatch):
     backbone = load_backbone("tiny:wan")
     # A layout that reads the tokens backwards keeps the shape and loses the positions

@@ -43,6 +43,7 @@ def test_gpu_check_dry_runs_on_cpu_and_writes_its_documented_summary(tmp_path):
     assert "| protect step | passed |" in md and "tiny:wan22" in md
 
 
+@pytest.mark.slow  # a fresh process importing torch
 def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ALL_FAMILIES, count_blocks
+from conftest import EVERY_FAMILY, count_blocks
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -54,7 +54,7 @@ def _chunk_digest(path: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("family", ALL_FAMILIES)
+@pytest.mark.parametrize("family", EVERY_FAMILY)
 def test_store_has_every_block(tmp_path, portraits, backbones, family):
     # a model of experts needs a timestep in each expert's band (t >= 900: the high-noise one)
     experts = backbones(family).active_blocks(950) != backbones(family).active_blocks(500)
@@ -326,7 +326,7 @@ def test_vae_blocks_are_stored_beside_the_denoisers_unchanged(tmp_path, portrait
     assert both.store.attrs.config["vae"] is True
 
 
-@pytest.mark.parametrize("family", ALL_FAMILIES)
+@pytest.mark.parametrize("family", EVERY_FAMILY)
 def test_every_familys_vae_encoder_blocks_are_read_while_the_photo_is_encoded(backbones, family):
     from anti_i2v.models.capture import capture_vae
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import EVERY_FAMILY
 from PIL import Image
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
 from anti_i2v.core.common import ToolkitError
-from anti_i2v.models.backbones import FAMILIES, weights_sha256
+from anti_i2v.models.backbones import weights_sha256
 from anti_i2v.models.capture import execution_order, trace_blocks
 from anti_i2v.models.dynamicrafter.pipeline import dynamic_scale
 from anti_i2v.protect.methods import METHODS
@@ -237,7 +238,7 @@ def test_clip_frames_cover_the_first_frames(backbones):
     assert clip_frames_for(backbones("svd"), 2) == 2
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", EVERY_FAMILY)
 def test_gradients_reach_the_photo_on_every_family(backbones, family):
     """IRC and diffusion terms back-propagate through denoiser and conditioning to the pixels."""
     backbone = backbones(family)
@@ -258,7 +259,7 @@ def test_gradients_reach_the_photo_on_every_family(backbones, family):
     assert set(terms) == {"irc", "diffusion"} and adv.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", EVERY_FAMILY)
 def test_predict_clean_inverts_each_family_parameterisation(backbones, family):
     """Feeding the exact training target (written out here, per family) recovers the clean latent."""
     clean, noise, t = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2), 600.0
@@ -470,6 +471,7 @@ def test_ensemble_objective_is_the_mean_of_its_models(backbones):
     torch.testing.assert_close(grad, (grads[0] + grads[1]) / 2)
 
 
+@pytest.mark.slow  # two cloaks of two models
 def test_ensemble_cloak_records_its_models_and_differs_from_one_model(tmp_path, portraits):
     photo = portraits / "p20.png"
     one = _cfg(tmp_path, [photo], None, method="rgb-pgd", steps=4)
@@ -543,6 +545,7 @@ def test_ira_on_vae_anchors_reads_the_encoder_at_its_own_resolution(backbones, f
     assert value.item() == pytest.approx(-terms["ira"], rel=1e-5)  # targeted: pulled closer
 
 
+@pytest.mark.slow  # a whole cloak through the CLI
 def test_a_vae_profile_cloak_records_its_vae_anchors(tmp_path, portraits):
     """adapt --vae then protect, from the CLI: the sidecar names the VAE anchor, and the cloak
     differs from the one made with the same denoiser layers and no VAE anchor."""

@@ -314,6 +314,7 @@ def _interrupt_then_rerun(module, monkeypatch, fit, at: int, checkpoint: Path):
     return ran, fit()
 
 
+@pytest.mark.slow  # a training stage run twice
 def test_an_interrupted_training_stage_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Ctrl-C in the middle of a stage, then the same call: it resumes from the last checkpoint
     (weights, optimiser, both generators) and ends with the weights of an uninterrupted run."""
