@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anti_i2v.core.common import ToolkitError, write_text_atomic
+from anti_i2v.core.common import ToolkitError, nan_to_null, write_text_atomic
 from anti_i2v.probe.config import check_timesteps
 
 SCHEMA = "anti-i2v.profile/1"
@@ -120,10 +120,7 @@ class Profile:
                 d.pop(key)
         # A block that did not run at a timestep (one expert's, at the other's) scores NaN,
         # which JSON has no word for: null, read back as NaN.
-        d["scores"] = {
-            m: {layer: [None if math.isnan(v) else v for v in vs] for layer, vs in by.items()}
-            for m, by in d["scores"].items()
-        }
+        d["scores"] = {m: nan_to_null(by) for m, by in d["scores"].items()}
         return d
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import shutil
@@ -323,3 +324,8 @@ def progress_bar(console: Any, show: bool = True) -> Any:
         console=console,
         disable=not show,
     )
+
+
+def nan_to_null(rows: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """name -> values with NaN (a block that did not run) as None: JSON has no word for NaN."""
+    return {k: [None if math.isnan(v) else v for v in vs] for k, vs in rows.items()}

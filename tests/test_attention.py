@@ -118,3 +118,44 @@ def test_attention_share_on_a_real_call_is_a_fraction(backbones):
     assert shares and all(s is not None for s in shares)
     for s in shares:
         assert 0 < s["frame0"] < 1 and 0 < s["text"] < 1 and s["frame0"] + s["text"] <= 1 + 1e-6
+
+
+def test_the_attention_command_writes_shares_per_block_and_timestep(tmp_path, portraits):
+    import json
+
+    from typer.testing import CliRunner
+
+    from anti_i2v.cli import app
+
+    runs = []
+    for name in ("a", "b"):
+        res = CliRunner().invoke(
+            app, ["attention", "tiny:wan22-a14b", str(portraits), "--timesteps", "500,950",
+                  "--queries", "16", "--out", str(tmp_path / name)],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        runs.append((tmp_path / name / "attention.json").read_bytes())
+    assert runs[0] == runs[1]  # seeded noise and query subsets: the same bytes
+    data = json.loads(runs[0])
+    assert data["schema"] == "anti-i2v.attention/1" and data["timesteps"] == [500, 950]
+    assert data["photos"] == ["p10", "p20", "p30"]
+    # each expert's blocks have a share at their own timestep only (null at the other's)
+    assert data["frame0"]["low.blocks.0"][1] is None and data["frame0"]["high.blocks.0"][0] is None
+    shares = [v for row in data["frame0"].values() for v in row if v is not None]
+    assert len(shares) == 4 and all(0 < v < 1 for v in shares)
+    assert (tmp_path / "a" / "attention.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--queries", "0"], "--queries 0"), (["--timesteps", "1000"], "--timesteps 1000")],
+)
+def test_the_attention_command_refuses_bad_input_in_one_line(tmp_path, portraits, args, message):
+    from typer.testing import CliRunner
+
+    from anti_i2v.cli import app
+
+    res = CliRunner().invoke(
+        app, ["attention", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "o"), *args]
+    )
+    assert res.exit_code == 2 and message in res.output and not (tmp_path / "o").exists()

@@ -495,8 +495,43 @@ def lever_text(levers: dict | None) -> str:
     return f"{' '.join(found) or 'none needed'} ({levers['peak_bytes'] / 1024**3:.1f} GiB)"
 
 
+def attention(
+    model: str = typer.Argument(
+        ..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id"
+    ),
+    images: list[Path] = typer.Argument(..., help="image files or folders"),
+    out: Path = typer.Option(..., "--out", help="folder: attention.json and attention.png"),
+    timesteps: str = typer.Option("100,300,500,700,900", help="timesteps on the 0..1000 scale"),
+    queries: int = typer.Option(64, help="query rows kept per attention call (seeded subset)"),
+    seed: int = typer.Option(0, help="seed of the noise and of the query subset"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """How much each block's later frames attend to the photo's frame, per timestep."""
+    from anti_i2v.probe.attention import AttentionConfig, run_attention
+
+    cfg = AttentionConfig(
+        model=model,
+        images=tuple(str(p) for p in images),
+        out=str(out),
+        timesteps=parse_ints(timesteps, "--timesteps"),
+        queries=queries,
+        seed=seed,
+        device=device,
+    )
+    result = run_attention(cfg)
+    table = Table(title=f"{result.model}: later frames' attention on frame 0")
+    table.add_column("block")
+    for t in result.timesteps:
+        table.add_column(f"t={t}", justify="right")
+    for layer in result.layers:
+        cells = [("-" if v != v else f"{v:.3f}") for v in result.frame0[layer]]
+        table.add_row(escape(layer), *cells)
+    Console().print(table)
+    Console().print(f"attention: {out / 'attention.json'}, {out / 'attention.png'}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the probe stage's commands to the toolkit's app."""
-    for command in (models, probe, generate, plan):
+    for command in (models, probe, generate, plan, attention):
         app.command()(cli_command(command))
     app.add_typer(world_app, name="world")

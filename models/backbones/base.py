@@ -53,6 +53,9 @@ class Backbone(ABC):
     # Denoiser passes per sampling step in the published pipeline: 2 with classifier-free
     # guidance (conditional and unconditional, batched). Used by `plan --task generate`.
     guidance_passes: ClassVar[int] = 2
+    # Joint attention (text and video tokens in one sequence): whether the text comes first
+    # (CogVideoX) or after the video (HunyuanVideo); read by `attention_share`.
+    joint_text_first: ClassVar[bool] = True
     # Pipeline components besides the denoiser that conditioning runs (frozen here; `plan`
     # counts their weights); those a pipeline lacks are skipped.
     conditioning_parts: ClassVar[tuple[str, ...]] = ("vae", "image_encoder")

@@ -39,6 +39,8 @@ class Hunyuan(FlowMatchBackbone):
     def native_resolution(self) -> tuple[int, int]:
         return 720, 1280
 
+    joint_text_first = False  # its blocks attend over [video, text]
+
     def native_frames(self) -> int:
         return 129
 
