@@ -35,6 +35,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch import nn
 
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones import FAMILIES, Backbone, register
@@ -318,6 +319,76 @@ def check_generation(backbone: Backbone) -> str:
     )
 
 
+def check_lens(backbone: Backbone) -> str:
+    if backbone.lens_refusal is not None:
+        return f"no lens, as the family says: {backbone.lens_refusal}"
+    from anti_i2v.models.lens import lens_clean
+
+    t = TIMESTEPS[1]
+    cond = backbone.condition(torch.rand(1, 3, 40, 56).to(backbone.device))
+    noise = torch.randn(cond.clean.shape, generator=torch.Generator().manual_seed(0))
+    noisy = backbone.add_noise(cond.clean, noise.to(cond.clean), t)
+    clean = lens_clean(backbone, cond, noisy, t)
+    with torch.no_grad():
+        output = backbone.hidden(backbone.denoiser(**backbone.denoiser_kwargs(noisy, cond, t)))
+        real = backbone.predict_clean(noisy, output, t)
+        last = list(clean.values())[-1]
+        _require(
+            torch.allclose(last, real, rtol=1e-4, atol=1e-5),
+            f"the last block's lens differs from the model's output by "
+            f"{float((last - real).abs().max()):.3g}: a block after it was not passed over, or "
+            "lens_pass_on does not hand on the stream",
+        )
+        video = backbone.decode_video(last, cond)
+        cut = _cut_lens_agrees(backbone, clean, cond, noisy, t)
+    frames = video.shape[1] if video.dim() == 5 else None
+    _require(
+        video.dim() == 5 and tuple(video.shape[2:]) == (3, *backbone.resolution),
+        f"decode_video gave {tuple(video.shape)}, expected (B, F, 3, {backbone.resolution[0]}, "
+        f"{backbone.resolution[1]})",
+    )
+    _require(
+        bool(torch.isfinite(video).all()) and 0 <= float(video.min()) <= float(video.max()) <= 1,
+        "decode_video's frames are not finite values in [0, 1]",
+    )
+    return (
+        f"{len(clean)} blocks read through the head, the last one is the output{cut}; "
+        f"{frames} frames decoded"
+    )
+
+
+def _cut_lens_agrees(
+    backbone: Backbone, clean: dict, cond: object, noisy: torch.Tensor, t: float
+) -> str:
+    """Where the blocks are one list, the last-but-one block's lens against the model with the
+    last block deleted (built independently of the lens); returns what was compared, or ''."""
+    container = backbone.block_containers[0]
+    blocks = backbone.denoiser.get_submodule(container)
+    names = list(clean)
+    if len(backbone.block_containers) != 1 or not isinstance(blocks, nn.ModuleList):
+        return ""
+    if len(names) < 2 or names[-1] != f"{container}.{len(blocks) - 1}":
+        return ""
+    try:
+        _set_blocks(backbone.denoiser, container, blocks[:-1])
+        output = backbone.hidden(backbone.denoiser(**backbone.denoiser_kwargs(noisy, cond, t)))
+    finally:
+        _set_blocks(backbone.denoiser, container, blocks)  # the very list, for every reference
+    cut = backbone.predict_clean(noisy, output, t)
+    _require(
+        torch.allclose(clean[names[-2]], cut, rtol=1e-4, atol=1e-5),
+        f"{names[-2]}'s lens differs from the model cut after it by "
+        f"{float((clean[names[-2]] - cut).abs().max()):.3g}: lens_pass_on does not hand on the "
+        "stream as that block left it",
+    )
+    return f"; {names[-2]}'s lens is the model cut after it"
+
+
+def _set_blocks(denoiser: nn.Module, container: str, blocks: nn.ModuleList) -> None:
+    parent, _, attr = container.rpartition(".")
+    setattr(denoiser.get_submodule(parent) if parent else denoiser, attr, blocks)
+
+
 def check_plan(backbone: Backbone) -> str:
     from anti_i2v.plan import PlanRequest, plan, run_step
 
@@ -346,6 +417,7 @@ CHECKS: tuple[Check, ...] = (
         "schedule", "noise, target and x0 agree with each other and the scheduler", check_schedule
     ),
     Check("generation", "the pipeline generates frames x 3 x H x W in [0, 1]", check_generation),
+    Check("lens", "the last block's lens is the output; decode_video gives frames", check_lens),
     Check("plan", "plan's protect peak and FLOPs match the measured step", check_plan),
 )
 

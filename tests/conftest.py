@@ -93,13 +93,15 @@ def file_bytes(folder: Path) -> dict[str, bytes]:
 def no_model(monkeypatch):
     """Fail the test if anything loads a model: refusals must come first."""
     import anti_i2v.models.backbones as backbones
+    import anti_i2v.probe.attention as probe_attention
+    import anti_i2v.probe.lens as probe_lens
     import anti_i2v.probe.run as probe_run
     import anti_i2v.protect.run as protect_run
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded before the input was checked")
 
-    for module in (backbones, protect_run, probe_run):
+    for module in (backbones, protect_run, probe_run, probe_attention, probe_lens):
         monkeypatch.setattr(module, "load_backbone", refuse)
 
 

@@ -226,3 +226,27 @@ def test_cosmos_generates_only_through_nvidias_guardrail(backbones, monkeypatch)
     assert (
         backbone.denoiser(**backbone.denoiser_kwargs(cond.clean, cond, 500.0))[0].isfinite().all()
     )
+
+
+def test_cogvideox15_scales_the_image_latent_down_and_the_video_latent_up():
+    """CogVideoX1.5 (`invert_scale_latents`) was trained with the image's latent divided by the
+    scaling factor (the pipeline's `prepare_latents`), while the video it denoises, and decodes
+    with `1 / factor`, is scaled up as before: the still video to noise must be too."""
+    backbone = load_backbone("tiny:cogvideox")
+    backbone.pipe.vae.register_to_config(invert_scale_latents=True)
+    photo = torch.rand(1, 3, *backbone.resolution)
+    sf = backbone.pipe.vae_scaling_factor_image
+    with torch.no_grad():
+        cond = backbone.condition(photo)
+        x = photo.unsqueeze(2) * 2 - 1
+        mode = backbone.pipe.vae.encode(x).latent_dist.mode().permute(0, 2, 1, 3, 4)
+        video = backbone.encode_video(photo[:, None])
+    torch.testing.assert_close(cond.tensors["image_latents"][:, :1], mode / sf)
+    torch.testing.assert_close(cond.clean[:, :1], mode * sf)
+    torch.testing.assert_close(video, mode * sf)
+    torch.testing.assert_close(
+        backbone.decode_video(video, cond)[:, 0],
+        backbone.vae_roundtrip(photo[0])[None],
+        atol=1e-5,
+        rtol=0,
+    )

@@ -13,7 +13,14 @@ from conftest import EVERY_FAMILY
 from typer.testing import CliRunner
 
 from anti_i2v.cli import app
-from anti_i2v.contract import CHECKS, ContractError, check_layout, check_schedule, run_contract
+from anti_i2v.contract import (
+    CHECKS,
+    ContractError,
+    check_layout,
+    check_lens,
+    check_schedule,
+    run_contract,
+)
 from anti_i2v.models.backbones import FAMILIES, TINY, TINY_SIZES, load_backbone
 
 
@@ -47,6 +54,12 @@ def test_a_broken_layout_and_a_wrong_target_fail_their_checks(monkeypatch):
     monkeypatch.setattr(type(backbone), "target", lambda self, x0, n, t: x0 - n)
     with pytest.raises(ContractError, match="misses x0"):
         check_schedule(backbone)
+    # A pass-on that scrambles the stream (the head norms away scale and shift): the last-but-one block's lens is not the model cut there
+    monkeypatch.setattr(type(backbone), "lens_pass_on", lambda self, left, a, k: left.flip(1))
+    with pytest.raises(ContractError, match="lens_pass_on does not hand on"):
+        check_lens(backbone)
+    monkeypatch.undo()
+    monkeypatch.setattr(type(backbone), "target", lambda self, x0, n, t: x0 - n)
     outcomes = run_contract(backbone)
     assert [o.check for o in outcomes] == [c.name for c in CHECKS]
     assert [o.check for o in outcomes if not o.passed] == ["schedule"]

@@ -530,8 +530,43 @@ def attention(
     Console().print(f"attention: {out / 'attention.json'}, {out / 'attention.png'}")
 
 
+def lens(
+    model: str = typer.Argument(
+        ..., help="tiny:<family>, mini-cogvideox, a pipeline folder or a hub id (a DiT family)"
+    ),
+    image: Path = typer.Argument(..., help="one photo"),
+    out: Path = typer.Option(..., "--out", help="folder: lens.json and lens-t<t>.png"),
+    timesteps: str = typer.Option("300,700", help="timesteps on the 0..1000 scale"),
+    seed: int = typer.Option(0, help="seed of the noise"),
+    frames: int = typer.Option(5, "--frames", help="decoded frames shown per block"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """The video each block would generate if it were the last: its state through the model's own head."""
+    from anti_i2v.probe.lens import LensConfig, run_lens
+
+    cfg = LensConfig(
+        model=model,
+        image=str(image),
+        out=str(out),
+        timesteps=parse_ints(timesteps, "--timesteps"),
+        seed=seed,
+        shown_frames=frames,
+        device=device,
+    )
+    result = run_lens(cfg)
+    table = Table(title=f"{result.model}: each block's clean estimate, distance to the output")
+    table.add_column("block")
+    for t in result.timesteps:
+        table.add_column(f"t={t}", justify="right")
+    for layer in result.layers:
+        cells = [("-" if v != v else f"{v:.3f}") for v in result.to_output[layer]]
+        table.add_row(escape(layer), *cells)
+    Console().print(table)
+    Console().print(f"lens: {out / 'lens.json'}, " + ", ".join(str(out / s) for s in result.strips))
+
+
 def register(app: typer.Typer) -> None:
     """Add the probe stage's commands to the toolkit's app."""
-    for command in (models, probe, generate, plan, attention):
+    for command in (models, probe, generate, plan, attention, lens):
         app.command()(cli_command(command))
     app.add_typer(world_app, name="world")

@@ -51,6 +51,7 @@ __all__ = [
     "BUILTINS",
     "load_backbone",
     "family_of",
+    "model_family",
     "resolve_model",
     "weights_sha256",
     "real_configs",
@@ -122,6 +123,13 @@ def family_of(index: dict[str, Any]) -> str:
             f"{', '.join(sorted(FAMILIES))} (pass --family to force one)"
         )
     return family
+
+
+def model_family(model: str) -> str:
+    """MODEL's family, read without loading it (cheap: a command asks before any model work)."""
+    if model.startswith("tiny:"):
+        return _check_family(model.split(":", 1)[1])
+    return family_of(read_model_index(resolve_model(model, weights=False)))
 
 
 def _check_family(family: str) -> str:

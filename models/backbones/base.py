@@ -12,6 +12,7 @@ noise level (DDPM alphas, flow-matching sigma = t/1000, or Karras sigma for SVD)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -251,6 +252,38 @@ class Backbone(ABC):
     @abstractmethod
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Video `(B, F, 3, H, W)` in [0, 1] at the model's resolution -> clean latent (like `Conditioning.clean`)."""
+
+    # Why a family offers no lens (`anti_i2v.models.lens`); None where it does.
+    lens_refusal: ClassVar[str | None] = None
+
+    def lens_blocks(self, t: float) -> list[str]:
+        """The blocks with a lens at timestep t: every block a call at t runs, for a DiT."""
+        return [] if self.lens_refusal is not None else self.active_blocks(t)
+
+    def lens_pass_on(self, left: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """What a block after the lens's block returns in its place: the lens's block's own
+        output (`left`), since every block of a DiT reads and returns the same stream. A family
+        that changes the stream between blocks (VACE's hints) passes its input on instead."""
+        return left
+
+    def lens_context(self, block: str) -> contextlib.AbstractContextManager:
+        """Anything else the lens of `block` must switch off in the forward pass that follows
+        it (VACE: the hints added after later blocks); nothing by default."""
+        return contextlib.nullcontext()
+
+    def decode_video(self, latent: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """A clean latent (laid out like `cond.clean`) -> video `(B, F, 3, H, W)` in [0, 1], as the
+        pipeline decodes its final latent: the inverse of `encode_video`.
+
+        Written for the families with a lens (`anti_i2v.models.lens`); `cond` gives what the
+        latent's shape does not show (LTX's packed token grid).
+        """
+        raise ToolkitError(f"{self.family}: no decode_video written for this family")
+
+    def _decode(self, z: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The VAE's decode of `[B, C, F, h, w]` in its own scale -> `(B, F, 3, H, W)` in [0, 1]."""
+        video = self.pipe.vae.decode(z.to(self.pipe.vae.dtype), **kwargs).sample
+        return ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)
 
     @torch.no_grad()
     def vae_roundtrip(self, image: torch.Tensor) -> torch.Tensor:

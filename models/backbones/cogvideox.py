@@ -46,13 +46,14 @@ class CogVideoX(Backbone):
         frames = self.latent_frames(frames or self.default_frames)
         x = self.resize(image).to(self.device, self.pipe.vae.dtype) * 2 - 1  # the VAE takes [-1, 1]
         # The pipeline samples the posterior; its mean keeps probing deterministic.
-        latent = self.pipe.vae.encode(x.unsqueeze(2)).latent_dist.mode().permute(0, 2, 1, 3, 4)
+        mode = self.pipe.vae.encode(x.unsqueeze(2)).latent_dist.mode().permute(0, 2, 1, 3, 4)
         sf = self.pipe.vae_scaling_factor_image
-        latent = (latent / sf if self.pipe.vae.config.invert_scale_latents else latent * sf).to(
-            self.dtype
-        )
+        latent = (mode * sf).to(self.dtype)
+        # CogVideoX1.5 was trained with the image's latent divided by the factor, not multiplied
+        # (the pipeline's "invert_scale_latents"); the video's latent is multiplied either way.
+        image = (mode / sf).to(self.dtype) if self.pipe.vae.config.invert_scale_latents else latent
         image_latents = torch.cat(
-            [latent, torch.zeros_like(latent).repeat(1, frames - 1, 1, 1, 1)], dim=1
+            [image, torch.zeros_like(image).repeat(1, frames - 1, 1, 1, 1)], dim=1
         )
         tensors = {"image_latents": image_latents}
         if self.denoiser.config.use_rotary_positional_embeddings:
@@ -90,10 +91,10 @@ class CogVideoX(Backbone):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
         latent = self.pipe.vae.encode(x).latent_dist.mode().permute(0, 2, 1, 3, 4)
-        sf = self.pipe.vae_scaling_factor_image
-        return (latent / sf if self.pipe.vae.config.invert_scale_latents else latent * sf).to(
-            self.dtype
-        )
+        return (latent * self.pipe.vae_scaling_factor_image).to(self.dtype)
+
+    def decode_video(self, latent: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return self._decode(latent.permute(0, 2, 1, 3, 4) / self.pipe.vae_scaling_factor_image)
 
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config

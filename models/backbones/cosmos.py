@@ -30,7 +30,11 @@ from diffusers import (
 
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones.base import Conditioning, FlowMatchBackbone
-from anti_i2v.models.backbones.wan import normalize_wan_latents, tiny_wan_vae
+from anti_i2v.models.backbones.wan import (
+    denormalize_wan_latents,
+    normalize_wan_latents,
+    tiny_wan_vae,
+)
 
 SIGMA_CONDITIONING = 0.0001  # the pipeline's default noise level of the given frame
 FPS = 16  # the pipeline's default
@@ -113,6 +117,10 @@ class Cosmos2(FlowMatchBackbone):
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, vae.dtype)
         latent = normalize_wan_latents(vae.encode(x).latent_dist.mode(), vae)
         return (latent * self.pipe.scheduler.config.sigma_data).to(self.dtype)
+
+    def decode_video(self, latent: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        z = latent.float() / self.pipe.scheduler.config.sigma_data
+        return self._decode(denormalize_wan_latents(z, self.pipe.vae))
 
     def null_text(self) -> dict[str, torch.Tensor]:
         return {"prompt_embeds": torch.zeros(1, 16, self.denoiser.config.text_embed_dim)}

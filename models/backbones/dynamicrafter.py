@@ -18,6 +18,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
 from anti_i2v.models.backbones.base import Backbone, Conditioning
+from anti_i2v.models.backbones.svd import SVD
 from anti_i2v.models.dynamicrafter.image import OpenCLIPVisionTower, Resampler
 from anti_i2v.models.dynamicrafter.pipeline import (
     DDIM_CONFIG,
@@ -30,6 +31,7 @@ from anti_i2v.models.dynamicrafter.unet import DynamiCrafterUNet
 class DynamiCrafter(Backbone):
     family = "dynamicrafter"
     pipeline_class = DynamiCrafterPipeline
+    lens_refusal = SVD.lens_refusal  # the same UNet shape of the problem
     block_containers = ("input_blocks", "init_attn", "middle_block", "output_blocks")
     skip_components = ()  # no text encoder in the folder: text features come saved
     conditioning_parts = ("vae", "image_encoder", "image_proj_model")

@@ -91,6 +91,9 @@ class Hunyuan(FlowMatchBackbone):
             self.dtype
         )
 
+    def decode_video(self, latent: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return self._decode(latent / self.pipe.vae_scaling_factor)
+
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
         return {

@@ -88,6 +88,19 @@ class LTX(FlowMatchBackbone):
         p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
         return pipe._pack_latents(latent.to(self.dtype), p, pt)
 
+    def decode_video(self, latent: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        pipe, vae = self.pipe, self.pipe.vae
+        p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        f, h, w = cond.grid
+        z = pipe._unpack_latents(latent, f * pt, h * p, w * p, p, pt)
+        z = pipe._denormalize_latents(
+            z, vae.latents_mean, vae.latents_std, vae.config.scaling_factor
+        )
+        # A timestep-conditioned decoder decodes at the pipeline's default decode_timestep, 0
+        # (with no noise mixed in at 0).
+        temb = z.new_zeros(z.shape[0]) if vae.config.timestep_conditioning else None
+        return self._decode(z, temb=temb)
+
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config
         return {

@@ -85,6 +85,13 @@ class OpenSora(FlowMatchBackbone):
         x = (video.permute(0, 2, 1, 3, 4) * 2 - 1).to(self.device, self.pipe.vae.dtype)
         return self.pipe.vae.encode(x).to(self.dtype)
 
+    def decode_video(self, latent: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        vae, f = self.pipe.vae, latent.shape[2]
+        # The fewest video frames that encode to f latent frames (51 for 15, 17 for 5, 1 for 1)
+        frames = next(n for n in range(1, 8 * f + 2) if vae.latent_frames(n) == f)
+        video = vae.decode(latent.to(vae.dtype), frames).float()
+        return ((video + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)
+
     @torch.no_grad()
     def vae_roundtrip(self, image: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae

@@ -34,6 +34,10 @@ FPS, MOTION_BUCKET, NOISE_AUG = 7, 127, 0.02  # the pipeline's defaults
 class SVD(Backbone):
     family = "svd"
     pipeline_class = StableVideoDiffusionPipeline
+    lens_refusal = (
+        "a UNet's block outputs have their own resolution and width (and skip connections feed "
+        "the up blocks), so none fits the output head (conv_norm_out, conv_out) as a DiT's does"
+    )
     block_containers = ("down_blocks", "up_blocks", "mid_block")
     skip_components = ()  # no text encoder: the image is the only condition
 

@@ -43,6 +43,13 @@ def normalize_wan_latents(latents: torch.Tensor, vae: AutoencoderKLWan) -> torch
     return (latents - mean) / std
 
 
+def denormalize_wan_latents(latents: torch.Tensor, vae: AutoencoderKLWan) -> torch.Tensor:
+    """The inverse of `normalize_wan_latents`: `z * std + mean`, as the pipelines decode."""
+    mean = latents.new_tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = latents.new_tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    return latents * std + mean
+
+
 class Wan(FlowMatchBackbone):
     family = "wan"
     pipeline_class = WanImageToVideoPipeline
@@ -101,6 +108,9 @@ class Wan(FlowMatchBackbone):
         return normalize_wan_latents(self.pipe.vae.encode(x).latent_dist.mode(), self.pipe.vae).to(
             self.dtype
         )
+
+    def decode_video(self, latent: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return self._decode(denormalize_wan_latents(latent.float(), self.pipe.vae))
 
     def null_text(self) -> dict[str, torch.Tensor]:
         cfg = self.denoiser.config

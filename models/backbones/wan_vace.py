@@ -18,6 +18,8 @@ what enters the video stream, is the hidden state kept. The pipeline runs them b
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -73,6 +75,34 @@ class WanVACE(Wan):
             tensors={"control": control},
             clean=inactive[:, :, :1].repeat(1, 1, f, 1, 1).to(self.dtype),
         )
+
+    # --- the lens: the main blocks' stream, without the hints of later blocks ---------------
+    def lens_blocks(self, t: float) -> list[str]:
+        """The main blocks: a hint is not the video stream, so `vace_blocks` have no lens."""
+        return [n for n in super().lens_blocks(t) if n.startswith("blocks.")]
+
+    def lens_pass_on(self, left: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        # The stream as it enters this block: the lens's block's output plus its own hint
+        return args[0] if args else kwargs["hidden_states"]
+
+    @contextlib.contextmanager
+    def lens_context(self, block: str) -> Iterator[None]:
+        """Hints of the layers after `block` are zero: the stream reaches the head as it left
+        `block` (with `block`'s own hint, added after it)."""
+        after = int(block.rsplit(".", 1)[1])
+        layers = self.denoiser.config.vace_layers
+        handles = [
+            self.denoiser.vace_blocks[k].register_forward_hook(
+                lambda _m, _a, out: (torch.zeros_like(out[0]), *out[1:])
+            )
+            for k, layer in enumerate(layers)
+            if layer > after
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def denoiser_kwargs(self, noisy: torch.Tensor, cond: Conditioning, t: float) -> dict[str, Any]:
         b = noisy.shape[0]
