@@ -13,7 +13,7 @@ DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,16 --steps 16 --pilot-
 SRC := core models world probe analyses protect evaluate experiments anti_i2v tests bench tools artifacts/configs
 
 .PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
-	study-levers-mini-svd-v2 study-levers-mini-svd lint format bench gpu-check clean-venv docs reports
+	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -82,13 +82,17 @@ STUDY_PORTRAITS ?= 12
 STUDY_ARGS ?= --selection 4 --random-layers 3 --budgets 4,8,14 --steps 30 --pilot-steps 20 \
 	--cloak-seeds 2 --generation-seeds 1
 STUDY_FILES := README.md report.json protocol.json portraits.csv results.csv frontier.png cost.json
+# $(call study_recipe,NAME,WORLD,SEED[,MODEL[,ARGS]]): MODEL defaults to NAME, ARGS to STUDY_ARGS;
+# an attention arm's shares (attention/attention.json) ship beside the study's files.
 define study_recipe
 	$(BIN)/anti-i2v world render --world $(2) --out out/study-$(1)/world --count $(STUDY_PORTRAITS) \
 		--seed $(3) --photos out/study-$(1)/photos
-	$(BIN)/anti-i2v study $(1) out/study-$(1)/photos --masks out/study-$(1)/world \
-		--out out/study-$(1)/study $(STUDY_ARGS)
+	$(BIN)/anti-i2v study $(or $(4),$(1)) out/study-$(1)/photos --masks out/study-$(1)/world \
+		--out out/study-$(1)/study $(or $(5),$(STUDY_ARGS))
 	rm -rf artifacts/studies/$(1).tmp && mkdir -p artifacts/studies/$(1).tmp
 	cd out/study-$(1)/study && cp $(STUDY_FILES) ../../../artifacts/studies/$(1).tmp/
+	if [ -f out/study-$(1)/study/attention/attention.json ]; then \
+		cp out/study-$(1)/study/attention/attention.json artifacts/studies/$(1).tmp/; fi
 	rm -rf artifacts/studies/$(1) && mv artifacts/studies/$(1).tmp artifacts/studies/$(1)
 endef
 study-mini-svd-v2: $(STAMP)
@@ -119,6 +123,14 @@ study-levers-mini-svd-v2: $(STAMP)
 	$(call lever_recipe,levers-mini-svd-v2,v2,53,mini-svd-v2)
 study-levers-mini-svd: $(STAMP)
 	$(call lever_recipe,levers-mini-svd,v1,59,mini-svd)
+
+# The attention share as a layer choice (`--arms ... attention-layers`, docs/study.md): do the
+# blocks whose later frames attend most to the photo's frame make better anchors than the
+# semantic scores' or random ones? Fresh portraits; the study's own protocol, as above.
+ATTENTION_ARGS ?= --selection 4 --arms rgb-pgd,profile-layers,random-layers,attention-layers \
+	--random-layers 3 --budgets 4,8,14 --steps 30 --cloak-seeds 2 --generation-seeds 1
+study-attention-mini-cogvideox: $(STAMP)
+	$(call study_recipe,attention-mini-cogvideox,v1,61,mini-cogvideox,$(ATTENTION_ARGS))
 
 # ruff, then the import contracts (pyproject.toml): each layer imports only those below it.
 lint: $(STAMP)

@@ -3,6 +3,8 @@
 The rule (defaults in :class:`ChoiceRule`, all recorded in the profile):
 1. semantic(layer) = mean over the available semantic measures (mask_probe, reference_cka,
    spatial_coherence) of each measure min-max normalised across layers, averaged over timesteps;
+   with `measures` the rule may rank by the attention share instead (`ATTENTION_MEASURE`), or
+   by it beside them;
 2. low_level(layer) = CKA to the first block, normalised the same way;
 3. collapse layers: among the first `collapse_max_depth` of the network, the `n_collapse` layers
    with the highest low_level - semantic (early, unsemantic, close to the input);
@@ -21,7 +23,7 @@ The rule (defaults in :class:`ChoiceRule`, all recorded in the profile):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -29,6 +31,11 @@ from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.layers import split_vae_layers
 
 SEMANTIC_MEASURES = ("mask_probe", "reference_cka", "spatial_coherence")
+# The attention share (`anti-i2v attention`): how much later frames' attention lands on the photo's
+# frame. Not a semantic measure, but the rule can rank blocks by it the same way (`--measures`):
+# the blocks that carry the photo into the video become the anchors.
+ATTENTION_MEASURE = "attention_frame0"
+MEASURES = (*SEMANTIC_MEASURES, ATTENTION_MEASURE)
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,10 @@ class ChoiceRule:
             )
         if self.n_vae_anchors < 0:
             raise ToolkitError(f"--vae-anchors {self.n_vae_anchors}: give 0 or more")
-        unknown = [m for m in self.measures if m not in SEMANTIC_MEASURES]
+        unknown = [m for m in self.measures if m not in MEASURES]
         if unknown or not self.measures:
             raise ToolkitError(
-                f"unknown semantic measure(s) {unknown}; choose from {', '.join(SEMANTIC_MEASURES)}"
+                f"--measures {','.join(self.measures)}: choose from {', '.join(MEASURES)}"
             )
 
     def to_dict(self) -> dict:
@@ -103,6 +110,7 @@ def choose(
     layers: list[str],
     timesteps: list[int],
     rule: ChoiceRule = ChoiceRule(),
+    collapse: list[str] | None = None,
 ) -> dict:
     """Apply the rule to per-layer scores.
 
@@ -112,6 +120,8 @@ def choose(
             blocks (`is_vae_layer`), when probed, are chosen among themselves (step 6).
         timesteps: the probed timesteps, the scores' second axis.
         rule: the rule's parameters.
+        collapse: given collapse layers instead of step 3's (a study arm that changes only the
+            anchors keeps the profile's); anchors are then chosen among the other blocks.
 
     Returns:
         collapse_layers, anchor_layers, vae_anchor_layers and timesteps (each sorted), and the
@@ -133,6 +143,7 @@ def choose(
             band,
             [timesteps[t] for t in steps],
             rule,
+            collapse,
         )
         for key, value in part.items():  # blocks stay in execution order, band after band
             if key == "timesteps":
@@ -143,7 +154,10 @@ def choose(
                 picks[key] = picks.get(key, {}) | value
     picks["vae_anchor_layers"] = []
     if vae:
-        vae_semantic = semantic_matrix(scores, vae, rule).mean(axis=1)
+        # The attention share is the denoiser's: the VAE's blocks rank by the semantic measures
+        semantic_only = tuple(m for m in rule.measures if m in SEMANTIC_MEASURES)
+        vae_rule = replace(rule, measures=semantic_only or SEMANTIC_MEASURES)
+        vae_semantic = semantic_matrix(scores, vae, vae_rule).mean(axis=1)
         vae_low = _normalise(np.array([np.mean(scores["cka_first"][layer]) for layer in vae]))
         best = sorted(range(len(vae)), key=lambda i: (-vae_semantic[i], i))[: rule.n_vae_anchors]
         picks["vae_anchor_layers"] = [vae[i] for i in sorted(best)]
@@ -169,6 +183,7 @@ def _choose_blocks(
     layers: list[str],
     timesteps: list[int],
     rule: ChoiceRule,
+    given_collapse: list[str] | None = None,
 ) -> dict:
     """The rule on denoiser blocks that all ran at every one of `timesteps`."""
     n = len(layers)
@@ -179,6 +194,8 @@ def _choose_blocks(
 
     collapse_pool = [i for i in range(n) if depth[i] <= rule.collapse_max_depth] or [0]
     collapse = sorted(collapse_pool, key=lambda i: (-(low[i] - semantic[i]), i))[: rule.n_collapse]
+    if given_collapse is not None:
+        collapse = [i for i in range(n) if layers[i] in given_collapse]
     anchor_pool = [
         i
         for i in range(n)

@@ -8,7 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from anti_i2v.analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
-from anti_i2v.analyses.choose import ChoiceRule, choose
+from anti_i2v.analyses.attention import attention_scores, read_attention
+from anti_i2v.analyses.choose import ATTENTION_MEASURE, ChoiceRule, choose
 from anti_i2v.analyses.explore import ExploreConfig, build_explorer, check_explorer_out
 from anti_i2v.analyses.figures import mask_overlays, pca_grid, score_curves
 from anti_i2v.analyses.profile import Profile, load_profile, save_profile
@@ -41,16 +42,29 @@ def score_store(
     rule: ChoiceRule = ChoiceRule(),
     cfg: AnalysisConfig = AnalysisConfig(),
     client=None,
+    attention: Path | None = None,
 ) -> tuple[Profile, Analysis, dict]:
     """Score a store and choose layers: the profile, the analysis behind it, and the rule's picks.
 
     `client`: a dask.distributed client to score on (`dask_client`); None scores here.
+    `attention`: an attention.json (`anti-i2v attention`) whose frame-0 share joins the scores.
     """
     store = open_store(store_path)
+    shares = read_attention(attention) if attention is not None else None
+    blocks = split_vae_layers(store.attrs.layers)[0]
+    if shares is not None:
+        attention_scores(shares, blocks, list(store.attrs.timesteps))  # one line before scoring
+    elif ATTENTION_MEASURE in rule.measures:
+        raise ToolkitError(
+            f"--measures {ATTENTION_MEASURE}: give the shares with --attention attention.json "
+            "(`anti-i2v attention`)"
+        )
     names = [s["name"] for s in store.attrs.samples]
     mask_arrays = load_masks(Path(masks), names) if masks else None
     ref = reference_features(reference, _photos_of(store)) if reference else None
     analysis = analyse_store(store, cfg, mask_arrays, ref, client)
+    if shares is not None:
+        analysis.scores |= attention_scores(shares, blocks, analysis.timesteps)
     picks = choose(analysis.scores, analysis.layers, analysis.timesteps, rule)
     attrs = store.attrs
     blocks, vae = split_vae_layers(analysis.layers)
@@ -101,10 +115,16 @@ def analyse(
     rule: ChoiceRule = ChoiceRule(),
     cfg: AnalysisConfig = AnalysisConfig(),
     client=None,
+    attention: Path | None = None,
 ) -> Profile:
-    """Score a store, choose layers, write the profile (and figures + index.html when asked)."""
+    """Score a store, choose layers, write the profile (and figures + index.html when asked).
+
+    `attention`: an attention.json whose frame-0 share joins the scores (`score_store`).
+    """
     check_analyse_outputs(Path(out), figures)
-    profile, analysis, picks = score_store(store_path, masks, reference, rule, cfg, client)
+    profile, analysis, picks = score_store(
+        store_path, masks, reference, rule, cfg, client, attention
+    )
     save_profile(profile, out)
     if figures is not None:
         figs = {
@@ -130,9 +150,14 @@ def adapt(
     reference: str | None = None,
     probe_overrides: dict | None = None,
     rule: ChoiceRule = ChoiceRule(),
+    attention: bool = False,
 ) -> Profile | None:
     """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/,
-    index.html and explorer/. Under torchrun, rank 0 returns the profile and the others None."""
+    index.html and explorer/. Under torchrun, rank 0 returns the profile and the others None.
+
+    `attention`: also measure the attention share on the same photos and timesteps
+    (DIR/attention/), a score beside the others (`ChoiceRule.measures` may rank by it).
+    """
     out.mkdir(parents=True, exist_ok=True)
     cfg = ProbeConfig(
         model=model,
@@ -143,11 +168,45 @@ def adapt(
     run_probe(cfg)  # under torchrun: every rank probes its shard, then the ranks part
     if not Ranks.from_env().is_main:
         return None  # rank 0 alone writes the profile, figures and explorer
+    shares = None
+    if attention or ATTENTION_MEASURE in rule.measures:
+        shares = measure_attention(model, images, out / "attention", cfg.timesteps, cfg.device)
     profile = analyse(
-        out / "activations.zarr", out / "profile.json", out / "figures", masks, reference, rule
+        out / "activations.zarr",
+        out / "profile.json",
+        out / "figures",
+        masks,
+        reference,
+        rule,
+        attention=shares,
     )
     explore(out / "activations.zarr", out / "explorer", out / "profile.json", masks)
     return profile
+
+
+def measure_attention(
+    model: str, images: list[Path], out: Path, timesteps: tuple[int, ...], device: str = "auto"
+) -> Path:
+    """The attention share on `images` at `timesteps` (`anti-i2v attention`); returns the
+    attention.json, measured once (a resumed run keeps one of the same photos and timesteps)."""
+    from anti_i2v.probe.attention import AttentionConfig, run_attention
+
+    path = out / "attention.json"
+    if path.is_file():
+        done = read_attention(path)
+        names = sorted(p.stem for p in gather_images(list(images)))
+        if done.get("timesteps") == list(timesteps) and sorted(done.get("photos", [])) == names:
+            return path
+    run_attention(
+        AttentionConfig(
+            model=model,
+            images=tuple(map(str, images)),
+            out=str(out),
+            timesteps=tuple(timesteps),
+            device=device,
+        )
+    )
+    return path
 
 
 def explore(

@@ -401,3 +401,64 @@ def test_profile_vae_anchors_are_checked_against_its_and_the_models_vae(tmp_path
     assert Profile.from_json(old).vae_anchor_layers == []
     # ... and writes and hashes as it did, so the cloaks made with it still name it
     assert "vae_layers" not in Profile.from_json(old).to_json()
+
+
+def test_the_rule_ranks_by_the_attention_share_and_keeps_given_collapse_blocks():
+    from anti_i2v.analyses.choose import ATTENTION_MEASURE
+
+    layers = [f"blocks.{i}" for i in range(10)]
+    share = [0.2, 0.3, 0.9, 0.4, 0.5, 0.3, 0.2, 0.8, 0.6, 0.1]
+    scores = {
+        "mask_probe": {layer: [i / 10] * 2 for i, layer in enumerate(layers)},
+        ATTENTION_MEASURE: {layer: [s, s] for layer, s in zip(layers, share, strict=True)},
+        "cka_first": {layer: [1 - i / 10] * 2 for i, layer in enumerate(layers)},
+    }
+    rule = ChoiceRule(n_anchors=2, measures=(ATTENTION_MEASURE,))
+    picks = choose(scores, layers, [300, 700], rule)
+    assert picks["anchor_layers"] == ["blocks.7", "blocks.8"]  # the top shares inside the band
+    # a given collapse block is never an anchor, and anchors are chosen among the others
+    given = choose(scores, layers, [300, 700], rule, collapse=["blocks.7"])
+    assert given["collapse_layers"] == ["blocks.7"] and given["anchor_layers"] == [
+        "blocks.4",
+        "blocks.8",
+    ]
+    with pytest.raises(ToolkitError, match="--measures attention_frame1"):
+        ChoiceRule(measures=("attention_frame1",))
+
+
+@pytest.mark.slow  # adapt and analyse from the CLI; the rule itself is tested just above
+def test_analyse_joins_the_attention_share_and_ranks_by_it(tmp_path, portraits):
+    from anti_i2v.analyses.choose import ATTENTION_MEASURE
+
+    adapted = tmp_path / "a"
+    res = CliRunner().invoke(
+        app, ["adapt", "tiny:cogvideox", str(portraits), "--out", str(adapted), "--timesteps",
+              "300,700", "--attention"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    shares = json.loads((adapted / "attention" / "attention.json").read_text())
+    profile = load_profile(adapted / "profile.json")
+    assert profile.scores[ATTENTION_MEASURE] == {
+        layer: shares["frame0"][layer] for layer in profile.layers
+    }
+    assert profile.rule["measures"] == list(ChoiceRule().measures)  # a score, not the rule's
+    store = str(adapted / "activations.zarr")
+    out = tmp_path / "p.json"
+    res = CliRunner().invoke(
+        app, ["analyse", store, "--out", str(out), "--measures", ATTENTION_MEASURE,
+              "--attention", str(adapted / "attention" / "attention.json")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ranked = load_profile(out)
+    best = max(profile.layers[1:], key=lambda layer: np.mean(shares["frame0"][layer]))
+    assert ranked.rule["measures"] == [ATTENTION_MEASURE] and best in ranked.anchor_layers
+    # asked to rank by the share without it, or with shares of other timesteps: one line
+    res = CliRunner().invoke(
+        app, ["analyse", store, "--out", str(out), "--measures", ATTENTION_MEASURE]
+    )
+    assert res.exit_code == 2 and "--attention attention.json" in res.output
+    shares["timesteps"] = [100, 900]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(shares))
+    res = CliRunner().invoke(app, ["analyse", store, "--out", str(out), "--attention", str(other)])
+    assert res.exit_code == 2 and "--timesteps 300,700" in res.output

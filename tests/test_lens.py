@@ -157,6 +157,7 @@ def test_opensora_decode_video_is_the_pipelines_decode(backbones):
     torch.testing.assert_close(ours, want)
 
 
+@pytest.mark.slow  # two runs from the CLI; lens_clean itself is tested above on the fast tier
 def test_the_lens_command_writes_a_strip_per_timestep_and_the_same_bytes_twice(tmp_path, portraits):
     photo = sorted(portraits.glob("*.png"))[0]
     runs = []

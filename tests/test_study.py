@@ -313,8 +313,13 @@ TINY = ["--judge", "mini-identity", "--selection", "1", "--random-layers", "2", 
 
 @pytest.mark.slow  # about 2 minutes on one core
 def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, portraits):
+    from anti_i2v.experiments.study.config import DEFAULT_ARMS
+
     out = tmp_path / "study"
-    result = runner.invoke(app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY])
+    arms = ["--arms", ",".join((*DEFAULT_ARMS, "attention-layers"))]
+    result = runner.invoke(
+        app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, *arms]
+    )
     assert result.exit_code == 0, result.output
     assert "predicted cost" in result.output
     protocol = json.loads((out / "protocol.json").read_text())
@@ -323,13 +328,25 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
     report = StudyReport.from_json(json.loads((out / "report.json").read_text()))
     assert set(report.arms) >= {"random-noise", "rgb-pgd", "colour-space", "profile-layers",
                                 "random-layers-0", "random-layers-1", "random-layers", "pilot-layers",
-                                "anti-i2v"}  # fmt: skip
+                                "attention-layers", "anti-i2v"}  # fmt: skip
     assert report.photos == 2 and report.primary and report.verdicts
     assert set(report.layers) == {
         "profile-layers",
         "random-layers-0",
         "random-layers-1",
         "pilot-layers",
+        "attention-layers",
+    }
+    # the attention arm differs from the profile in its anchors only, chosen by the share
+    attention = json.loads((out / "attention" / "attention.json").read_text())
+    assert attention["photos"] == list(protocol["split"]["selection"])
+    assert (
+        report.layers["attention-layers"]["collapse"] == report.layers["profile-layers"]["collapse"]
+    )
+    assert {(c["a"], c["b"]) for c in protocol["analysis"]["comparisons"]} >= {
+        ("attention-layers", "rgb-pgd"),
+        ("attention-layers", "random-layers"),
+        ("attention-layers", "profile-layers"),
     }
     readme = (out / "README.md").read_text()
     assert readme.startswith("# Study: tiny:svd") and report.verdicts[0] in readme
@@ -345,7 +362,7 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
     again = replace(analyse(rows, protocol, report.layers), command=report.command)
     assert json.dumps(again.to_json(), indent=2) + "\n" == (out / "report.json").read_text()
     changed = runner.invoke(
-        app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, "--steps", "3"]
+        app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, *arms, "--steps", "3"]
     )
     assert changed.exit_code == 2 and "registered with another 'steps'" in changed.output
 
@@ -372,3 +389,24 @@ def test_the_fast_levers_verdict_says_whether_it_reaches_the_full_cloak(tmp_path
     )
     line = next(v for v in report.verdicts if v.startswith("The fast lever"))
     assert says in line
+
+
+def test_studies_registered_before_the_attention_arm_rebuild_the_same_protocol(tmp_path):
+    """The shipped study's protocol, rebuilt from its own options by today's code, is equal key
+    for key: the attention arm is asked for by name, and a study that does not ask keeps its."""
+    from anti_i2v.experiments.study.config import DEFAULT_ARMS
+    from anti_i2v.experiments.study.protocol import Split
+
+    shipped = json.loads(Path("artifacts/studies/mini-svd-v2/protocol.json").read_text())
+    assert "attention-layers" not in DEFAULT_ARMS
+    cfg = StudyConfig(
+        model=shipped["model"], photos=str(tmp_path), out=str(tmp_path / "s"), selection=4,
+        random_layers=3, budgets=(4.0, 8.0, 14.0), steps=30, pilot_steps=20, cloak_seeds=2,
+        generation_seeds=1,
+    )  # fmt: skip
+    protocol = build_protocol(
+        cfg, Split(**shipped["split"]), shipped["judge"], shipped["judge_sha256"],
+        shipped["weights_sha256"],
+    )  # fmt: skip
+    for key in ("arms", "layers", "analysis"):
+        assert protocol[key] == shipped[key], key

@@ -15,7 +15,14 @@ from anti_i2v.probe.config import ProbeConfig as P
 console = Console(stderr=True)
 
 
-def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int, n_vae_anchors: int):
+def _rule(
+    n_anchors: int,
+    n_collapse: int,
+    n_timesteps: int,
+    min_timestep: int,
+    n_vae_anchors: int,
+    measures: str | None = None,
+):
     from anti_i2v.analyses.choose import ChoiceRule
 
     return ChoiceRule(
@@ -24,7 +31,15 @@ def _rule(n_anchors: int, n_collapse: int, n_timesteps: int, min_timestep: int, 
         n_timesteps=n_timesteps,
         min_timestep=min_timestep,
         n_vae_anchors=n_vae_anchors,
+        **({"measures": tuple(m.strip() for m in measures.split(","))} if measures else {}),
     )
+
+
+MEASURES_HELP = (
+    "scores the rule ranks blocks by (default: "
+    + ",".join(R.measures)
+    + "); attention_frame0 ranks by the attention share"
+)
 
 
 VAE_ANCHORS_HELP = "VAE encoder anchor layers, when the store holds them (`probe --vae`); 0: none"
@@ -59,6 +74,10 @@ def analyse(
     timesteps: int = typer.Option(R.n_timesteps, help="number of recommended timesteps"),
     min_timestep: int = typer.Option(R.min_timestep, help=MIN_TIMESTEP_HELP),
     vae_anchors: int = typer.Option(R.n_vae_anchors, help=VAE_ANCHORS_HELP),
+    measures: str = typer.Option(None, help=MEASURES_HELP),
+    attention: Path = typer.Option(
+        None, help="attention.json (`anti-i2v attention`): its share joins the scores"
+    ),
     workers: int = typer.Option(
         None,
         help="score on a local Dask cluster of N worker processes (one task per layer and timestep)",
@@ -68,12 +87,16 @@ def analyse(
     ),
 ) -> None:
     """Score every layer of a store and choose collapse/anchor layers: a layer profile."""
-    rule = _rule(anchors, collapse, timesteps, min_timestep, vae_anchors)  # checked before imports
+    rule = _rule(
+        anchors, collapse, timesteps, min_timestep, vae_anchors, measures
+    )  # before imports
     from anti_i2v.analyses.run import analyse as run
     from anti_i2v.analyses.run import dask_client
 
     with dask_client(workers, scheduler) as client:
-        profile = run(store, out, figures, masks, reference, rule, client=client)
+        profile = run(
+            store, out, figures, masks, reference, rule, client=client, attention=attention
+        )
     _report(profile, out)
 
 
@@ -98,18 +121,22 @@ def adapt(
         False, "--vae", help="probe the VAE encoder's blocks too, so IRA anchors them as well"
     ),
     vae_anchors: int = typer.Option(R.n_vae_anchors, help=VAE_ANCHORS_HELP),
+    measures: str = typer.Option(None, help=MEASURES_HELP),
+    attention: bool = typer.Option(
+        False, "--attention", help="measure the attention share too (DIR/attention/), a score"
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
     overrides = {"pool": pool, "frames": frames, "device": device, "vae": vae}
     if timesteps:
         overrides["timesteps"] = parse_ints(timesteps, "--timesteps")
-    rule = _rule(anchors, 1, 2, min_timestep, vae_anchors)
+    rule = _rule(anchors, 1, 2, min_timestep, vae_anchors, measures)
     # Every setting checked before the stage (and torch) is imported
     P(model=model, images=tuple(map(str, images)), out=str(out / "activations.zarr"), **overrides)
     from anti_i2v.analyses.run import adapt as run
 
-    profile = run(model, images, out, masks, reference, overrides, rule)
+    profile = run(model, images, out, masks, reference, overrides, rule, attention)
     if profile is None:  # a torchrun rank other than 0: rank 0 reports
         return
     _report(profile, out / "profile.json")

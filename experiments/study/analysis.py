@@ -168,7 +168,7 @@ def analyse(rows: list[EvalRow], protocol: dict, layers: dict[str, dict]) -> Stu
     h = f"{headline:g}"
     scores = {
         a: arms[a]["at_delta_e"][h]["mean"]
-        for a in ("profile-layers", *draws, "pilot-layers")
+        for a in ("profile-layers", *draws, "pilot-layers", "attention-layers")
         if a in arms and arms[a]["at_delta_e"][h]["mean"] is not None
     }
     rank = profile_rank(scores, "profile-layers", draws)

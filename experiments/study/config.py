@@ -17,8 +17,9 @@ class Arm:
     """One way of cloaking a study compares: a protect recipe and where its layers come from.
 
     `layers` is "none" (the recipe uses no feature layers), "profile" (the profile chosen on the
-    selection photos), "random-K" (the K-th random draw over the whole depth) or "pilot" (the
-    pilot rule's anchors, chosen on the selection photos).
+    selection photos), "random-K" (the K-th random draw over the whole depth), "pilot" (the
+    pilot rule's anchors, chosen on the selection photos) or "attention" (the anchors with the
+    highest attention share on the photo's frame, measured on the selection photos).
     """
 
     name: str
@@ -55,9 +56,13 @@ ARMS: dict[str, Arm] = {
         Arm("profile-layers", "anti-i2v", "dual", ("irc", "ira"), "profile"),
         Arm("random-layers", "anti-i2v", "dual", ("irc", "ira"), "random"),
         Arm("pilot-layers", "anti-i2v", "dual", ("irc", "ira"), "pilot"),
+        Arm("attention-layers", "anti-i2v", "dual", ("irc", "ira"), "attention"),
         Arm("anti-i2v", "anti-i2v", layers="profile"),
     )
 }
+# Run unless --arms says otherwise: every arm but attention-layers, which came later (a study
+# registered before it existed reruns under the same protocol) and is asked for by name.
+DEFAULT_ARMS = tuple(name for name in ARMS if name != "attention-layers")
 LEVER_ARM = "anti-i2v-eot"
 # The Arm fields of the cost lever (a protocol records them only for arms that set them)
 LEVER_FIELDS = ("optimizer", "alpha_decay", "alpha", "step_fraction")
@@ -77,7 +82,7 @@ class StudyConfig:
     selection: int = 4  # photos for adapt and the pilot rule, never evaluated
     evaluation: int | None = None  # evaluation photos (default: every other photo)
     split_seed: int = 0
-    arms: tuple[str, ...] = tuple(ARMS)
+    arms: tuple[str, ...] = DEFAULT_ARMS
     random_layers: int = 4  # K random layer configurations over the whole depth
     budgets: tuple[float, ...] = (3.0, 6.0, 10.0, 16.0)  # 1/255 units of each arm's space
     cloak_seeds: int = 2

@@ -108,6 +108,8 @@ def predict(
         stages["pilot"] = pilot * (cfg.pilot_steps * step.protect_s + video) + cfg.selection * (
             REFERENCE_STEPS * step.generate_s + video
         )
+    if "attention-layers" in cfg.arms and not layers_done:  # one recorded forward a photo and t
+        stages["attention"] = cfg.selection * ADAPT_TIMESTEPS * step.generate_s
     arms = []
     for arm in cfg.study_arms():
         cloaks = max(0, n_eval * budgets * seeds - done.get(arm.name, 0))

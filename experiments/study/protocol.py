@@ -54,12 +54,23 @@ def comparisons(arms: set[str]) -> list[Comparison]:
                 "colour-space",
                 "profile-layers",
                 "pilot-layers",
+                "attention-layers",
                 LEVER_ARM,
                 FAST_ARM,
             )
         ],
         ("profile-layers", POOLED_RANDOM, "do the probed layers beat random ones?"),
         ("pilot-layers", POOLED_RANDOM, "do the pilot rule's layers beat random ones?"),
+        (
+            "attention-layers",
+            POOLED_RANDOM,
+            "do the blocks that attend most to the photo's frame beat random ones?",
+        ),
+        (
+            "attention-layers",
+            "profile-layers",
+            "does the attention share choose better anchors than the semantic scores?",
+        ),
         ("anti-i2v", "colour-space", "what IRC and IRA add on top of the colour space"),
         (LEVER_ARM, "anti-i2v", "what the EOT lever adds"),
         (FAST_ARM, "anti-i2v", "does the fast optimiser reach the full-step cloak's effect?"),
@@ -148,7 +159,17 @@ def build_protocol(
             "the collapse and anchor counts are the profile's; no draw equals the profile's or another draw",
             "pilot": "IRC + IRA on each non-collapse block alone over the selection photos; "
             "the blocks whose videos lose the most identity become the anchors",
-        },
+        }
+        | (
+            {
+                "attention": "the share of later frames' attention on the photo's frame, "
+                "measured on the selection photos at the probed timesteps (`anti-i2v "
+                "attention`, 64 queries a call, seed 0); the profile's rule ranks blocks by it, "
+                "keeping the profile's collapse blocks and timesteps"
+            }
+            if "attention-layers" in cfg.arms
+            else {}
+        ),
         "arms": [arm_record(a) for a in arms],
         "budgets": list(cfg.budgets),
         "steps": cfg.steps,
@@ -170,8 +191,10 @@ def build_protocol(
             "alpha": cfg.alpha,
             "comparisons": [asdict(c) for c in comparisons(named)],
             "rank": "the profile among every layer configuration tried (its own, the random "
-            "draws, the pilot's) by mean drop at the headline ΔE; permutation p = (1 + draws at "
-            "or above it) / (1 + draws)",
+            "draws, the pilot's"
+            + (", the attention share's" if "attention-layers" in cfg.arms else "")
+            + ") by mean drop at the headline ΔE; permutation p = (1 + draws at or above it) / "
+            "(1 + draws)",
         },
     }
     return json.loads(json.dumps(protocol))

@@ -135,6 +135,21 @@ def choose_layers(cfg: StudyConfig, selection: Path, out: Path, judge: str) -> d
             profile, anchor_layers=pilot_anchors(profile, scores, judge_name(judge))
         )
         write_text_atomic(out / "pilot" / "scores.json", json.dumps(scores, indent=2) + "\n")
+    if "attention-layers" in cfg.arms:
+        from anti_i2v.analyses.attention import attention_anchors, read_attention
+        from anti_i2v.analyses.run import measure_attention
+
+        say("study: the attention share on the selection photos")
+        shares = measure_attention(
+            cfg.model,
+            [selection],
+            out / "attention",
+            tuple(profile.timesteps_probed or profile.timesteps),
+            cfg.device,
+        )
+        chosen["attention-layers"] = replace(
+            profile, anchor_layers=attention_anchors(profile, read_attention(shares))
+        )
     for name, p in chosen.items():
         save_profile(p, layers / f"{name}.json")
     return chosen
