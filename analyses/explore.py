@@ -26,6 +26,17 @@ layer's mean token, up to the variance the `dims` components leave out (recorded
 
 Memory while building: one layer's kept cells at a time (timesteps x kept samples x kept frames
 x tokens x channels, float32), never the store.
+
+Two views come from jobs of their own, which need the model (the store does not hold what they
+show), and are embedded in the manifest when given:
+- the lens strip (`anti-i2v lens`'s folder): per timestep, the decoded frames each block would
+  generate, as the bare mosaic `frames-t<t>.png` (one photo);
+- the attention view (`anti-i2v attention --maps K`'s folder): per block and timestep, where K
+  video queries of one photo attend over every frame; the page shows the recorded query nearest
+  the clicked token. The attention share itself is a score (`analyse --attention`) and is drawn
+  with the others.
+Both are as large as their files (the lens mosaic's cells are at most 96 pixels on a side); the
+page never fetches them.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from rich.progress import Progress
 from sklearn.decomposition import PCA
 
 from anti_i2v.analyses.analyse import AnalysisConfig, check_store, clamped_cell, console
+from anti_i2v.analyses.choose import MEASURES
 from anti_i2v.analyses.config import ExploreConfig
 from anti_i2v.analyses.figures import PART_COLOURS
 from anti_i2v.analyses.profile import Profile
@@ -238,14 +250,72 @@ def check_profile_matches(profile: Profile, store: ActivationStore, source: str)
         )
 
 
+def lens_view(folder: Path, layers: list[str], model: str) -> dict:
+    """The lens strips of `anti-i2v lens`'s folder, for the manifest; one line if unusable.
+
+    Returns:
+        photo, shown frames, and per timestep (a string) the mosaic as a data: URL and its rows.
+    """
+    from anti_i2v.probe.lens import SCHEMA as LENS_SCHEMA
+
+    data = _read_view(
+        folder / "lens.json", LENS_SCHEMA, "--lens", "anti-i2v lens MODEL PHOTO --out DIR"
+    )
+    _same_blocks(data, layers, model, "--lens")
+    strips = {}
+    for t, entry in data["rows"].items():
+        with Image.open(folder / entry["file"]) as img:
+            rgb = np.asarray(img.convert("RGB"))
+        strips[t] = {"url": _png_data_url(rgb), "rows": entry["rows"]}
+    return {"photo": data["photo"], "shown": data["shown"], "strips": strips}
+
+
+def attention_view(folder: Path, layers: list[str], model: str) -> dict:
+    """The attention maps of `anti-i2v attention --maps K`'s folder, for the manifest."""
+    from anti_i2v.probe.attention import MAPS_SCHEMA
+
+    data = _read_view(
+        folder / "attention-maps.json", MAPS_SCHEMA, "--attention",
+        "anti-i2v attention MODEL PHOTOS --maps 8 --out DIR",
+    )  # fmt: skip
+    unknown = sorted({key.rsplit("@", 1)[0] for key in data["maps"]} - set(layers))
+    if data.get("model") != model or unknown:
+        raise ToolkitError(
+            f"--attention {folder}: measured on {data.get('model')}, not this store's {model}; "
+            "measure the store's own model"
+        )
+    return {k: data[k] for k in ("photo", "grid", "timesteps", "maps")}
+
+
+def _read_view(path: Path, schema: str, flag: str, how: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ToolkitError(
+            f"{flag} {path.parent}: no readable {path.name} there; write it with `{how}`"
+        ) from None
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise ToolkitError(f"{flag} {path}: not of schema {schema}; write it with `{how}`")
+    return data
+
+
+def _same_blocks(data: dict, layers: list[str], model: str, flag: str) -> None:
+    if data.get("model") != model or not set(data.get("layers", [])) <= set(layers):
+        raise ToolkitError(
+            f"{flag}: made on {data.get('model')}, not this store's {model}; look at the store's own model"
+        )
+
+
 def manifest(
     store: ActivationStore,
     profile: Profile,
     cfg: ExploreConfig,
     photos: dict[str, Photo],
     masks: dict[str, np.ndarray],
+    views: dict | None = None,
 ) -> dict:
-    """Everything the page needs before any layer file: axes, picks, scores, thumbnails."""
+    """Everything the page needs before any layer file: axes, picks, scores, thumbnails, and
+    the lens and attention views when given (`views`: their `lens_view`, `attention_view`)."""
     attrs = store.attrs
     n_s = min(cfg.samples, len(attrs.samples))
     stored_frames = store.array(attrs.layers[0]).shape[2]
@@ -267,7 +337,11 @@ def manifest(
             "semantic": profile.semantic,
             "scores": profile.to_json()["scores"],  # NaN (a block that did not run) as null
             "rule": profile.rule,
+            # every score the rule may rank by (the page offers those the profile has)
+            "measures": list(MEASURES),
         },
+        "lens": (views or {}).get("lens"),
+        "attention": (views or {}).get("attention"),
         "photos": {n: _thumbnail(photos[n], cfg.thumbnail) for n in names if n in photos},
         "masks": {n: _mask_thumbnail(masks[n], cfg.thumbnail) for n in names if n in masks},
         "config": {"dims": cfg.dims, "samples": cfg.samples, "frames": cfg.frames},
@@ -282,6 +356,7 @@ def build_explorer(
     masks: dict[str, np.ndarray] | None = None,
     cfg: ExploreConfig = ExploreConfig(),
     source: str = "the profile",
+    views: dict | None = None,
 ) -> Path:
     """Write the explorer folder for a complete store and its profile.
 
@@ -293,13 +368,14 @@ def build_explorer(
         masks: sample name -> part labels `(H, W)` for the overlay (optional).
         cfg: what is kept (components, samples, frames) and the seed of the PCA subsets.
         source: how a refusal names the profile (its file, when it came from one).
+        views: the lens and attention views to embed (`lens_view`, `attention_view`).
 
     Returns:
         `out/index.html`.
     """
     check_store(store)
     check_profile_matches(profile, store, source)
-    page = manifest(store, profile, cfg, photos or {}, masks or {})
+    page = manifest(store, profile, cfg, photos or {}, masks or {}, views)
     frames = page["frames"]
     reducer = _LayerReducer(store, cfg, len(page["samples"]), frames)
     assets = resources.files("anti_i2v.analyses") / "explorer"

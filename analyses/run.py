@@ -10,7 +10,13 @@ from pathlib import Path
 from anti_i2v.analyses.analyse import Analysis, AnalysisConfig, analyse_store, load_masks
 from anti_i2v.analyses.attention import attention_scores, read_attention
 from anti_i2v.analyses.choose import ATTENTION_MEASURE, ChoiceRule, choose
-from anti_i2v.analyses.explore import ExploreConfig, build_explorer, check_explorer_out
+from anti_i2v.analyses.explore import (
+    ExploreConfig,
+    attention_view,
+    build_explorer,
+    check_explorer_out,
+    lens_view,
+)
 from anti_i2v.analyses.figures import mask_overlays, pca_grid, score_curves
 from anti_i2v.analyses.profile import Profile, load_profile, save_profile
 from anti_i2v.analyses.reference import reference_features
@@ -151,12 +157,16 @@ def adapt(
     probe_overrides: dict | None = None,
     rule: ChoiceRule = ChoiceRule(),
     attention: bool = False,
+    lens: bool = False,
 ) -> Profile | None:
     """Probe a model on photos and analyse it: DIR/activations.zarr, profile.json, figures/,
     index.html and explorer/. Under torchrun, rank 0 returns the profile and the others None.
 
     `attention`: also measure the attention share on the same photos and timesteps
-    (DIR/attention/), a score beside the others (`ChoiceRule.measures` may rank by it).
+    (DIR/attention/), a score beside the others (`ChoiceRule.measures` may rank by it), with
+    the first photo's attention maps for the explorer's attention view.
+    `lens`: also look at the first photo through every block at the same timesteps (DIR/lens/),
+    the explorer's lens strip (a DiT family's).
     """
     out.mkdir(parents=True, exist_ok=True)
     cfg = ProbeConfig(
@@ -171,6 +181,11 @@ def adapt(
     shares = None
     if attention or ATTENTION_MEASURE in rule.measures:
         shares = measure_attention(model, images, out / "attention", cfg.timesteps, cfg.device)
+    if lens:
+        from anti_i2v.probe.lens import LensConfig, run_lens
+
+        first = sorted(gather_images(list(images)), key=lambda p: p.name)[0]
+        run_lens(LensConfig(model, str(first), str(out / "lens"), cfg.timesteps, device=cfg.device))
     profile = analyse(
         out / "activations.zarr",
         out / "profile.json",
@@ -180,7 +195,14 @@ def adapt(
         rule,
         attention=shares,
     )
-    explore(out / "activations.zarr", out / "explorer", out / "profile.json", masks)
+    explore(
+        out / "activations.zarr",
+        out / "explorer",
+        out / "profile.json",
+        masks,
+        lens=out / "lens" if lens else None,
+        attention=shares.parent if shares is not None else None,
+    )
     return profile
 
 
@@ -195,7 +217,8 @@ def measure_attention(
     if path.is_file():
         done = read_attention(path)
         names = sorted(p.stem for p in gather_images(list(images)))
-        if done.get("timesteps") == list(timesteps) and sorted(done.get("photos", [])) == names:
+        same = done.get("timesteps") == list(timesteps) and sorted(done.get("photos", [])) == names
+        if same and (out / "attention-maps.json").is_file():
             return path
     run_attention(
         AttentionConfig(
@@ -203,10 +226,14 @@ def measure_attention(
             images=tuple(map(str, images)),
             out=str(out),
             timesteps=tuple(timesteps),
+            maps=MAPS,
             device=device,
         )
     )
     return path
+
+
+MAPS = 8  # attention maps kept per block and timestep for adapt's explorer
 
 
 def explore(
@@ -215,8 +242,13 @@ def explore(
     profile_path: Path | None = None,
     masks: Path | None = None,
     cfg: ExploreConfig = ExploreConfig(),
+    lens: Path | None = None,
+    attention: Path | None = None,
 ) -> Path:
     """Write the layer explorer for a store (`analyses.explore`); returns `out/index.html`.
+
+    `lens`, `attention`: the folders of `anti-i2v lens` and `anti-i2v attention --maps`, shown
+    as the page's lens strip and attention view.
 
     Without a profile, the store is analysed here with the default rule, as `anti-i2v analyse`
     would. Either way the folder holds the profile it shows (`out/profile.json`). Every input
@@ -224,6 +256,12 @@ def explore(
     """
     check_explorer_out(out)
     store = open_store(store_path)
+    layers = split_vae_layers(store.attrs.layers)[0]
+    views = {}
+    if lens is not None:
+        views["lens"] = lens_view(Path(lens), layers, store.attrs.model)
+    if attention is not None:
+        views["attention"] = attention_view(Path(attention), layers, store.attrs.model)
     names = [s["name"] for s in store.attrs.samples]
     mask_arrays = load_masks(Path(masks), names) if masks else None
     if profile_path is not None:
@@ -231,7 +269,7 @@ def explore(
     else:
         profile, source = score_store(store_path, masks)[0], "the profile"
     photos = {p.name: p for p in _photos_of(store)}
-    return build_explorer(store, profile, out, photos, mask_arrays, cfg, source)
+    return build_explorer(store, profile, out, photos, mask_arrays, cfg, source, views)
 
 
 @contextlib.contextmanager

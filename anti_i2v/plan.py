@@ -13,6 +13,11 @@ What one step is, per task:
   the photo's own latent (generating it is a separate, no-grad job).
 - `probe`: one (timestep, batch of samples) cell: the conditioning, one forward with every
   block captured, laid out, frame-selected and pooled as the store keeps it.
+- `lens`: one timestep of `anti-i2v lens` on one photo: every block read through the output
+  head (a forward pass per block, the blocks after it passed over) and each block's clean
+  estimate decoded by the VAE, one after another.
+- `attention`: one (timestep, photo) of `anti-i2v attention`: a forward pass with every block's
+  attention recorded for its query subset (`AttentionConfig.queries` rows a call).
 
 Seconds per step assume a stated fraction of each GPU's dense bf16 peak (`UTILISATION`); the
 FLOPs are exact for the code that ran, the utilisation is an assumption and says so.
@@ -31,7 +36,7 @@ from anti_i2v.probe.config import MODEL_DTYPES, OFFLOADS
 if TYPE_CHECKING:  # torch loads when a plan is made: `anti-i2v plan` refuses bad arguments at once
     import torch
 
-TASKS = ("protect", "probe", "generate")
+TASKS = ("protect", "probe", "generate", "lens", "attention")
 # Dense bf16 tensor-core peak and memory, from the vendors' datasheets (no sparsity).
 GPUS: dict[str, tuple[float, float, str]] = {
     "h100-80gb": (80, 989.0, "NVIDIA H100 SXM datasheet: 989 TFLOP/s bf16 dense"),
@@ -157,6 +162,33 @@ def _generate_step(backbone, x: torch.Tensor, frames: int) -> None:
         backbone.denoiser(**backbone.denoiser_kwargs(cond.clean, cond, 500))
 
 
+def _lens_step(backbone, x: torch.Tensor, frames: int) -> None:
+    import torch
+
+    from anti_i2v.models.lens import lens_clean
+
+    with torch.no_grad():
+        cond = backbone.condition(x[:1], frames)
+        noisy = backbone.add_noise(cond.clean, torch.randn_like(cond.clean), 500)
+        for clean in lens_clean(backbone, cond, noisy, 500).values():
+            backbone.decode_video(clean, cond)  # the job decodes one block at a time
+
+
+def _attention_step(backbone, x: torch.Tensor, frames: int) -> None:
+    import torch
+
+    from anti_i2v.models.attention import capture_attention
+    from anti_i2v.probe.attention import AttentionConfig
+
+    with torch.no_grad():
+        cond = backbone.condition(x[:1], frames)
+        kwargs = backbone.denoiser_kwargs(cond.clean, cond, 500)
+        with capture_attention(
+            backbone.denoiser, backbone.active_blocks(500), AttentionConfig.queries, 0
+        ):
+            backbone.denoiser(**kwargs)
+
+
 def step_frames(backbone, req: PlanRequest) -> int:
     """Video frames the step runs: protect's clip covering `clip_frames`, else `frames`."""
     if req.task == "protect":
@@ -213,6 +245,15 @@ def _fake_weights(modules: list[torch.nn.Module], mode):
             table[name] = t
 
 
+# The tasks whose step is one call; probe's cell is counted apart (its store bytes)
+STEPS: dict[str, Callable] = {
+    "protect": _protect_step,
+    "generate": _generate_step,
+    "lens": _lens_step,
+    "attention": _attention_step,
+}
+
+
 def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | None]:
     """Run one step of `req.task` and count it: (peak bytes, FLOPs, store bytes per sample).
 
@@ -238,10 +279,8 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
             layers = _probe_layers(backbone, x, frames) if req.task == "probe" else []
             with LiveBytes(weights) as live, FlopCounterMode(display=False) as flops:
                 store = None
-                if req.task == "protect":
-                    _protect_step(backbone, x, frames)
-                elif req.task == "generate":
-                    _generate_step(backbone, x, frames)
+                if req.task in STEPS:
+                    STEPS[req.task](backbone, x, frames)
                 else:
                     out = _probe_cell(backbone, x, frames, req.pool, layers)
                     store = sum(v[0].numel() for v in out.values()) * req.store_dtype_bytes
@@ -257,7 +296,7 @@ def time_step(backbone, req: PlanRequest) -> float:
 
     frames = step_frames(backbone, req)
     x = torch.rand(req.batch_size, 3, *backbone.resolution, device=backbone.device)
-    step = {"protect": _protect_step, "generate": _generate_step}[req.task]
+    step = STEPS[req.task]
     step(backbone, x, frames)  # first-call allocations and lazy set-up
     if str(backbone.device).startswith("cuda"):
         torch.cuda.synchronize()

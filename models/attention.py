@@ -204,6 +204,58 @@ def _enter_on_forward(module: nn.Module, rec: _Recorder) -> list[Any]:
     return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
 
 
+def _layout(
+    call: AttentionCall, grid: tuple[int, int, int], text_tokens: int, text_first: bool
+) -> tuple[int, int, slice | None] | None:
+    """Where a call's video tokens start, tokens per frame, and the text's keys (joint
+    attention); None for a layout `attention_share` does not read."""
+    f, h, w = grid
+    video, n = f * h * w, call.n_queries
+    if n != call.n_keys:
+        return None
+    if n == video:
+        return 0, h * w, None
+    if text_tokens and n == video + text_tokens:
+        text = slice(0, text_tokens) if text_first else slice(video, video + text_tokens)
+        return (text_tokens if text_first else 0), h * w, text
+    if n == f and f > 1:
+        return 0, 1, None
+    return None
+
+
+def attention_maps(
+    call: AttentionCall,
+    grid: tuple[int, int, int],
+    text_tokens: int = 0,
+    text_first: bool = True,
+    limit: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Where each kept video query attends over the video: a map per query, for the explorer.
+
+    Args:
+        call, grid, text_tokens, text_first: as `attention_share`.
+        limit: keep `limit` of the video queries, evenly spread over them in token order (so
+            over the frames).
+
+    Returns:
+        `tokens` `(k,)`: the queries' video token indices (frame-major, `f*H*W + y*W + x`), and
+        `maps` `(k, F*H*W)`: their probabilities on the video keys (first sample, heads averaged;
+        text keys left out, so a row sums to the video's share). None unless the call attends
+        over the whole video (self or joint attention: temporal attention has no spatial map).
+    """
+    layout = _layout(call, grid, text_tokens, text_first)
+    if layout is None or layout[1] == 1:
+        return None
+    start, _, _ = layout
+    video = grid[0] * grid[1] * grid[2]
+    rel = call.queries - start
+    rows = ((rel >= 0) & (rel < video)).nonzero().flatten()
+    if limit is not None and len(rows) > limit:
+        rows = rows[torch.linspace(0, len(rows) - 1, limit).round().long().unique()]
+    probs = call.probs if call.probs.dim() == 3 else call.probs.mean(1)
+    return rel[rows], probs[0, rows, start : start + video]
+
+
 def attention_share(
     call: AttentionCall, grid: tuple[int, int, int], text_tokens: int = 0, text_first: bool = True
 ) -> dict[str, float] | None:
@@ -227,20 +279,12 @@ def attention_share(
         `text` (joint attention only): the mass on the text tokens. None where the call's
         layout is none of the above, or no kept query is on a later frame.
     """
+    layout = _layout(call, grid, text_tokens, text_first)
+    if layout is None:
+        return None
+    start, per_frame, text = layout
     f, h, w = grid
-    video, n = f * h * w, call.n_queries
-    if n != call.n_keys:
-        return None
-    if n == video:
-        start, per_frame, text = 0, h * w, None
-    elif text_tokens and n == video + text_tokens:
-        start = text_tokens if text_first else 0
-        per_frame = h * w
-        text = slice(0, text_tokens) if text_first else slice(video, video + text_tokens)
-    elif n == f and f > 1:
-        start, per_frame, text = 0, 1, None
-    else:
-        return None
+    video = f * h * w
     rel = call.queries - start
     later = ((rel >= per_frame) & (rel < video if per_frame > 1 else rel < f)).nonzero().flatten()
     if len(later) == 0:

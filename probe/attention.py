@@ -9,7 +9,10 @@ calls and the photos; NaN where it has none (cross-attention only, or, for a mod
 a timestep its expert does not run), written as null.
 
 Writes `OUT/attention.json` (schema `anti-i2v.attention/1`) and `OUT/attention.png`, the
-share curve over depth, one line per timestep.
+share curve over depth, one line per timestep. With `maps`, also `OUT/attention-maps.json`
+(schema `anti-i2v.attention-maps/1`): for the first photo, per block and timestep, where each of
+up to `maps` video queries attends over the video (`attention_maps`), float16 in base64, for
+the explorer's attention view.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from anti_i2v.core.common import (
     write_text_atomic,
 )
 from anti_i2v.core.images import gather_images
-from anti_i2v.models.attention import attention_share, capture_attention
+from anti_i2v.models.attention import attention_maps, attention_share, capture_attention
 from anti_i2v.models.backbones import load_backbone
 from anti_i2v.probe.config import check_timesteps
 from anti_i2v.probe.run import load_photos, sample_noise
 
 SCHEMA = "anti-i2v.attention/1"
+MAPS_SCHEMA = "anti-i2v.attention-maps/1"
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,17 @@ class AttentionConfig:
     timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
     queries: int = 64  # query rows kept per attention call
     seed: int = 0  # the noise and the query subset
+    maps: int = 0  # video queries per block and timestep whose whole map is kept (first photo)
     device: str = "auto"
 
     def __post_init__(self) -> None:
         check_timesteps(self.timesteps)
         if self.queries < 1:
             raise ToolkitError(f"--queries {self.queries}: keep at least 1 query row a call")
+        if not 0 <= self.maps <= self.queries:
+            raise ToolkitError(
+                f"--maps {self.maps}: between 0 and --queries {self.queries} (a map is a kept row)"
+            )
         if self.seed < 0:
             raise ToolkitError(f"--seed {self.seed}: give a seed of 0 or more")
 
@@ -97,6 +106,8 @@ def run_attention(cfg: AttentionConfig) -> AttentionResult:
     sums = {k: np.zeros((len(layers), len(cfg.timesteps))) for k in ("frame0", "text")}
     counts = {k: np.zeros((len(layers), len(cfg.timesteps))) for k in ("frame0", "text")}
     index = {name: i for i, name in enumerate(layers)}
+    maps: dict[str, dict] = {}  # "layer@t" -> the first photo's maps (the explorer's view)
+    grid0 = None
     for s, photo in enumerate(photos):
         with torch.no_grad():
             cond = backbone.condition(backbone.resize(photo.pixels[None]).to(backbone.device))
@@ -110,6 +121,18 @@ def run_attention(cfg: AttentionConfig) -> AttentionResult:
                 for call in calls:
                     share = attention_share(call, grid, text_tokens, backbone.joint_text_first)
                     block = next(b for b in blocks if call.module.startswith(f"{b}."))
+                    key = f"{block}@{t}"
+                    if s == 0 and cfg.maps and key not in maps:  # a block's first video call
+                        found = attention_maps(
+                            call, grid, text_tokens, backbone.joint_text_first, cfg.maps
+                        )
+                        if found is not None and len(found[0]):
+                            grid0 = grid
+                            maps[key] = {
+                                "module": call.module,
+                                "tokens": found[0].tolist(),
+                                "maps": float16_b64(found[1]),
+                            }
                     for key, value in (share or {}).items():
                         sums[key][index[block], ti] += value
                         counts[key][index[block], ti] += 1
@@ -129,8 +152,25 @@ def run_attention(cfg: AttentionConfig) -> AttentionResult:
         seed=cfg.seed,
     )
     write_text_atomic(out / "attention.json", json.dumps(result.to_json(), indent=2) + "\n")
+    if cfg.maps:
+        kept = {
+            "schema": MAPS_SCHEMA,
+            "model": result.model,
+            "photo": photos[0].name,
+            "grid": list(grid0) if grid0 is not None else None,
+            "timesteps": result.timesteps,
+            "maps": maps,
+        }
+        write_text_atomic(out / "attention-maps.json", json.dumps(kept) + "\n")
     plot_shares(result, out / "attention.png")
     return result
+
+
+def float16_b64(x: torch.Tensor) -> str:
+    """A tensor as little-endian float16 bytes in base64 (how the explorer's data travel)."""
+    import base64
+
+    return base64.b64encode(x.float().numpy().astype("<f2").tobytes()).decode()
 
 
 def plot_shares(result: AttentionResult, path: Path) -> Path:

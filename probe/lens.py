@@ -7,7 +7,9 @@ far along the stack the estimate is: its distance to the last block's estimate (
 output) and to the photo's still latent, each as an RMS relative to that target's RMS.
 
 Writes `OUT/lens.json` (schema `anti-i2v.lens/1`; null where a block does not run at a
-timestep) and `OUT/lens-t<t>.png`, one row of decoded frames per block.
+timestep), `OUT/lens-t<t>.png`, one row of decoded frames per block (a figure), and
+`OUT/frames-t<t>.png`, the same frames as a bare mosaic of cells at most `CELL` pixels on a side
+(rows: `LensResult.rows[t]`, columns: `LensResult.shown`), which the explorer shows.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from anti_i2v.probe.config import check_timesteps
 from anti_i2v.probe.run import load_photos, sample_noise
 
 SCHEMA = "anti-i2v.lens/1"
+CELL = 96  # longest side of a frame in the bare mosaic (the explorer's strip)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class LensResult:
     to_output: dict[str, list[float]]  # RMS(x0_block - x0_last) / RMS(x0_last)
     to_photo: dict[str, list[float]]  # RMS(x0_block - still) / RMS(still)
     strips: list[str] = field(default_factory=list)  # lens-t<t>.png, one per timestep
+    # The bare mosaics: per timestep (as a string), its file and the blocks of its rows
+    rows: dict[str, dict] = field(default_factory=dict)
+    shown: list[int] = field(default_factory=list)  # the decoded frames each row shows
     seed: int = 0
     toolkit_version: str = TOOLKIT_VERSION
     schema: str = SCHEMA
@@ -110,7 +116,7 @@ def run_lens(cfg: LensConfig) -> LensResult:
     layers = backbone.block_names()
     to_output = np.full((len(layers), len(cfg.timesteps)), np.nan)
     to_photo = np.full_like(to_output, np.nan)
-    strips = []
+    strips, mosaics, shown = [], {}, []
     with torch.no_grad():
         cond = backbone.condition(backbone.resize(photo.pixels[None]).to(backbone.device))
         noise = sample_noise(tuple(cond.clean.shape[1:]), cfg.seed, 0)[None].to(cond.clean)
@@ -124,7 +130,9 @@ def run_lens(cfg: LensConfig) -> LensResult:
                 to_photo[i, ti] = _relative_rms(x0, cond.clean)
                 rows[name] = backbone.decode_video(x0, cond)[0].cpu()  # (F, 3, H, W)
             strips.append(f"lens-t{t}.png")
-            plot_strip(rows, cfg.shown_frames, f"{backbone.name}, t={t}", out / strips[-1])
+            shown = plot_strip(rows, cfg.shown_frames, f"{backbone.name}, t={t}", out / strips[-1])
+            mosaics[str(t)] = {"file": f"frames-t{t}.png", "rows": list(rows)}
+            write_mosaic(rows, shown, out / f"frames-t{t}.png")
     result = LensResult(
         model=backbone.name,
         family=backbone.family,
@@ -134,18 +142,47 @@ def run_lens(cfg: LensConfig) -> LensResult:
         to_output={name: to_output[i].tolist() for i, name in enumerate(layers)},
         to_photo={name: to_photo[i].tolist() for i, name in enumerate(layers)},
         strips=strips,
+        rows=mosaics,
+        shown=[int(i) for i in shown],
         seed=cfg.seed,
     )
     write_text_atomic(out / "lens.json", json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
 
-def plot_strip(rows: dict[str, torch.Tensor], shown: int, title: str, path: Path) -> Path:
+def shown_frames(frames: int, shown: int) -> np.ndarray:
+    """`shown` frame indices spread evenly over `frames`, first and last included."""
+    return np.unique(np.linspace(0, frames - 1, min(shown, frames)).round().astype(int))
+
+
+def write_mosaic(rows: dict[str, torch.Tensor], picks: np.ndarray, path: Path) -> Path:
+    """The `picks` frames of every row as a bare PNG mosaic, each cell at most `CELL` pixels."""
+    from PIL import Image
+
+    from anti_i2v.core.common import to_uint8
+
+    h, w = next(iter(rows.values())).shape[-2:]
+    scale = min(1.0, CELL / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    cells = [
+        torch.nn.functional.interpolate(v[picks].float(), size=size, mode="area")
+        for v in rows.values()
+    ]
+    mosaic = torch.cat([torch.cat(list(c), dim=2) for c in cells], dim=1)  # (3, rows*h, cols*w)
+    with atomic_path(path) as tmp:
+        Image.fromarray(to_uint8(mosaic)).save(tmp, format="PNG")
+    return path
+
+
+def plot_strip(rows: dict[str, torch.Tensor], shown: int, title: str, path: Path) -> np.ndarray:
     """One row of decoded frames per block (evenly spaced frames), drawn as one mosaic image.
 
     Args:
         rows: block -> its decoded video `(F, 3, H, W)` in [0, 1].
         shown: frames per row (all of them when the video is shorter).
+
+    Returns:
+        The frame indices shown.
     """
     import matplotlib
 
@@ -154,7 +191,7 @@ def plot_strip(rows: dict[str, torch.Tensor], shown: int, title: str, path: Path
 
     videos = list(rows.values())
     frames = videos[0].shape[0]
-    picks = np.unique(np.linspace(0, frames - 1, min(shown, frames)).round().astype(int))
+    picks = shown_frames(frames, shown)
     mosaic = torch.cat([torch.cat(list(v[picks]), dim=2) for v in videos], dim=1)  # (3, rH, cW)
     h, w = videos[0].shape[-2:]
     fig_w = min(12.0, 1.6 + 1.2 * len(picks) * w / max(h, w))
@@ -170,4 +207,4 @@ def plot_strip(rows: dict[str, torch.Tensor], shown: int, title: str, path: Path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    return path
+    return picks

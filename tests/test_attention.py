@@ -159,3 +159,21 @@ def test_the_attention_command_refuses_bad_input_in_one_line(tmp_path, portraits
         app, ["attention", "tiny:cogvideox", str(portraits), "--out", str(tmp_path / "o"), *args]
     )
     assert res.exit_code == 2 and message in res.output and not (tmp_path / "o").exists()
+
+
+def test_attention_maps_are_the_video_queries_rows_over_the_video_keys():
+    from anti_i2v.models.attention import AttentionCall, attention_maps
+
+    grid = (3, 2, 2)  # 12 video tokens after 3 text tokens (joint attention, text first)
+    probs = torch.rand(1, 6, 15).softmax(-1)
+    queries = torch.tensor([0, 2, 3, 5, 9, 14])  # text, text, then video tokens 0, 2, 6, 11
+    call = AttentionCall("b.attn", queries, probs, 15, 15)
+    tokens, maps = attention_maps(call, grid, text_tokens=3)
+    assert tokens.tolist() == [0, 2, 6, 11]
+    torch.testing.assert_close(maps, probs[0, 2:, 3:])
+    # a limit spreads the kept queries over the video (first and last kept)
+    tokens, maps = attention_maps(call, grid, text_tokens=3, limit=2)
+    assert tokens.tolist() == [0, 11] and maps.shape == (2, 12)
+    # temporal attention has no map over the video
+    temporal = AttentionCall("t", torch.tensor([1]), torch.ones(1, 1, 3) / 3, 3, 3)
+    assert attention_maps(temporal, grid) is None

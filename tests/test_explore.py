@@ -322,6 +322,13 @@ def hostile_explorer(tmp_path_factory, portraits) -> Path:
     )
     profile = analyse(store, root / "profile.json")
     assert any("svg" in s for s in [store.name])
+    # the lens and attention views name their photo too
+    for args in (
+        ["lens", "tiny:cogvideox", str(photos / f"{name}.png"), "--timesteps", "300,700"],
+        ["attention", "tiny:cogvideox", str(photos), "--timesteps", "300,700", "--maps", "4"],
+    ):
+        res = CliRunner().invoke(app, [*args, "--out", str(root / args[0])])
+        assert res.exit_code == 0, res.output
     res = CliRunner().invoke(
         app,
         [
@@ -329,6 +336,10 @@ def hostile_explorer(tmp_path_factory, portraits) -> Path:
             str(store),
             "--profile",
             str(root / "profile.json"),
+            "--lens",
+            str(root / "lens"),
+            "--attention",
+            str(root / "attention"),
             "--out",
             str(root / "explorer"),
         ],
@@ -357,6 +368,13 @@ def test_hostile_names_are_shown_as_text_and_inject_nothing(browser, hostile_exp
     # the names are on the page, as text
     assert "<img src=x onerror=alert(1)>" in pg.locator("#sample2").inner_text()
     assert "onload" in pg.locator("#picks code").inner_text()
+    assert "onload" in pg.locator("#lens-caption").inner_text()
+    box = pg.locator("#map").bounding_box()
+    pg.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    pg.evaluate("window.explorer.show()")
+    assert "onload" in pg.locator("#attention-caption").inner_text()
+    pg.wait_for_timeout(300)
+    assert pg.locator("svg[onload], img[onerror], img[src=x]").count() == 0
     assert errors == []
     pg.close()
 
@@ -462,5 +480,94 @@ def test_a_model_of_experts_shows_each_block_at_its_own_timesteps(browser, exper
         pg.evaluate("window.explorer.show()")
         # a block that did not run shows the placeholder's grey, one that ran its PCA map
         assert (pg.evaluate(corner)[:3] == [244, 244, 244]) is not runs, (layer, timestep)
+    assert errors == []
+    pg.close()
+
+
+# --- the lens strip and the attention view ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def views_explorer(tmp_path_factory, portraits) -> Path:
+    """adapt with --attention and --lens on tiny:cogvideox: the explorer embeds both views."""
+    out = tmp_path_factory.mktemp("views") / "adapt"
+    res = CliRunner().invoke(
+        app, ["adapt", "tiny:cogvideox", str(portraits), "--out", str(out), "--timesteps", "300,700",
+              "--attention", "--lens"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.mark.slow  # adapt, attention and the lens from the CLI
+def test_the_explorer_embeds_the_lens_strips_and_attention_maps_within_their_files_size(
+    views_explorer,
+):
+    m = _manifest(views_explorer / "explorer")
+    lens = json.loads((views_explorer / "lens" / "lens.json").read_text())
+    assert sorted(m["lens"]["strips"]) == ["300", "700"] and m["lens"]["photo"] == lens["photo"]
+    for t, strip in m["lens"]["strips"].items():
+        assert strip["rows"] == lens["rows"][t]["rows"] and set(strip["rows"]) == set(m["layers"])
+        mosaic = _decode_png(strip["url"])
+        on_disk = np.asarray(Image.open(views_explorer / "lens" / f"frames-t{t}.png"))
+        assert np.array_equal(mosaic, on_disk) and mosaic.shape[0] % len(strip["rows"]) == 0
+    maps = json.loads((views_explorer / "attention" / "attention-maps.json").read_text())
+    assert m["attention"]["maps"] == maps["maps"]
+    assert set(maps["maps"]) == {f"{layer}@{t}" for layer in m["layers"] for t in (300, 700)}
+    f, h, w = maps["grid"]
+    for entry in maps["maps"].values():
+        rows = np.frombuffer(base64.b64decode(entry["maps"]), "<f2").reshape(-1, f * h * w)
+        assert len(rows) == len(entry["tokens"]) <= 8
+        assert (rows >= 0).all() and (rows.astype(np.float32).sum(1) <= 1 + 1e-2).all()
+    # the attention share is a score the page offers beside the rule's (unticked: not the rule's)
+    assert (
+        "attention_frame0" in m["profile"]["scores"]
+        and "attention_frame0" in m["profile"]["measures"]
+    )
+
+
+def _distance(token: int, h: int, w: int, u: float, v: float) -> float:
+    """A video token's squared distance, in map fractions, to the click (u, v) on its frame."""
+    y, x = (token % (h * w)) // w, token % w
+    return ((x + 0.5) / w - u) ** 2 + ((y + 0.5) / h - v) ** 2
+
+
+@pytest.mark.slow  # a real browser
+@browser_only
+def test_the_lens_strip_and_the_attention_of_a_clicked_token_are_drawn(browser, views_explorer):
+    pg = browser.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.goto((views_explorer / "explorer" / "index.html").as_uri())
+    pg.wait_for_function("window.explorer !== undefined")
+    pg.evaluate("window.explorer.ready")
+    lens = "document.getElementById('lens').toDataURL()"
+    first = pg.evaluate(lens)
+    pg.keyboard.press(
+        "ArrowRight" if pg.evaluate("window.explorer.state.layer") == 0 else "ArrowLeft"
+    )
+    pg.evaluate("window.explorer.show()")
+    assert pg.evaluate(lens) != first  # another block, another row of the strip
+    assert "decoded frames" in pg.locator("#lens-caption").inner_text()
+    box = pg.locator("#map").bounding_box()
+    for u, v in ((0.2, 0.2), (0.8, 0.7)):
+        pg.mouse.click(box["x"] + box["width"] * u, box["y"] + box["height"] * v)
+        pg.evaluate("window.explorer.show()")
+        shown = pg.evaluate("window.explorer.lastAttention")
+        state = pg.evaluate("window.explorer.state")
+        m = pg.evaluate("window.EXPLORER")
+        layer, t = m["layers"][state["layer"]], m["timesteps"][state["timestep"]]
+        entry = m["attention"]["maps"][f"{layer}@{t}"]
+        f, h, w = m["attention"]["grid"]
+        frame = m["frames"][state["frame"]]
+        # the recorded query nearest the click, among those on the shown frame
+        on_frame = [q for q in entry["tokens"] if q // (h * w) == frame]
+        assert shown["query"]["token"] == min(on_frame, key=lambda q: _distance(q, h, w, u, v))
+        rows = np.frombuffer(base64.b64decode(entry["maps"]), "<f2").reshape(-1, f * h * w)
+        row = rows[entry["tokens"].index(shown["query"]["token"])].astype(np.float64)
+        want = [row[i * h * w : (i + 1) * h * w].sum() for i in range(f)]
+        assert shown["shares"] == pytest.approx(want, abs=1e-3)
+        assert pg.locator("#attention-frames canvas").count() == f
     assert errors == []
     pg.close()

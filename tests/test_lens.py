@@ -169,7 +169,13 @@ def test_the_lens_command_writes_a_strip_per_timestep_and_the_same_bytes_twice(t
         assert res.exit_code == 0, res.output
         runs.append({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
     assert runs[0] == runs[1]
-    assert sorted(runs[0]) == ["lens-t300.png", "lens-t700.png", "lens.json"]
+    assert sorted(runs[0]) == [
+        "frames-t300.png",
+        "frames-t700.png",
+        "lens-t300.png",
+        "lens-t700.png",
+        "lens.json",
+    ]
     data = json.loads(runs[0]["lens.json"])
     assert data["schema"] == "anti-i2v.lens/1" and data["photo"] == photo.stem
     assert data["layers"] == ["transformer_blocks.0", "transformer_blocks.1"]

@@ -21,11 +21,11 @@ CASES = [
 ]
 
 
-@pytest.mark.slow  # nine steps measured in one fresh process (about 60 s)
+@pytest.mark.slow  # eleven steps measured in one fresh process (about 70 s)
 def test_plan_agrees_with_the_peak_measured_in_a_fresh_process(tmp_path):
     """Tiny and mini models, and a random-weight midsize model: CogVideoX-5B-I2V's configs cut
     to 1024 wide (16 heads), 2 blocks, a 32-channel VAE, 240x352; protect with and without
-    checkpointing, probe and generate."""
+    checkpointing, probe, generate, the lens and attention capture."""
     folder = tmp_path / "cogvideox-midsize"
     shutil.copytree(real_configs()["cogvideox-5b-i2v"], folder)
     for part, changes in (
@@ -47,6 +47,8 @@ def test_plan_agrees_with_the_peak_measured_in_a_fresh_process(tmp_path):
             ("protect", True),
             ("probe", False),
             ("generate", False),
+            ("lens", False),
+            ("attention", False),
         )
     ]
     # Seeded random weights for all (the midsize folder has configs only): costs do not

@@ -176,11 +176,13 @@
     return { values, argmax, grid: [h, w] };
   }
 
-  function drawHeat(canvas, sim, marks) {
+  // `range`: [lo, hi] of the colour scale (default: the values' own)
+  function drawHeat(canvas, sim, marks, range = null) {
     const [h, w] = sim.grid;
     sizeCanvas(canvas, sim.grid);
     let lo = Infinity, hi = -Infinity;
     for (const v of sim.values) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    if (range) [lo, hi] = range;
     const small = document.createElement("canvas");
     small.width = w;
     small.height = h;
@@ -214,6 +216,92 @@
     ctx.fillStyle = "#777";
     ctx.font = "13px sans-serif";
     ctx.fillText(text, 12, 24);
+  }
+
+  // --- the lens strip and the attention view (embedded from their own jobs) ----------------------
+  const lastAttention = {}; // what the attention view shows, for tests and notebooks
+  let lensImages = {}; // timestep -> decoded mosaic
+
+  async function drawLens() {
+    const canvas = $("lens"), layer = M.layers[state.layer], t = String(M.timesteps[state.timestep]);
+    const L = M.lens;
+    if (!L) {
+      clearCanvas(canvas, "no lens here: anti-i2v lens MODEL PHOTO --out DIR, then explore --lens DIR");
+      $("lens-caption").textContent = "";
+      return;
+    }
+    const strip = L.strips[t];
+    const row = strip ? strip.rows.indexOf(layer) : -1;
+    if (row < 0) {
+      clearCanvas(canvas, strip ? `${layer} does not run at t=${t}` : `no lens at t=${t}`);
+      $("lens-caption").textContent = `Lens on ${L.photo} at t=${Object.keys(L.strips).join(", ")}.`;
+      return;
+    }
+    lensImages[t] = lensImages[t] || (await decodeImage(strip.url));
+    const img = lensImages[t];
+    const rowH = img.height / strip.rows.length;
+    canvas.width = Math.min(5 * VIEW, Math.max(img.width, 3 * VIEW)); // small frames drawn larger
+    canvas.height = Math.round((rowH * canvas.width) / img.width);
+    const ctx = canvas.getContext("2d");
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(img, 0, row * rowH, img.width, rowH, 0, 0, canvas.width, canvas.height);
+    $("lens-caption").textContent = `${layer} at t=${t} on ${L.photo}: decoded frames ${L.shown.join(", ")} of the clean video ` +
+      "this block predicts when read through the model's own output head (the last block's is the model's).";
+  }
+
+  function nearestQuery(tokens, grid, frame, point) {
+    const [, h, w] = grid;
+    let best = null, bestD = Infinity;
+    tokens.forEach((q, k) => {
+      const f = Math.floor(q / (h * w)), y = Math.floor((q % (h * w)) / w), x = q % w;
+      const d = (f === frame ? 0 : 1e6 * (1 + Math.abs(f - frame))) + ((x + 0.5) / w - point.u) ** 2 + ((y + 0.5) / h - point.v) ** 2;
+      if (d < bestD) { bestD = d; best = { k, token: q, frame: f, y, x }; }
+    });
+    return best;
+  }
+
+  function drawAttention() {
+    const box = $("attention-frames"), A = M.attention;
+    const layer = M.layers[state.layer], t = M.timesteps[state.timestep];
+    for (const key of Object.keys(lastAttention)) delete lastAttention[key];
+    if (!A) {
+      fill(box);
+      $("attention-caption").textContent = "No attention maps here: anti-i2v attention MODEL PHOTOS --maps 8 --out DIR, then explore --attention DIR.";
+      return;
+    }
+    const entry = A.maps[`${layer}@${t}`];
+    if (!entry || !A.grid) {
+      fill(box);
+      $("attention-caption").textContent = `${layer} has no attention over the whole video at t=${t} (cross- or temporal attention, or it does not run then).`;
+      return;
+    }
+    if (!state.clicked) {
+      fill(box);
+      $("attention-caption").textContent = `Click a token on the left map: the page shows the nearest of the ${entry.tokens.length} recorded queries of ${A.photo}.`;
+      return;
+    }
+    const [F, h, w] = A.grid;
+    const frame = Math.min(F - 1, M.frames[state.frame]);
+    const q = nearestQuery(entry.tokens, A.grid, frame, state.clicked);
+    const all = decodeFloat16(entry.maps);
+    const n = F * h * w, row = all.subarray(q.k * n, (q.k + 1) * n);
+    let hi = 0;
+    for (const v of row) hi = Math.max(hi, v);
+    const sums = [];
+    const canvases = [];
+    for (let f = 0; f < F; f++) {
+      const values = Array.from(row.subarray(f * h * w, (f + 1) * h * w));
+      sums.push(values.reduce((a, b) => a + b, 0));
+      const canvas = el("canvas", { "data-frame": f });
+      // one colour scale over every frame, so frames compare
+      drawHeat(canvas, { grid: [h, w], values }, f === q.frame ? [[q.y * w + q.x, "#f33"]] : [], [0, hi]);
+      canvases.push(el("figure", {}, canvas, el("figcaption", {}, `frame ${f}: ${(100 * sums[f]).toFixed(1)}%`)));
+    }
+    fill(box, ...canvases);
+    Object.assign(lastAttention, { layer, timestep: t, query: q, shares: sums });
+    $("attention-caption").textContent = `${layer} (${entry.module}) at t=${t} on ${A.photo}: query token at frame ${q.frame}, ` +
+      `row ${q.y}, column ${q.x} (outlined; the recorded query nearest the click). Each frame's share of its attention is under it; ` +
+      "one colour scale for all frames, so a frame that draws more attention is brighter.";
   }
 
   // --- the rule, recomputed from the stored scores (a port of analyses/choose.py) ------------------
@@ -402,6 +490,8 @@
       for (const id of ["sim", "sim2", "corr"]) clearCanvas($(id), why);
     }
     drawChart(recompute(chosenMeasures()));
+    await drawLens();
+    drawAttention();
   }
 
   function show() {
@@ -459,9 +549,9 @@
     $("rule").textContent = `${r.n_collapse} collapse layer(s) in the first ${r.collapse_max_depth} of the depth (most low-level, least semantic); ` +
       `${r.n_anchors} anchor layer(s), the most semantic between depths ${r.anchor_min_depth} and ${r.anchor_max_depth}; ` +
       `${r.n_timesteps} timestep(s) at or above ${r.min_timestep} where the anchors are most semantic.`;
-    fill($("measures"), ...r.measures.filter((m) => m in P.scores).flatMap((m) => {
+    fill($("measures"), ...(P.measures || r.measures).filter((m) => m in P.scores).flatMap((m) => {
       const box = el("input", { type: "checkbox", value: m });
-      box.checked = true;
+      box.checked = r.measures.includes(m);
       return [el("label", {}, box, ` ${m}`), " "];
     }));
     for (const box of document.querySelectorAll("#measures input")) box.addEventListener("change", showRule);
@@ -507,5 +597,5 @@
   }
 
   setup();
-  window.explorer = { state, show, set, recompute, lastSimilarity, composite, ready: (showRule(), show()) };
+  window.explorer = { state, show, set, recompute, lastSimilarity, lastAttention, composite, ready: (showRule(), show()) };
 })();

@@ -125,6 +125,9 @@ def adapt(
     attention: bool = typer.Option(
         False, "--attention", help="measure the attention share too (DIR/attention/), a score"
     ),
+    lens: bool = typer.Option(
+        False, "--lens", help="look through every block too (DIR/lens/), for the explorer"
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Probe a model on photos and analyse it in one go (a profile for a model never seen before)."""
@@ -134,9 +137,15 @@ def adapt(
     rule = _rule(anchors, 1, 2, min_timestep, vae_anchors, measures)
     # Every setting checked before the stage (and torch) is imported
     P(model=model, images=tuple(map(str, images)), out=str(out / "activations.zarr"), **overrides)
+    if lens:
+        from anti_i2v.models.backbones import FAMILIES, model_family
+
+        refusal = FAMILIES[model_family(model)].lens_refusal
+        if refusal is not None:
+            raise ToolkitError(f"--lens: {model} has no lens: {refusal}; leave out --lens")
     from anti_i2v.analyses.run import adapt as run
 
-    profile = run(model, images, out, masks, reference, overrides, rule, attention)
+    profile = run(model, images, out, masks, reference, overrides, rule, attention, lens)
     if profile is None:  # a torchrun rank other than 0: rank 0 reports
         return
     _report(profile, out / "profile.json")
@@ -157,6 +166,10 @@ def explore(
     dims: int = typer.Option(X.dims, help="PCA components kept per token (float16)"),
     samples: int = typer.Option(X.samples, help="the store's first N samples"),
     frames: int = typer.Option(X.frames, help="latent frames kept per sample, evenly spaced"),
+    lens: Path = typer.Option(None, help="`anti-i2v lens`'s folder: the lens strip per block"),
+    attention: Path = typer.Option(
+        None, help="`anti-i2v attention --maps K`'s folder: where a clicked token attends"
+    ),
     serve: int = typer.Option(
         None, help="after writing, serve the folder on 127.0.0.1:PORT until Ctrl-C"
     ),
@@ -168,7 +181,7 @@ def explore(
     from anti_i2v.analyses.explore import serve_folder
     from anti_i2v.analyses.run import explore as run
 
-    index = run(store, out, profile, masks, cfg)
+    index = run(store, out, profile, masks, cfg, lens=lens, attention=attention)
     Console().print(f"explorer: {index} (open it in a browser; no server needed)")
     if serve is not None:
         serve_folder(out, serve)

@@ -402,10 +402,13 @@ def plan(
     model: str = typer.Argument(..., help="model: name (`anti-i2v models`), folder or hub id"),
     task: str = typer.Option(
         "protect",
-        help="protect, probe or generate: an optimisation step, a probe cell, a sampling step",
+        help="protect, probe, generate, lens or attention: an optimisation step, a probe cell, "
+        "a sampling step, one timestep of `lens` (every block and its decode) or of `attention`",
     ),
     resolution: str = typer.Option(None, help="HxW in pixels, e.g. 480x720 (default: the model's)"),
-    frames: int = typer.Option(None, help="probe, generate: video frames (default: the model's)"),
+    frames: int = typer.Option(
+        None, help="probe, generate, lens, attention: video frames (default: the model's)"
+    ),
     clip_frames: int = typer.Option(
         None, help="protect: first video frames the losses see (default: protect's --frames)"
     ),
@@ -419,7 +422,7 @@ def plan(
     ),
     json_out: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
-    """Plan peak accelerator memory and FLOPs of a protect step, probe cell or sampling step (no GPU needed)."""
+    """Plan peak accelerator memory and FLOPs of one step of a task (no GPU needed)."""
     import json
 
     from anti_i2v.plan import UTILISATION, PlanRequest
@@ -503,6 +506,9 @@ def attention(
     out: Path = typer.Option(..., "--out", help="folder: attention.json and attention.png"),
     timesteps: str = typer.Option("100,300,500,700,900", help="timesteps on the 0..1000 scale"),
     queries: int = typer.Option(64, help="query rows kept per attention call (seeded subset)"),
+    maps: int = typer.Option(
+        0, help="also keep N queries' whole attention maps (first photo) for the explorer"
+    ),
     seed: int = typer.Option(0, help="seed of the noise and of the query subset"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
@@ -515,6 +521,7 @@ def attention(
         out=str(out),
         timesteps=parse_ints(timesteps, "--timesteps"),
         queries=queries,
+        maps=maps,
         seed=seed,
         device=device,
     )
