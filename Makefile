@@ -13,7 +13,7 @@ DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,16 --steps 16 --pilot-
 SRC := core models world probe analyses protect evaluate experiments anti_i2v tests bench tools artifacts/configs
 
 .PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
-	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox lint format bench gpu-check clean-venv docs reports
+	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -131,6 +131,23 @@ ATTENTION_ARGS ?= --selection 4 --arms rgb-pgd,profile-layers,random-layers,atte
 	--random-layers 3 --budgets 4,8,14 --steps 30 --cloak-seeds 2 --generation-seeds 1
 study-attention-mini-cogvideox: $(STAMP)
 	$(call study_recipe,attention-mini-cogvideox,v1,61,mini-cogvideox,$(ATTENTION_ARGS))
+
+# Inside mini-cogvideox (the README's lens strip and attention curve): fresh portraits, the lens on
+# the first at two timesteps, the attention share on all four; the files ship to
+# artifacts/reports/inside-mini-cogvideox, whose README `make reports` writes from them.
+INSIDE_FILES := lens.json lens-t700.png
+inside-mini-cogvideox: $(STAMP)
+	$(BIN)/anti-i2v world render --world v1 --out out/inside/world --count 4 --seed 71 --photos out/inside/photos
+	$(BIN)/anti-i2v lens mini-cogvideox out/inside/photos/$$(ls out/inside/photos | head -1) \
+		--timesteps 300,700 --out out/inside/lens
+	$(BIN)/anti-i2v attention mini-cogvideox out/inside/photos --out out/inside/attention
+	rm -rf artifacts/reports/inside-mini-cogvideox.tmp && mkdir -p artifacts/reports/inside-mini-cogvideox.tmp
+	cd out/inside/lens && cp $(INSIDE_FILES) ../../../artifacts/reports/inside-mini-cogvideox.tmp/
+	cp out/inside/attention/attention.json out/inside/attention/attention.png \
+		artifacts/reports/inside-mini-cogvideox.tmp/
+	rm -rf artifacts/reports/inside-mini-cogvideox
+	mv artifacts/reports/inside-mini-cogvideox.tmp artifacts/reports/inside-mini-cogvideox
+	$(BIN)/python -m anti_i2v.reports
 
 # ruff, then the import contracts (pyproject.toml): each layer imports only those below it.
 lint: $(STAMP)

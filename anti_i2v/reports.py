@@ -6,7 +6,9 @@ A report folder is read by what it holds:
 - `ablation.json` (the layer ablation): each layer choice's drop and its paired differences;
 - `pilot.json` (the pilot rule): the pilot's layers against the rule's and the random draws;
 - a folder of such folders (`levers/`): an index of them;
-- `NAME-profile/` (an `analyse --figures` report): the shipped profile `artifacts/profiles/NAME.json`.
+- `NAME-profile/` (an `analyse --figures` report): the shipped profile `artifacts/profiles/NAME.json`;
+- `lens.json` and `attention.json` (`make inside-mini-cogvideox`): what the lens and the attention
+  share say about a model's blocks, also the README's "Inside" block.
 
 Study folders (`artifacts/studies/NAME/`, written by `anti-i2v study`) get their README from
 their report.json and protocol.json, and the README's results table has a row per study.
@@ -35,6 +37,9 @@ DOCS = ARTIFACTS.parent / "docs"
 HEADER = "<!-- Written by `python -m anti_i2v.reports` from this folder's {src}; do not edit. -->"
 README_START = "<!-- results:start (python -m anti_i2v.reports writes this table) -->"
 README_END = "<!-- results:end -->"
+INSIDE_START = "<!-- inside:start (python -m anti_i2v.reports writes this block) -->"
+INSIDE_END = "<!-- inside:end -->"
+INSIDE = REPORTS / "inside-mini-cogvideox"
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -213,6 +218,91 @@ def profile_readme(folder: Path, profile: Path) -> str:
     )
 
 
+def _block(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def inside_text(folder: Path, link: str = "") -> list[str]:
+    """What the lens and the attention share say about a model's blocks, as sentences computed
+    from the folder's lens.json and attention.json (and the model's shipped profile)."""
+    lens = json.loads((folder / "lens.json").read_text())
+    attention = json.loads((folder / "attention.json").read_text())
+    layers, t = lens["layers"], max(lens["timesteps"])
+    ti = lens["timesteps"].index(t)
+    dist = [lens["to_output"][name][ti] for name in layers]
+    drops = [dist[i - 1] - dist[i] for i in range(1, len(dist))]
+    steep = max(range(len(drops)), key=lambda i: drops[i]) + 1
+    share = {name: sum(v) / len(v) for name, v in attention["frame0"].items()}
+    spread = max(max(v) - min(v) for v in attention["frame0"].values())
+    top, low = max(share, key=share.get), min(share, key=share.get)
+    profile_file = PROFILES / f"{lens['model']}.json"
+    anchors = (
+        json.loads(profile_file.read_text())["anchor_layers"] if profile_file.is_file() else []
+    )
+    both = layers[steep] == top
+    out = [
+        f"- **Lens** ({link}`lens.json`, one portrait, t={t}): read through the model's own output "
+        f"head, the clean video after block {_block(layers[0])} is {dist[0]:.2f} of the output's "
+        f"RMS away from the output, and the distance "
+        + ("falls block by block" if all(d > 0 for d in drops) else "does not fall at every block")
+        + f" to 0 at the last. Its largest single fall is at block {_block(layers[steep])} "
+        f"({dist[steep - 1]:.2f} to {dist[steep]:.2f}).",
+        f"- **Attention share** ({link}`attention.json`, {len(attention['photos'])} portraits, "
+        f"{len(attention['timesteps'])} timesteps): later frames put {share[top]:.2f} of their "
+        f"attention on the photo's frame in block {_block(top)}, and {share[low]:.2f} in block "
+        f"{_block(low)}. No block's share moves by more than {spread:.2f} across the timesteps.",
+        "- **What they say.** "
+        + (
+            f"Block {_block(top)} is both where the photo's frame draws the most attention and "
+            "where the lens's estimate moves most towards the output: by both measures, it is "
+            "where the photo enters the video. "
+            if both
+            else f"The lens's largest fall (block {_block(layers[steep])}) and the highest share "
+            f"(block {_block(top)}) are at different blocks. "
+        )
+        + (
+            f"The shipped profile's anchors (blocks {', '.join(_block(a) for a in anchors)}, "
+            "chosen by the semantic scores) have shares "
+            f"{', '.join(f'{share[a]:.2f}' for a in anchors)}"
+            + (", so the semantic rule does not pick that block." if top not in anchors else ".")
+            if anchors
+            else ""
+        ),
+    ]
+    return out
+
+
+def inside_readme(folder: Path) -> str:
+    lens = json.loads((folder / "lens.json").read_text())
+    return (
+        "\n".join(
+            [
+                HEADER.format(src="lens.json and attention.json"),
+                f"# {folder.name}: the lens and the attention share of {lens['model']}",
+                "",
+                "![lens strip](lens-t700.png)",
+                "",
+                "![attention share](attention.png)",
+                "",
+                *inside_text(folder),
+            ]
+        )
+        + "\n"
+    )
+
+
+def readme_with_inside(text: str, folder: Path = INSIDE) -> str:
+    """README.md with the block between the inside markers regenerated."""
+    start, end = text.index(INSIDE_START), text.index(INSIDE_END)
+    rel = f"artifacts/reports/{folder.name}"
+    block = [
+        f"![lens strip]({rel}/lens-t700.png) ![attention share]({rel}/attention.png)",
+        "",
+        *inside_text(folder),
+    ]
+    return text[: start + len(INSIDE_START)] + "\n" + "\n".join(block) + "\n" + text[end:]
+
+
 def index_readme(folder: Path) -> str:
     subs = sorted(p.name for p in folder.iterdir() if (p / "summary.json").is_file())
     return (
@@ -236,6 +326,8 @@ def readme_for(folder: Path) -> str | None:
         return ablation_readme(folder)
     if (folder / "pilot.json").is_file():
         return pilot_readme(folder)
+    if (folder / "lens.json").is_file() and (folder / "attention.json").is_file():
+        return inside_readme(folder)
     profile = PROFILES / f"{folder.name.removesuffix('-profile')}.json"
     if folder.name.endswith("-profile") and profile.is_file():
         return profile_readme(folder, profile)
@@ -347,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     for page, links in ((ARTIFACTS.parent / "README.md", True), (DOCS / "results.md", False)):
         if page.is_file() and README_START in page.read_text():
             wanted[page] = readme_with_results(page.read_text(), links=links)
+            if INSIDE_START in wanted[page] and INSIDE.is_dir():
+                wanted[page] = readme_with_inside(wanted[page])
     stale = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
     if args.check:
         for p in stale:

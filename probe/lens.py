@@ -194,8 +194,9 @@ def plot_strip(rows: dict[str, torch.Tensor], shown: int, title: str, path: Path
     picks = shown_frames(frames, shown)
     mosaic = torch.cat([torch.cat(list(v[picks]), dim=2) for v in videos], dim=1)  # (3, rH, cW)
     h, w = videos[0].shape[-2:]
-    fig_w = min(12.0, 1.6 + 1.2 * len(picks) * w / max(h, w))
-    fig, ax = plt.subplots(figsize=(fig_w, 0.6 + 1.2 * len(videos) * h / max(h, w)), dpi=100)
+    cell = 0.8  # inches a frame: small enough for a README, large enough to read
+    fig_w = min(12.0, 1.6 + cell * len(picks) * w / max(h, w))
+    fig, ax = plt.subplots(figsize=(fig_w, 0.6 + cell * len(videos) * h / max(h, w)), dpi=100)
     ax.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
     # Labels are set as text (matplotlib draws them; no markup is read from a block's name)
     ax.set_yticks([h * (i + 0.5) for i in range(len(videos))], list(rows), fontsize=7)

@@ -94,3 +94,17 @@ def test_the_api_pages_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "docs/api.md", "exec"), {"__name__": "docs_api"})
     assert (tmp_path / "report" / "summary.json").is_file()
     assert json.loads((tmp_path / "profile.json").read_text())["model"] == "tiny:cogvideox"
+
+
+def test_the_inside_sentences_follow_the_lens_and_attention_files(tmp_path):
+    folder = tmp_path / "inside-mini-cogvideox"
+    shutil.copytree(reports.INSIDE, folder)
+    text = "\n".join(reports.inside_text(folder))
+    assert "block 2 (0.83 to 0.53)" in text and "by both measures" in text
+    # move the highest share to another block: the sentences follow, whichever way it falls
+    data = json.loads((folder / "attention.json").read_text())
+    data["frame0"]["transformer_blocks.5"] = [0.999] * len(data["timesteps"])
+    (folder / "attention.json").write_text(json.dumps(data))
+    text = "\n".join(reports.inside_text(folder))
+    assert "0.999" not in text and "1.00 of their attention on the photo's frame in block 5" in text
+    assert "are at different blocks" in text and "by both measures" not in text
