@@ -397,6 +397,7 @@ def results_table(root: Path = STUDIES, links: bool = True) -> str:
                 _diff_cell(report, "anti-i2v", "rgb-pgd"),
                 _diff_cell(report, "colour-space", "rgb-pgd"),
                 _diff_cell(report, "profile-layers", "random-layers"),
+                _diff_cell(report, "attention-layers", "random-layers"),
                 _rank_cell(report),
                 _diff_cell(report, FAST_ARM, "anti-i2v"),
                 f"[{folder.name}](artifacts/studies/{folder.name}/README.md)"
@@ -410,6 +411,7 @@ def results_table(root: Path = STUDIES, links: bool = True) -> str:
         "Anti-I2V − RGB PGD",
         "colour space alone − RGB PGD",
         "profile − random layers (IRC+IRA)",
+        "attention-share anchors − random layers",
         "profile's rank (permutation p)",
         "fewer steps (anti-i2v-fast) − Anti-I2V",
         "study",

@@ -254,16 +254,19 @@ def _row(photo, label, seed, delta_e, drop):
 
 
 def test_analysis_reads_known_curves_and_writes_the_verdicts(tmp_path):
+    from anti_i2v.experiments.study.config import DEFAULT_ARMS
+
     cfg = StudyConfig(
         model="tiny:svd", photos="p", out="o", budgets=(4, 8), random_layers=2, cloak_seeds=2,
-        generation_seeds=2, reps=300,
+        generation_seeds=2, reps=800, arms=(*DEFAULT_ARMS, "attention-layers"),
     )  # fmt: skip
     photos = _photos(tmp_path, 10)
     protocol = build_protocol(cfg, split_photos(photos, cfg), "j", "j" * 64, "w" * 64)
     rng = np.random.default_rng(1)
     # drop = slope * ΔE, with ΔE = budget / 2: anti-i2v's slope is 0.02 above RGB PGD's
     slopes = {"random-noise": 0.0, "rgb-pgd": 0.01, "colour-space": 0.01, "profile-layers": 0.01,
-              "random-layers-0": 0.011, "random-layers-1": 0.012, "pilot-layers": 0.009, "anti-i2v": 0.03}  # fmt: skip
+              "random-layers-0": 0.011, "random-layers-1": 0.012, "pilot-layers": 0.009,
+              "attention-layers": 0.02, "anti-i2v": 0.03}  # fmt: skip
     rows = []
     for arm, slope in slopes.items():
         for i in range(8):
@@ -290,10 +293,13 @@ def test_analysis_reads_known_curves_and_writes_the_verdicts(tmp_path):
     assert primary["profile-layers - random-layers"].mean < 0
     assert all(c.p_holm >= c.p for c in report.primary)
     assert (
-        report.rank.rank == 3 and report.rank.of == 4
-    )  # below both random draws, above the pilot's
+        report.rank.rank == 4 and report.rank.of == 5
+    )  # below both random draws and the attention share's, above the pilot's
+    # the attention share's anchors: 0.02 a ΔE against the draws' 0.0115, so +0.0255 at ΔE 3
+    assert primary["attention-layers - random-layers"].mean == pytest.approx(0.0255, abs=0.002)
+    assert any("Anchors by the attention share minus random layers" in v for v in report.verdicts)
     assert any("anti-i2v removes more identity than RGB PGD" in v for v in report.verdicts)
-    assert any("rank 3 of 4" in v and "no better than chance" in v for v in report.verdicts)
+    assert any("rank 4 of 5" in v and "no better than chance" in v for v in report.verdicts)
     # ΔE 2 lies below the 4/255 cloaks of the first portrait (ΔE 2.0 exactly) and above none
     assert report.arms["anti-i2v"]["at_delta_e"]["2"]["n"] == 1
     back = StudyReport.from_json(json.loads(json.dumps(report.to_json())))

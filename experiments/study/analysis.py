@@ -309,6 +309,13 @@ def verdicts(report: StudyReport) -> list[str]:
     )
     if layers is not None and layers.mean is not None:
         out.append(f"Profile layers minus random layers (pooled draws): {_signed(layers)}.")
+    for b, what in (
+        (POOLED_RANDOM, "random layers (pooled draws)"),
+        ("profile-layers", "the profile's"),
+    ):
+        c = next((c for c in report.primary if c.a == "attention-layers" and c.b == b), None)
+        if c is not None and c.mean is not None:
+            out.append(f"Anchors by the attention share minus {what}: {_signed(c)}.")
     fast = next((c for c in report.primary if c.a == FAST_ARM and c.b == "anti-i2v"), None)
     if fast is not None and fast.mean is not None and fast.ci95:
         lo, hi = fast.ci95
