@@ -13,7 +13,8 @@ DEMO_STUDY ?= --selection 2 --random-layers 2 --budgets 4,16 --steps 16 --pilot-
 SRC := core models world probe analyses protect evaluate experiments anti_i2v tests bench tools artifacts/configs
 
 .PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
-	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
+	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox study-attention-target-mini-svd-v2 \
+	study-attention-target-mini-svd inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -131,6 +132,16 @@ ATTENTION_ARGS ?= --selection 4 --arms rgb-pgd,profile-layers,random-layers,atte
 	--random-layers 3 --budgets 4,8,14 --steps 30 --cloak-seeds 2 --generation-seeds 1
 study-attention-mini-cogvideox: $(STAMP)
 	$(call study_recipe,attention-mini-cogvideox,v1,61,mini-cogvideox,$(ATTENTION_ARGS))
+
+# The attention lever (issue: a cloak that wins at equal visibility): the colour space's diffusion
+# loss plus a term lowering the later frames' attention on the photo's frame (attention-target),
+# against RGB PGD and the colour space alone, on both SVD worlds. Fresh portraits each.
+TARGET_ARGS ?= --selection 4 --arms rgb-pgd,colour-space,attention-target --budgets 4,8,14 \
+	--steps 30 --cloak-seeds 2 --generation-seeds 1
+study-attention-target-mini-svd-v2: $(STAMP)
+	$(call study_recipe,attention-target-mini-svd-v2,v2,79,mini-svd-v2,$(TARGET_ARGS))
+study-attention-target-mini-svd: $(STAMP)
+	$(call study_recipe,attention-target-mini-svd,v1,83,mini-svd,$(TARGET_ARGS))
 
 # Inside mini-cogvideox (the README's lens strip and attention curve): fresh portraits, the lens on
 # the first at two timesteps, the attention share on all four; the files ship to

@@ -62,6 +62,7 @@ class _Recorder:
     seed: int
     heads: str
     sink: list[AttentionCall]
+    grad: bool = False  # keep the probabilities differentiable, on the call's device
 
 
 def _probabilities(
@@ -76,7 +77,7 @@ def _probabilities(
     n_q, n_k = query.shape[-2], key.shape[-2]
     g = torch.Generator().manual_seed(rec.seed)
     keep = torch.randperm(n_q, generator=g)[: min(rec.queries, n_q)].sort().values
-    with torch.no_grad():
+    with torch.set_grad_enabled(rec.grad and torch.is_grad_enabled()):
         q = query[..., keep.to(query.device), :].float()
         k = key.float()
         if k.shape[-3] != q.shape[-3]:  # grouped-query attention: keys shared by head groups
@@ -100,7 +101,7 @@ def _probabilities(
         probs = logits.softmax(dim=-1)
         if rec.heads == "mean":
             probs = probs.mean(dim=-3)
-    rec.sink.append(AttentionCall(rec.module, keep, probs.cpu(), n_q, n_k))
+    rec.sink.append(AttentionCall(rec.module, keep, probs if rec.grad else probs.cpu(), n_q, n_k))
 
 
 def _recording_sdpa(
@@ -149,7 +150,12 @@ def attention_modules(block: nn.Module) -> dict[str, nn.Module]:
 
 @contextlib.contextmanager
 def capture_attention(
-    denoiser: nn.Module, blocks: list[str], queries: int = 64, seed: int = 0, heads: str = "mean"
+    denoiser: nn.Module,
+    blocks: list[str],
+    queries: int = 64,
+    seed: int = 0,
+    heads: str = "mean",
+    grad: bool = False,
 ) -> Iterator[list[AttentionCall]]:
     """Record attention probabilities in `blocks` while the denoiser runs inside the context.
 
@@ -159,6 +165,8 @@ def capture_attention(
         queries: query rows kept per call (a seeded subset: the same rows for the same seed).
         seed: the subset's seed.
         heads: "mean" averages the heads (what scores use), "all" keeps them.
+        grad: keep the probabilities in the autograd graph, on the call's device (a loss on
+            them, `protect`'s attention term); otherwise they are detached copies on the CPU.
 
     Yields:
         The list the calls are appended to, in the order they run.
@@ -172,7 +180,7 @@ def capture_attention(
     try:
         for block in blocks:
             for name, module in attention_modules(denoiser.get_submodule(block)).items():
-                rec = _Recorder(f"{block}.{name}", queries, seed, heads, calls)
+                rec = _Recorder(f"{block}.{name}", queries, seed, heads, calls, grad)
                 if hasattr(module, "processor"):
                     inner = module.processor
                     wrapper = _recording_class(type(inner))()
@@ -259,6 +267,14 @@ def attention_maps(
 def attention_share(
     call: AttentionCall, grid: tuple[int, int, int], text_tokens: int = 0, text_first: bool = True
 ) -> dict[str, float] | None:
+    """The shares of `share_tensors`, as numbers (what the attention job reports)."""
+    shares = share_tensors(call, grid, text_tokens, text_first)
+    return None if shares is None else {k: float(v) for k, v in shares.items()}
+
+
+def share_tensors(
+    call: AttentionCall, grid: tuple[int, int, int], text_tokens: int = 0, text_first: bool = True
+) -> dict[str, torch.Tensor] | None:
     """How much the later frames' queries attend to the conditioning frame (and to the text).
 
     The call's token order is read from its lengths, as the families lay tokens out:
@@ -276,8 +292,9 @@ def attention_share(
 
     Returns:
         `frame0`: the mean probability mass that a later frame's query puts on frame 0's tokens;
-        `text` (joint attention only): the mass on the text tokens. None where the call's
-        layout is none of the above, or no kept query is on a later frame.
+        `text` (joint attention only): the mass on the text tokens; 0-d tensors, in the graph
+        when the call was recorded with `grad`. None where the call's layout is none of the
+        above, or no kept query is on a later frame.
     """
     layout = _layout(call, grid, text_tokens, text_first)
     if layout is None:
@@ -290,8 +307,8 @@ def attention_share(
     if len(later) == 0:
         return None
     probs = call.probs if call.probs.dim() == 3 else call.probs.mean(1)  # (B, k, keys)
-    rows = probs[:, later]
-    out = {"frame0": float(rows[..., start : start + per_frame].sum(-1).mean())}
+    rows = probs[:, later.to(probs.device)]
+    out = {"frame0": rows[..., start : start + per_frame].sum(-1).mean()}
     if text is not None:
-        out["text"] = float(rows[..., text].sum(-1).mean())
+        out["text"] = rows[..., text].sum(-1).mean()
     return out

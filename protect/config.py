@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from anti_i2v.core.common import ToolkitError, check_out_given, is_url
 from anti_i2v.probe.config import MODEL_DTYPES, OFFLOADS, check_timesteps
-from anti_i2v.protect.methods import LOSS_TERMS, METHODS
+from anti_i2v.protect.methods import LOSS_TERMS, METHODS, parse_loss
 
 SPACES = ("dual", "lab", "dct", "rgb")  # see protect.spaces
 # What a cloak meets on its way to an attacker (see protect.evaluate.distortions).
@@ -97,12 +97,13 @@ class ProtectConfig:
         if self.space is not None and self.space not in SPACES:
             raise ToolkitError(f"--space {self.space}: unknown; choose from {', '.join(SPACES)}")
         if self.losses is not None:
-            unknown = [x for x in self.losses if x not in LOSS_TERMS]
-            if unknown or not self.losses:
-                raise ToolkitError(
-                    f"--losses {','.join(self.losses)}: unknown term {unknown[:1]}; "
-                    f"choose from {', '.join(LOSS_TERMS)}"
-                )
+            if not self.losses:
+                raise ToolkitError(f"--losses: name at least one of {', '.join(LOSS_TERMS)}")
+            for entry in self.losses:
+                try:
+                    parse_loss(entry)
+                except ValueError as exc:
+                    raise ToolkitError(str(exc)) from None
         if self.ab_unit not in (128.0, 110.0):
             raise ToolkitError(
                 f"--ab-unit {self.ab_unit:g}: choose 128 (a*/b* half-range) or 110 (the paper's code)"

@@ -38,16 +38,33 @@ METHODS: dict[str, Method] = {
 }
 
 
-LOSS_TERMS = ("irc", "ira", "diffusion", "lpips", "sds", "latent_pull")
-PROFILE_TERMS = ("irc", "ira")  # the terms that need a layer profile
+LOSS_TERMS = ("irc", "ira", "diffusion", "lpips", "sds", "latent_pull", "attention")
+PROFILE_TERMS = ("irc", "ira", "attention")  # the terms that need a layer profile
+
+
+def parse_loss(entry: str) -> tuple[str, float | None]:
+    """`"attention=30"` -> ("attention", 30.0); `"irc"` -> ("irc", None): a term and its weight,
+    if given (`--losses diffusion,attention=30`)."""
+    name, _, weight = entry.partition("=")
+    try:
+        value = float(weight) if weight else None
+    except ValueError:
+        raise ValueError(f"--losses {entry}: a weight is a number, e.g. {name}=10") from None
+    if name not in LOSS_TERMS:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSS_TERMS)}")
+    if value is not None and not (value > 0 and value < float("inf")):
+        raise ValueError(f"--losses {entry}: a weight above 0")
+    return name, value
 
 
 def method_weights(method: str, losses: list[str] | None) -> dict[str, float]:
-    """A method's loss weights, restricted to `losses` when the user names them."""
+    """A method's loss weights, restricted to `losses` when the user names them; an entry
+    `term=w` sets that term's weight (the method's own, else 1, otherwise)."""
     base = METHODS[method].weights
     if losses is None:
         return dict(base)
-    unknown = [x for x in losses if x not in LOSS_TERMS]
-    if unknown:
-        raise ValueError(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSS_TERMS)}")
-    return {x: base.get(x, 1.0) for x in losses}
+    weights = {}
+    for entry in losses:
+        name, value = parse_loss(entry)
+        weights[name] = value if value is not None else base.get(name, 1.0)
+    return weights

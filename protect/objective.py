@@ -9,12 +9,14 @@ when no term needs the denoiser's output the pass stops after the deepest profil
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
+from anti_i2v.models.attention import capture_attention, share_tensors
 from anti_i2v.models.backbones import Backbone
 from anti_i2v.models.capture import block_order, capture_vae, trace_blocks
 from anti_i2v.protect.losses import diffusion_loss, ira_loss, irc_loss
@@ -27,9 +29,13 @@ TERM_SIGNS = {
     "lpips": -1.0,  # perceptual distance to the original: keep small
     "sds": +1.0,  # score-distillation surrogate (no denoiser Jacobian)
     "latent_pull": -1.0,  # VAE latent of the photo toward the target's latent (Mist, PhotoGuard)
+    # temporal attention targeting (after Vid-Freeze and I2VGuard): the share of later frames'
+    # attention on the photo's frame, in the anchor blocks: minimise it
+    "attention": -1.0,
 }
 NEEDS_OUTPUT = {"diffusion", "sds"}
-NEEDS_FEATURES = {"irc", "ira"}
+NEEDS_FEATURES = {"irc", "ira", "attention"}
+ATTENTION_QUERIES = 64  # query rows whose attention the attention term reads, per call (seeded)
 
 
 @dataclass
@@ -134,7 +140,7 @@ class ModelObjective:
                 self.target_vae = dict(vae_feats)
                 tlatent = self.reference if self.reference is not None else tcond.clean
                 for t in spec.timesteps:
-                    feats, _ = self._forward(tcond, tlatent, t, need_output=False)
+                    feats, _, _ = self._forward(tcond, tlatent, t, need_output=False)
                     self.target_feats[t] = {k: feats[k] for k in spec.anchor_layers if k in feats}
             if "latent_pull" in uses and target is not None:
                 self.target_latent = backbone.condition(
@@ -143,21 +149,36 @@ class ModelObjective:
         self.prepared = True
         return self
 
-    def _forward(self, cond, latent, t: int, need_output: bool):
+    def _forward(self, cond, latent, t: int, need_output: bool, attend: bool = False):
+        """Block features (laid out), the noisy latent and the output (when needed), and, with
+        `attend`, the anchors' attention calls, differentiable (`capture_attention(grad=True)`)."""
         backbone = self.backbone
         noisy = backbone.add_noise(latent, self.noise[t], t)
         kwargs = backbone.denoiser_kwargs(noisy, cond, t)
         stop = self.spec.early_exit and not need_output
         active = set(backbone.active_blocks(t))  # a model of experts runs one expert at t
         layers = [name for name in self.layers if name in active]
+        attended = [name for name in layers if name in self.spec.anchor_layers] if attend else []
         if not layers and not need_output:
-            return {}, (noisy, None)  # nothing of this call is wanted: the call is not made
-        feats = trace_blocks(
-            backbone, kwargs, layers, stop_after_last=stop and bool(layers), with_output=need_output
+            return {}, (noisy, None), []  # nothing of this call is wanted: the call is not made
+        recording = (
+            capture_attention(
+                backbone.denoiser, attended, ATTENTION_QUERIES, self.spec.seed, grad=True
+            )
+            if attended
+            else contextlib.nullcontext([])
         )
+        with recording as calls:
+            feats = trace_blocks(
+                backbone,
+                kwargs,
+                layers,
+                stop_after_last=stop and bool(layers),
+                with_output=need_output,
+            )
         output = feats.pop("__output__", None)
         laid = {k: backbone.layout(v, cond) for k, v in feats.items()}
-        return laid, (noisy, output)
+        return laid, (noisy, output), calls
 
     def __call__(self, adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if not self.prepared:
@@ -171,7 +192,9 @@ class ModelObjective:
         terms: dict[str, torch.Tensor] = {}
         if self.needs_denoiser:
             sds_latent = cond.clean if "sds" in self.uses else latent
-            feats, (noisy, output) = self._forward(cond, sds_latent, t, self.needs_output)
+            feats, (noisy, output), calls = self._forward(
+                cond, sds_latent, t, self.needs_output, attend="attention" in self.uses
+            )
             # Only the blocks that ran at t: a model of experts runs one expert per timestep, so
             # a chosen block of the other expert has no say in this step.
             anchors = {k: feats[k] for k in spec.anchor_layers if k in feats}
@@ -188,6 +211,8 @@ class ModelObjective:
                     if reached
                     else nothing
                 )
+            if "attention" in self.uses:
+                terms["attention"] = self._frame0_share(calls, cond) if calls else nothing
             if output is not None:
                 clean_hat = backbone.predict_clean(noisy, backbone.hidden(output), t)
                 if "diffusion" in self.uses:
@@ -205,6 +230,22 @@ class ModelObjective:
         if not terms:
             raise ValueError(f"no loss term is active among {sorted(spec.weights)}")
         return value, {k: _scalar(v) for k, v in terms.items()}
+
+    def _frame0_share(self, calls: list, cond) -> torch.Tensor:
+        """The mean share of later frames' attention on the photo's frame over the anchors'
+        readable calls (`share_tensors`), in the graph; zero (in the graph) when none is."""
+        backbone = self.backbone
+        text = backbone.text.get("prompt_embeds")
+        grid = backbone.token_grid(cond)
+        shares = [
+            s["frame0"]
+            for c in calls
+            if (s := share_tensors(c, grid, 0 if text is None else int(text.shape[1]),
+                                   backbone.joint_text_first)) is not None
+        ]  # fmt: skip
+        if not shares:
+            return cond.clean.float().sum() * 0.0
+        return torch.stack([s.float().to(cond.clean.device) for s in shares]).mean()
 
     def seen(self, adv: torch.Tensor) -> torch.Tensor:
         """What the model sees this step: `adv` `(B, 3, H, W)`, or it after this step's EOT distortion.

@@ -611,3 +611,57 @@ def test_a_model_of_experts_is_cloaked_through_the_expert_of_each_timestep(backb
                 h.remove()
         assert calls[expected] >= 1 and calls[{"high": "low", "low": "high"}[expected]] == 0
         assert terms["irc"] != 0 and adv.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", ["cogvideox", pytest.param("svd", marks=pytest.mark.slow)])
+def test_the_attention_term_is_the_anchors_frame0_share_and_its_gradient_reaches_the_photo(
+    backbones, family
+):
+    """The term reads the same share the attention job reports (recorded without gradient on
+    the same call), and a step against its gradient lowers it."""
+    from anti_i2v.models.attention import attention_share, capture_attention
+    from anti_i2v.protect.objective import ATTENTION_QUERIES
+
+    backbone = backbones(family)
+    layers = backbone.block_names()
+    anchors = layers[len(layers) // 2 :][:2]
+    spec = ObjectiveSpec(
+        weights={"attention": 1.0}, collapse_layers=layers[:1], anchor_layers=anchors,
+        timesteps=[500], clip_frames=backbone.default_frames, early_exit=False,
+    )  # fmt: skip
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    objective = ModelObjective(backbone, spec, x, None, None).prepare()
+    adv = x.clone().requires_grad_(True)
+    value, terms = objective(adv)
+    (grad,) = torch.autograd.grad(value, adv)
+    assert grad.abs().sum() > 0 and value.item() == pytest.approx(-terms["attention"])
+    # the same share, recorded without gradient from the same call
+    with torch.no_grad():
+        cond = backbone.condition(backbone.resize(x), spec.clip_frames)
+        noisy = backbone.add_noise(cond.clean, objective.noise[500], 500)
+        with capture_attention(backbone.denoiser, anchors, ATTENTION_QUERIES, 0) as calls:
+            backbone.denoiser(**backbone.denoiser_kwargs(noisy, cond, 500))
+    text = backbone.text["prompt_embeds"].shape[1] if "prompt_embeds" in backbone.text else 0
+    grid = backbone.token_grid(cond)
+    shares = [s["frame0"] for c in calls if (s := attention_share(c, grid, text)) is not None]
+    assert shares and terms["attention"] == pytest.approx(sum(shares) / len(shares), rel=1e-4)
+    # a small step up the objective (down the share) lowers the share
+    objective.step = 0
+    _, after = objective((x + 2 / 255 * grad.sign()).clamp(0, 1))
+    assert after["attention"] < terms["attention"]
+
+
+def test_a_loss_weight_is_given_as_term_equals_number_and_a_bad_one_is_refused(tmp_path, portraits):
+    from anti_i2v.protect.methods import method_weights
+
+    assert method_weights("anti-i2v", ["diffusion", "attention=10"]) == {
+        "diffusion": 1.0,
+        "attention": 10.0,
+    }
+    for bad, message in (("attention=ten", "a weight is a number"), ("attention=0", "above 0"),
+                         ("nonsense", "unknown loss")):  # fmt: skip
+        res = CliRunner().invoke(
+            app, ["protect", "tiny:cogvideox", str(portraits), "--losses", f"diffusion,{bad}",
+                  "--out", str(tmp_path / "o")],
+        )  # fmt: skip
+        assert res.exit_code == 2 and message in res.output and not (tmp_path / "o").exists()

@@ -322,7 +322,7 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
     from anti_i2v.experiments.study.config import DEFAULT_ARMS
 
     out = tmp_path / "study"
-    arms = ["--arms", ",".join((*DEFAULT_ARMS, "attention-layers"))]
+    arms = ["--arms", ",".join((*DEFAULT_ARMS, "attention-layers", "attention-target"))]
     result = runner.invoke(
         app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, *arms]
     )
@@ -334,7 +334,7 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
     report = StudyReport.from_json(json.loads((out / "report.json").read_text()))
     assert set(report.arms) >= {"random-noise", "rgb-pgd", "colour-space", "profile-layers",
                                 "random-layers-0", "random-layers-1", "random-layers", "pilot-layers",
-                                "attention-layers", "anti-i2v"}  # fmt: skip
+                                "attention-layers", "attention-target", "anti-i2v"}  # fmt: skip
     assert report.photos == 2 and report.primary and report.verdicts
     assert set(report.layers) == {
         "profile-layers",
@@ -353,7 +353,12 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
         ("attention-layers", "rgb-pgd"),
         ("attention-layers", "random-layers"),
         ("attention-layers", "profile-layers"),
+        ("attention-target", "colour-space"),
     }
+    # the attention lever's cloaks carry its term, weighted as registered, on the share's anchors
+    sidecar = json.loads(next((out / "cloaks" / "attention-target").rglob("*.json")).read_text())
+    assert sidecar["settings"]["losses"] == ["diffusion", "attention=10"]
+    assert sidecar["anchor_layers"] == report.layers["attention-layers"]["anchors"]
     readme = (out / "README.md").read_text()
     assert readme.startswith("# Study: tiny:svd") and report.verdicts[0] in readme
     assert "anti-i2v study tiny:svd" in readme and str(tmp_path) not in readme  # no user paths

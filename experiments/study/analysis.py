@@ -309,6 +309,14 @@ def verdicts(report: StudyReport) -> list[str]:
     )
     if layers is not None and layers.mean is not None:
         out.append(f"Profile layers minus random layers (pooled draws): {_signed(layers)}.")
+    term = next(
+        (c for c in report.primary if c.a == "attention-target" and c.b == "colour-space"), None
+    )
+    if term is not None and term.mean is not None:
+        out.append(
+            "The attention term on top of the colour space (attention-target minus colour-space): "
+            f"{_signed(term)}."
+        )
     for b, what in (
         (POOLED_RANDOM, "random layers (pooled draws)"),
         ("profile-layers", "the profile's"),

@@ -57,12 +57,20 @@ ARMS: dict[str, Arm] = {
         Arm("random-layers", "anti-i2v", "dual", ("irc", "ira"), "random"),
         Arm("pilot-layers", "anti-i2v", "dual", ("irc", "ira"), "pilot"),
         Arm("attention-layers", "anti-i2v", "dual", ("irc", "ira"), "attention"),
+        # A lever (temporal attention targeting, after Vid-Freeze and I2VGuard): the colour
+        # space's diffusion loss plus a term that lowers the later frames' attention share on
+        # the photo's frame in the blocks with the highest share. Its weight, 10, was piloted on
+        # fresh portraits of each world (the smallest of 1, 10, 100 at which the share falls as
+        # fast as with the term alone while the diffusion loss still rises).
+        Arm("attention-target", "anti-i2v", "dual", ("diffusion", "attention=10"), "attention"),
         Arm("anti-i2v", "anti-i2v", layers="profile"),
     )
 }
-# Run unless --arms says otherwise: every arm but attention-layers, which came later (a study
-# registered before it existed reruns under the same protocol) and is asked for by name.
-DEFAULT_ARMS = tuple(name for name in ARMS if name != "attention-layers")
+# Arms whose anchors are chosen by the attention share (measured on the selection photos)
+ATTENTION_ARMS = ("attention-layers", "attention-target")
+# Run unless --arms says otherwise: every arm but those that came later (a study registered
+# before they existed reruns under the same protocol), which are asked for by name.
+DEFAULT_ARMS = tuple(name for name in ARMS if name not in ATTENTION_ARMS)
 LEVER_ARM = "anti-i2v-eot"
 # The Arm fields of the cost lever (a protocol records them only for arms that set them)
 LEVER_FIELDS = ("optimizer", "alpha_decay", "alpha", "step_fraction")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from anti_i2v.core.common import ToolkitError
-from anti_i2v.experiments.study.config import StudyConfig
+from anti_i2v.experiments.study.config import ATTENTION_ARMS, StudyConfig
 
 ADAPT_TIMESTEPS = 5  # adapt probes each selection photo at five timesteps (analyses.run)
 REFERENCE_STEPS = 25  # protect's cached reference video (ProtectConfig.reference_steps)
@@ -108,7 +108,9 @@ def predict(
         stages["pilot"] = pilot * (cfg.pilot_steps * step.protect_s + video) + cfg.selection * (
             REFERENCE_STEPS * step.generate_s + video
         )
-    if "attention-layers" in cfg.arms and not layers_done:  # one recorded forward a photo and t
+    if (
+        set(cfg.arms) & set(ATTENTION_ARMS) and not layers_done
+    ):  # one recorded forward a photo and t
         stages["attention"] = cfg.selection * ADAPT_TIMESTEPS * step.generate_s
     arms = []
     for arm in cfg.study_arms():

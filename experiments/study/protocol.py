@@ -16,6 +16,7 @@ from pathlib import Path
 
 from anti_i2v.core.common import TOOLKIT_VERSION, ToolkitError, file_sha256, write_text_atomic
 from anti_i2v.experiments.study.config import (
+    ATTENTION_ARMS,
     FAST_ARM,
     LEVER_ARM,
     LEVER_FIELDS,
@@ -55,6 +56,7 @@ def comparisons(arms: set[str]) -> list[Comparison]:
                 "profile-layers",
                 "pilot-layers",
                 "attention-layers",
+                "attention-target",
                 LEVER_ARM,
                 FAST_ARM,
             )
@@ -72,6 +74,11 @@ def comparisons(arms: set[str]) -> list[Comparison]:
             "does the attention share choose better anchors than the semantic scores?",
         ),
         ("anti-i2v", "colour-space", "what IRC and IRA add on top of the colour space"),
+        (
+            "attention-target",
+            "colour-space",
+            "what the attention term adds on top of the colour space's diffusion loss",
+        ),
         (LEVER_ARM, "anti-i2v", "what the EOT lever adds"),
         (FAST_ARM, "anti-i2v", "does the fast optimiser reach the full-step cloak's effect?"),
     ]
@@ -167,7 +174,7 @@ def build_protocol(
                 "attention`, 64 queries a call, seed 0); the profile's rule ranks blocks by it, "
                 "keeping the profile's collapse blocks and timesteps"
             }
-            if "attention-layers" in cfg.arms
+            if set(cfg.arms) & set(ATTENTION_ARMS)
             else {}
         ),
         "arms": [arm_record(a) for a in arms],

@@ -33,7 +33,7 @@ from anti_i2v.core.common import (
 )
 from anti_i2v.core.distributed import Ranks, process_group
 from anti_i2v.core.images import gather_images, load_photo
-from anti_i2v.experiments.study.config import StudyConfig
+from anti_i2v.experiments.study.config import ATTENTION_ARMS, StudyConfig
 from anti_i2v.experiments.study.cost import (
     StudyCost,
     check_budget,
@@ -135,7 +135,7 @@ def choose_layers(cfg: StudyConfig, selection: Path, out: Path, judge: str) -> d
             profile, anchor_layers=pilot_anchors(profile, scores, judge_name(judge))
         )
         write_text_atomic(out / "pilot" / "scores.json", json.dumps(scores, indent=2) + "\n")
-    if "attention-layers" in cfg.arms:
+    if set(cfg.arms) & set(ATTENTION_ARMS):
         from anti_i2v.analyses.attention import attention_anchors, read_attention
         from anti_i2v.analyses.run import measure_attention
 
@@ -165,9 +165,12 @@ def cloak_sets(cfg: StudyConfig, out: Path, evaluation: Path) -> list[tuple[str,
     sets = []
     total = len(arms) * len(cfg.budgets) * cfg.cloak_seeds
     for arm in arms:
-        source = {"none": None, "timesteps": "profile-layers", "profile": "profile-layers"}.get(
-            arm.layers, arm.name
-        )
+        source = {
+            "none": None,
+            "timesteps": "profile-layers",
+            "profile": "profile-layers",
+            "attention": "attention-layers",
+        }.get(arm.layers, arm.name)
         profile = None if source is None else str(out / "layers" / f"{source}.json")
         for budget in cfg.budgets:
             for seed in range(cfg.cloak_seeds):
