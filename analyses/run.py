@@ -182,7 +182,8 @@ def adapt(
     if attention or ATTENTION_MEASURE in rule.measures:
         shares = measure_attention(model, images, out / "attention", cfg.timesteps, cfg.device)
     if lens:
-        from anti_i2v.probe.lens import LensConfig, run_lens
+        from anti_i2v.probe.config import LensConfig
+        from anti_i2v.probe.lens import run_lens
 
         first = sorted(gather_images(list(images)), key=lambda p: p.name)[0]
         run_lens(LensConfig(model, str(first), str(out / "lens"), cfg.timesteps, device=cfg.device))
@@ -211,7 +212,8 @@ def measure_attention(
 ) -> Path:
     """The attention share on `images` at `timesteps` (`anti-i2v attention`); returns the
     attention.json, measured once (a resumed run keeps one of the same photos and timesteps)."""
-    from anti_i2v.probe.attention import AttentionConfig, run_attention
+    from anti_i2v.probe.attention import run_attention
+    from anti_i2v.probe.config import AttentionConfig
 
     path = out / "attention.json"
     if path.is_file():

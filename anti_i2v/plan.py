@@ -178,7 +178,7 @@ def _attention_step(backbone, x: torch.Tensor, frames: int) -> None:
     import torch
 
     from anti_i2v.models.attention import capture_attention
-    from anti_i2v.probe.attention import AttentionConfig
+    from anti_i2v.probe.config import AttentionConfig
 
     with torch.no_grad():
         cond = backbone.condition(x[:1], frames)

@@ -35,36 +35,11 @@ from anti_i2v.core.common import (
 from anti_i2v.core.images import gather_images
 from anti_i2v.models.attention import attention_maps, attention_share, capture_attention
 from anti_i2v.models.backbones import load_backbone
-from anti_i2v.probe.config import check_timesteps
+from anti_i2v.probe.config import AttentionConfig
 from anti_i2v.probe.run import load_photos, sample_noise
 
 SCHEMA = "anti-i2v.attention/1"
 MAPS_SCHEMA = "anti-i2v.attention-maps/1"
-
-
-@dataclass(frozen=True)
-class AttentionConfig:
-    """What to measure: a model, photos, timesteps and the query subset."""
-
-    model: str
-    images: tuple[str, ...]
-    out: str
-    timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
-    queries: int = 64  # query rows kept per attention call
-    seed: int = 0  # the noise and the query subset
-    maps: int = 0  # video queries per block and timestep whose whole map is kept (first photo)
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        check_timesteps(self.timesteps)
-        if self.queries < 1:
-            raise ToolkitError(f"--queries {self.queries}: keep at least 1 query row a call")
-        if not 0 <= self.maps <= self.queries:
-            raise ToolkitError(
-                f"--maps {self.maps}: between 0 and --queries {self.queries} (a map is a kept row)"
-            )
-        if self.seed < 0:
-            raise ToolkitError(f"--seed {self.seed}: give a seed of 0 or more")
 
 
 @dataclass

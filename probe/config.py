@@ -85,3 +85,48 @@ def check_timesteps(timesteps: tuple[int, ...], flag: str = "--timesteps") -> No
 
 def _csv(values) -> str:
     return ",".join(map(str, values))
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """What to measure: a model, photos, timesteps and the query subset."""
+
+    model: str
+    images: tuple[str, ...]
+    out: str
+    timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
+    queries: int = 64  # query rows kept per attention call
+    seed: int = 0  # the noise and the query subset
+    maps: int = 0  # video queries per block and timestep whose whole map is kept (first photo)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_timesteps(self.timesteps)
+        if self.queries < 1:
+            raise ToolkitError(f"--queries {self.queries}: keep at least 1 query row a call")
+        if not 0 <= self.maps <= self.queries:
+            raise ToolkitError(
+                f"--maps {self.maps}: between 0 and --queries {self.queries} (a map is a kept row)"
+            )
+        if self.seed < 0:
+            raise ToolkitError(f"--seed {self.seed}: give a seed of 0 or more")
+
+
+@dataclass(frozen=True)
+class LensConfig:
+    """What to look through: a model, one photo, timesteps and the noise seed."""
+
+    model: str
+    image: str
+    out: str
+    timesteps: tuple[int, ...] = (300, 700)
+    seed: int = 0  # the noise
+    shown_frames: int = 5  # decoded frames per block in the strip, evenly spaced
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_timesteps(self.timesteps)
+        if self.seed < 0:
+            raise ToolkitError(f"--seed {self.seed}: give a seed of 0 or more")
+        if self.shown_frames < 1:
+            raise ToolkitError(f"--frames {self.shown_frames}: show at least 1 frame a block")

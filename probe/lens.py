@@ -32,31 +32,11 @@ from anti_i2v.core.common import (
 )
 from anti_i2v.models.backbones import FAMILIES, load_backbone, model_family
 from anti_i2v.models.lens import lens_clean
-from anti_i2v.probe.config import check_timesteps
+from anti_i2v.probe.config import LensConfig
 from anti_i2v.probe.run import load_photos, sample_noise
 
 SCHEMA = "anti-i2v.lens/1"
 CELL = 96  # longest side of a frame in the bare mosaic (the explorer's strip)
-
-
-@dataclass(frozen=True)
-class LensConfig:
-    """What to look through: a model, one photo, timesteps and the noise seed."""
-
-    model: str
-    image: str
-    out: str
-    timesteps: tuple[int, ...] = (300, 700)
-    seed: int = 0  # the noise
-    shown_frames: int = 5  # decoded frames per block in the strip, evenly spaced
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        check_timesteps(self.timesteps)
-        if self.seed < 0:
-            raise ToolkitError(f"--seed {self.seed}: give a seed of 0 or more")
-        if self.shown_frames < 1:
-            raise ToolkitError(f"--frames {self.shown_frames}: show at least 1 frame a block")
 
 
 @dataclass

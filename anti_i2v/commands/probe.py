@@ -14,6 +14,8 @@ from anti_i2v.core.common import ToolkitError, cli_command, parse_ints
 from anti_i2v.core.distributed import Ranks
 from anti_i2v.models.registry import MINI_JUDGES
 from anti_i2v.probe.config import MODEL_DTYPES, STORAGE_CODECS, STORAGE_DTYPES
+from anti_i2v.probe.config import AttentionConfig as A
+from anti_i2v.probe.config import LensConfig as L
 from anti_i2v.probe.config import ProbeConfig as P
 
 console = Console(stderr=True)
@@ -504,18 +506,20 @@ def attention(
     ),
     images: list[Path] = typer.Argument(..., help="image files or folders"),
     out: Path = typer.Option(..., "--out", help="folder: attention.json and attention.png"),
-    timesteps: str = typer.Option("100,300,500,700,900", help="timesteps on the 0..1000 scale"),
-    queries: int = typer.Option(64, help="query rows kept per attention call (seeded subset)"),
-    maps: int = typer.Option(
-        0, help="also keep N queries' whole attention maps (first photo) for the explorer"
+    timesteps: str = typer.Option(_csv(A.timesteps), help="timesteps on the 0..1000 scale"),
+    queries: int = typer.Option(
+        A.queries, help="query rows kept per attention call (seeded subset)"
     ),
-    seed: int = typer.Option(0, help="seed of the noise and of the query subset"),
+    maps: int = typer.Option(
+        A.maps, help="also keep N queries' whole attention maps (first photo) for the explorer"
+    ),
+    seed: int = typer.Option(A.seed, help="seed of the noise and of the query subset"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """How much each block's later frames attend to the photo's frame, per timestep."""
-    from anti_i2v.probe.attention import AttentionConfig, run_attention
+    from anti_i2v.probe.attention import run_attention
 
-    cfg = AttentionConfig(
+    cfg = A(
         model=model,
         images=tuple(str(p) for p in images),
         out=str(out),
@@ -526,15 +530,19 @@ def attention(
         device=device,
     )
     result = run_attention(cfg)
-    table = Table(title=f"{result.model}: later frames' attention on frame 0")
+    _block_table(f"{result.model}: later frames' attention on frame 0", result, result.frame0)
+    Console().print(f"attention: {out / 'attention.json'}, {out / 'attention.png'}")
+
+
+def _block_table(title: str, result, values: dict[str, list[float]]) -> None:
+    """One row a block, one column a timestep (`-` where the block did not run)."""
+    table = Table(title=title)
     table.add_column("block")
     for t in result.timesteps:
         table.add_column(f"t={t}", justify="right")
     for layer in result.layers:
-        cells = [("-" if v != v else f"{v:.3f}") for v in result.frame0[layer]]
-        table.add_row(escape(layer), *cells)
+        table.add_row(escape(layer), *[("-" if v != v else f"{v:.3f}") for v in values[layer]])
     Console().print(table)
-    Console().print(f"attention: {out / 'attention.json'}, {out / 'attention.png'}")
 
 
 def lens(
@@ -543,15 +551,15 @@ def lens(
     ),
     image: Path = typer.Argument(..., help="one photo"),
     out: Path = typer.Option(..., "--out", help="folder: lens.json and lens-t<t>.png"),
-    timesteps: str = typer.Option("300,700", help="timesteps on the 0..1000 scale"),
-    seed: int = typer.Option(0, help="seed of the noise"),
-    frames: int = typer.Option(5, "--frames", help="decoded frames shown per block"),
+    timesteps: str = typer.Option(_csv(L.timesteps), help="timesteps on the 0..1000 scale"),
+    seed: int = typer.Option(L.seed, help="seed of the noise"),
+    frames: int = typer.Option(L.shown_frames, "--frames", help="decoded frames shown per block"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """The video each block would generate if it were the last: its state through the model's own head."""
-    from anti_i2v.probe.lens import LensConfig, run_lens
+    from anti_i2v.probe.lens import run_lens
 
-    cfg = LensConfig(
+    cfg = L(
         model=model,
         image=str(image),
         out=str(out),
@@ -561,14 +569,8 @@ def lens(
         device=device,
     )
     result = run_lens(cfg)
-    table = Table(title=f"{result.model}: each block's clean estimate, distance to the output")
-    table.add_column("block")
-    for t in result.timesteps:
-        table.add_column(f"t={t}", justify="right")
-    for layer in result.layers:
-        cells = [("-" if v != v else f"{v:.3f}") for v in result.to_output[layer]]
-        table.add_row(escape(layer), *cells)
-    Console().print(table)
+    title = f"{result.model}: each block's clean estimate, distance to the output"
+    _block_table(title, result, result.to_output)
     Console().print(f"lens: {out / 'lens.json'}, " + ", ".join(str(out / s) for s in result.strips))
 
 
