@@ -226,3 +226,11 @@ def test_the_lens_command_refuses_an_unreadable_photo_before_loading(tmp_path, n
         app, ["lens", "tiny:cogvideox", str(bad), "--out", str(tmp_path / "o")]
     )
     assert res.exit_code == 2 and "bad.png" in res.output
+
+
+def test_adapt_with_lens_refuses_a_unet_family_before_probing(tmp_path, portraits, no_model):
+    res = CliRunner().invoke(
+        app, ["adapt", "tiny:svd", str(portraits), "--lens", "--out", str(tmp_path / "a")]
+    )
+    assert res.exit_code == 2 and "--lens: tiny:svd has no lens" in res.output
+    assert not (tmp_path / "a").exists()
