@@ -382,38 +382,43 @@ def study_readme(folder: Path) -> str:
     return render_readme(study_report(folder), json.loads((folder / "protocol.json").read_text()))
 
 
+# The results table's comparison columns: (heading, arm a, arm b), a cell reading a - b; the
+# profile's rank sits after the first four.
+TABLE_COMPARISONS = (
+    ("Anti-I2V − RGB PGD", "anti-i2v", "rgb-pgd"),
+    ("colour space alone − RGB PGD", "colour-space", "rgb-pgd"),
+    ("profile − random layers (IRC+IRA)", "profile-layers", "random-layers"),
+    ("attention-share anchors − random layers", "attention-layers", "random-layers"),
+    ("fewer steps (anti-i2v-fast) − Anti-I2V", FAST_ARM, "anti-i2v"),
+    ("attention term on the colour space − colour space alone", "attention-target", "colour-space"),
+)
+
+
 def results_table(root: Path = STUDIES, links: bool = True) -> str:
     """The README's results table, one row per shipped study: each cloak minus RGB PGD at the
     headline visibility (Holm-corrected across the study's pre-registered comparisons) and where
     the profile's layers rank, each naming its study (as links in the README; as folder names
     in the docs site, which cannot link outside itself); then each study's verdict sentences."""
     found = {folder: study_report(folder) for folder in studies(root)}
-    rows = []
-    for folder, report in found.items():
-        rows.append(
-            [
-                report.model,
-                f"{report.judge}, {report.photos} portraits, at ΔE {report.headline_delta_e:g}",
-                _diff_cell(report, "anti-i2v", "rgb-pgd"),
-                _diff_cell(report, "colour-space", "rgb-pgd"),
-                _diff_cell(report, "profile-layers", "random-layers"),
-                _diff_cell(report, "attention-layers", "random-layers"),
-                _rank_cell(report),
-                _diff_cell(report, FAST_ARM, "anti-i2v"),
-                f"[{folder.name}](artifacts/studies/{folder.name}/README.md)"
-                if links
-                else f"`{folder.name}/`",
-            ]
-        )
+    rows = [
+        [
+            report.model,
+            f"{report.judge}, {report.photos} portraits, at ΔE {report.headline_delta_e:g}",
+            *(_diff_cell(report, a, b) for _, a, b in TABLE_COMPARISONS[:4]),
+            _rank_cell(report),
+            *(_diff_cell(report, a, b) for _, a, b in TABLE_COMPARISONS[4:]),
+            f"[{folder.name}](artifacts/studies/{folder.name}/README.md)"
+            if links
+            else f"`{folder.name}/`",
+        ]
+        for folder, report in found.items()
+    ]
     head = [
         "model",
         "judge, portraits, visibility",
-        "Anti-I2V − RGB PGD",
-        "colour space alone − RGB PGD",
-        "profile − random layers (IRC+IRA)",
-        "attention-share anchors − random layers",
+        *(h for h, _, _ in TABLE_COMPARISONS[:4]),
         "profile's rank (permutation p)",
-        "fewer steps (anti-i2v-fast) − Anti-I2V",
+        *(h for h, _, _ in TABLE_COMPARISONS[4:]),
         "study",
     ]
     verdicts = [

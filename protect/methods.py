@@ -51,7 +51,9 @@ def parse_loss(entry: str) -> tuple[str, float | None]:
     except ValueError:
         raise ValueError(f"--losses {entry}: a weight is a number, e.g. {name}=10") from None
     if name not in LOSS_TERMS:
-        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSS_TERMS)}")
+        raise ValueError(
+            f"--losses {entry}: unknown loss {name!r}; choose from {', '.join(LOSS_TERMS)}"
+        )
     if value is not None and not (value > 0 and value < float("inf")):
         raise ValueError(f"--losses {entry}: a weight above 0")
     return name, value

@@ -253,6 +253,38 @@ def _row(photo, label, seed, delta_e, drop):
     )  # fmt: skip
 
 
+def _known_rows(slopes: dict[str, float], rng) -> list:
+    """Eight portraits' rows whose drop is slope * ΔE (plus a little noise), ΔE = budget / 2."""
+    rows = []
+    for arm, slope in slopes.items():
+        for i in range(8):
+            for b in (4, 8):
+                for c in (0, 1):
+                    for g in (0, 1):
+                        de = b / 2 * (1 + 0.05 * i)
+                        noise = 0.001 * rng.standard_normal()
+                        rows.append(
+                            _row(f"e{i}", cloak_label(arm, b, c), g, de, slope * de + noise)
+                        )
+    return rows
+
+
+def test_a_colour_space_that_loses_to_rgb_pgd_is_said_once(tmp_path):
+    cfg = StudyConfig(
+        model="tiny:svd", photos="p", out="o", budgets=(4, 8), cloak_seeds=2, generation_seeds=2,
+        reps=400, arms=("rgb-pgd", "colour-space"),
+    )  # fmt: skip
+    protocol = build_protocol(
+        cfg, split_photos(_photos(tmp_path, 10), cfg), "j", "j" * 64, "w" * 64
+    )
+    rows = _known_rows({"rgb-pgd": 0.01, "colour-space": 0.0}, np.random.default_rng(2))
+    report = analyse(rows, protocol, {})
+    loss = next(c for c in report.primary if c.a == "colour-space")
+    assert loss.significant and loss.mean < 0
+    said = [v for v in report.verdicts if f"{loss.mean:+.4f}" in v]
+    assert len(said) == 1 and said[0].startswith("RGB PGD removes more identity than colour-space")
+
+
 def test_analysis_reads_known_curves_and_writes_the_verdicts(tmp_path):
     from anti_i2v.experiments.study.config import DEFAULT_ARMS
 
@@ -267,17 +299,7 @@ def test_analysis_reads_known_curves_and_writes_the_verdicts(tmp_path):
     slopes = {"random-noise": 0.0, "rgb-pgd": 0.01, "colour-space": 0.01, "profile-layers": 0.01,
               "random-layers-0": 0.011, "random-layers-1": 0.012, "pilot-layers": 0.009,
               "attention-layers": 0.02, "anti-i2v": 0.03}  # fmt: skip
-    rows = []
-    for arm, slope in slopes.items():
-        for i in range(8):
-            for b in (4, 8):
-                for c in (0, 1):
-                    for g in (0, 1):
-                        de = b / 2 * (1 + 0.05 * i)
-                        noise = 0.001 * rng.standard_normal()
-                        rows.append(
-                            _row(f"e{i}", cloak_label(arm, b, c), g, de, slope * de + noise)
-                        )
+    rows = _known_rows(slopes, rng)
     layers = {"profile-layers": {"collapse": ["a"], "anchors": ["b"], "timesteps": [500]}}
     report = analyse(rows, protocol, layers)
     anti = report.arms["anti-i2v"]["at_delta_e"]["3"]

@@ -291,7 +291,7 @@ def verdicts(report: StudyReport) -> list[str]:
         )
     out += [f"RGB PGD removes more identity than {c.a} at {h}: {_signed(c)}." for c in losses]
     colour = next((c for c in against if c.a == "colour-space"), None)
-    if colour is not None:
+    if colour is not None and colour not in losses:  # a loss already said it
         out.append(
             "The colour space alone (dual space, diffusion loss only) minus RGB PGD: "
             f"{_signed(colour)}."
