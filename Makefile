@@ -14,7 +14,8 @@ SRC := core models world probe analyses protect evaluate experiments anti_i2v te
 
 .PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
 	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox study-attention-target-mini-svd-v2 \
-	study-attention-target-mini-svd inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
+	study-attention-target-mini-svd study-region-mini-svd-v2 study-region-mini-svd \
+	inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -108,22 +109,34 @@ study-mini-cogvideox: $(STAMP)
 # choice as the anti-i2v-fast arm (a quarter of the steps) beside full Anti-I2V and RGB PGD.
 LEVER_ARGS ?= --selection 4 --arms rgb-pgd,anti-i2v --budgets 4,8,14 --steps 60 \
 	--cloak-seeds 2 --generation-seeds 1
+# $(call lever_recipe,NAME,WORLD,SEED,MODEL,PILOT,STUDY_ARGS[,PILOT_ARGS]): the pilot
+# (anti_i2v.experiments.PILOT) writes the options the study is then registered with.
 define lever_recipe
 	$(BIN)/anti-i2v world render --world $(2) --out out/study-$(1)/world --count $(STUDY_PORTRAITS) \
 		--seed $(3) --photos out/study-$(1)/photos
-	$(BIN)/python -m anti_i2v.experiments.optimiser_pilot $(4) out/study-$(1)/photos \
-		--profile artifacts/profiles/$(4).json --selection 4 --steps 60 --out out/study-$(1)/pilot
+	$(BIN)/python -m anti_i2v.experiments.$(5) $(4) out/study-$(1)/photos \
+		--profile artifacts/profiles/$(4).json --selection 4 --steps 60 $(7) --out out/study-$(1)/pilot
 	$(BIN)/anti-i2v study $(4) out/study-$(1)/photos --masks out/study-$(1)/world \
-		--out out/study-$(1)/study $(LEVER_ARGS) $$(cat out/study-$(1)/pilot/study-options.txt)
+		--out out/study-$(1)/study $(6) $$(cat out/study-$(1)/pilot/study-options.txt)
 	rm -rf artifacts/studies/$(1).tmp && mkdir -p artifacts/studies/$(1).tmp
 	cd out/study-$(1)/study && cp $(STUDY_FILES) ../../../artifacts/studies/$(1).tmp/
 	cp out/study-$(1)/pilot/pilot.json artifacts/studies/$(1).tmp/
 	rm -rf artifacts/studies/$(1) && mv artifacts/studies/$(1).tmp artifacts/studies/$(1)
 endef
 study-levers-mini-svd-v2: $(STAMP)
-	$(call lever_recipe,levers-mini-svd-v2,v2,53,mini-svd-v2)
+	$(call lever_recipe,levers-mini-svd-v2,v2,53,mini-svd-v2,optimiser_pilot,$(LEVER_ARGS))
 study-levers-mini-svd: $(STAMP)
-	$(call lever_recipe,levers-mini-svd,v1,59,mini-svd)
+	$(call lever_recipe,levers-mini-svd,v1,59,mini-svd,optimiser_pilot,$(LEVER_ARGS))
+
+# The region lever (issue: a cloak that wins at equal visibility): full Anti-I2V with its change
+# moved towards the face (face-region), against itself and RGB PGD. The pilot picks the floor on
+# the selection photos: the lowest whose p95/mean ΔE is no higher than RGB PGD's.
+REGION_ARGS ?= --selection 4 --arms rgb-pgd,anti-i2v,face-region --budgets 4,8,14 --steps 60 \
+	--cloak-seeds 2 --generation-seeds 1
+study-region-mini-svd-v2: $(STAMP)
+	$(call lever_recipe,region-mini-svd-v2,v2,89,mini-svd-v2,region_pilot,$(REGION_ARGS),--masks out/study-region-mini-svd-v2/world)
+study-region-mini-svd: $(STAMP)
+	$(call lever_recipe,region-mini-svd,v1,97,mini-svd,region_pilot,$(REGION_ARGS),--masks out/study-region-mini-svd/world)
 
 # The attention share as a layer choice (`--arms ... attention-layers`, docs/study.md): do the
 # blocks whose later frames attend most to the photo's frame make better anchors than the

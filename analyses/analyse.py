@@ -64,18 +64,25 @@ class Analysis:
     mask_grids: dict[str, np.ndarray] = field(default_factory=dict)  # sample name -> (H, W) labels
 
 
+MASK_LAYOUTS = ("<name>/masks/000.png", "<name>/000.png", "<name>.png")  # the world's first
+
+
+def mask_path(masks_dir: Path, name: str) -> Path | None:
+    """Sample `name`'s part mask in `masks_dir` (the first of `MASK_LAYOUTS` there), or None."""
+    for layout in MASK_LAYOUTS:
+        cand = masks_dir / layout.replace("<name>", name)
+        if cand.is_file():
+            return cand
+    return None
+
+
 def load_masks(masks_dir: Path, names: list[str]) -> dict[str, np.ndarray]:
-    """Part masks by sample name: `<dir>/<name>/masks/000.png`, `<dir>/<name>/000.png` or `<dir>/<name>.png`."""
+    """Part masks by sample name (`mask_path`), as `(H, W)` int64 labels."""
     found = {}
     for name in names:
-        for cand in (
-            masks_dir / name / "masks" / "000.png",
-            masks_dir / name / "000.png",
-            masks_dir / f"{name}.png",
-        ):
-            if cand.is_file():
-                found[name] = np.asarray(Image.open(cand).convert("L"), dtype=np.int64)
-                break
+        path = mask_path(masks_dir, name)
+        if path is not None:
+            found[name] = np.asarray(Image.open(path).convert("L"), dtype=np.int64)
     if not found:
         raise ToolkitError(
             f"no masks for any sample in {masks_dir}; expected <sample>/masks/000.png or <sample>.png "

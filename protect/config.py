@@ -54,6 +54,10 @@ class ProtectConfig:
     device: str = "auto"
     ab_unit: float = 128.0  # a*/b* points per lab unit: 128 (half-range) or 110 (the paper's code)
     eot: tuple[str, ...] = ()  # distortions the model sees the cloak through, in turn (EOT)
+    # A lever: weight the change towards the face (`protect.region`), "face" (dlib's box) or a
+    # folder of masks; off the region the weight is `region_floor` (before scaling to mean 1)
+    region: str | None = None
+    region_floor: float = 0.25
     # The model's weights and forward; the perturbation, its spaces and projection stay float32
     dtype: str = "float32"
     checkpointing: bool = (
@@ -107,6 +111,11 @@ class ProtectConfig:
         if self.ab_unit not in (128.0, 110.0):
             raise ToolkitError(
                 f"--ab-unit {self.ab_unit:g}: choose 128 (a*/b* half-range) or 110 (the paper's code)"
+            )
+        if not 0 < self.region_floor <= 1:
+            raise ToolkitError(
+                f"--region-floor {self.region_floor:g}: the weight off the face, in (0, 1] "
+                "(1: no weighting)"
             )
         if self.frames < 1:
             raise ToolkitError(

@@ -57,6 +57,7 @@ from anti_i2v.protect.objective import (
 )
 from anti_i2v.protect.output import OutputFolder, write_png_uint8
 from anti_i2v.protect.perceptual import load_lpips
+from anti_i2v.protect.region import FACE, Region
 from anti_i2v.protect.sidecar import Sidecar
 from anti_i2v.protect.spaces import Space, budget_used
 
@@ -107,6 +108,12 @@ class Run:
             timesteps=list(cfg.timesteps or (profile.timesteps if profile else [500])),
         )
 
+    @functools.cached_property
+    def region(self) -> Region | None:
+        """`--region`, checked (its folder exists, or dlib imports), or None."""
+        cfg = self.cfg
+        return None if cfg.region is None else Region.check(cfg.region, cfg.region_floor)
+
     @functools.cached_property  # computed once per run: it hashes the target file
     def settings(self) -> dict:
         """Every setting that shapes a cloak (the method's defaults filled in), as it reads back from JSON."""
@@ -124,6 +131,10 @@ class Run:
         for key in ("optimizer", "alpha_decay"):  # levers: recorded only when not the paper's
             if d[key] == ProtectConfig.__dataclass_fields__[key].default:
                 d.pop(key)
+        if self.region is None:  # the region lever, likewise; its masks by content, per photo
+            d.pop("region"), d.pop("region_floor")
+        else:
+            d["region"] = FACE if self.region.source == FACE else "masks"
         if self.members:
             d["ensemble"] = [
                 {
@@ -154,6 +165,7 @@ class Run:
         return (
             old.photo_sha256 == photo.sha256
             and old.settings == self.settings
+            and old.region_sha256 == (self.region.digest(photo) if self.region else None)
             and (old.collapse_layers, old.anchor_layers, old.vae_anchor_layers)
             == (self.collapse_layers, self.anchor_layers, self.vae_anchor_layers)
         )
@@ -327,11 +339,15 @@ def cloak_photos(
     """
     started = time.time()
     cfg, method = run.cfg, METHODS[run.cfg.method]
-    space = Space(run.space, eps=cfg.eps / 255, ab_unit=cfg.ab_unit)
     clip = clip_frames_for(backbone, cfg.frames)
     works = [photo.work_pixels(cfg.work_max_side) for photo in photos]
     if len({tuple(w.shape) for w in works}) != 1:
         raise ValueError("a batch holds photos of one working size")
+    region = None
+    if run.region is not None:
+        size = tuple(works[0].shape[-2:])
+        region = torch.stack([run.region.weights(p, size) for p in photos]).to(backbone.device)
+    space = Space(run.space, eps=cfg.eps / 255, ab_unit=cfg.ab_unit, region=region)
     if len(members) != len(run.members):
         raise ValueError(f"the run has {len(run.members)} ensemble models, {len(members)} given")
     x = torch.stack(works).to(backbone.device)
@@ -393,6 +409,7 @@ def cloak_photos(
             seconds=seconds,
             toolkit_version=TOOLKIT_VERSION,
             batch_size=len(photos),
+            region_sha256=run.region.digest(photo) if run.region else None,
         )
         done.append((cloak, sidecar))
     return done
@@ -462,6 +479,7 @@ def prepare_run(
         check_writable_dir(Path(cfg.out))
     profile = load_profile(Path(cfg.profile)) if cfg.profile else None
     run = Run.resolve(cfg, profile).with_members()
+    _ = run.region  # its folder exists, or dlib imports: one line now, before any model loads
     if cfg.target:
         load_photo(Path(cfg.target))  # readable, or one line now
     if not jobs:
@@ -555,6 +573,11 @@ def _ready(job: Job, run: Run, dest: OutputFolder) -> Photo | PhotoResult:
             f"at least {MIN_SIDE} px a side)",
             bad_input=True,
         )
+    if run.region is not None:
+        try:  # a photo without a usable region is refused alone (it is cloaked on its own size)
+            run.region.binary(photo, tuple(photo.work_pixels(run.cfg.work_max_side).shape[-2:]))
+        except ToolkitError as exc:
+            return PhotoResult(job.name, "failed", str(exc), bad_input=True)
     done = _already_done(job, run, dest, photo)
     if done is not None:
         return done

@@ -12,6 +12,8 @@ from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 SIDECAR_SCHEMA = "anti-i2v.sidecar/1"
+# Fields added after sidecars were sealed (`content_sha256`), hashed only when set
+LATER_FIELDS = ("region_sha256",)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Sidecar:
     vae_anchor_layers: list[str] = field(default_factory=list)  # IRA on the VAE encoder too
     original: str | None = None  # in place: where the original photo was kept
     batch_size: int = 1  # photos optimised together in one step (same cloak, within float error)
+    region_sha256: str | None = None  # --region with masks: this photo's mask file, by content
     # The written PNG's sha256: evaluate refuses a cloak that was replaced after it was made.
     cloak_sha256: str | None = None
     # sha256 of every other field (`content_digest`): a sidecar edited by hand no longer matches.
@@ -55,6 +58,9 @@ class Sidecar:
         """sha256 of the canonical JSON of every field but `content_sha256` itself and the time
         taken (`seconds`), so that the same cloak made twice carries the same hash."""
         data = {k: v for k, v in self.to_json().items() if k not in ("content_sha256", "seconds")}
+        for key in LATER_FIELDS:  # unset, they are left out: older sidecars still verify
+            if data[key] is None:
+                data.pop(key)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kornia.color
 import torch
@@ -109,6 +109,8 @@ class Space:
     eps: float = 16 / 255
     cutoff: float = 0.25  # DCT low-pass cutoff (dct and dual)
     ab_unit: float = AB_SCALE  # a*/b* points per unit of the lab parameters (see AB_UNITS)
+    # `(B, 1, H, W)` weights of the change per pixel (`protect.region`, mean 1), or None: uniform
+    region: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def units(self) -> dict[str, str]:
         """What one unit of each parameter is, for the sidecar (eps is counted in these units)."""
@@ -146,7 +148,8 @@ class Space:
         """The perturbed image in [0, 1], float32 whatever the image's dtype.
 
         The perturbation and its transforms stay float32 even when the model runs in bfloat16:
-        bfloat16's spacing near 0.5 is 1/256, so a 1/255 step would round away.
+        bfloat16's spacing near 0.5 is 1/256, so a 1/255 step would round away. With a
+        `region`, the change is then weighted per pixel (and clamped to [0, 1] again).
         """
         x = image.float()
         params = {k: v.float() for k, v in params.items()}
@@ -156,7 +159,10 @@ class Space:
             x = apply_lab(x, params["ab"], self.ab_unit)
         if "rgb" in params:
             x = x + params["rgb"]
-        return x.clamp(0, 1)
+        x = x.clamp(0, 1)
+        if self.region is not None:  # the same change, moved towards the region
+            x = (image.float() + self.region.to(x) * (x - image.float())).clamp(0, 1)
+        return x
 
     def project(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Clip every parameter into the L-inf budget (each space in its own units)."""

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -63,6 +64,16 @@ def portraits(tmp_path_factory) -> Path:
     for s in (10, 20, 30):
         rgb, _ = render_video(sample_identity(s), sample_motion(s), frames=1)
         Image.fromarray(rgb[0]).save(d / f"p{s}.png")
+    return d
+
+
+@pytest.fixture(scope="session")
+def portrait_masks(tmp_path_factory) -> Path:
+    """The portraits' part masks (the mini world's labels), `NAME.png` each."""
+    d = tmp_path_factory.mktemp("portrait-masks")
+    for s in (10, 20, 30):
+        _, labels = render_video(sample_identity(s), sample_motion(s), frames=1)
+        Image.fromarray(labels[0].astype(np.uint8)).save(d / f"p{s}.png")
     return d
 
 

@@ -210,6 +210,19 @@ def test_a_face_judge_refuses_photos_without_a_face_before_any_model(tmp_path, n
     assert not (tmp_path / "s" / "protocol.json").exists()
 
 
+def test_a_region_arm_refuses_a_photo_without_its_mask_before_any_model(
+    tmp_path, no_model, photos, portrait_masks
+):
+    for i in range(3):
+        shutil.copy(photos / f"p{10 * (i + 1)}.png", photos / f"q{i}.png")
+    result = runner.invoke(
+        app, ["study", "tiny:svd", str(photos), "--out", str(tmp_path / "s"), "--masks",
+              str(portrait_masks), "--arms", "rgb-pgd,anti-i2v,face-region"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "no mask for q0.png" in result.output, result.output
+    assert not (tmp_path / "s" / "protocol.json").exists()
+
+
 # --- cost ----------------------------------------------------------------------------------
 
 
@@ -330,6 +343,11 @@ def test_analysis_reads_known_curves_and_writes_the_verdicts(tmp_path):
     assert report.verdicts[0] in readme and "| anti-i2v - rgb-pgd (" in readme
 
 
+def sidecar_of(out: Path, arm: str) -> dict:
+    """The first cloak sidecar of `arm` in a study folder."""
+    return json.loads(next((out / "cloaks" / arm).rglob("*.json")).read_text())
+
+
 # --- one whole study from the CLI ----------------------------------------------------------
 
 # Every arm on two portraits at two budgets, one cloak seed and two generation seeds, read at
@@ -340,11 +358,14 @@ TINY = ["--judge", "mini-identity", "--selection", "1", "--random-layers", "2", 
 
 
 @pytest.mark.slow  # about 2 minutes on one core
-def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, portraits):
+def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(
+    tmp_path, portraits, portrait_masks
+):
     from anti_i2v.experiments.study.config import DEFAULT_ARMS
 
     out = tmp_path / "study"
-    arms = ["--arms", ",".join((*DEFAULT_ARMS, "attention-layers", "attention-target"))]
+    later = ("attention-layers", "attention-target", "face-region")
+    arms = ["--arms", ",".join((*DEFAULT_ARMS, *later)), "--masks", str(portrait_masks)]
     result = runner.invoke(
         app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, *arms]
     )
@@ -356,7 +377,8 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
     report = StudyReport.from_json(json.loads((out / "report.json").read_text()))
     assert set(report.arms) >= {"random-noise", "rgb-pgd", "colour-space", "profile-layers",
                                 "random-layers-0", "random-layers-1", "random-layers", "pilot-layers",
-                                "attention-layers", "attention-target", "anti-i2v"}  # fmt: skip
+                                "attention-layers", "attention-target", "anti-i2v",
+                                "face-region"}  # fmt: skip
     assert report.photos == 2 and report.primary and report.verdicts
     assert set(report.layers) == {
         "profile-layers",
@@ -376,11 +398,18 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(tmp_path, p
         ("attention-layers", "random-layers"),
         ("attention-layers", "profile-layers"),
         ("attention-target", "colour-space"),
+        ("face-region", "anti-i2v"),
     }
     # the attention lever's cloaks carry its term, weighted as registered, on the share's anchors
     sidecar = json.loads(next((out / "cloaks" / "attention-target").rglob("*.json")).read_text())
     assert sidecar["settings"]["losses"] == ["diffusion", "attention=10"]
     assert sidecar["anchor_layers"] == report.layers["attention-layers"]["anchors"]
+    # the region lever's cloaks are full Anti-I2V, weighted towards the face of --masks
+    region = json.loads(next((out / "cloaks" / "face-region").rglob("*.json")).read_text())
+    assert region["settings"]["region"] == "masks" and region["region_sha256"]
+    assert region["settings"]["weights"] == sidecar_of(out, "anti-i2v")["settings"]["weights"]
+    assert {a["name"]: a.get("region") for a in protocol["arms"]}["face-region"] == 0.25
+    assert "region" not in {a["name"]: a for a in protocol["arms"]}["anti-i2v"]
     readme = (out / "README.md").read_text()
     assert readme.startswith("# Study: tiny:svd") and report.verdicts[0] in readme
     assert "anti-i2v study tiny:svd" in readme and str(tmp_path) not in readme  # no user paths

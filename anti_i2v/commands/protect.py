@@ -86,6 +86,16 @@ def protect(
         help="expectation over transformation: the model sees the cloak through these "
         "distortions, one per step in turn (e.g. jpeg75,blur,resize50; straight-through)",
     ),
+    region: str | None = typer.Option(
+        D.region,
+        help="a lever: move the change towards the face, `face` (dlib's face box) or a folder "
+        "of masks (the mini world's, or white on the region; NAME.png per photo)",
+    ),
+    region_floor: float = typer.Option(
+        D.region_floor,
+        help="with --region: the change's weight off the face before the map is scaled to mean "
+        "1 (1: no weighting)",
+    ),
     ensemble: str = typer.Option(
         "",
         help="more models to optimise against at once, for transfer: comma-separated MODEL or "
@@ -127,6 +137,8 @@ def protect(
         early_exit=not no_early_exit,
         ab_unit=ab_unit,
         eot=tuple(d for d in eot.split(",") if d),
+        region=region,
+        region_floor=region_floor,
         dtype=dtype,
         checkpointing=checkpointing,
         offload=offload,

@@ -52,6 +52,10 @@ def study(
     fast_alpha_decay: str = typer.Option(
         D.fast_alpha_decay, help="its schedule: constant or cosine"
     ),
+    region_floor: float = typer.Option(
+        D.region_floor,
+        help="the face-region arm's weight off the face (protect --region-floor)",
+    ),
     delta_e: str = typer.Option(
         ",".join(f"{t:g}" for t in D.delta_e), help="visibilities (mean CIEDE2000) to read at"
     ),
@@ -96,6 +100,7 @@ def study(
         fast_optimizer=fast_optimizer,
         fast_alpha=fast_alpha,
         fast_alpha_decay=fast_alpha_decay,
+        region_floor=region_floor,
         delta_e=parse_floats(delta_e, "--delta-e"),
         headline_delta_e=headline_delta_e,
         reps=reps,

@@ -317,6 +317,11 @@ def verdicts(report: StudyReport) -> list[str]:
             "The attention term on top of the colour space (attention-target minus colour-space): "
             f"{_signed(term)}."
         )
+    region = next((c for c in report.primary if c.a == "face-region" and c.b == "anti-i2v"), None)
+    if region is not None and region.mean is not None:
+        out.append(
+            f"The change moved towards the face (face-region minus anti-i2v): {_signed(region)}."
+        )
     for b, what in (
         (POOLED_RANDOM, "random layers (pooled draws)"),
         ("profile-layers", "the profile's"),

@@ -6,10 +6,16 @@ Torch-free, so the CLI refuses a bad option at once. Each default is written her
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from anti_i2v.core.common import ToolkitError, check_out_given
-from anti_i2v.protect.config import ALPHA_DECAYS, EQUAL_VISIBILITY, OPTIMIZERS, is_distortion
+from anti_i2v.protect.config import (
+    ALPHA_DECAYS,
+    EQUAL_VISIBILITY,
+    OPTIMIZERS,
+    ProtectConfig,
+    is_distortion,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,8 @@ class Arm:
     alpha_decay: str = "constant"
     alpha: float = 1.0
     step_fraction: float = 1.0
+    # A lever: the change moved towards the face (`protect --region`) with this floor; None: not
+    region: float | None = None
 
     def steps(self, study_steps: int) -> int:
         """The optimisation steps this arm takes in a study of `study_steps`."""
@@ -64,16 +72,20 @@ ARMS: dict[str, Arm] = {
         # fast as with the term alone while the diffusion loss still rises).
         Arm("attention-target", "anti-i2v", "dual", ("diffusion", "attention=10"), "attention"),
         Arm("anti-i2v", "anti-i2v", layers="profile"),
+        # A lever (where the change goes): full Anti-I2V with its change weighted towards the
+        # face, from the study's --masks (the world's part masks), else dlib's face box.
+        Arm("face-region", "anti-i2v", layers="profile", region=ProtectConfig.region_floor),
     )
 }
 # Arms whose anchors are chosen by the attention share (measured on the selection photos)
 ATTENTION_ARMS = ("attention-layers", "attention-target")
 # Run unless --arms says otherwise: every arm but those that came later (a study registered
 # before they existed reruns under the same protocol), which are asked for by name.
-DEFAULT_ARMS = tuple(name for name in ARMS if name not in ATTENTION_ARMS)
+DEFAULT_ARMS = tuple(name for name in ARMS if name not in (*ATTENTION_ARMS, "face-region"))
 LEVER_ARM = "anti-i2v-eot"
-# The Arm fields of the cost lever (a protocol records them only for arms that set them)
-LEVER_FIELDS = ("optimizer", "alpha_decay", "alpha", "step_fraction")
+# The Arm fields of the cost and region levers (a protocol records them only for arms that set
+# them, so protocols registered before them read back unchanged)
+LEVER_FIELDS = ("optimizer", "alpha_decay", "alpha", "step_fraction", "region")
 FAST_ARM = "anti-i2v-fast"  # full Anti-I2V in fewer steps (--fast-steps), another optimiser
 
 
@@ -105,6 +117,7 @@ class StudyConfig:
     fast_optimizer: str = "momentum"
     fast_alpha: float = 2.0
     fast_alpha_decay: str = "cosine"
+    region_floor: float = ProtectConfig.region_floor  # the face-region arm's (a pilot's choice)
     delta_e: tuple[float, ...] = EQUAL_VISIBILITY  # where curves are read per portrait
     headline_delta_e: float = (
         3.0  # the pre-registered comparisons are made here; the rest are secondary
@@ -169,6 +182,10 @@ class StudyConfig:
             raise ToolkitError(
                 f"--fast-alpha {self.fast_alpha:g}: a step size above 0 (1/255 units)"
             )
+        if not 0 < self.region_floor <= 1:
+            raise ToolkitError(
+                f"--region-floor {self.region_floor:g}: the weight off the face, in (0, 1]"
+            )
         bad = [d for d in self.eot if not is_distortion(d) or d == "none"]
         if bad:
             raise ToolkitError(f"--eot {','.join(bad)}: unknown distortion (e.g. jpeg75,blur)")
@@ -194,6 +211,8 @@ class StudyConfig:
                     Arm(f"random-layers-{k}", arm.method, arm.space, arm.losses, f"random-{k}")
                     for k in range(self.random_layers)
                 ]
+            elif arm.region is not None:
+                out.append(replace(arm, region=self.region_floor))
             else:
                 out.append(arm)
         if self.eot:

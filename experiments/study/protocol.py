@@ -57,6 +57,7 @@ def comparisons(arms: set[str]) -> list[Comparison]:
                 "pilot-layers",
                 "attention-layers",
                 "attention-target",
+                "face-region",
                 LEVER_ARM,
                 FAST_ARM,
             )
@@ -79,6 +80,7 @@ def comparisons(arms: set[str]) -> list[Comparison]:
             "colour-space",
             "what the attention term adds on top of the colour space's diffusion loss",
         ),
+        ("face-region", "anti-i2v", "what moving the change towards the face adds"),
         (LEVER_ARM, "anti-i2v", "what the EOT lever adds"),
         (FAST_ARM, "anti-i2v", "does the fast optimiser reach the full-step cloak's effect?"),
     ]

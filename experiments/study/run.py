@@ -33,7 +33,7 @@ from anti_i2v.core.common import (
 )
 from anti_i2v.core.distributed import Ranks, process_group
 from anti_i2v.core.images import gather_images, load_photo
-from anti_i2v.experiments.study.config import ATTENTION_ARMS, StudyConfig
+from anti_i2v.experiments.study.config import ARMS, ATTENTION_ARMS, StudyConfig
 from anti_i2v.experiments.study.cost import (
     StudyCost,
     check_budget,
@@ -69,9 +69,20 @@ def check_inputs(cfg: StudyConfig) -> tuple[list[Path], dict[Path, str], str]:
     photos = gather_images([folder])
     if not photos:
         raise ToolkitError(f"{cfg.photos}: no photos there (png, jpg, webp, ...)")
-    sha256 = {p: load_photo(p).sha256 for p in photos}  # a damaged file is one line now
     if cfg.masks and not Path(cfg.masks).is_dir():
         raise ToolkitError(f"--masks {cfg.masks}: not a folder (the world render's --out)")
+    region = None
+    if any(ARMS[a].region is not None for a in cfg.arms):  # each photo's region, or one line now
+        from anti_i2v.protect.config import ProtectConfig as P
+        from anti_i2v.protect.region import FACE, Region
+
+        region = Region.check(cfg.masks or FACE, cfg.region_floor)
+    sha256 = {}
+    for p in photos:
+        photo = load_photo(p)  # a damaged file is one line now
+        sha256[p] = photo.sha256
+        if region is not None:
+            region.binary(photo, tuple(photo.work_pixels(P.work_max_side).shape[-2:]))
     if cfg.profile:
         load_profile(Path(cfg.profile))
     resolve_model(cfg.model)
@@ -159,6 +170,7 @@ def cloak_sets(cfg: StudyConfig, out: Path, evaluation: Path) -> list[tuple[str,
     """Stage 4: every arm at every budget and cloak seed; (evaluate label, folder) of each."""
     from anti_i2v.experiments.study.analysis import cloak_label
     from anti_i2v.protect.config import ProtectConfig
+    from anti_i2v.protect.region import FACE
     from anti_i2v.protect.run import run_protect
 
     arms = cfg.study_arms()
@@ -193,6 +205,8 @@ def cloak_sets(cfg: StudyConfig, out: Path, evaluation: Path) -> list[tuple[str,
                         alpha_decay=arm.alpha_decay,
                         seed=seed,
                         eot=arm.eot,
+                        region=None if arm.region is None else cfg.masks or FACE,
+                        region_floor=arm.region or ProtectConfig.region_floor,
                         device=cfg.device,
                         reference_cache=str(out / "cloaks" / ".reference"),
                     )
