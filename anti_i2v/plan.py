@@ -270,7 +270,8 @@ def run_step(backbone, req: PlanRequest, fake: bool) -> tuple[int, float, int | 
     modules = list(step_modules(backbone).values())
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext()
     swap = _fake_weights(modules, mode) if fake else contextlib.nullcontext()
-    with swap:
+    traced = backbone.traceable() if fake else contextlib.nullcontext()
+    with swap, traced:
         weights = module_tensors(*modules)
         if fake:  # the fake twins the mode will use for the weights, so views are not new bytes
             weights = [mode.from_tensor(w) for w in weights]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,16 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# nnsight gives every object a `.save()`; pybind11 then refuses to define a method of that name,
-# which dlib's classes have (the `--identity dlib` judge). Importing dlib first, when it is
-# installed, lets both load in one process; nothing else depends on the order.
-with contextlib.suppress(ImportError):
-    import dlib  # noqa: F401
-
-from nnsight import NNsight  # noqa: E402
-
 from anti_i2v.models.backbones.base import Backbone
 from anti_i2v.models.layers import VAE_PREFIX
+from anti_i2v.models.wrap import wrapped
 
 
 def execution_order(
@@ -83,16 +75,6 @@ def block_order(
         bands.add(band)
         order += [n for n in execution_order(backbone, kwargs_at(t), t) if n not in order]
     return order
-
-
-_WRAPPED: weakref.WeakKeyDictionary[torch.nn.Module, NNsight] = weakref.WeakKeyDictionary()
-
-
-def wrapped(denoiser: torch.nn.Module) -> NNsight:
-    """The nnsight wrapper of a denoiser, built once (building it walks every module)."""
-    if denoiser not in _WRAPPED:
-        _WRAPPED[denoiser] = NNsight(denoiser)
-    return _WRAPPED[denoiser]
 
 
 def trace_blocks(

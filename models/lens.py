@@ -26,6 +26,7 @@ import torch
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones.base import Backbone, Conditioning
 from anti_i2v.models.capture import execution_order
+from anti_i2v.models.wrap import forward_swapped
 
 
 def check_lens(backbone: Backbone) -> None:
@@ -44,19 +45,18 @@ def _passing_on_after(backbone: Backbone, order: Sequence[str], index: int) -> I
     def keep(_module: Any, _args: Any, output: Any) -> None:
         left["output"] = output
 
-    def pass_on(*args: Any, **kwargs: Any) -> Any:
+    def pass_on(_module: Any, *args: Any, **kwargs: Any) -> Any:
         return backbone.lens_pass_on(left["output"], args, kwargs)
 
     handle = modules[index].register_forward_hook(keep)
     try:
-        for module in modules[index + 1 :]:
-            module.forward = pass_on  # an instance attribute: nn.Module.__call__ calls it
-        with backbone.lens_context(order[index]):
+        with contextlib.ExitStack() as stack:
+            for module in modules[index + 1 :]:
+                stack.enter_context(forward_swapped(backbone.denoiser, module, pass_on))
+            stack.enter_context(backbone.lens_context(order[index]))
             yield
     finally:
         handle.remove()
-        for module in modules[index + 1 :]:
-            module.__dict__.pop("forward", None)
 
 
 @torch.no_grad()

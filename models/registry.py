@@ -83,6 +83,7 @@ FAMILY_PIPELINES: dict[str, str] = {
     "wan-vace": "WanVACEPipeline",
     "skyreels-v2-df": "SkyReelsV2DiffusionForcingImageToVideoPipeline",
     "cosmos2": "Cosmos2VideoToWorldPipeline",
+    "hunyuan15": "HunyuanVideo15ImageToVideoPipeline",
 }
 
 BUILTINS: dict[str, str] = {

@@ -30,6 +30,7 @@ GOLDEN = {
     "wan-vace": ["vace_blocks.0", "vace_blocks.1", "blocks.0", "blocks.1"],
     "skyreels-v2-df": ["blocks.0", "blocks.1"],
     "cosmos2": ["transformer_blocks.0", "transformer_blocks.1"],
+    "hunyuan15": ["transformer_blocks.0", "transformer_blocks.1"],
     "ltx": ["transformer_blocks.0", "transformer_blocks.1"],
     "hunyuan": ["transformer_blocks.0", "single_transformer_blocks.0"],
     "svd": ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"],
@@ -250,3 +251,23 @@ def test_cogvideox15_scales_the_image_latent_down_and_the_video_latent_up():
         atol=1e-5,
         rtol=0,
     )
+
+
+def test_hunyuan15s_traceable_forward_is_its_forward(backbones):
+    """`plan` traces HunyuanVideo 1.5 through `traceable_forward` (its forward reads tensor
+    values): on the adapter's inputs it gives the real forward's output, bit for bit, and it is
+    swapped in only for the duration."""
+    from anti_i2v.models.backbones.hunyuan15 import traceable_forward
+
+    backbone = backbones("hunyuan15")
+    cond = backbone.condition(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    noisy = backbone.add_noise(cond.clean, torch.randn_like(cond.clean), 700.0)
+    kwargs = backbone.denoiser_kwargs(noisy, cond, 700.0)
+    with torch.no_grad():
+        real = backbone.denoiser(**kwargs)[0]
+        direct = traceable_forward(backbone.denoiser, **kwargs)[0]
+        with backbone.traceable():
+            swapped = backbone.denoiser(**kwargs)[0]
+        again = backbone.denoiser(**kwargs)[0]
+    assert torch.equal(direct, real) and torch.equal(swapped, real) and torch.equal(again, real)
+    assert real.shape == cond.clean.shape

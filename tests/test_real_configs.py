@@ -20,6 +20,7 @@ PUBLISHED = {
     "wan2.1-vace-14b": ("wan-vace", 17.34),
     "skyreels-v2-df-1.3b-540p": ("skyreels-v2-df", 1.44),  # the card's 1.3B, plus sample info
     "cosmos-predict2-2b-video2world": ("cosmos2", 1.96),
+    "hunyuanvideo-1.5-i2v-480p": ("hunyuan15", 8.33),  # the card's 8.3B
     "ltx-video-0.9.0": ("ltx", 1.92),
     "hunyuanvideo-i2v": ("hunyuan", 12.81),
     "svd-xt": ("svd", 1.52),

@@ -26,7 +26,12 @@ from pathlib import Path
 
 import diffusers
 from accelerate import init_empty_weights
-from transformers import CLIPImageProcessor, CLIPVisionConfig
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    SiglipImageProcessor,
+    SiglipVisionConfig,
+)
 
 from anti_i2v.models.dynamicrafter.pipeline import DDIM_CONFIG
 
@@ -54,6 +59,21 @@ CLIP_PROCESSOR = dict(
     resample=3,
     image_mean=[0.48145466, 0.4578275, 0.40821073],
     image_std=[0.26862954, 0.26130258, 0.27577711],
+)
+# google/siglip-so400m-patch14-384, HunyuanVideo 1.5's image encoder (27 x 27 = 729 tokens).
+SIGLIP_SO400M = dict(
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    image_size=384,
+    patch_size=14,
+)
+SIGLIP_PROCESSOR = dict(
+    size={"height": 384, "width": 384},
+    resample=3,
+    image_mean=[0.5, 0.5, 0.5],
+    image_std=[0.5, 0.5, 0.5],
 )
 WAN22_LATENTS_MEAN = [
     -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
@@ -446,6 +466,65 @@ MODELS: dict[str, tuple] = {
             "tokenizer": ("transformers", "T5TokenizerFast"),
         },
     ),
+    # HunyuanVideo 1.5, 480p image-to-video: the transformer's and VAE's diffusers defaults are
+    # this checkpoint's (target_size 640 is the 480p bucket base); SigLIP so400m-patch14-384
+    # gives the pipeline's 729 image tokens of 1152.
+    "hunyuanvideo-1.5-i2v-480p": (
+        "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_i2v",
+        "shared/models/diffusers-0.42-i2v-families.md (54 x 2048, in 65 = 32 + 32 + 1, SigLIP "
+        "1152) and diffusers 0.42's class defaults, written out; flow shift 5.0 and guidance "
+        "scale 6.0 unverified",
+        "HunyuanVideo15ImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "HunyuanVideo15Transformer3DModel",
+                dict(
+                    in_channels=65,
+                    out_channels=32,
+                    num_attention_heads=16,
+                    attention_head_dim=128,
+                    num_layers=54,
+                    num_refiner_layers=2,
+                    mlp_ratio=4.0,
+                    patch_size=1,
+                    patch_size_t=1,
+                    qk_norm="rms_norm",
+                    text_embed_dim=3584,
+                    text_embed_2_dim=1472,
+                    image_embed_dim=1152,
+                    rope_theta=256.0,
+                    rope_axes_dim=(16, 56, 56),
+                    target_size=640,
+                    task_type="i2v",
+                    use_meanflow=False,
+                ),
+            ),
+            "vae": (
+                "diffusers",
+                "AutoencoderKLHunyuanVideo15",
+                dict(
+                    in_channels=3,
+                    out_channels=3,
+                    latent_channels=32,
+                    block_out_channels=(128, 256, 512, 1024, 1024),
+                    layers_per_block=2,
+                    spatial_compression_ratio=16,
+                    temporal_compression_ratio=4,
+                    scaling_factor=1.03682,
+                ),
+            ),
+            "scheduler": ("diffusers", "FlowMatchEulerDiscreteScheduler", dict(shift=5.0)),
+            "guider": ("diffusers", "ClassifierFreeGuidance", dict(guidance_scale=6.0)),
+            "image_encoder": ("transformers", "SiglipVisionModel", SIGLIP_SO400M),
+            "feature_extractor": ("transformers", "SiglipImageProcessor", SIGLIP_PROCESSOR),
+            "text_encoder": ("transformers", "Qwen2_5_VLTextModel"),
+            "tokenizer": ("transformers", "Qwen2Tokenizer"),
+            "text_encoder_2": ("transformers", "T5EncoderModel"),
+            "tokenizer_2": ("transformers", "ByT5Tokenizer"),
+        },
+    ),
     "hunyuanvideo-i2v": (
         "hunyuanvideo-community/HunyuanVideo-I2V (tencent/HunyuanVideo-I2V, converted)",
         "diffusers scripts/convert_hunyuan_video_to_diffusers.py (--transformer_type HYVideo-T/2-I2V-33ch)",
@@ -637,6 +716,10 @@ def write(name: str) -> Path:
             CLIPVisionConfig(**spec[2]).save_pretrained(sub)
         elif cls == "CLIPImageProcessor":
             CLIPImageProcessor(**spec[2]).save_pretrained(sub)
+        elif cls == "SiglipVisionModel":
+            SiglipVisionConfig(**spec[2]).save_pretrained(sub)
+        elif cls == "SiglipImageProcessor":
+            SiglipImageProcessor(**spec[2]).save_pretrained(sub)
         else:  # models are built on the meta device: configs only, no memory for weights
             with init_empty_weights():
                 component_class(lib, cls).from_config(dict(spec[2])).save_config(sub)

@@ -23,6 +23,7 @@ from anti_i2v.models.backbones import (
     cosmos,
     dynamicrafter,
     hunyuan,
+    hunyuan15,
     ltx,
     opensora,
     skyreels,
@@ -89,6 +90,7 @@ register(wan22_a14b.Wan22A14B, wan22_a14b.tiny, ((32, 32), 9))
 register(wan_vace.WanVACE, wan_vace.tiny, ((32, 32), 9))
 register(skyreels_df.SkyReelsV2DF, skyreels_df.tiny, ((32, 32), 9))
 register(cosmos.Cosmos2, cosmos.tiny, ((32, 32), 9))
+register(hunyuan15.Hunyuan15, hunyuan15.tiny, ((64, 64), 9))
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -103,6 +105,7 @@ _PIPELINE_FAMILY = {
     "WanVACEPipeline": "wan-vace",
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": "skyreels-v2-df",
     "Cosmos2VideoToWorldPipeline": "cosmos2",
+    "HunyuanVideo15ImageToVideoPipeline": "hunyuan15",
     "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 

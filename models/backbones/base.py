@@ -253,6 +253,12 @@ class Backbone(ABC):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Video `(B, F, 3, H, W)` in [0, 1] at the model's resolution -> clean latent (like `Conditioning.clean`)."""
 
+    def traceable(self) -> contextlib.AbstractContextManager:
+        """Anything `plan` needs switched while it traces the denoiser under FakeTensorMode, where
+        tensors have no values: nothing for most families (HunyuanVideo 1.5 swaps in a forward
+        with no data-dependent branch)."""
+        return contextlib.nullcontext()
+
     # Why a family offers no lens (`anti_i2v.models.lens`); None where it does.
     lens_refusal: ClassVar[str | None] = None
 
