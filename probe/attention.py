@@ -76,8 +76,7 @@ def run_attention(cfg: AttentionConfig) -> AttentionResult:
     if not photos:
         raise ToolkitError("none of the images could be read: " + "; ".join(w for _, w in skipped))
     layers = backbone.block_names()
-    text = backbone.text.get("prompt_embeds")
-    text_tokens = 0 if text is None else int(text.shape[1])
+    text_tokens = backbone.joint_text_tokens()
     sums = {k: np.zeros((len(layers), len(cfg.timesteps))) for k in ("frame0", "text")}
     counts = {k: np.zeros((len(layers), len(cfg.timesteps))) for k in ("frame0", "text")}
     index = {name: i for i, name in enumerate(layers)}

@@ -235,14 +235,12 @@ class ModelObjective:
         """The mean share of later frames' attention on the photo's frame over the anchors'
         readable calls (`share_tensors`), in the graph; zero (in the graph) when none is."""
         backbone = self.backbone
-        text = backbone.text.get("prompt_embeds")
-        grid = backbone.token_grid(cond)
+        grid, text = backbone.token_grid(cond), backbone.joint_text_tokens()
         shares = [
             s["frame0"]
             for c in calls
-            if (s := share_tensors(c, grid, 0 if text is None else int(text.shape[1]),
-                                   backbone.joint_text_first)) is not None
-        ]  # fmt: skip
+            if (s := share_tensors(c, grid, text, backbone.joint_text_first)) is not None
+        ]
         if not shares:
             return cond.clean.float().sum() * 0.0
         return torch.stack([s.float().to(cond.clean.device) for s in shares]).mean()

@@ -105,18 +105,24 @@ def test_attention_share_reads_each_layout():
     )
 
 
-def test_attention_share_on_a_real_call_is_a_fraction(backbones):
+# Joint attention (video and context in one sequence): text first, text after the video, and
+# HunyuanVideo 1.5's context of SigLIP, ByT5 and Qwen tokens after the video
+@pytest.mark.parametrize(
+    "family", ["cogvideox", pytest.param("hunyuan", marks=pytest.mark.slow), "hunyuan15"]
+)
+def test_attention_share_on_a_real_call_is_a_fraction(backbones, family):
     from anti_i2v.models.attention import attention_share
 
-    backbone = backbones("cogvideox")  # joint attention: text first
+    backbone = backbones(family)
     cond = backbone.condition(torch.rand(1, 3, 32, 32))
     kwargs = backbone.denoiser_kwargs(cond.clean, cond, 500.0)
     with torch.no_grad(), capture_attention(backbone.denoiser, backbone.block_names(), 16) as calls:
         backbone.denoiser(**kwargs)
-    text = backbone.text["prompt_embeds"].shape[1]
-    shares = [attention_share(c, backbone.token_grid(cond), text) for c in calls]
-    assert shares and all(s is not None for s in shares)
-    for s in shares:
+    grid, text = backbone.token_grid(cond), backbone.joint_text_tokens()
+    shares = [attention_share(c, grid, text, backbone.joint_text_first) for c in calls]
+    joint = [s for s in shares if s is not None and "text" in s]
+    assert joint and len(joint) >= len(backbone.block_names())  # every block's joint call read
+    for s in joint:
         assert 0 < s["frame0"] < 1 and 0 < s["text"] < 1 and s["frame0"] + s["text"] <= 1 + 1e-6
 
 

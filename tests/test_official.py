@@ -300,7 +300,9 @@ def test_dynamicrafter_schedule_is_diffusers_ddim_with_zero_terminal_snr():
 
 
 @pytest.mark.slow  # every stage on a tiny model of each, from the command line
-@pytest.mark.parametrize("family", ["opensora", "dynamicrafter"])
+# the paper's two models, and HunyuanVideo 1.5 (its pipeline takes a PIL photo and sizes the
+# video itself, unlike every other family's)
+@pytest.mark.parametrize("family", ["opensora", "dynamicrafter", "hunyuan15"])
 def test_every_stage_runs_on_the_papers_models(tmp_path, portraits, family):
     model = f"tiny:{family}"
     run = CliRunner().invoke

@@ -57,6 +57,13 @@ class Backbone(ABC):
     # Joint attention (text and video tokens in one sequence): whether the text comes first
     # (CogVideoX) or after the video (HunyuanVideo); read by `attention_share`.
     joint_text_first: ClassVar[bool] = True
+
+    def joint_text_tokens(self) -> int:
+        """Context tokens beside the video in joint attention: the prompt embedding's length
+        (0 without one); a family that adds other context tokens counts them too."""
+        text = self.text.get("prompt_embeds")
+        return 0 if text is None else int(text.shape[1])
+
     # Pipeline components besides the denoiser that conditioning runs (frozen here; `plan`
     # counts their weights); those a pipeline lacks are skipped.
     conditioning_parts: ClassVar[tuple[str, ...]] = ("vae", "image_encoder")

@@ -74,6 +74,12 @@ class Hunyuan15(FlowMatchBackbone):
             )
         )
 
+    def joint_text_tokens(self) -> int:
+        # SigLIP's patches, ByT5's and Qwen's tokens: the context the blocks attend over
+        vision = self.pipe.image_encoder.config
+        image = (vision.image_size // vision.patch_size) ** 2
+        return image + sum(int(self.text[k].shape[1]) for k in ("prompt_embeds", "prompt_embeds_2"))
+
     def native_frames(self) -> int:
         return 121
 
