@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 from conftest import ALL_FAMILIES, FAST_FAMILIES
@@ -159,9 +158,9 @@ def test_hunyuan15_decode_video_is_the_pipelines_decode(backbones):
     over with output_type="latent": through `decode_video` it is the pipeline's own video."""
     backbone = backbones("hunyuan15")
     image = torch.rand(1, 3, *backbone.resolution, generator=torch.Generator().manual_seed(0))
-    pil = Image.fromarray((image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    call = dict(image=pil, num_frames=backbone.default_frames, num_inference_steps=2,
-                **backbone.pipeline_kwargs())  # fmt: skip
+    call = dict(**backbone.pipeline_image(image[0]), num_frames=backbone.default_frames,
+                num_inference_steps=2, **backbone.pipeline_kwargs())  # fmt: skip
+    assert isinstance(call["image"], Image.Image)  # the pipeline takes a PIL photo
     with torch.no_grad():
         latent = backbone.pipe(
             output_type="latent", generator=torch.Generator().manual_seed(0), **call

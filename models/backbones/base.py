@@ -340,16 +340,23 @@ class Backbone(ABC):
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Extra pipeline-call arguments for generation (text embeddings, guidance)."""
 
+    def pipeline_image(self, image: torch.Tensor) -> dict[str, Any]:
+        """How the pipeline takes the photo `(3, H, W)`: resized to the adapter's resolution, with
+        that height and width."""
+        height, width = self.resolution
+        return {
+            "image": self.resize(image[None].float()).to(self.device),
+            "height": height,
+            "width": width,
+        }
+
     @torch.no_grad()
     def generate(
         self, image: torch.Tensor, frames: int | None = None, steps: int = 20, seed: int = 0
     ) -> torch.Tensor:
         """Generate a video `(F, 3, H, W)` in [0, 1] from one image `(3, H, W)` with the pipeline."""
-        height, width = self.resolution
         video = self.pipe(
-            image=self.resize(image[None].float()).to(self.device),
-            height=height,
-            width=width,
+            **self.pipeline_image(image),
             num_frames=frames or self.default_frames,
             num_inference_steps=steps,
             generator=torch.Generator(device="cpu").manual_seed(seed),

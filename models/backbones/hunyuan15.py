@@ -149,23 +149,15 @@ class Hunyuan15(FlowMatchBackbone):
         negative = {f"negative_{k}": v for k, v in text.items()}
         return {**text, **negative}
 
-    @torch.no_grad()
-    def generate(
-        self, image: torch.Tensor, frames: int | None = None, steps: int = 20, seed: int = 0
-    ) -> torch.Tensor:
+    def pipeline_image(self, image: torch.Tensor) -> dict[str, Any]:
         # The pipeline takes a PIL image and sizes the video from it and its target_size: the
         # photo at the adapter's resolution gives that resolution's bucket.
         x = self.resize(image[None].float())[0]
-        pil = Image.fromarray((x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
-        video = self.pipe(
-            image=pil,
-            num_frames=frames or self.default_frames,
-            num_inference_steps=steps,
-            generator=torch.Generator(device="cpu").manual_seed(seed),
-            output_type="pt",
-            **self.pipeline_kwargs(),
-        ).frames
-        return video[0].float().clamp(0, 1).cpu()
+        return {
+            "image": Image.fromarray(
+                (x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+            )
+        }
 
     def traceable(self) -> contextlib.AbstractContextManager:
         from anti_i2v.models.wrap import forward_swapped  # nnsight: only when plan traces
