@@ -83,9 +83,6 @@ class Hunyuan15(FlowMatchBackbone):
     def native_frames(self) -> int:
         return 121
 
-    def latent_frames(self, frames: int) -> int:
-        return (frames - 1) // self.pipe.vae_scale_factor_temporal + 1
-
     def token_grid(self, cond: Conditioning) -> tuple[int, int, int]:
         _, _, f, h, w = cond.clean.shape
         cfg = self.denoiser.config
