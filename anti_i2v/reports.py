@@ -395,11 +395,12 @@ TABLE_COMPARISONS = (
 )
 
 
-def results_table(root: Path = STUDIES, links: bool = True) -> str:
-    """The README's results table, one row per shipped study: each cloak minus RGB PGD at the
-    headline visibility (Holm-corrected across the study's pre-registered comparisons) and where
-    the profile's layers rank, each naming its study (as links in the README; as folder names
-    in the docs site, which cannot link outside itself); then each study's verdict sentences."""
+def results_table(root: Path = STUDIES, links: bool = True, sentences: bool = True) -> str:
+    """The results table, one row per shipped study: each cloak minus RGB PGD at the headline
+    visibility (Holm-corrected across the study's pre-registered comparisons) and where the
+    profile's layers rank, each naming its study (as links in the README; as folder names in
+    the docs site, which cannot link outside itself); then, with `sentences`, each study's
+    verdict sentences (docs/results.md; the README, a landing page, points there)."""
     found = {folder: study_report(folder) for folder in studies(root)}
     rows = [
         [
@@ -425,16 +426,24 @@ def results_table(root: Path = STUDIES, links: bool = True) -> str:
     verdicts = [
         f"- **{r.model}** (`{folder.name}`): " + " ".join(r.verdicts) for folder, r in found.items()
     ]
+    if not sentences:
+        return "\n".join(
+            _table(head, rows)
+            + [
+                "",
+                "Each study's verdict sentences: `docs/results.md`, and its README (last column).",
+            ]
+        )
     return "\n".join(
         _table(head, rows) + ["", "What each study concludes, in its own words:", ""] + verdicts
     )
 
 
 def readme_with_results(text: str, root: Path = STUDIES, links: bool = True) -> str:
-    """`text` (README.md or docs/results.md) with the block between the results markers
-    regenerated."""
+    """`text` (README.md, with links and no sentences, or docs/results.md) with the block between
+    the results markers regenerated."""
     start, end = text.index(README_START), text.index(README_END)
-    table = results_table(root, links)
+    table = results_table(root, links, sentences=not links)
     return text[: start + len(README_START)] + "\n" + table + "\n" + text[end:]
 
 

@@ -413,6 +413,7 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(
     readme = (out / "README.md").read_text()
     assert readme.startswith("# Study: tiny:svd") and report.verdicts[0] in readme
     assert "anti-i2v study tiny:svd" in readme and str(tmp_path) not in readme  # no user paths
+    assert "| face-region | anti-i2v | its own, change towards the face (floor 0.25) |" in readme
     for name in ("portraits.csv", "results.csv", "frontier.png", "cost.json"):
         assert (out / name).is_file()
     rows = EvalRow.read_csv(out / "results.csv")

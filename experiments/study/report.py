@@ -186,7 +186,9 @@ def render_readme(report: StudyReport, protocol: dict) -> str:
     ]
     for a in protocol["arms"]:
         lines.append(
-            f"| {a['name']} | {a['method']} | {a['space'] or 'its own'} | "
+            f"| {a['name']} | {a['method']} | {a['space'] or 'its own'}"
+            + (f", change towards the face (floor {a['region']:g})" if a.get("region") else "")
+            + " | "
             f"{','.join(a['losses']) if a['losses'] else 'its own'} | {a['layers']} | "
             f"{','.join(a['eot']) or '—'} | {_optimiser(a, protocol['steps'])} |"
         )
