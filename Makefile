@@ -15,6 +15,7 @@ SRC := core models world probe analyses protect evaluate experiments anti_i2v te
 .PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
 	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox study-attention-target-mini-svd-v2 \
 	study-attention-target-mini-svd study-region-mini-svd-v2 study-region-mini-svd \
+	study-unrolled-mini-svd-v2 study-unrolled-mini-svd \
 	inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
@@ -155,6 +156,16 @@ study-attention-target-mini-svd-v2: $(STAMP)
 	$(call study_recipe,attention-target-mini-svd-v2,v2,79,mini-svd-v2,$(TARGET_ARGS))
 study-attention-target-mini-svd: $(STAMP)
 	$(call study_recipe,attention-target-mini-svd,v1,83,mini-svd,$(TARGET_ARGS))
+
+# The unrolled lever (issue: a cloak that wins at equal visibility): the colour space's diffusion
+# loss read after two sampler steps (unrolled), against the one-step loss and RGB PGD, on both
+# SVD worlds. Fresh portraits each; two steps, the fewest the lever has, so no pilot chooses.
+UNROLLED_ARGS ?= --selection 4 --arms rgb-pgd,colour-space,unrolled --budgets 4,8,14 \
+	--steps 30 --cloak-seeds 2 --generation-seeds 1
+study-unrolled-mini-svd-v2: $(STAMP)
+	$(call study_recipe,unrolled-mini-svd-v2,v2,101,mini-svd-v2,$(UNROLLED_ARGS))
+study-unrolled-mini-svd: $(STAMP)
+	$(call study_recipe,unrolled-mini-svd,v1,103,mini-svd,$(UNROLLED_ARGS))
 
 # Inside mini-cogvideox (the README's lens strip and attention curve): fresh portraits, the lens on
 # the first at two timesteps, the attention share on all four; the files ship to

@@ -391,6 +391,7 @@ TABLE_COMPARISONS = (
     ("attention-share anchors − random layers", "attention-layers", "random-layers"),
     ("fewer steps (anti-i2v-fast) − Anti-I2V", FAST_ARM, "anti-i2v"),
     ("attention term on the colour space − colour space alone", "attention-target", "colour-space"),
+    ("two sampler steps − one (colour space)", "unrolled", "colour-space"),
     ("change moved towards the face − Anti-I2V", "face-region", "anti-i2v"),
 )
 

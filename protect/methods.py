@@ -38,7 +38,7 @@ METHODS: dict[str, Method] = {
 }
 
 
-LOSS_TERMS = ("irc", "ira", "diffusion", "lpips", "sds", "latent_pull", "attention")
+LOSS_TERMS = ("irc", "ira", "diffusion", "lpips", "sds", "latent_pull", "attention", "unrolled")
 PROFILE_TERMS = ("irc", "ira", "attention")  # the terms that need a layer profile
 
 

@@ -18,6 +18,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from anti_i2v.models.attention import capture_attention, share_tensors
 from anti_i2v.models.backbones import Backbone
+from anti_i2v.models.backbones.base import Conditioning
 from anti_i2v.models.capture import block_order, capture_vae, trace_blocks
 from anti_i2v.protect.losses import diffusion_loss, ira_loss, irc_loss
 
@@ -32,10 +33,59 @@ TERM_SIGNS = {
     # temporal attention targeting (after Vid-Freeze and I2VGuard): the share of later frames'
     # attention on the photo's frame, in the anchor blocks: minimise it
     "attention": -1.0,
+    # the diffusion loss after a short sampler trajectory (`unrolled_clean`): maximise
+    "unrolled": +1.0,
 }
-NEEDS_OUTPUT = {"diffusion", "sds"}
+NEEDS_OUTPUT = {"diffusion", "sds", "unrolled"}
 NEEDS_FEATURES = {"irc", "ira", "attention"}
 ATTENTION_QUERIES = 64  # query rows whose attention the attention term reads, per call (seeded)
+UNROLL_STEPS = 2  # sampler steps the unrolled term backpropagates through (the first is traced)
+
+
+def unrolled_clean(
+    backbone: Backbone,
+    cond: Conditioning,
+    noisy: torch.Tensor,
+    clean_hat: torch.Tensor,
+    t: float,
+    steps: int = UNROLL_STEPS,
+) -> torch.Tensor:
+    """The clean-latent estimate at the end of a short deterministic sampler trajectory from t.
+
+    `clean_hat` is the denoiser's estimate at t (from the call already made); each further step
+    goes to the next of `steps` evenly spaced timesteps towards 0 by DDIM's move (keep the
+    implied noise, re-noise the estimate with the family's own `add_noise`, which every family
+    writes as `a(t) x0 + b(t) noise`; for flow matching it is the Euler step) and asks the
+    denoiser again. Each further call is checkpointed, so memory holds one call's activations
+    at a time; the gradient goes through every step to the photo.
+
+    Args:
+        noisy: the latent the first call saw, `add_noise(latent, noise, t)`.
+        clean_hat: `predict_clean` of that call's output, laid out like `noisy`.
+
+    Returns:
+        The last step's clean estimate, laid out like `noisy`.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def coefficients(at: float) -> tuple[torch.Tensor, torch.Tensor]:
+        ones, zeros = torch.ones_like(noisy), torch.zeros_like(noisy)
+        return backbone.add_noise(ones, zeros, at), backbone.add_noise(zeros, ones, at)
+
+    def call(x: torch.Tensor, at: float, c_tensors: dict, clean: torch.Tensor) -> torch.Tensor:
+        here = Conditioning(c_tensors, clean, cond.grid)
+        out = backbone.denoiser(**backbone.denoiser_kwargs(x, here, at))
+        return backbone.predict_clean(x, backbone.hidden(out), at)
+
+    start, at = t, t
+    for j in range(1, steps):
+        a, b = coefficients(at)
+        noise_hat = torch.where(b > 0, (noisy - a * clean_hat) / b.clamp_min(1e-12), 0.0)
+        at = start * (1 - j / steps)  # the j-th of `steps` evenly spaced timesteps towards 0
+        a, b = coefficients(at)
+        noisy = a * clean_hat + b * noise_hat
+        clean_hat = checkpoint(call, noisy, at, dict(cond.tensors), cond.clean, use_reentrant=False)
+    return clean_hat
 
 
 @dataclass
@@ -217,6 +267,9 @@ class ModelObjective:
                 clean_hat = backbone.predict_clean(noisy, backbone.hidden(output), t)
                 if "diffusion" in self.uses:
                     terms["diffusion"] = diffusion_loss(clean_hat, latent)
+                if "unrolled" in self.uses:
+                    ahead = unrolled_clean(backbone, cond, noisy, clean_hat, t)
+                    terms["unrolled"] = diffusion_loss(ahead, latent)
                 if "sds" in self.uses:
                     # Score distillation: the residual is a constant direction; no denoiser Jacobian.
                     residual = (cond.clean - clean_hat).detach()

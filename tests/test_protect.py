@@ -665,3 +665,26 @@ def test_a_loss_weight_is_given_as_term_equals_number_and_a_bad_one_is_refused(t
                   "--out", str(tmp_path / "o")],
         )  # fmt: skip
         assert res.exit_code == 2 and message in res.output and not (tmp_path / "o").exists()
+
+
+def test_the_unrolled_term_takes_euler_steps_for_flow_matching_and_reaches_the_photo(backbones):
+    """`unrolled_clean`: one step is the call's own estimate; for a flow-matching family the
+    second step is the Euler step x + (s' - s) v, then the denoiser's estimate there; and the
+    gradient goes through both calls to the photo."""
+    from anti_i2v.protect.objective import unrolled_clean
+
+    backbone = backbones("wan")
+    photo = torch.rand(1, 3, 32, 32, requires_grad=True)
+    cond = backbone.condition(photo, 5)
+    noisy = backbone.add_noise(cond.clean, torch.randn_like(cond.clean), 600.0)
+    velocity = backbone.hidden(backbone.denoiser(**backbone.denoiser_kwargs(noisy, cond, 600.0)))
+    clean_hat = backbone.predict_clean(noisy, velocity, 600.0)
+    assert torch.equal(unrolled_clean(backbone, cond, noisy, clean_hat, 600.0, steps=1), clean_hat)
+    ahead = unrolled_clean(backbone, cond, noisy, clean_hat, 600.0, steps=2)
+    with torch.no_grad():
+        euler = noisy + (0.3 - 0.6) * velocity
+        out = backbone.denoiser(**backbone.denoiser_kwargs(euler, cond, 300.0))
+        want = backbone.predict_clean(euler, backbone.hidden(out), 300.0)
+    torch.testing.assert_close(ahead.detach(), want, rtol=1e-4, atol=1e-5)
+    (ahead - cond.clean.detach()).pow(2).mean().backward()
+    assert photo.grad is not None and photo.grad.abs().sum() > 0

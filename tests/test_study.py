@@ -364,7 +364,7 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(
     from anti_i2v.experiments.study.config import DEFAULT_ARMS
 
     out = tmp_path / "study"
-    later = ("attention-layers", "attention-target", "face-region")
+    later = ("attention-layers", "attention-target", "unrolled", "face-region")
     arms = ["--arms", ",".join((*DEFAULT_ARMS, *later)), "--masks", str(portrait_masks)]
     result = runner.invoke(
         app, ["study", "tiny:svd", str(portraits), "--out", str(out), *TINY, *arms]
@@ -378,7 +378,7 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(
     assert set(report.arms) >= {"random-noise", "rgb-pgd", "colour-space", "profile-layers",
                                 "random-layers-0", "random-layers-1", "random-layers", "pilot-layers",
                                 "attention-layers", "attention-target", "anti-i2v",
-                                "face-region"}  # fmt: skip
+                                "face-region", "unrolled"}  # fmt: skip
     assert report.photos == 2 and report.primary and report.verdicts
     assert set(report.layers) == {
         "profile-layers",
@@ -399,7 +399,9 @@ def test_a_tiny_study_runs_end_to_end_and_refuses_a_changed_protocol(
         ("attention-layers", "profile-layers"),
         ("attention-target", "colour-space"),
         ("face-region", "anti-i2v"),
+        ("unrolled", "colour-space"),
     }
+    assert sidecar_of(out, "unrolled")["settings"]["losses"] == ["unrolled"]
     # the attention lever's cloaks carry its term, weighted as registered, on the share's anchors
     sidecar = json.loads(next((out / "cloaks" / "attention-target").rglob("*.json")).read_text())
     assert sidecar["settings"]["losses"] == ["diffusion", "attention=10"]

@@ -317,6 +317,13 @@ def verdicts(report: StudyReport) -> list[str]:
             "The attention term on top of the colour space (attention-target minus colour-space): "
             f"{_signed(term)}."
         )
+    unrolled = next(
+        (c for c in report.primary if c.a == "unrolled" and c.b == "colour-space"), None
+    )
+    if unrolled is not None and unrolled.mean is not None:
+        out.append(
+            f"Two sampler steps instead of one (unrolled minus colour-space): {_signed(unrolled)}."
+        )
     region = next((c for c in report.primary if c.a == "face-region" and c.b == "anti-i2v"), None)
     if region is not None and region.mean is not None:
         out.append(

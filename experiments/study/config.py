@@ -71,6 +71,9 @@ ARMS: dict[str, Arm] = {
         # fresh portraits of each world (the smallest of 1, 10, 100 at which the share falls as
         # fast as with the term alone while the diffusion loss still rises).
         Arm("attention-target", "anti-i2v", "dual", ("diffusion", "attention=10"), "attention"),
+        # A lever (a short unrolled trajectory): the colour space's diffusion loss read after two
+        # sampler steps from the profile's timesteps instead of one noised step
+        Arm("unrolled", "anti-i2v", "dual", ("unrolled",), layers="timesteps"),
         Arm("anti-i2v", "anti-i2v", layers="profile"),
         # A lever (where the change goes): full Anti-I2V with its change weighted towards the
         # face, from the study's --masks (the world's part masks), else dlib's face box.
@@ -81,7 +84,8 @@ ARMS: dict[str, Arm] = {
 ATTENTION_ARMS = ("attention-layers", "attention-target")
 # Run unless --arms says otherwise: every arm but those that came later (a study registered
 # before they existed reruns under the same protocol), which are asked for by name.
-DEFAULT_ARMS = tuple(name for name in ARMS if name not in (*ATTENTION_ARMS, "face-region"))
+LATER_ARMS = (*ATTENTION_ARMS, "unrolled", "face-region")
+DEFAULT_ARMS = tuple(name for name in ARMS if name not in LATER_ARMS)
 LEVER_ARM = "anti-i2v-eot"
 # The Arm fields of the cost and region levers (a protocol records them only for arms that set
 # them, so protocols registered before them read back unchanged)
