@@ -15,7 +15,8 @@ SRC := core models world probe analyses protect evaluate experiments anti_i2v te
 .PHONY: browser test test-fast demo study-mini-svd-v2 study-mini-svd study-mini-cogvideox \
 	study-levers-mini-svd-v2 study-levers-mini-svd study-attention-mini-cogvideox study-attention-target-mini-svd-v2 \
 	study-attention-target-mini-svd study-region-mini-svd-v2 study-region-mini-svd \
-	study-unrolled-mini-svd-v2 study-unrolled-mini-svd \
+	study-unrolled-mini-svd-v2 study-unrolled-mini-svd study-unrolled-confirm-mini-svd-v2 \
+	study-unrolled-wide-mini-svd \
 	inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
@@ -82,6 +83,7 @@ demo: $(STAMP)
 # README gives its command and cost.json its time. On a GPU, raise STUDY_ARGS' steps and seeds
 # (a new STUDY folder: a changed protocol is refused in the old one).
 STUDY_PORTRAITS ?= 12
+comma := ,
 STUDY_ARGS ?= --selection 4 --random-layers 3 --budgets 4,8,14 --steps 30 --pilot-steps 20 \
 	--cloak-seeds 2 --generation-seeds 1
 STUDY_FILES := README.md report.json protocol.json portraits.csv results.csv frontier.png cost.json
@@ -166,6 +168,12 @@ study-unrolled-mini-svd-v2: $(STAMP)
 	$(call study_recipe,unrolled-mini-svd-v2,v2,101,mini-svd-v2,$(UNROLLED_ARGS))
 study-unrolled-mini-svd: $(STAMP)
 	$(call study_recipe,unrolled-mini-svd,v1,103,mini-svd,$(UNROLLED_ARGS))
+# Registered after those two were read: a replication on fresh v2 portraits with the same
+# protocol, and v1 again with budgets wide enough for the unrolled arm to span ΔE 2-5.
+study-unrolled-confirm-mini-svd-v2: $(STAMP)
+	$(call study_recipe,unrolled-confirm-mini-svd-v2,v2,107,mini-svd-v2,$(UNROLLED_ARGS))
+study-unrolled-wide-mini-svd: $(STAMP)
+	$(call study_recipe,unrolled-wide-mini-svd,v1,109,mini-svd,$(subst 4$(comma)8$(comma)14,6$(comma)12$(comma)20,$(UNROLLED_ARGS)))
 
 # Inside mini-cogvideox (the README's lens strip and attention curve): fresh portraits, the lens on
 # the first at two timesteps, the attention share on all four; the files ship to
