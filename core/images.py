@@ -46,13 +46,19 @@ class Photo:
         """The whole photo as float `(3, H, W)` in [0, 1] (a full-size copy: small photos only)."""
         return to_chw_float(self.array)
 
+    def work_size(self, max_side: int) -> tuple[int, int]:
+        """(h, w) of `work_pixels(max_side)`, without resizing anything."""
+        h, w = self.size
+        if max(h, w) <= max_side:
+            return h, w
+        scale = max_side / max(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
     def work_pixels(self, max_side: int) -> torch.Tensor:
         """Float `(3, h, w)` in [0, 1], shrunk (antialiased) so the long side is at most `max_side`."""
-        h, w = self.size
-        scale = min(1.0, max_side / max(h, w))
-        if scale == 1.0:
+        if max(self.size) <= max_side:
             return self.pixels
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        size = self.work_size(max_side)[::-1]  # (w, h), as PIL takes it
         if self.array.dtype == np.uint8:  # resized as uint8: no full-size float copy
             return to_chw_float(
                 np.asarray(Image.fromarray(self.array).resize(size, Image.Resampling.LANCZOS))

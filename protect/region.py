@@ -17,7 +17,7 @@ The region comes from one of two sources:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,10 @@ class Region:
 
     source: str  # FACE, or a folder of masks
     floor: float  # the map's value off the region, before the scaling to mean 1
+    # (photo name, sha256, size) -> its region (the name finds the mask, the content the face): a
+    # run checks each photo's region before cloaking it and weights it when it does, and dlib's
+    # detector is the slow part of both
+    _found: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def check(cls, source: str, floor: float) -> Region:
@@ -89,6 +93,12 @@ class Region:
         Raises:
             ToolkitError: no mask for the photo, a mask that marks nothing, or no face found.
         """
+        key = (photo.name, photo.sha256, tuple(size))
+        if key not in self._found:
+            self._found[key] = self._binary(photo, size)
+        return self._found[key]
+
+    def _binary(self, photo: Photo, size: tuple[int, int]) -> np.ndarray:
         h, w = size
         if self.source == FACE:
             import dlib

@@ -132,7 +132,8 @@ class Run:
             if d[key] == ProtectConfig.__dataclass_fields__[key].default:
                 d.pop(key)
         if self.region is None:  # the region lever, likewise; its masks by content, per photo
-            d.pop("region"), d.pop("region_floor")
+            d.pop("region")
+            d.pop("region_floor")
         else:
             d["region"] = FACE if self.region.source == FACE else "masks"
         if self.members:
@@ -575,7 +576,7 @@ def _ready(job: Job, run: Run, dest: OutputFolder) -> Photo | PhotoResult:
         )
     if run.region is not None:
         try:  # a photo without a usable region is refused alone (it is cloaked on its own size)
-            run.region.binary(photo, tuple(photo.work_pixels(run.cfg.work_max_side).shape[-2:]))
+            run.region.binary(photo, photo.work_size(run.cfg.work_max_side))
         except ToolkitError as exc:
             return PhotoResult(job.name, "failed", str(exc), bad_input=True)
     done = _already_done(job, run, dest, photo)
@@ -619,8 +620,7 @@ def _protect_batch(jobs: list[Job], cloaker: Cloaker, report) -> None:
             if done is not None:
                 report(done)
                 continue
-            size = tuple(photo.work_pixels(run.cfg.work_max_side).shape)
-            groups.setdefault(size, []).append((job, photo))
+            groups.setdefault(photo.work_size(run.cfg.work_max_side), []).append((job, photo))
         for group in groups.values():
             done = _cloak_together(group, cloaker)
             if done is None:  # a single photo, or a batch that diverged: each photo alone

@@ -55,9 +55,15 @@ def test_dlibs_largest_face_box_is_the_region(monkeypatch, portraits):
         dlib.rectangle(2, 3, 12, 9),
         dlib.rectangle(20, 10, 50, 40),
     ]  # left, top, right, bottom
-    monkeypatch.setattr(dlib, "get_frontal_face_detector", lambda: lambda image, up: boxes)
-    face = Region.check(FACE, 0.25).binary(load_photo(portraits / "p10.png"), (64, 64))
+    calls = []
+    monkeypatch.setattr(
+        dlib, "get_frontal_face_detector", lambda: lambda image, up: calls.append(1) or boxes
+    )
+    region, photo = Region.check(FACE, 0.25), load_photo(portraits / "p10.png")
+    face = region.binary(photo, (64, 64))
     assert face.sum() == 30 * 30 and face[10:40, 20:50].all()
+    region.weights(photo, (64, 64))  # the check before cloaking and the weights share one search
+    assert len(calls) == 1
 
 
 def test_a_photo_without_a_region_says_what_is_missing(tmp_path, portraits):

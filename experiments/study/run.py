@@ -43,6 +43,7 @@ from anti_i2v.experiments.study.cost import (
 )
 from anti_i2v.experiments.study.protocol import Split, build_protocol, register, split_photos
 from anti_i2v.models.registry import MINI_WORLD, WORLD_JUDGE, judge_name
+from anti_i2v.protect.config import ProtectConfig
 
 console = Console(stderr=True)
 
@@ -73,7 +74,6 @@ def check_inputs(cfg: StudyConfig) -> tuple[list[Path], dict[Path, str], str]:
         raise ToolkitError(f"--masks {cfg.masks}: not a folder (the world render's --out)")
     region = None
     if any(ARMS[a].region is not None for a in cfg.arms):  # each photo's region, or one line now
-        from anti_i2v.protect.config import ProtectConfig as P
         from anti_i2v.protect.region import FACE, Region
 
         region = Region.check(cfg.masks or FACE, cfg.region_floor)
@@ -82,7 +82,7 @@ def check_inputs(cfg: StudyConfig) -> tuple[list[Path], dict[Path, str], str]:
         photo = load_photo(p)  # a damaged file is one line now
         sha256[p] = photo.sha256
         if region is not None:
-            region.binary(photo, tuple(photo.work_pixels(P.work_max_side).shape[-2:]))
+            region.binary(photo, photo.work_size(ProtectConfig.work_max_side))
     if cfg.profile:
         load_profile(Path(cfg.profile))
     resolve_model(cfg.model)
@@ -169,7 +169,6 @@ def choose_layers(cfg: StudyConfig, selection: Path, out: Path, judge: str) -> d
 def cloak_sets(cfg: StudyConfig, out: Path, evaluation: Path) -> list[tuple[str, Path]]:
     """Stage 4: every arm at every budget and cloak seed; (evaluate label, folder) of each."""
     from anti_i2v.experiments.study.analysis import cloak_label
-    from anti_i2v.protect.config import ProtectConfig
     from anti_i2v.protect.region import FACE
     from anti_i2v.protect.run import run_protect
 
