@@ -424,20 +424,17 @@ def results_table(root: Path = STUDIES, links: bool = True, sentences: bool = Tr
         *(h for h, _, _ in TABLE_COMPARISONS[4:]),
         "study",
     ]
-    verdicts = [
-        f"- **{r.model}** (`{folder.name}`): " + " ".join(r.verdicts) for folder, r in found.items()
-    ]
     if not sentences:
-        return "\n".join(
-            _table(head, rows)
-            + [
-                "",
-                "Each study's verdict sentences: `docs/results.md`, and its README (last column).",
-            ]
-        )
-    return "\n".join(
-        _table(head, rows) + ["", "What each study concludes, in its own words:", ""] + verdicts
-    )
+        tail = [
+            "",
+            "Each study's verdict sentences: `docs/results.md`, and its README (last column).",
+        ]
+    else:
+        tail = ["", "What each study concludes, in its own words:", ""] + [
+            f"- **{r.model}** (`{folder.name}`): " + " ".join(r.verdicts)
+            for folder, r in found.items()
+        ]
+    return "\n".join(_table(head, rows) + tail)
 
 
 def readme_with_results(text: str, root: Path = STUDIES, links: bool = True) -> str:

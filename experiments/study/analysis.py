@@ -270,6 +270,21 @@ def _signed(e: ComparisonResult) -> str:
     return f"{e.mean:+.4f}{ci}{p}, {e.n} portraits"
 
 
+# Registered comparisons each stated in a sentence of its own, in this order, after the rank
+STATED = {
+    ("profile-layers", POOLED_RANDOM): "Profile layers minus random layers (pooled draws)",
+    ("attention-target", "colour-space"): (
+        "The attention term on top of the colour space (attention-target minus colour-space)"
+    ),
+    ("unrolled", "colour-space"): "Two sampler steps instead of one (unrolled minus colour-space)",
+    ("face-region", "anti-i2v"): "The change moved towards the face (face-region minus anti-i2v)",
+    ("attention-layers", POOLED_RANDOM): (
+        "Anchors by the attention share minus random layers (pooled draws)"
+    ),
+    ("attention-layers", "profile-layers"): "Anchors by the attention share minus the profile's",
+}
+
+
 def verdicts(report: StudyReport) -> list[str]:
     """The answer in sentences, generated from the numbers (the README's top)."""
     h = f"ΔE {report.headline_delta_e:g}"
@@ -304,39 +319,12 @@ def verdicts(report: StudyReport) -> list[str]:
             f"(permutation p = {r.p:.3g} against {len([k for k in r.scores if k.startswith('random-layers-')])} "
             f"random draws): {chance}."
         )
-    layers = next(
-        (c for c in report.primary if c.a == "profile-layers" and c.b == POOLED_RANDOM), None
-    )
-    if layers is not None and layers.mean is not None:
-        out.append(f"Profile layers minus random layers (pooled draws): {_signed(layers)}.")
-    term = next(
-        (c for c in report.primary if c.a == "attention-target" and c.b == "colour-space"), None
-    )
-    if term is not None and term.mean is not None:
-        out.append(
-            "The attention term on top of the colour space (attention-target minus colour-space): "
-            f"{_signed(term)}."
-        )
-    unrolled = next(
-        (c for c in report.primary if c.a == "unrolled" and c.b == "colour-space"), None
-    )
-    if unrolled is not None and unrolled.mean is not None:
-        out.append(
-            f"Two sampler steps instead of one (unrolled minus colour-space): {_signed(unrolled)}."
-        )
-    region = next((c for c in report.primary if c.a == "face-region" and c.b == "anti-i2v"), None)
-    if region is not None and region.mean is not None:
-        out.append(
-            f"The change moved towards the face (face-region minus anti-i2v): {_signed(region)}."
-        )
-    for b, what in (
-        (POOLED_RANDOM, "random layers (pooled draws)"),
-        ("profile-layers", "the profile's"),
-    ):
-        c = next((c for c in report.primary if c.a == "attention-layers" and c.b == b), None)
+    primary = {(c.a, c.b): c for c in report.primary}
+    for (a, b), lead in STATED.items():
+        c = primary.get((a, b))
         if c is not None and c.mean is not None:
-            out.append(f"Anchors by the attention share minus {what}: {_signed(c)}.")
-    fast = next((c for c in report.primary if c.a == FAST_ARM and c.b == "anti-i2v"), None)
+            out.append(f"{lead}: {_signed(c)}.")
+    fast = primary.get((FAST_ARM, "anti-i2v"))
     if fast is not None and fast.mean is not None and fast.ci95:
         lo, hi = fast.ci95
         reached = (
