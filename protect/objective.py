@@ -72,19 +72,18 @@ def unrolled_clean(
         ones, zeros = torch.ones_like(noisy), torch.zeros_like(noisy)
         return backbone.add_noise(ones, zeros, at), backbone.add_noise(zeros, ones, at)
 
-    def call(x: torch.Tensor, at: float, c_tensors: dict, clean: torch.Tensor) -> torch.Tensor:
-        here = Conditioning(c_tensors, clean, cond.grid)
-        out = backbone.denoiser(**backbone.denoiser_kwargs(x, here, at))
+    def call(x: torch.Tensor, at: float) -> torch.Tensor:  # `cond` too, by closure
+        out = backbone.denoiser(**backbone.denoiser_kwargs(x, cond, at))
         return backbone.predict_clean(x, backbone.hidden(out), at)
 
-    start, at = t, t
+    a, b = coefficients(t)
     for j in range(1, steps):
-        a, b = coefficients(at)
         noise_hat = torch.where(b > 0, (noisy - a * clean_hat) / b.clamp_min(1e-12), 0.0)
-        at = start * (1 - j / steps)  # the j-th of `steps` evenly spaced timesteps towards 0
+        at = t * (1 - j / steps)  # the j-th of `steps` evenly spaced timesteps towards 0
         a, b = coefficients(at)
         noisy = a * clean_hat + b * noise_hat
-        clean_hat = checkpoint(call, noisy, at, dict(cond.tensors), cond.clean, use_reentrant=False)
+        # non-reentrant: the gradient reaches what the closure holds (the conditioning) as well
+        clean_hat = checkpoint(call, noisy, at, use_reentrant=False)
     return clean_hat
 
 

@@ -688,3 +688,28 @@ def test_the_unrolled_term_takes_euler_steps_for_flow_matching_and_reaches_the_p
     torch.testing.assert_close(ahead.detach(), want, rtol=1e-4, atol=1e-5)
     (ahead - cond.clean.detach()).pow(2).mean().backward()
     assert photo.grad is not None and photo.grad.abs().sum() > 0
+
+
+def test_the_unrolled_terms_checkpoint_keeps_the_gradient(backbones, monkeypatch):
+    """The second call is checkpointed with the conditioning held by closure: the photo's
+    gradient is the one the same steps give without checkpointing."""
+    import torch.utils.checkpoint
+
+    from anti_i2v.protect.objective import unrolled_clean
+
+    backbone = backbones("wan")
+
+    def photo_grad() -> torch.Tensor:
+        photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        photo.requires_grad_(True)
+        cond = backbone.condition(photo, 5)
+        noise = torch.randn(cond.clean.shape, generator=torch.Generator().manual_seed(1))
+        noisy = backbone.add_noise(cond.clean, noise, 600.0)
+        out = backbone.denoiser(**backbone.denoiser_kwargs(noisy, cond, 600.0))
+        clean_hat = backbone.predict_clean(noisy, backbone.hidden(out), 600.0)
+        unrolled_clean(backbone, cond, noisy, clean_hat, 600.0).pow(2).mean().backward()
+        return photo.grad
+
+    checkpointed = photo_grad()
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda f, *a, **k: f(*a))
+    torch.testing.assert_close(checkpointed, photo_grad(), rtol=1e-5, atol=1e-8)
