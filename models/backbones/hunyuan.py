@@ -23,6 +23,15 @@ from diffusers import (
 from anti_i2v.models.backbones.base import Conditioning, FlowMatchBackbone
 
 
+def latent_concat(latent: torch.Tensor, frames: int) -> torch.Tensor:
+    """The image's latent `[B, C, 1, h, w]` as HunyuanVideo's pipelines concatenate it: on latent
+    frame 0 of `frames` (zeros after), then a 1-channel first-frame mask: `[B, C + 1, F, h, w]`."""
+    padded = torch.cat([latent, torch.zeros_like(latent).repeat(1, 1, frames - 1, 1, 1)], dim=2)
+    mask = torch.zeros_like(padded[:, :1])
+    mask[:, :, 0] = 1
+    return torch.cat([padded, mask], dim=1)
+
+
 class Hunyuan(FlowMatchBackbone):
     family = "hunyuan"
     pipeline_class = HunyuanVideoImageToVideoPipeline
@@ -62,11 +71,8 @@ class Hunyuan(FlowMatchBackbone):
         vae = self.pipe.vae
         x = (self.resize(image).to(self.device) * 2 - 1).to(vae.dtype).unsqueeze(2)
         latent = (vae.encode(x).latent_dist.mode() * self.pipe.vae_scaling_factor).to(self.dtype)
-        padded = torch.cat([latent, torch.zeros_like(latent).repeat(1, 1, f - 1, 1, 1)], dim=2)
-        mask = torch.zeros_like(padded[:, :1])
-        mask[:, :, 0] = 1
         return Conditioning(
-            tensors={"image_cond": torch.cat([padded, mask], dim=1)},
+            tensors={"image_cond": latent_concat(latent, f)},
             clean=latent.repeat(1, 1, f, 1, 1),
         )
 

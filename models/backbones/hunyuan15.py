@@ -39,6 +39,7 @@ from PIL import Image
 from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
 from anti_i2v.models.backbones.base import Conditioning, FlowMatchBackbone
+from anti_i2v.models.backbones.hunyuan import latent_concat
 from anti_i2v.models.backbones.wan import clip_pixels
 
 # The real pipeline pads Qwen2.5-VL's prompt to 1000 tokens and ByT5's to 256
@@ -99,14 +100,11 @@ class Hunyuan15(FlowMatchBackbone):
         f = self.latent_frames(frames or self.default_frames)
         image = self.resize(image).to(self.device)
         latent = self._latent((image * 2 - 1).unsqueeze(2))
-        padded = torch.cat([latent, torch.zeros_like(latent).repeat(1, 1, f - 1, 1, 1)], dim=2)
-        mask = torch.zeros_like(padded[:, :1])
-        mask[:, :, 0] = 1
         encoder = self.pipe.image_encoder
         pixels = clip_pixels(image, encoder.config.image_size, self.pipe.feature_extractor)
         embeds = encoder(pixel_values=pixels.to(encoder.dtype)).last_hidden_state
         return Conditioning(
-            tensors={"image_cond": torch.cat([padded, mask], dim=1), "image_embeds": embeds},
+            tensors={"image_cond": latent_concat(latent, f), "image_embeds": embeds},
             # A causal VAE: latent frame 0 encodes the image alone, so the still video repeats it
             clean=latent.repeat(1, 1, f, 1, 1),
         )
