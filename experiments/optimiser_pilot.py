@@ -35,6 +35,7 @@ from anti_i2v.core.common import write_text_atomic
 from anti_i2v.core.images import gather_images
 from anti_i2v.experiments.study.config import StudyConfig
 from anti_i2v.experiments.study.protocol import split_photos
+from anti_i2v.experiments.study.run import copy_group
 from anti_i2v.protect.config import ProtectConfig
 from anti_i2v.protect.run import run_protect
 
@@ -62,12 +63,7 @@ def run(args: argparse.Namespace) -> dict:
     )  # fmt: skip
     split = split_photos(photos, study)
     chosen = [p for p in photos if p.stem in split.selection]
-    selection = out / "selection"
-    selection.mkdir(parents=True, exist_ok=True)
-    for p in chosen:
-        target = selection / p.name
-        if not target.exists():
-            target.write_bytes(p.read_bytes())
+    selection = copy_group(chosen, split.selection, out / "selection")
     cycle = len(load_profile(args.profile).timesteps)
     quarter = max(1, args.steps // 4)
     variants = [("reference", "sign", 1.0, "constant", args.steps)] + [

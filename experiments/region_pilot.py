@@ -31,6 +31,7 @@ from anti_i2v.core.common import parse_floats, write_text_atomic
 from anti_i2v.core.images import gather_images, load_photo
 from anti_i2v.experiments.study.config import StudyConfig
 from anti_i2v.experiments.study.protocol import split_photos
+from anti_i2v.experiments.study.run import copy_group
 from anti_i2v.protect.config import ProtectConfig
 from anti_i2v.protect.metrics import DELTA_E_PERCENTILE, delta_e_map
 from anti_i2v.protect.run import run_protect
@@ -60,12 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     study = StudyConfig(args.model, str(args.photos), "-", selection=args.selection,
                         split_seed=args.split_seed)  # fmt: skip
-    split = split_photos(gather_images([args.photos]), study)
-    selection = args.out / "selection"
-    selection.mkdir(parents=True, exist_ok=True)
-    for name in split.selection:  # only these photos are ever cloaked here
-        src = next(p for p in gather_images([args.photos]) if p.stem == name)
-        (selection / src.name).write_bytes(src.read_bytes())
+    photos = gather_images([args.photos])  # as the study lists them
+    split = split_photos(photos, study)
+    # only these photos are ever cloaked here
+    selection = copy_group(photos, split.selection, args.out / "selection")
 
     variants = {"rgb-pgd": {"method": "rgb-pgd"}, "anti-i2v": {}}
     variants |= {f"region-{f:g}": {"region": args.masks, "region_floor": f} for f in floors}

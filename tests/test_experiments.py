@@ -3,6 +3,7 @@ in the shipped format, read through evaluate's typed rows (their full runs: docs
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -90,3 +91,32 @@ def _second(tmp_path) -> list[str]:
     )
     api.analyse(store, tmp_path / "svd.json")
     return ["--second", "tiny:svd", "--second-profile", str(tmp_path / "svd.json")]
+
+
+@pytest.mark.slow  # a few tiny cloaks per variant
+def test_the_pilots_cloak_selection_photos_only_and_write_the_options_they_chose(
+    tmp_path, portraits, portrait_masks, tiny_profile
+):
+    """Both levers' pilots take the study's seeded split, cloak its selection photo alone, and
+    write the study options of the variant their rule picks."""
+    from anti_i2v.experiments import optimiser_pilot, region_pilot
+
+    out = tmp_path / "region"
+    pilot = region_pilot.main(
+        ["tiny:cogvideox", str(portraits), "--profile", str(tiny_profile), "--masks",
+         str(portrait_masks), "--selection", "1", "--steps", "2", "--budget", "4",
+         "--floors", "0.5,1", "--out", str(out)]
+    )  # fmt: skip
+    assert [p.stem for p in (out / "selection").iterdir()] == pilot["selection"]
+    assert len(pilot["selection"]) == 1
+    limit = pilot["variants"]["rgb-pgd"]["p95_over_mean"]
+    ok = [f for f in (0.5, 1.0) if pilot["variants"][f"region-{f:g}"]["p95_over_mean"] <= limit]
+    assert pilot["acceptable"] == ok and pilot["choice"] == (ok[0] if ok else 1.0)
+    assert (out / "study-options.txt").read_text() == f"--region-floor {pilot['choice']:g}\n"
+    fast = tmp_path / "fast"  # the cost lever's pilot: the same split, the same copy
+    optimiser_pilot.run(
+        argparse.Namespace(model="tiny:cogvideox", photos=str(portraits), profile=str(tiny_profile),
+                           selection=1, split_seed=0, steps=4, budget=4.0, out=str(fast))
+    )  # fmt: skip
+    assert [p.stem for p in (fast / "selection").iterdir()] == pilot["selection"]
+    assert (fast / "study-options.txt").read_text().startswith("--fast-steps 1 ")
