@@ -84,6 +84,7 @@ FAMILY_PIPELINES: dict[str, str] = {
     "skyreels-v2-df": "SkyReelsV2DiffusionForcingImageToVideoPipeline",
     "cosmos2": "Cosmos2VideoToWorldPipeline",
     "hunyuan15": "HunyuanVideo15ImageToVideoPipeline",
+    "ltx2": "LTX2ImageToVideoPipeline",
 }
 
 BUILTINS: dict[str, str] = {

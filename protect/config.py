@@ -129,12 +129,7 @@ class ProtectConfig:
             raise ToolkitError(f"--offload {self.offload}: choose from {', '.join(OFFLOADS)}")
         if self.dtype not in MODEL_DTYPES:
             raise ToolkitError(f"--dtype {self.dtype}: choose from {', '.join(MODEL_DTYPES)}")
-        unknown = [d for d in self.eot if not is_distortion(d)]
-        if unknown:
-            raise ToolkitError(
-                f"--eot {','.join(unknown)}: unknown distortion; choose from none, "
-                f"{', '.join(DISTORTIONS)}"
-            )
+        check_distortions("--eot", self.eot)
         members = [m for m, _ in self.ensemble_members()]
         if (
             any(not m for m in members)
@@ -188,7 +183,35 @@ def is_distortion(name: str) -> bool:
         and 1 <= int(name[4:]) <= 100
         or re.fullmatch(r"resize(\d+)", name)
         and 1 <= int(name[6:]) <= 100
+        or re.fullmatch(r"h264crf(\d+)", name)
+        and 1 <= int(name[7:]) <= 51
     )
+
+
+def _has_pyav() -> bool:
+    from diffusers.utils import is_av_available  # diffusers only when H.264 is asked for
+
+    return is_av_available()
+
+
+def check_distortions(flag: str, names: tuple[str, ...]) -> None:
+    """Refuse, in one line, the names `distort` does not know, and H.264 where PyAV is missing.
+
+    Raises:
+        ToolkitError: naming `flag`, the bad names, and the fix.
+    """
+    unknown = [d for d in names if not is_distortion(d)]
+    if unknown:
+        raise ToolkitError(
+            f"{flag} {','.join(unknown)}: unknown distortion; choose from none, "
+            f"{', '.join(DISTORTIONS)}, jpegQ, resizeP or h264crfN (N in 1-51)"
+        )
+    codec = [d for d in names if d.startswith("h264crf")]
+    if codec and not _has_pyav():
+        raise ToolkitError(
+            f"{flag} {','.join(codec)}: H.264 needs PyAV: `pip install anti-i2v[ltx2]` (or "
+            "`pip install av`), then run the same command"
+        )
 
 
 @dataclass(frozen=True)
@@ -217,12 +240,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         check_out_given(self.out)
-        unknown = [d for d in self.distortions if not is_distortion(d)]
-        if unknown:
-            raise ToolkitError(
-                f"--distortions {','.join(unknown)}: unknown; choose from none, "
-                f"{', '.join(DISTORTIONS)} (jpegQ and resizeP take any quality or percent)"
-            )
+        check_distortions("--distortions", self.distortions)
         if self.dtype not in MODEL_DTYPES:
             raise ToolkitError(f"--dtype {self.dtype}: choose from {', '.join(MODEL_DTYPES)}")
         if self.offload not in OFFLOADS:

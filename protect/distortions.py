@@ -4,6 +4,8 @@
 Gaussian blur (sigma 1 px), `noise` Gaussian noise (sigma 0.02), `resize50` down to half size and
 back (bicubic), and `platform` a social network's stack: resize to 1080 px on the long side
 (or 75% for small photos), JPEG 80, a 2% border crop, resized back to the original size.
+`h264crfN` is one H.264 frame at CRF N (1-51) through diffusers' own function: what LTX-2's
+pipeline does to every photo before it encodes it (CRF 33; 18 for LTX-2.5); it needs PyAV.
 `vae` is purification by the evaluated model's own VAE (encode, decode), so it needs that model.
 """
 
@@ -46,6 +48,19 @@ def resize_back(image: torch.Tensor, factor: float) -> torch.Tensor:
     return _tensor(small.resize((w, h), Image.Resampling.BICUBIC))
 
 
+def h264(image: torch.Tensor, crf: int) -> torch.Tensor:
+    """Re-compress as one H.264 frame at `crf` (diffusers' `apply_image_conditioning_crf`, the
+    LTX-2 pipeline's own step). The codec needs even sides: an odd last row or column, which it
+    drops, is given back as a copy of its neighbour, so the photo keeps its size."""
+    from diffusers.pipelines.ltx2.utils import apply_image_conditioning_crf
+
+    pixels = to_uint8(image)
+    out = apply_image_conditioning_crf(pixels, crf)
+    h, w = pixels.shape[:2]
+    out = np.pad(out, ((0, h - out.shape[0]), (0, w - out.shape[1]), (0, 0)), mode="edge")
+    return torch.from_numpy(out.astype(np.float32) / 255).permute(2, 0, 1)
+
+
 def platform(image: torch.Tensor) -> torch.Tensor:
     """Resize + JPEG 80 + 2% crop, back to the original size."""
     img = _pil(image)
@@ -82,4 +97,6 @@ def distort(
         return resize_back(image, int(m.group(1)) / 100)
     if name == "platform":
         return platform(image)
+    if m := re.fullmatch(r"h264crf(\d+)", name):
+        return h264(image, int(m.group(1)))
     raise ValueError(f"unknown distortion {name!r}; choose from none, {', '.join(DEFAULT)}")

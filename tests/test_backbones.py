@@ -32,6 +32,7 @@ GOLDEN = {
     "cosmos2": ["transformer_blocks.0", "transformer_blocks.1"],
     "hunyuan15": ["transformer_blocks.0", "transformer_blocks.1"],
     "ltx": ["transformer_blocks.0", "transformer_blocks.1"],
+    "ltx2": ["transformer_blocks.0", "transformer_blocks.1"],
     "hunyuan": ["transformer_blocks.0", "single_transformer_blocks.0"],
     "svd": ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"],
     # Open-Sora interleaves its two lists: spatial i, then temporal i
@@ -271,3 +272,85 @@ def test_hunyuan15s_traceable_forward_is_its_forward(backbones):
         again = backbone.denoiser(**kwargs)[0]
     assert torch.equal(direct, real) and torch.equal(swapped, real) and torch.equal(again, real)
     assert real.shape == cond.clean.shape
+
+
+def test_ltx2_calls_its_denoiser_as_the_pipeline_does(backbones):
+    """The adapter's denoiser call at the pipeline's first step, on the pipeline's own noisy
+    latent, is the pipeline's call: the photo's tokens, per-token timesteps, the connectors'
+    text, sizes, frame rate and the audio stream's length; only the audio's values differ (the
+    pipeline's are its own noise draw, the adapter's a fixed stand-in). A step makes
+    `guidance_passes` calls, as `plan` counts them."""
+    backbone = backbones("ltx2")
+    # 8-bit values: the pipeline takes the photo as a PIL image
+    image = (
+        torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    ).round() / 255
+    seen = {}
+
+    def keep(_module, _args, kwargs):
+        seen.setdefault("call", kwargs)
+        seen["calls"] = seen.get("calls", 0) + 1
+
+    handle = backbone.denoiser.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            backbone.pipe(
+                **backbone.pipeline_image(image[0]), num_frames=backbone.default_frames,
+                num_inference_steps=1, generator=torch.Generator().manual_seed(0),
+                output_type="latent", image_crf=0,  # the encode path compared, not H.264's
+                **backbone.pipeline_kwargs(),
+            )  # fmt: skip
+    finally:
+        handle.remove()
+    theirs = seen["call"]
+    assert seen["calls"] == backbone.guidance_passes  # conditional, STG, modality isolation
+    t = float(theirs["audio_timestep"][0])
+    cond = backbone.condition(image)
+    ours = backbone.denoiser_kwargs(theirs["hidden_states"], cond, t)
+    for key in ("hidden_states", "timestep", "encoder_hidden_states", "audio_encoder_hidden_states",
+                "encoder_attention_mask", "audio_timestep", "sigma"):  # fmt: skip
+        torch.testing.assert_close(ours[key].float(), theirs[key].float(), atol=1e-5, rtol=1e-5)
+    for key in ("num_frames", "height", "width", "fps", "audio_num_frames", "use_cross_timestep"):
+        assert ours[key] == theirs[key], key
+    assert ours["audio_hidden_states"].shape == theirs["audio_hidden_states"].shape
+
+
+def test_ltx2s_audio_stand_in_is_one_draw_whatever_the_batch(backbones):
+    """Each photo's denoiser output is the same alone as in a batch: the audio stream is one
+    seeded draw expanded over the batch, scaled by t as flow matching noises a mean-0 clip."""
+    backbone = backbones("ltx2")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    both = backbone.condition(images)
+    noise = torch.randn(both.clean.shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        kwargs = backbone.denoiser_kwargs(backbone.add_noise(both.clean, noise, 600.0), both, 600.0)
+        batched = backbone.denoiser(**kwargs)[0]
+        for i in range(2):
+            one = backbone.condition(images[i : i + 1])
+            alone = backbone.denoiser(
+                **backbone.denoiser_kwargs(
+                    backbone.add_noise(one.clean, noise[i : i + 1], 600.0), one, 600.0
+                )
+            )[0]
+            torch.testing.assert_close(alone[0], batched[i], atol=1e-5, rtol=1e-5)
+    audio = kwargs["audio_hidden_states"]
+    assert torch.equal(audio[0], audio[1])
+    assert audio.std().item() == pytest.approx(0.6, rel=0.2)  # 0.6 x a standard normal draw
+
+
+def test_ltx2_generates_through_its_pipelines_recompression_or_says_what_it_needs(
+    backbones, monkeypatch
+):
+    """The pipeline H.264-re-compresses PIL photos (what an attacker's default run does), so the
+    adapter hands it one; without PyAV that path cannot run, and generate says so in one line."""
+    import diffusers.utils
+
+    backbone = backbones("ltx2")
+    photo = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(3))
+    taken = backbone.pipeline_image(photo)
+    assert taken["image"].size == (32, 32) and (taken["height"], taken["width"]) == (32, 32)
+    video = backbone.generate(photo, steps=1)
+    assert video.shape == (backbone.default_frames, 3, 32, 32)
+    monkeypatch.setattr(diffusers.utils, "is_av_available", lambda: False)
+    with pytest.raises(ToolkitError, match="needs PyAV: `pip install anti-i2v\\[ltx2\\]`"):
+        backbone.generate(photo, steps=1)

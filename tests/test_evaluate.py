@@ -81,6 +81,30 @@ def test_unknown_distortion():
         distort(torch.rand(3, 4, 4), "vae")
 
 
+def test_h264_is_ltx2s_own_recompression_at_the_photos_size(monkeypatch):
+    """`h264crfN` is the LTX-2 pipeline's re-compression: deterministic, the photo's size kept
+    (odd sides too), close to a smooth photo, closer at a lower CRF; without PyAV, the configs
+    refuse it in one line before any model work."""
+    import anti_i2v.protect.config as config
+    from anti_i2v.core.common import ToolkitError
+    from anti_i2v.world.render import render_video, sample_identity, sample_motion
+
+    photo = torch.from_numpy(render_video(sample_identity(5), sample_motion(5))[0][0])
+    photo = torch.nn.functional.interpolate(
+        photo.permute(2, 0, 1)[None].float() / 255, size=(65, 47), mode="bilinear"
+    )[0].clamp(0, 1)
+    high, again, low = (distort(photo, n) for n in ("h264crf33", "h264crf33", "h264crf10"))
+    assert torch.equal(high, again) and high.shape == low.shape == photo.shape
+    assert 25 < psnr(high, photo) < psnr(low, photo)
+    assert not torch.equal(high, photo)
+    assert config.is_distortion("h264crf51") and not config.is_distortion("h264crf52")
+    assert not config.is_distortion("h264crf0")
+    monkeypatch.setattr(config, "_has_pyav", lambda: False)
+    with pytest.raises(ToolkitError, match=r"^--eot h264crf33: H.264 needs PyAV: `pip install"):
+        config.check_distortions("--eot", ("jpeg75", "h264crf33"))
+    config.check_distortions("--eot", ("jpeg75",))  # nothing else needs it
+
+
 @pytest.mark.parametrize("family", ["cogvideox", "svd"])
 def test_vae_purification_keeps_size_and_is_near_identity_on_the_mini_models(family):
     from anti_i2v.models.backbones import load_backbone

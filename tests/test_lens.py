@@ -133,8 +133,8 @@ def test_decode_video_decodes_as_the_pipeline_does(backbones, family):
         video[0, 0], mask = image[0], torch.ones_like(video)
         mask[0, 0] = 0
         call |= {"video": video, "mask": mask}
-    else:
-        call["image"] = image
+    else:  # the photo as each pipeline takes it (LTX-2: a PIL image, which it re-compresses)
+        call |= backbone.pipeline_image(image[0])
     with torch.no_grad():
         video = backbone.pipe(
             output_type="pt", callback_on_step_end=keep,

@@ -22,6 +22,7 @@ PUBLISHED = {
     "cosmos-predict2-2b-video2world": ("cosmos2", 1.96),
     "hunyuanvideo-1.5-i2v-480p": ("hunyuan15", 8.33),  # the card's 8.3B
     "ltx-video-0.9.0": ("ltx", 1.92),
+    "ltx-2-19b": ("ltx2", 18.88),  # the card's 19B: 13.16 B of video and 5.71 B of audio
     "hunyuanvideo-i2v": ("hunyuan", 12.81),
     "svd-xt": ("svd", 1.52),
     # SkyReels-V2-I2V-14B: Wan2.1-I2V-14B's architecture, so its count too

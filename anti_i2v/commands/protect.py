@@ -84,7 +84,8 @@ def protect(
     eot: str = typer.Option(
         "",
         help="expectation over transformation: the model sees the cloak through these "
-        "distortions, one per step in turn (e.g. jpeg75,blur,resize50; straight-through)",
+        "distortions, one per step in turn (e.g. jpeg75,blur,resize50; straight-through); "
+        "h264crf33 is LTX-2's own re-compression of the photo",
     ),
     region: str | None = typer.Option(
         D.region,
@@ -190,7 +191,8 @@ def evaluate(
     distortions: str = typer.Option(
         ",".join(E.distortions),
         help="distortions of the protected photo ('' for none); vae: the eval "
-        "model's own VAE encode-decode",
+        "model's own VAE encode-decode; h264crfN: one H.264 frame at CRF N, as LTX-2's "
+        "pipeline re-compresses every photo (N=33)",
     ),
     models: str = typer.Option(
         "", help="more eval models, comma-separated (transfer; undistorted cloaks)"

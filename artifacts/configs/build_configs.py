@@ -33,6 +33,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+from anti_i2v.models.backbones.empty import PIPELINE_MODULES
 from anti_i2v.models.dynamicrafter.pipeline import DDIM_CONFIG
 
 HERE = Path(__file__).resolve().parent
@@ -466,6 +467,173 @@ MODELS: dict[str, tuple] = {
             "tokenizer": ("transformers", "T5TokenizerFast"),
         },
     ),
+    # LTX-2 (19B, audio and video): the 2.0 values of diffusers' conversion script, with the
+    # switches diffusers 0.42 added for later LTX-2.x releases written out at their 2.0 setting.
+    "ltx-2-19b": (
+        "Lightricks/LTX-2 (ltx-2-19b-dev, converted)",
+        "diffusers scripts/convert_ltx2_to_diffusers.py (--version 2.0: get_ltx2_transformer_config, "
+        "get_ltx2_connectors_config, get_ltx2_video_vae_config, get_ltx2_audio_vae_config, "
+        "get_ltx2_vocoder_config); the scheduler's shift values are the pipeline's defaults "
+        "(calculate_shift), unverified against the hub",
+        "LTX2ImageToVideoPipeline",
+        {},
+        {
+            "transformer": (
+                "diffusers",
+                "LTX2VideoTransformer3DModel",
+                dict(
+                    in_channels=128,
+                    out_channels=128,
+                    patch_size=1,
+                    patch_size_t=1,
+                    num_attention_heads=32,
+                    attention_head_dim=128,
+                    cross_attention_dim=4096,
+                    vae_scale_factors=(8, 32, 32),
+                    pos_embed_max_pos=20,
+                    base_height=2048,
+                    base_width=2048,
+                    gated_attn=False,
+                    cross_attn_mod=False,
+                    audio_in_channels=128,
+                    audio_out_channels=128,
+                    audio_patch_size=1,
+                    audio_patch_size_t=1,
+                    audio_num_attention_heads=32,
+                    audio_attention_head_dim=64,
+                    audio_cross_attention_dim=2048,
+                    audio_scale_factor=4,
+                    audio_pos_embed_max_pos=20,
+                    audio_sampling_rate=16000,
+                    audio_hop_length=160,
+                    audio_gated_attn=False,
+                    audio_cross_attn_mod=False,
+                    num_layers=48,
+                    activation_fn="gelu-approximate",
+                    qk_norm="rms_norm_across_heads",
+                    norm_elementwise_affine=False,
+                    norm_eps=1e-6,
+                    caption_channels=3840,
+                    attention_bias=True,
+                    attention_out_bias=True,
+                    rope_theta=10000.0,
+                    rope_double_precision=True,
+                    causal_offset=1,
+                    timestep_scale_multiplier=1000,
+                    cross_attn_timestep_scale_multiplier=1000,
+                    rope_type="split",
+                    use_prompt_embeddings=True,
+                    perturbed_attn=False,
+                    ff_bias=True,
+                    audio_ff_bias=True,
+                    use_keyframes_abs_pos_embedding=False,
+                ),
+            ),
+            "connectors": (
+                "ltx2",
+                "LTX2TextConnectors",
+                dict(
+                    caption_channels=3840,
+                    text_proj_in_factor=49,
+                    video_connector_num_attention_heads=30,
+                    video_connector_attention_head_dim=128,
+                    video_connector_num_layers=2,
+                    video_connector_num_learnable_registers=128,
+                    audio_connector_num_attention_heads=30,
+                    audio_connector_attention_head_dim=128,
+                    audio_connector_num_layers=2,
+                    audio_connector_num_learnable_registers=128,
+                    connector_rope_base_seq_len=4096,
+                    rope_theta=10000.0,
+                    rope_double_precision=True,
+                    causal_temporal_positioning=False,
+                    rope_type="split",
+                    per_modality_projections=False,
+                ),
+            ),
+            "vae": (
+                "diffusers",
+                "AutoencoderKLLTX2Video",
+                dict(
+                    in_channels=3,
+                    out_channels=3,
+                    latent_channels=128,
+                    block_out_channels=(256, 512, 1024, 2048),
+                    down_block_types=("LTX2VideoDownBlock3D",) * 4,
+                    decoder_block_out_channels=(256, 512, 1024),
+                    layers_per_block=(4, 6, 6, 2, 2),
+                    decoder_layers_per_block=(5, 5, 5, 5),
+                    spatio_temporal_scaling=(True, True, True, True),
+                    decoder_spatio_temporal_scaling=(True, True, True),
+                    decoder_inject_noise=(False, False, False, False),
+                    downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+                    upsample_residual=(True, True, True),
+                    upsample_factor=(2, 2, 2),
+                    timestep_conditioning=False,
+                    patch_size=4,
+                    patch_size_t=1,
+                    resnet_norm_eps=1e-6,
+                    encoder_causal=True,
+                    decoder_causal=False,
+                    encoder_spatial_padding_mode="zeros",
+                    decoder_spatial_padding_mode="reflect",
+                    spatial_compression_ratio=32,
+                    temporal_compression_ratio=8,
+                ),
+            ),
+            "audio_vae": (
+                "diffusers",
+                "AutoencoderKLLTX2Audio",
+                dict(
+                    base_channels=128,
+                    output_channels=2,
+                    ch_mult=(1, 2, 4),
+                    num_res_blocks=2,
+                    attn_resolutions=None,
+                    in_channels=2,
+                    resolution=256,
+                    latent_channels=8,
+                    norm_type="pixel",
+                    causality_axis="height",
+                    dropout=0.0,
+                    mid_block_add_attention=False,
+                    sample_rate=16000,
+                    mel_hop_length=160,
+                    is_causal=True,
+                    mel_bins=64,
+                    double_z=True,
+                ),
+            ),
+            "vocoder": (
+                "ltx2",
+                "LTX2Vocoder",
+                dict(
+                    in_channels=128,
+                    hidden_channels=1024,
+                    out_channels=2,
+                    upsample_kernel_sizes=[16, 15, 8, 4, 4],
+                    upsample_factors=[6, 5, 2, 2, 2],
+                    resnet_kernel_sizes=[3, 7, 11],
+                    resnet_dilations=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+                    leaky_relu_negative_slope=0.1,
+                    output_sampling_rate=24000,
+                ),
+            ),
+            "scheduler": (
+                "diffusers",
+                "FlowMatchEulerDiscreteScheduler",
+                dict(
+                    base_image_seq_len=1024,
+                    base_shift=0.95,
+                    max_image_seq_len=4096,
+                    max_shift=2.05,
+                    use_dynamic_shifting=True,
+                ),
+            ),
+            "text_encoder": ("transformers", "Gemma3ForConditionalGeneration"),
+            "tokenizer": ("transformers", "GemmaTokenizerFast"),
+        },
+    ),
     # HunyuanVideo 1.5, 480p image-to-video: the transformer's and VAE's diffusers defaults are
     # this checkpoint's (target_size 640 is the 480p bucket base); SigLIP so400m-patch14-384
     # gives the pipeline's 729 image tokens of 1152.
@@ -697,6 +865,8 @@ def component_class(library: str, cls: str) -> type:
     """A component's class: diffusers', or one of this toolkit's own model modules."""
     if library == "diffusers":
         return getattr(diffusers, cls)
+    if library in PIPELINE_MODULES:  # a component diffusers keeps beside its pipeline
+        return getattr(importlib.import_module(f"diffusers.pipelines.{library}"), cls)
     return getattr(importlib.import_module(library), cls)
 
 

@@ -14,7 +14,7 @@ from anti_i2v.protect.config import (
     EQUAL_VISIBILITY,
     OPTIMIZERS,
     ProtectConfig,
-    is_distortion,
+    check_distortions,
 )
 
 
@@ -190,9 +190,11 @@ class StudyConfig:
             raise ToolkitError(
                 f"--region-floor {self.region_floor:g}: the weight off the face, in (0, 1]"
             )
-        bad = [d for d in self.eot if not is_distortion(d) or d == "none"]
-        if bad:
-            raise ToolkitError(f"--eot {','.join(bad)}: unknown distortion (e.g. jpeg75,blur)")
+        if "none" in self.eot:
+            raise ToolkitError(
+                "--eot none: name the distortions to average over (e.g. jpeg75,blur)"
+            )
+        check_distortions("--eot", self.eot)
         if not self.delta_e or any(not (0 < d < 100) for d in self.delta_e):
             raise ToolkitError("--delta-e: give visibilities in (0, 100) mean CIEDE2000")
         if self.headline_delta_e not in self.delta_e:

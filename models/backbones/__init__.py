@@ -25,6 +25,7 @@ from anti_i2v.models.backbones import (
     hunyuan,
     hunyuan15,
     ltx,
+    ltx2,
     opensora,
     skyreels,
     skyreels_df,
@@ -91,6 +92,7 @@ register(wan_vace.WanVACE, wan_vace.tiny, ((32, 32), 9))
 register(skyreels_df.SkyReelsV2DF, skyreels_df.tiny, ((32, 32), 9))
 register(cosmos.Cosmos2, cosmos.tiny, ((32, 32), 9))
 register(hunyuan15.Hunyuan15, hunyuan15.tiny, ((64, 64), 9))
+register(ltx2.LTX2, ltx2.tiny, ((32, 32), 9))
 # model_index.json `_class_name` -> family (Wan's one pipeline class serves 2.1 and 2.2).
 _PIPELINE_FAMILY = {
     "CogVideoXImageToVideoPipeline": "cogvideox",
@@ -106,6 +108,7 @@ _PIPELINE_FAMILY = {
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": "skyreels-v2-df",
     "Cosmos2VideoToWorldPipeline": "cosmos2",
     "HunyuanVideo15ImageToVideoPipeline": "hunyuan15",
+    "LTX2ImageToVideoPipeline": "ltx2",
     "WanPipeline": "wan",  # Wan2.2-TI2V-5B publishes this class with expand_timesteps (image-to-video)
 }
 

@@ -42,14 +42,22 @@ def weights_needed(folder: Path, model: str) -> ToolkitError:
     )
 
 
+# diffusers pipeline packages whose own components (LTX-2's connectors and vocoder) a
+# `model_index.json` names by the package, as diffusers' save_pretrained writes them.
+PIPELINE_MODULES = ("ltx2",)
+
+
 def _library(name: str) -> Any:
-    """The module a `model_index.json` entry names: diffusers, transformers, or this toolkit's own
-    model modules (Open-Sora, DynamiCrafter). Nothing else is imported: importing runs code."""
+    """The module a `model_index.json` entry names: diffusers (or one of its PIPELINE_MODULES),
+    transformers, or this toolkit's own model modules (Open-Sora, DynamiCrafter). Nothing else
+    is imported: importing runs code."""
     import diffusers
     import transformers
 
     if name == "diffusers":
         return diffusers
+    if name in PIPELINE_MODULES:
+        return importlib.import_module(f"diffusers.pipelines.{name}")
     if name == "transformers":
         return transformers
     if name.startswith("anti_i2v.models.") and name.split(".")[2] in ("opensora", "dynamicrafter"):
