@@ -76,6 +76,14 @@ SIGLIP_PROCESSOR = dict(
     image_mean=[0.5, 0.5, 0.5],
     image_std=[0.5, 0.5, 0.5],
 )
+# LTX's resolution-dependent flow shift (the pipelines' calculate_shift over the token count).
+LTX_SHIFT = dict(
+    base_image_seq_len=1024,
+    base_shift=0.95,
+    max_image_seq_len=4096,
+    max_shift=2.05,
+    use_dynamic_shifting=True,
+)
 WAN22_LATENTS_MEAN = [
     -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
     -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
@@ -454,14 +462,7 @@ MODELS: dict[str, tuple] = {
             "scheduler": (
                 "diffusers",
                 "FlowMatchEulerDiscreteScheduler",
-                dict(
-                    base_image_seq_len=1024,
-                    base_shift=0.95,
-                    max_image_seq_len=4096,
-                    max_shift=2.05,
-                    shift_terminal=0.1,
-                    use_dynamic_shifting=True,
-                ),
+                dict(**LTX_SHIFT, shift_terminal=0.1),
             ),
             "text_encoder": ("transformers", "T5EncoderModel"),
             "tokenizer": ("transformers", "T5TokenizerFast"),
@@ -619,17 +620,7 @@ MODELS: dict[str, tuple] = {
                     output_sampling_rate=24000,
                 ),
             ),
-            "scheduler": (
-                "diffusers",
-                "FlowMatchEulerDiscreteScheduler",
-                dict(
-                    base_image_seq_len=1024,
-                    base_shift=0.95,
-                    max_image_seq_len=4096,
-                    max_shift=2.05,
-                    use_dynamic_shifting=True,
-                ),
-            ),
+            "scheduler": ("diffusers", "FlowMatchEulerDiscreteScheduler", LTX_SHIFT),
             "text_encoder": ("transformers", "Gemma3ForConditionalGeneration"),
             "tokenizer": ("transformers", "GemmaTokenizerFast"),
         },

@@ -145,16 +145,11 @@ class LTX2(LTX):
         }
 
     def pipeline_kwargs(self) -> dict[str, Any]:
-        text = self.text_batch(1)
         layers = len(self.denoiser.transformer_blocks)
         return {
-            "prompt_embeds": text["prompt_embeds"],
-            "prompt_attention_mask": text["prompt_attention_mask"],
-            "negative_prompt_embeds": text["prompt_embeds"],
-            "negative_prompt_attention_mask": text["prompt_attention_mask"],
-            # no classifier-free guidance for either modality: its delta is zero with the
-            # prompt as its own negative, and it would double the batch
-            "guidance_scale": 1.0,
+            **super().pipeline_kwargs(),  # the prompt as its own negative, guidance scale 1
+            # no classifier-free guidance for the audio either: its delta is zero too, and it
+            # would double the batch
             "audio_guidance_scale": 1.0,
             "spatio_temporal_guidance_blocks": [min(STG_BLOCK, layers - 1)],
             "frame_rate": FRAME_RATE,
