@@ -57,7 +57,13 @@ from anti_i2v.evaluate.results import (
     summarise,
     write_csv,
 )
-from anti_i2v.models.backbones import Backbone, check_offload, load_backbone, resolve_model
+from anti_i2v.models.backbones import (
+    Backbone,
+    check_generates,
+    check_offload,
+    load_backbone,
+    resolve_model,
+)
 from anti_i2v.models.registry import judge_name
 from anti_i2v.probe.store import check_location
 from anti_i2v.protect.config import EvaluateConfig
@@ -362,6 +368,7 @@ def _evaluate(cfg: EvaluateConfig, ranks: Ranks, device: str) -> Path:
     cfg = mirror_protected(cfg, ranks.rank)
     for model in [cfg.model, *cfg.models]:  # an unknown model is one line now, not after an hour
         resolve_model(model)
+        check_generates(model)
     check_offload(cfg.offload, device)
     clean, sets = match_photos(cfg)
     plan = FrontierPlan.make(cfg, clean, sets, out) if cfg.budgets else None  # checked up front

@@ -354,3 +354,34 @@ def test_ltx2_generates_through_its_pipelines_recompression_or_says_what_it_need
     monkeypatch.setattr(diffusers.utils, "is_av_available", lambda: False)
     with pytest.raises(ToolkitError, match="needs PyAV: `pip install anti-i2v\\[ltx2\\]`"):
         backbone.generate(photo, steps=1)
+
+
+@pytest.mark.parametrize("command", ["generate", "evaluate", "study"])
+def test_a_family_that_cannot_generate_here_is_refused_before_any_model_loads(
+    tmp_path, portraits, no_model, monkeypatch, command
+):
+    """LTX-2 without PyAV: every command that animates a photo says so in one line, exit 2,
+    before a model loads (`Backbone.generation_refusal`, asked through `check_generates`)."""
+    import diffusers.utils
+    from typer.testing import CliRunner
+
+    import anti_i2v.evaluate.run as evaluate_run
+    from anti_i2v.cli import app
+
+    monkeypatch.setattr(evaluate_run, "load_backbone", no_model_loads)
+    monkeypatch.setattr(diffusers.utils, "is_av_available", lambda: False)
+    photo = sorted(portraits.glob("*.png"))[0]
+    args = {
+        "generate": ["generate", "tiny:ltx2", photo, "--out", tmp_path / "v.gif"],
+        "evaluate": ["evaluate", "tiny:cogvideox", "--clean", portraits, "--protected",
+                     portraits, "--models", "tiny:ltx2", "--out", tmp_path / "r"],
+        "study": ["study", "tiny:ltx2", portraits, "--out", tmp_path / "s"],
+    }[command]  # fmt: skip
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 2, res.output
+    assert "tiny:ltx2: LTX-2's pipeline re-compresses the photo" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+def no_model_loads(*_, **__):
+    raise AssertionError("a model was loaded before the input was checked")

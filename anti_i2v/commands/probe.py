@@ -230,7 +230,10 @@ def generate(
     load_photo(image)  # readable, or one line before the model loads
     from anti_i2v.core.common import pick_device
     from anti_i2v.core.video import write_strip, write_video
-    from anti_i2v.models.backbones import load_backbone
+    from anti_i2v.models.backbones import check_generates, load_backbone, resolve_model
+
+    resolve_model(model)
+    check_generates(model, family)
 
     backbone = load_backbone(model, family, dtype, pick_device(device), offload=offload)
     if vae_tiling:

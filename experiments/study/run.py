@@ -62,7 +62,7 @@ def default_judge(model: str) -> str:
 def check_inputs(cfg: StudyConfig) -> tuple[list[Path], dict[Path, str], str]:
     """The photos (each readable) with their content hashes, and the judge; or one line naming
     the problem and the fix."""
-    from anti_i2v.models.backbones import resolve_model
+    from anti_i2v.models.backbones import check_generates, resolve_model
 
     folder = Path(cfg.photos)
     if not folder.is_dir():
@@ -86,6 +86,7 @@ def check_inputs(cfg: StudyConfig) -> tuple[list[Path], dict[Path, str], str]:
     if cfg.profile:
         load_profile(Path(cfg.profile))
     resolve_model(cfg.model)
+    check_generates(cfg.model)  # the study animates every cloak
     check_writable_dir(Path(cfg.out))
     return photos, sha256, cfg.judge or default_judge(cfg.model)
 

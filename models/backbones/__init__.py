@@ -58,6 +58,7 @@ __all__ = [
     "weights_sha256",
     "real_configs",
     "check_offload",
+    "check_generates",
 ]
 
 PROMPT_EMBEDS = "prompt_embeds.safetensors"  # saved text conditioning beside a pipeline folder
@@ -136,6 +137,20 @@ def model_family(model: str) -> str:
     if model.startswith("tiny:"):
         return _check_family(model.split(":", 1)[1])
     return family_of(read_model_index(resolve_model(model, weights=False)))
+
+
+def check_generates(model: str, family: str | None = None) -> None:
+    """One line, before any model loads, where MODEL's family cannot generate on this install
+    (LTX-2 without PyAV); `family` overrides the one its `model_index.json` names.
+
+    Raises:
+        ToolkitError: naming the model, the reason and the fix.
+    """
+    refusal = FAMILIES[
+        _check_family(family) if family else model_family(model)
+    ].generation_refusal()
+    if refusal is not None:
+        raise ToolkitError(f"{model}: {refusal}")
 
 
 def _check_family(family: str) -> str:

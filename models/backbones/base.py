@@ -266,6 +266,12 @@ class Backbone(ABC):
         with no data-dependent branch)."""
         return contextlib.nullcontext()
 
+    @classmethod
+    def generation_refusal(cls) -> str | None:
+        """Why this family cannot generate on this install (an optional package its pipeline
+        needs is missing), or None. Asked before any model loads (`check_generates`)."""
+        return None
+
     # Why a family offers no lens (`anti_i2v.models.lens`); None where it does.
     lens_refusal: ClassVar[str | None] = None
 

@@ -155,15 +155,21 @@ class LTX2(LTX):
             "frame_rate": FRAME_RATE,
         }
 
-    def pipeline_image(self, image: torch.Tensor) -> dict[str, Any]:
+    @classmethod
+    def generation_refusal(cls) -> str | None:
         from diffusers.utils import is_av_available
 
-        if not is_av_available():
-            raise ToolkitError(
-                "LTX-2's pipeline re-compresses the photo with H.264 before it encodes it, as the "
-                "model was trained, and that needs PyAV: `pip install anti-i2v[ltx2]` (or "
-                "`pip install av`), then run the same command"
-            )
+        if is_av_available():
+            return None
+        return (
+            "LTX-2's pipeline re-compresses the photo with H.264 before it encodes it, as the "
+            "model was trained, and that needs PyAV: `pip install anti-i2v[ltx2]` (or "
+            "`pip install av`), then run the same command"
+        )
+
+    def pipeline_image(self, image: torch.Tensor) -> dict[str, Any]:
+        if refusal := self.generation_refusal():
+            raise ToolkitError(refusal)
         # A PIL image at the adapter's resolution: the pipeline re-compresses PIL images only.
         height, width = self.resolution
         x = self.resize(image[None].float())[0]
