@@ -17,7 +17,7 @@ SRC := core models world probe analyses protect evaluate experiments anti_i2v te
 	study-attention-target-mini-svd study-region-mini-svd-v2 study-region-mini-svd \
 	study-unrolled-mini-svd-v2 study-unrolled-mini-svd study-unrolled-confirm-mini-svd-v2 \
 	study-unrolled-wide-mini-svd \
-	inside-mini-cogvideox lint format bench gpu-check clean-venv docs reports
+	inside-mini-cogvideox report-h264-mini-cogvideox lint format bench gpu-check clean-venv docs reports
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -191,6 +191,32 @@ inside-mini-cogvideox: $(STAMP)
 		artifacts/reports/inside-mini-cogvideox.tmp/
 	rm -rf artifacts/reports/inside-mini-cogvideox
 	mv artifacts/reports/inside-mini-cogvideox.tmp artifacts/reports/inside-mini-cogvideox
+	$(BIN)/python -m anti_i2v.reports
+
+# Does LTX-2's own input re-compression (one H.264 frame at CRF 33: `h264crf33`) wash a cloak
+# out? Registered before it first ran (session 21). On mini-cogvideox, the mini world's model
+# where cloaks act most, 2 fresh selection portraits (seed 131) choose Anti-I2V's layers, and 8
+# fresh evaluation portraits (seed 137) are cloaked by Anti-I2V and by RGB PGD at the default
+# budget (8/255), then animated undistorted, through h264crf33 and through jpeg50 (the
+# strongest JPEG reported before): one generation seed, 25 steps, both mini judges. The outcome:
+# each method's ISM drop after each distortion, with its 95% bootstrap interval over photos,
+# and the share of the undistorted drop that survives; no test beyond the intervals. Caveat:
+# the world's 64x64 portraits give the codec far fewer macroblocks than a 512x768 photo does.
+H264 := out/h264
+report-h264-mini-cogvideox: $(STAMP)
+	$(BIN)/anti-i2v world render --world v1 --out $(H264)/select-world --count 2 --seed 131 \
+		--photos $(H264)/select
+	$(BIN)/anti-i2v world render --world v1 --out $(H264)/world --count 8 --seed 137 --photos $(H264)/photos
+	$(BIN)/anti-i2v adapt mini-cogvideox $(H264)/select --masks $(H264)/select-world --out $(H264)/adapt
+	$(BIN)/anti-i2v protect mini-cogvideox $(H264)/photos --profile $(H264)/adapt/profile.json \
+		--out $(H264)/anti-i2v
+	$(BIN)/anti-i2v protect mini-cogvideox $(H264)/photos --method rgb-pgd --out $(H264)/rgb-pgd
+	$(BIN)/anti-i2v evaluate mini-cogvideox --clean $(H264)/photos --protected $(H264)/anti-i2v \
+		--protected $(H264)/rgb-pgd --distortions h264crf33,jpeg50 --out $(H264)/report
+	rm -rf artifacts/reports/h264-mini-cogvideox.tmp
+	cp -r $(H264)/report artifacts/reports/h264-mini-cogvideox.tmp
+	rm -rf artifacts/reports/h264-mini-cogvideox
+	mv artifacts/reports/h264-mini-cogvideox.tmp artifacts/reports/h264-mini-cogvideox
 	$(BIN)/python -m anti_i2v.reports
 
 # ruff, then the import contracts (pyproject.toml): each layer imports only those below it.
