@@ -215,6 +215,7 @@ report-h264-mini-cogvideox: $(STAMP)
 		--protected $(H264)/rgb-pgd --distortions h264crf33,jpeg50 --out $(H264)/report
 	rm -rf artifacts/reports/h264-mini-cogvideox.tmp
 	cp -r $(H264)/report artifacts/reports/h264-mini-cogvideox.tmp
+	rm -rf artifacts/reports/h264-mini-cogvideox.tmp/.videos  # evaluate's cache of the videos
 	rm -rf artifacts/reports/h264-mini-cogvideox
 	mv artifacts/reports/h264-mini-cogvideox.tmp artifacts/reports/h264-mini-cogvideox
 	$(BIN)/python -m anti_i2v.reports

@@ -93,6 +93,32 @@ def evaluate_readme(folder: Path) -> str:
         ["method", "photos", "video ISM drop", "cloak ΔE2000", "cloak PSNR dB", "amplification"],
         rows,
     )
+    distorted = [
+        e
+        for e in s["table"]
+        if (e["eval_model"], e["judge"]) == (cfg["model"], judge)
+        and e["distortion"] != "none"
+        and e["method"] != "clean"
+    ]
+    if distorted:
+        lines += [
+            "",
+            f"## After each distortion, judge {judge}",
+            "",
+            "The cloak passes through the distortion before the model sees it; the share is the "
+            "drop after it over the undistorted drop (none where that drop is too small to divide by).",
+            "",
+        ]
+        rows = [
+            [
+                e["method"],
+                e["distortion"],
+                _num(e["ism_drop"]) + _ci(e.get("ism_drop_ci95")),
+                _num(e.get("ism_drop_surviving"), 2),
+            ]
+            for e in distorted
+        ]
+        lines += _table(["method", "distortion", "video ISM drop", "share surviving"], rows)
     front = s.get("frontier")
     if front:
         lines += ["", "## At equal visibility (the frontier)", ""]

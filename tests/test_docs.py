@@ -38,6 +38,24 @@ def test_a_report_readme_follows_its_json(tmp_path):
     assert "+0.432" not in (folder / "README.md").read_text()
 
 
+def test_a_report_readme_shows_each_distortions_drop_and_share(tmp_path):
+    """A report with distortions gets a table of the drop after each, from its summary.json."""
+    folder = tmp_path / "h264-mini-cogvideox"
+    shutil.copytree(reports.REPORTS / "h264-mini-cogvideox", folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    row = next(
+        e
+        for e in summary["table"]
+        if (e["method"], e["distortion"], e["judge"]) == ("rgb-pgd", "h264crf33", "mini-identity")
+    )
+    row["ism_drop"], row["ism_drop_surviving"] = 0.4321, 0.987
+    (folder / "summary.json").write_text(json.dumps(summary))
+    text = reports.readme_for(folder)
+    section = text[text.index("## After each distortion, judge mini-identity") :]
+    assert "| rgb-pgd | h264crf33 | +0.432 [" in section and "| 0.99 |" in section
+    assert "| clean |" not in section  # the clean photos are never distorted
+
+
 def test_the_shipped_studies_readmes_and_table_follow_their_reports(tmp_path):
     shipped = reports.studies()
     assert "mini-svd-v2" in [f.name for f in shipped]
