@@ -50,7 +50,7 @@ test: $(STAMP) browser
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
 
 # The unit tier: everything not marked slow, on the same workers as the whole suite (serially it
-# took 34-38 s on this 2-core machine, over the 30 s aim; on both cores, 29 s).
+# ran over its 30 s aim on a 2-core machine).
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal tests
 

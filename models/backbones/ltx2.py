@@ -22,8 +22,9 @@ the video and audio text the blocks attend to, here as there.
 Two differences from the published pipeline, stated where users meet them:
 - The pipeline re-compresses the photo with H.264 (CRF 33 up to LTX-2.3) before encoding it,
   as the model was trained. That is not differentiable, so cloaking optimises against the
-  uncompressed photo, while `generate` (and so `evaluate`) runs the pipeline's own path, the
-  re-compression included (it needs PyAV: `pip install anti-i2v[ltx2]`).
+  uncompressed photo (unless `--eot h264crf33` puts the same codec in its loop, straight-through),
+  while `generate` (and so `evaluate`) runs the pipeline's own path, the re-compression included
+  (it needs PyAV: `pip install anti-i2v[ltx2]`).
 - Generation runs without classifier-free guidance (no negative prompt is saved, so its delta
   would be zero) but with the pipeline's spatio-temporal and modality-isolation guidance: three
   denoiser passes per step.
