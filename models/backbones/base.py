@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-from anti_i2v.core.common import ToolkitError
+from anti_i2v.core.common import ToolkitError, to_uint8
 
 
 @dataclass
@@ -355,6 +356,11 @@ class Backbone(ABC):
             "height": height,
             "width": width,
         }
+
+    def photo_image(self, image: torch.Tensor) -> Image.Image:
+        """The photo `(3, H, W)` in [0, 1] at the adapter's resolution, as an 8-bit PIL image:
+        `pipeline_image` for pipelines that take PIL photos (HunyuanVideo 1.5, LTX-2)."""
+        return Image.fromarray(to_uint8(self.resize(image[None].float())[0]))
 
     @torch.no_grad()
     def generate(

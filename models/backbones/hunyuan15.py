@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import (
     AutoencoderKLHunyuanVideo15,
@@ -35,7 +34,6 @@ from diffusers import (
     HunyuanVideo15Transformer3DModel,
 )
 from diffusers.models.autoencoders.autoencoder_kl_hunyuanvideo15 import HunyuanVideo15AttnBlock
-from PIL import Image
 from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
 from anti_i2v.models.backbones.base import Conditioning, FlowMatchBackbone
@@ -147,12 +145,7 @@ class Hunyuan15(FlowMatchBackbone):
     def pipeline_image(self, image: torch.Tensor) -> dict[str, Any]:
         # The pipeline takes a PIL image and sizes the video from it and its target_size: the
         # photo at the adapter's resolution gives that resolution's bucket.
-        x = self.resize(image[None].float())[0]
-        return {
-            "image": Image.fromarray(
-                (x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-            )
-        }
+        return {"image": self.photo_image(image)}
 
     def traceable(self) -> contextlib.AbstractContextManager:
         from anti_i2v.models.wrap import forward_swapped  # nnsight: only when plan traces

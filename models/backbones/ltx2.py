@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import (
     AutoencoderKLLTX2Audio,
@@ -45,7 +44,6 @@ from diffusers import (
 )
 from diffusers.pipelines.ltx2 import LTX2TextConnectors
 from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
-from PIL import Image
 
 from anti_i2v.core.common import ToolkitError
 from anti_i2v.models.backbones.base import Conditioning
@@ -173,9 +171,7 @@ class LTX2(LTX):
             raise ToolkitError(refusal)
         # A PIL image at the adapter's resolution: the pipeline re-compresses PIL images only.
         height, width = self.resolution
-        x = self.resize(image[None].float())[0]
-        pixels = (x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        return {"image": Image.fromarray(pixels), "height": height, "width": width}
+        return {"image": self.photo_image(image), "height": height, "width": width}
 
 
 def tiny(seed: int = 0) -> LTX2ImageToVideoPipeline:
